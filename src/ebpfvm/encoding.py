@@ -1,0 +1,114 @@
+"""Bytes <-> instructions: 8-byte little-endian slots and the two-slot lddw
+(isa.md section 2)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import DecodeError
+from .isa import BY_OPCODE, Form, OpInfo, find_row
+
+__all__ = ["SLOT", "Insn", "decode", "encode", "encode_one", "lddw_slots"]
+
+SLOT = 8
+"""Bytes in one instruction slot."""
+
+_SLOT = struct.Struct("<BBhi")
+_LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
+_M32 = 0xFFFF_FFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Insn:
+    """One decoded instruction. For lddw, `imm` holds the full 64-bit value
+    (unsigned) and `pc` is the first of its two slots.
+
+    `row` is the opcode-table row, or None when the fields select no row (the
+    verifier reports why)."""
+
+    pc: int
+    opcode: int
+    dst: int
+    src: int
+    off: int
+    imm: int
+    row: OpInfo | None
+
+    @property
+    def slots(self) -> int:
+        return 2 if self.opcode == _LDDW_OPCODE else 1
+
+
+def _unpack(code: bytes | bytearray | memoryview, slot: int) -> tuple[int, int, int, int, int]:
+    opcode, regs, off, imm = _SLOT.unpack_from(code, slot * SLOT)
+    return opcode, regs & 0xF, regs >> 4, off, imm
+
+
+def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
+    """Decode a program into instructions, one per instruction (lddw fused).
+
+    Raises DecodeError when the length is not a multiple of 8 or an lddw is
+    cut off by the end of the program. Invalid fields are not errors here:
+    such an instruction gets ``row = None``.
+    """
+    if len(code) % SLOT:
+        raise DecodeError(f"program length {len(code)} is not a multiple of {SLOT}")
+    nslots = len(code) // SLOT
+    insns: list[Insn] = []
+    pc = 0
+    while pc < nslots:
+        opcode, dst, src, off, imm = _unpack(code, pc)
+        row = find_row(opcode, src, off, imm)
+        if opcode == _LDDW_OPCODE:
+            if pc + 1 >= nslots:
+                raise DecodeError("lddw is missing its second slot", pc)
+            imm = (imm & _M32) | ((_SLOT.unpack_from(code, (pc + 1) * SLOT)[3] & _M32) << 32)
+            insns.append(Insn(pc, opcode, dst, src, off, imm, row))
+            pc += 2
+        else:
+            insns.append(Insn(pc, opcode, dst, src, off, imm, row))
+            pc += 1
+    return insns
+
+
+def lddw_second_slot(code: bytes | bytearray | memoryview, pc: int) -> tuple[int, int, int, int]:
+    """(opcode, dst, src, off) of the second slot of the lddw at `pc`; all must be 0."""
+    opcode, dst, src, off, _imm = _unpack(code, pc + 1)
+    return opcode, dst, src, off
+
+
+def lddw_slots(dst: int, src: int, value: int) -> bytes:
+    """The two slots of an lddw loading the 64-bit `value`."""
+    lo = value & _M32
+    hi = (value >> 32) & _M32
+    return _SLOT.pack(_LDDW_OPCODE, dst | (src << 4), 0, _s32(lo)) + _SLOT.pack(0, 0, 0, _s32(hi))
+
+
+def _s32(value: int) -> int:
+    value &= _M32
+    return value - (1 << 32) if value >> 31 else value
+
+
+def encode_one(opcode: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """Encode one instruction. lddw (two slots) takes its full 64-bit value in `imm`.
+
+    `off` must fit s16 and, except for lddw, `imm` must fit s32 or u32
+    (a u32 is reinterpreted as s32)."""
+    if opcode == _LDDW_OPCODE:
+        if not -(1 << 63) <= imm < (1 << 64):
+            raise ValueError(f"lddw value {imm} does not fit 64 bits")
+        return lddw_slots(dst, src, imm)
+    if not -(1 << 31) <= imm <= _M32:
+        raise ValueError(f"immediate {imm} does not fit 32 bits")
+    if not -(1 << 15) <= off < (1 << 15):
+        raise ValueError(f"offset {off} does not fit 16 bits")
+    if not (0 <= dst <= 15 and 0 <= src <= 15):
+        raise ValueError("register fields must be 0..15")
+    return _SLOT.pack(opcode, dst | (src << 4), off, _s32(imm))
+
+
+def encode(insns: Iterable[Insn]) -> bytes:
+    """Encode decoded instructions back to bytes."""
+    return b"".join(encode_one(i.opcode, i.dst, i.src, i.off, i.imm) for i in insns)

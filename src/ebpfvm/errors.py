@@ -1,0 +1,157 @@
+"""The exception hierarchy. Every error carries structured fields; tests assert
+on the type and the fields, never on the wording of the message.
+
+::
+
+    EbpfError
+    ├── AsmError(line, col)
+    ├── DecodeError(pc)
+    ├── VerifierError(pc, reason)
+    ├── ElfError(section)
+    ├── MapError
+    ├── JitError ── JitUnsupported(opcode)
+    └── VmFault(pc)
+        ├── MemoryFault(address, size, access)
+        ├── HelperFault(helper_id)      (exception inside a helper, or unknown helper)
+        ├── BudgetExceeded(count)
+        ├── CallDepthExceeded(depth)
+        └── InvalidInstruction(opcode)  (reached an instruction it cannot run)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsmError",
+    "BudgetExceeded",
+    "CallDepthExceeded",
+    "DecodeError",
+    "EbpfError",
+    "ElfError",
+    "HelperFault",
+    "InvalidInstruction",
+    "JitError",
+    "JitUnsupported",
+    "MapError",
+    "MemoryFault",
+    "VerifierError",
+    "VmFault",
+]
+
+
+class EbpfError(Exception):
+    """Base class of every error ebpfvm raises on purpose."""
+
+
+class AsmError(EbpfError):
+    """Assembler input error at a 1-based line and column."""
+
+    def __init__(self, message: str, line: int, col: int) -> None:
+        super().__init__(f"line {line}, column {col}: {message}")
+        self.reason = message
+        self.line = line
+        self.col = col
+
+
+class DecodeError(EbpfError):
+    """Bytes that are not a sequence of instructions (bad length, truncated lddw)."""
+
+    def __init__(self, message: str, pc: int | None = None) -> None:
+        where = f" at pc {pc}" if pc is not None else ""
+        super().__init__(f"{message}{where}")
+        self.reason = message
+        self.pc = pc
+
+
+class VerifierError(EbpfError):
+    """The verifier rejected the program; `pc` is None for whole-program rules."""
+
+    def __init__(self, reason: str, pc: int | None = None) -> None:
+        where = f" (insn #{pc})" if pc is not None else ""
+        super().__init__(f"verifier: {reason}{where}")
+        self.reason = reason
+        self.pc = pc
+
+
+class ElfError(EbpfError):
+    """Malformed or unsupported ELF input, naming the section when known."""
+
+    def __init__(self, reason: str, section: str | None = None) -> None:
+        where = f" in section {section!r}" if section is not None else ""
+        super().__init__(f"ELF: {reason}{where}")
+        self.reason = reason
+        self.section = section
+
+
+class MapError(EbpfError):
+    """Invalid map definition or operation."""
+
+
+class JitError(EbpfError):
+    """The JIT compiler cannot be used or failed."""
+
+
+class JitUnsupported(JitError):
+    """An opcode the JIT cannot translate."""
+
+    def __init__(self, opcode: int, reason: str) -> None:
+        super().__init__(f"JIT does not support opcode 0x{opcode:02x}: {reason}")
+        self.opcode = opcode
+        self.reason = reason
+
+
+class VmFault(EbpfError):
+    """A run-time fault of the guest program at instruction `pc`."""
+
+    def __init__(self, message: str, pc: int) -> None:
+        super().__init__(f"{message} at pc {pc}")
+        self.reason = message
+        self.pc = pc
+
+
+class MemoryFault(VmFault):
+    """A load or store outside every region the program was given, or a store
+    into a read-only region. `access` is ``"load"`` or ``"store"``."""
+
+    def __init__(self, pc: int, address: int, size: int, access: str, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"out-of-bounds {access} of {size} bytes at address 0x{address:x}{extra}", pc
+        )
+        self.address = address
+        self.size = size
+        self.access = access
+
+
+class HelperFault(VmFault):
+    """A helper call failed: unknown helper id, or the helper raised."""
+
+    def __init__(self, pc: int, helper_id: int, reason: str, helper_name: str = "") -> None:
+        name = f" ({helper_name})" if helper_name else ""
+        super().__init__(f"helper {helper_id}{name}: {reason}", pc)
+        self.helper_id = helper_id
+        self.helper_name = helper_name
+
+
+class BudgetExceeded(VmFault):
+    """The instruction budget ran out: `count` instructions ran, the next one
+    (at `pc`) would have exceeded it."""
+
+    def __init__(self, pc: int, count: int) -> None:
+        super().__init__(f"instruction budget of {count} exhausted", pc)
+        self.count = count
+
+
+class CallDepthExceeded(VmFault):
+    """A local call would nest more than the allowed number of frames."""
+
+    def __init__(self, pc: int, depth: int) -> None:
+        super().__init__(f"call depth exceeds {depth} frames", pc)
+        self.depth = depth
+
+
+class InvalidInstruction(VmFault):
+    """The engine reached an instruction it cannot execute (unverified program)."""
+
+    def __init__(self, pc: int, opcode: int, reason: str) -> None:
+        super().__init__(f"invalid instruction 0x{opcode:02x}: {reason}", pc)
+        self.opcode = opcode

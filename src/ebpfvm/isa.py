@@ -1,0 +1,469 @@
+"""The eBPF opcode table: one row per valid (opcode, variant) pair.
+
+This module is the single source of truth for the instruction set (RFC 9669,
+``shared/docs/isa.md`` section 14). The interpreter, the assembler, the
+disassembler and the verifier all read :data:`OPS`; nothing else in the
+package spells an opcode byte. ``python -m ebpfvm.isa`` prints the table.
+
+Rows are generated from field products (class x source x operation) in
+:func:`_build_table`, exactly as the opcode byte is composed in the ISA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+__all__ = [
+    "ALU_CLASSES",
+    "BY_OPCODE",
+    "JMP_CLASSES",
+    "LDDW_SUBTYPES",
+    "MAX_REG",
+    "OPS",
+    "Cls",
+    "Form",
+    "Mode",
+    "OpInfo",
+    "Reg",
+    "Size",
+    "Src",
+    "find_row",
+    "rows_for_mnemonic",
+]
+
+
+class Cls(IntEnum):
+    """Instruction class: bits 0-2 of the opcode (isa.md 2.3)."""
+
+    LD = 0
+    LDX = 1
+    ST = 2
+    STX = 3
+    ALU = 4
+    JMP = 5
+    JMP32 = 6
+    ALU64 = 7
+
+
+class Src(IntEnum):
+    """Source bit of ALU/JMP opcodes: K = immediate operand, X = register."""
+
+    K = 0x00
+    X = 0x08
+
+
+class Size(IntEnum):
+    """Size bits of load/store opcodes."""
+
+    W = 0x00
+    H = 0x08
+    B = 0x10
+    DW = 0x18
+
+
+SIZE_BYTES: dict[Size, int] = {Size.B: 1, Size.H: 2, Size.W: 4, Size.DW: 8}
+SIZE_SUFFIX: dict[Size, str] = {Size.B: "b", Size.H: "h", Size.W: "w", Size.DW: "dw"}
+
+
+class Mode(IntEnum):
+    """Mode bits of load/store opcodes."""
+
+    IMM = 0x00
+    ABS = 0x20
+    IND = 0x40
+    MEM = 0x60
+    MEMSX = 0x80
+    ATOMIC = 0xC0
+
+
+class Form(Enum):
+    """Operand shape. Drives assembler parsing, disassembler formatting and
+    the choice of handler in every engine."""
+
+    ALU_K = "alu_k"  # op dst, imm
+    ALU_X = "alu_x"  # op dst, src
+    NEG = "neg"  # op dst
+    ENDIAN = "endian"  # op dst            (width in imm)
+    LDDW = "lddw"  # op dst, imm64     (two slots)
+    LDX = "ldx"  # op dst, [src+off]
+    ST = "st"  # op [dst+off], imm
+    STX = "stx"  # op [dst+off], src
+    ATOMIC = "atomic"  # lock op [dst+off], src   (operation in imm)
+    JA = "ja"  # ja +off
+    JA32 = "ja32"  # ja32 +imm
+    JCC_K = "jcc_k"  # op dst, imm, +off
+    JCC_X = "jcc_x"  # op dst, src, +off
+    CALL = "call"  # call imm           (helper id)
+    CALL_LOCAL = "call_local"  # call local +imm
+    CALL_RUNTIME = "call_runtime"  # call runtime imm  (BTF id, kfunc)
+    CALLX = "callx"  # call dst          (register holds the target)
+    EXIT = "exit"  # exit
+    LD_ABS = "ld_abs"  # op imm            (legacy packet load into r0)
+    LD_IND = "ld_ind"  # op src, imm       (legacy packet load into r0)
+
+
+class Reg(Enum):
+    """How an instruction uses a register field."""
+
+    NONE = "none"  # the field is not a register: it must hold `src_value` (dst: 0)
+    READ = "read"  # a register 0..10 that is only read
+    WRITE = "write"  # a register 0..9 that is written (r10 is read-only)
+
+
+MAX_REG = 10
+"""Highest valid register number. r10 is the read-only frame pointer."""
+
+ALU_CLASSES = (Cls.ALU, Cls.ALU64)
+JMP_CLASSES = (Cls.JMP, Cls.JMP32)
+
+
+@dataclass(frozen=True, slots=True)
+class OpInfo:
+    """One row of the opcode table.
+
+    Columns:
+      opcode    the full opcode byte.
+      mnemonic  assembler spelling in the uBPF / bpf_conformance dialect
+                (``add``, ``add32``, ``ldxw``, ``lock fetch add32``, ``call local``).
+      form      operand shape (:class:`Form`).
+      cls       instruction class.
+      op        semantic key shared by every engine (``add``, ``jgt``, ``fetch_add``...).
+      width     operand width in bits: 32 or 64 for ALU/JMP/atomics, the swap
+                width for byte swaps, the access size in bits for loads/stores.
+      dst, src  how the register fields are used (:class:`Reg`).
+      src_value the required value of the src field when ``src`` is NONE
+                (call kind, lddw subtype); otherwise unused.
+      off, imm  the required value of the field, or None when any value is allowed.
+      group     RFC 9669 conformance group (``callx`` is bpf_conformance's own).
+      cpu       the LLVM -mcpu level that introduced it (1..4).
+      signed    sign-extending load, signed division/modulo, signed compare.
+    """
+
+    opcode: int
+    mnemonic: str
+    form: Form
+    cls: Cls
+    op: str
+    width: int
+    dst: Reg
+    src: Reg
+    src_value: int = 0
+    off: int | None = 0
+    imm: int | None = None
+    group: str = "base32"
+    cpu: int = 1
+    signed: bool = False
+
+    @property
+    def size(self) -> int:
+        """Memory access size in bytes (load, store, atomic, legacy packet load)."""
+        return self.width // 8
+
+    @property
+    def slots(self) -> int:
+        """Number of 8-byte slots the instruction takes (2 for lddw)."""
+        return 2 if self.form is Form.LDDW else 1
+
+    @property
+    def is_jump(self) -> bool:
+        return self.form in JUMP_FORMS
+
+    def describe(self) -> str:
+        def rule(value: int | None) -> str:
+            return "any" if value is None else str(value)
+
+        src = self.src.value if self.src is not Reg.NONE else f"={self.src_value}"
+        return (
+            f"0x{self.opcode:02x}  {self.mnemonic:<20} {self.form.value:<12} "
+            f"op={self.op:<12} w={self.width:<3} dst={self.dst.value:<5} src={src:<5} "
+            f"off={rule(self.off):<4} imm={rule(self.imm):<4} {self.group:<8} v{self.cpu}"
+        )
+
+
+JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
+CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
+
+# (code, op, group-suffix) of the ALU operations, isa.md section 4.
+_ALU_OPS: tuple[tuple[int, str], ...] = (
+    (0x0, "add"),
+    (0x1, "sub"),
+    (0x2, "mul"),
+    (0x3, "div"),
+    (0x4, "or"),
+    (0x5, "and"),
+    (0x6, "lsh"),
+    (0x7, "rsh"),
+    (0x9, "mod"),
+    (0xA, "xor"),
+    (0xB, "mov"),
+    (0xC, "arsh"),
+)
+_DIVMUL = frozenset({"mul", "div", "mod", "sdiv", "smod"})
+_ALU_CODE_NEG = 0x8
+_ALU_CODE_END = 0xD
+
+# Conditional jumps (isa.md section 6): (code, op, signed, cpu level of the JMP form).
+_JCC_OPS: tuple[tuple[int, str, bool, int], ...] = (
+    (0x1, "jeq", False, 1),
+    (0x2, "jgt", False, 1),
+    (0x3, "jge", False, 1),
+    (0x4, "jset", False, 1),
+    (0x5, "jne", False, 1),
+    (0x6, "jsgt", True, 1),
+    (0x7, "jsge", True, 1),
+    (0xA, "jlt", False, 2),
+    (0xB, "jle", False, 2),
+    (0xC, "jslt", True, 2),
+    (0xD, "jsle", True, 2),
+)
+_JMP_CODE_JA = 0x0
+_JMP_CODE_CALL = 0x8
+_JMP_CODE_EXIT = 0x9
+
+# Atomic operations (isa.md section 9): imm -> op.
+_ATOMIC_OPS: tuple[tuple[int, str], ...] = (
+    (0x00, "add"),
+    (0x01, "fetch_add"),
+    (0x40, "or"),
+    (0x41, "fetch_or"),
+    (0x50, "and"),
+    (0x51, "fetch_and"),
+    (0xA0, "xor"),
+    (0xA1, "fetch_xor"),
+    (0xE1, "xchg"),
+    (0xF1, "cmpxchg"),
+)
+ATOMIC_FETCH = 0x01
+
+# lddw subtypes (isa.md section 10): src value -> (mnemonic, op).
+LDDW_SUBTYPES: dict[int, tuple[str, str]] = {
+    0: ("lddw", "imm64"),
+    1: ("lddw_map_fd", "map_fd"),
+    2: ("lddw_map_value", "map_value"),
+    3: ("lddw_var", "var_addr"),
+    4: ("lddw_func", "code_addr"),
+    5: ("lddw_map_idx", "map_idx"),
+    6: ("lddw_map_idx_value", "map_idx_value"),
+}
+
+
+def _alu_rows() -> list[OpInfo]:
+    rows: list[OpInfo] = []
+    for cls in ALU_CLASSES:
+        width = 64 if cls is Cls.ALU64 else 32
+        suffix = "" if cls is Cls.ALU64 else "32"
+        base = "base64" if cls is Cls.ALU64 else "base32"
+        divmul = "divmul64" if cls is Cls.ALU64 else "divmul32"
+        for code, op in _ALU_OPS:
+            for src_bit in Src:
+                opcode = (code << 4) | src_bit | cls
+                form = Form.ALU_K if src_bit is Src.K else Form.ALU_X
+                src = Reg.NONE if src_bit is Src.K else Reg.READ
+                imm = None if src_bit is Src.K else 0
+                variants = [(op, 0, False, 1)]
+                if op in ("div", "mod"):
+                    variants.append(("s" + op, 1, True, 4))
+                if op == "mov" and src_bit is Src.X:
+                    for bits in (8, 16, 32) if cls is Cls.ALU64 else (8, 16):
+                        variants.append((f"movsx{bits}", bits, True, 4))
+                for name, off, signed, cpu in variants:
+                    if name.startswith("movsx"):
+                        mnemonic = f"movsx{off}{width}"
+                        sem = "movsx"
+                    else:
+                        mnemonic = name + suffix
+                        sem = name
+                    rows.append(
+                        OpInfo(
+                            opcode, mnemonic, form, cls, sem, width, Reg.WRITE, src,
+                            off=off, imm=imm,
+                            group=divmul if name in _DIVMUL else base, cpu=cpu, signed=signed,
+                        )
+                    )
+        rows.append(
+            OpInfo(
+                (_ALU_CODE_NEG << 4) | cls, "neg" + suffix, Form.NEG, cls, "neg", width,
+                Reg.WRITE, Reg.NONE, imm=0, group=base,
+            )
+        )
+    # Byte swaps (isa.md section 5): le/be in ALU, bswap in ALU64 (K form only).
+    for cls, src_bit, name, op, cpu in (
+        (Cls.ALU, Src.K, "le", "le", 1),
+        (Cls.ALU, Src.X, "be", "be", 1),
+        (Cls.ALU64, Src.K, "bswap", "bswap", 4),
+    ):
+        for bits in (16, 32, 64):
+            rows.append(
+                OpInfo(
+                    (_ALU_CODE_END << 4) | src_bit | cls, f"{name}{bits}", Form.ENDIAN, cls, op,
+                    bits, Reg.WRITE, Reg.NONE, imm=bits,
+                    group="base64" if bits == 64 else "base32", cpu=cpu,
+                )
+            )
+    return rows
+
+
+def _jmp_rows() -> list[OpInfo]:
+    rows: list[OpInfo] = [
+        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP, "ja", Form.JA, Cls.JMP, "ja", 64,
+               Reg.NONE, Reg.NONE, off=None, imm=0),
+        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP32, "ja32", Form.JA32, Cls.JMP32, "ja", 32,
+               Reg.NONE, Reg.NONE, off=0, imm=None, cpu=4),
+    ]
+    for cls in JMP_CLASSES:
+        width = 64 if cls is Cls.JMP else 32
+        suffix = "" if cls is Cls.JMP else "32"
+        for code, op, signed, cpu in _JCC_OPS:
+            for src_bit in Src:
+                rows.append(
+                    OpInfo(
+                        (code << 4) | src_bit | cls, op + suffix,
+                        Form.JCC_K if src_bit is Src.K else Form.JCC_X, cls, op, width,
+                        Reg.READ, Reg.NONE if src_bit is Src.K else Reg.READ,
+                        off=None, imm=None if src_bit is Src.K else 0,
+                        group="base64" if cls is Cls.JMP else "base32",
+                        cpu=cpu if cls is Cls.JMP else 3, signed=signed,
+                    )
+                )
+    call = (_JMP_CODE_CALL << 4) | Cls.JMP
+    rows += [
+        OpInfo(call, "call", Form.CALL, Cls.JMP, "call", 64, Reg.NONE, Reg.NONE,
+               src_value=0, imm=None),
+        OpInfo(call, "call local", Form.CALL_LOCAL, Cls.JMP, "call_local", 64, Reg.NONE,
+               Reg.NONE, src_value=1, imm=None, cpu=3),
+        OpInfo(call, "call runtime", Form.CALL_RUNTIME, Cls.JMP, "call_runtime", 64,
+               Reg.NONE, Reg.NONE, src_value=2, imm=None, cpu=3),
+        # callx as bpf_conformance defines it: the target is in the *dst* field.
+        OpInfo(call | Src.X, "call", Form.CALLX, Cls.JMP, "callx", 64, Reg.READ, Reg.NONE,
+               imm=0, group="callx"),
+        OpInfo((_JMP_CODE_EXIT << 4) | Cls.JMP, "exit", Form.EXIT, Cls.JMP, "exit", 64,
+               Reg.NONE, Reg.NONE, imm=0),
+    ]
+    return rows
+
+
+def _mem_rows() -> list[OpInfo]:
+    rows: list[OpInfo] = []
+    for size in (Size.B, Size.H, Size.W, Size.DW):
+        nbytes = SIZE_BYTES[size]
+        sfx = SIZE_SUFFIX[size]
+        group = "base64" if size is Size.DW else "base32"
+        rows += [
+            OpInfo(Mode.MEM | size | Cls.LDX, "ldx" + sfx, Form.LDX, Cls.LDX, "ldx", nbytes * 8,
+                   Reg.WRITE, Reg.READ, off=None, imm=0, group=group),
+            OpInfo(Mode.MEM | size | Cls.ST, "st" + sfx, Form.ST, Cls.ST, "st", nbytes * 8,
+                   Reg.READ, Reg.NONE, off=None, imm=None, group=group),
+            OpInfo(Mode.MEM | size | Cls.STX, "stx" + sfx, Form.STX, Cls.STX, "stx", nbytes * 8,
+                   Reg.READ, Reg.READ, off=None, imm=0, group=group),
+        ]
+        if size is not Size.DW:
+            rows.append(
+                OpInfo(Mode.MEMSX | size | Cls.LDX, "ldxs" + sfx, Form.LDX, Cls.LDX, "ldxs",
+                       nbytes * 8, Reg.WRITE, Reg.READ, off=None, imm=0, cpu=4, signed=True)
+            )
+            # Legacy packet loads (isa.md section 11): no DW form.
+            rows += [
+                OpInfo(Mode.ABS | size | Cls.LD, "ldabs" + sfx, Form.LD_ABS, Cls.LD, "ldabs",
+                       nbytes * 8, Reg.NONE, Reg.NONE, imm=None, group="packet"),
+                OpInfo(Mode.IND | size | Cls.LD, "ldind" + sfx, Form.LD_IND, Cls.LD, "ldind",
+                       nbytes * 8, Reg.NONE, Reg.READ, imm=None, group="packet"),
+            ]
+    for size, suffix, group in ((Size.W, "32", "atomic32"), (Size.DW, "", "atomic64")):
+        for imm, op in _ATOMIC_OPS:
+            words = op.split("_")
+            mnemonic = "lock " + " ".join(words) + suffix
+            fetch = bool(imm & ATOMIC_FETCH)
+            rows.append(
+                OpInfo(Mode.ATOMIC | size | Cls.STX, mnemonic, Form.ATOMIC, Cls.STX, op,
+                       SIZE_BYTES[size] * 8, Reg.READ, Reg.WRITE if fetch else Reg.READ,
+                       off=None, imm=imm, group=group, cpu=3)
+            )
+    for src_value, (mnemonic, op) in LDDW_SUBTYPES.items():
+        rows.append(
+            OpInfo(Mode.IMM | Size.DW | Cls.LD, mnemonic, Form.LDDW, Cls.LD, op, 64, Reg.WRITE,
+                   Reg.NONE, src_value=src_value, imm=None, group="base64")
+        )
+    return rows
+
+
+def _build_table() -> tuple[OpInfo, ...]:
+    rows = _alu_rows() + _jmp_rows() + _mem_rows()
+    return tuple(sorted(rows, key=lambda r: (r.opcode, r.src_value, r.off or 0, r.imm or 0)))
+
+
+OPS: tuple[OpInfo, ...] = _build_table()
+"""Every valid instruction row, sorted by opcode."""
+
+
+def _index() -> tuple[list[tuple[OpInfo, ...]], dict[str, tuple[OpInfo, ...]]]:
+    by_opcode: list[list[OpInfo]] = [[] for _ in range(256)]
+    by_mnemonic: dict[str, list[OpInfo]] = {}
+    seen: set[tuple[int, int, int | None, int | None]] = set()
+    for row in OPS:
+        key = (row.opcode, row.src_value, row.off, row.imm)
+        if key in seen:
+            raise RuntimeError(f"duplicate opcode table row {row.describe()}")
+        seen.add(key)
+        by_opcode[row.opcode].append(row)
+        same = by_mnemonic.setdefault(row.mnemonic, [])
+        if any(other.form is row.form for other in same):
+            raise RuntimeError(f"duplicate (mnemonic, form) {row.mnemonic!r} {row.form}")
+        same.append(row)
+    return [tuple(rows) for rows in by_opcode], {k: tuple(v) for k, v in by_mnemonic.items()}
+
+
+BY_OPCODE, BY_MNEMONIC = _index()
+"""BY_OPCODE[opcode] lists the rows of one opcode byte (empty when invalid);
+BY_MNEMONIC[mnemonic] lists the rows that share a spelling (K and X forms)."""
+
+MNEMONIC_ALIASES: dict[str, str] = {
+    **{f"{op}64": op for _code, op in _ALU_OPS},
+    "neg64": "neg",
+    "sdiv64": "sdiv",
+    "smod64": "smod",
+    "swap16": "bswap16",
+    "swap32": "bswap32",
+    "swap64": "bswap64",
+    "callx": "call",
+    "gotol": "ja32",
+}
+"""Other spellings the assembler accepts (rbpf's ``add64``, ``swap16``...)."""
+
+
+def rows_for_mnemonic(mnemonic: str) -> tuple[OpInfo, ...]:
+    """Rows spelled `mnemonic` (aliases resolved); empty when unknown."""
+    name = MNEMONIC_ALIASES.get(mnemonic, mnemonic)
+    return BY_MNEMONIC.get(name, ())
+
+
+def _fits(row: OpInfo, src: int, off: int, imm: int) -> bool:
+    """Whether the discriminating fields (src subtype, off, imm) select `row`."""
+    if row.src is Reg.NONE and src != row.src_value:
+        return False
+    if row.off is not None and off != row.off:
+        return False
+    return row.imm is None or imm == row.imm
+
+
+def find_row(opcode: int, src: int, off: int, imm: int) -> OpInfo | None:
+    """The row that an instruction's fields select, or None.
+
+    Register fields are not checked here (the verifier does that); the src
+    field is checked only where it is a subtype rather than a register.
+    """
+    for row in BY_OPCODE[opcode]:
+        if _fits(row, src, off, imm):
+            return row
+    return None
+
+
+def main() -> None:
+    """Print the whole table: the readable spec."""
+    for row in OPS:
+        print(row.describe())
+    print(f"{len(OPS)} rows, {sum(1 for rows in BY_OPCODE if rows)} opcode bytes")
+
+
+if __name__ == "__main__":
+    main()

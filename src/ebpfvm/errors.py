@@ -63,13 +63,18 @@ class DecodeError(EbpfError):
 
 
 class VerifierError(EbpfError):
-    """The verifier rejected the program; `pc` is None for whole-program rules."""
+    """The verifier rejected the program.
 
-    def __init__(self, reason: str, pc: int | None = None) -> None:
+    `rule` is a stable machine-readable name of the broken rule (for example
+    ``"write_r10"``); `reason` is the human-readable text; `pc` is the slot
+    index of the offending instruction, or None for whole-program rules."""
+
+    def __init__(self, reason: str, pc: int | None = None, rule: str = "custom") -> None:
         where = f" (insn #{pc})" if pc is not None else ""
         super().__init__(f"verifier: {reason}{where}")
         self.reason = reason
         self.pc = pc
+        self.rule = rule
 
 
 class ElfError(EbpfError):

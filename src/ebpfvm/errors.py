@@ -135,6 +135,7 @@ class HelperFault(VmFault):
         super().__init__(f"helper {helper_id}{name}: {reason}", pc)
         self.helper_id = helper_id
         self.helper_name = helper_name
+        self.cause: BaseException | None = None
 
 
 class BudgetExceeded(VmFault):

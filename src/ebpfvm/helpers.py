@@ -1,0 +1,200 @@
+"""Helper functions callable from eBPF programs (``call N``).
+
+A helper takes five u64 arguments (r1..r5) and returns a u64 (r0), as in
+rbpf. A *context* helper also receives a :class:`HelperContext` first, which
+gives it checked access to the program's memory, lets it hand the program a
+new memory region, and lets it end the program early (:meth:`HelperContext.stop`).
+
+Built-ins: rbpf's set with rbpf's numbers where it has them (5 ktime, 6
+trace_printf) and the uBPF test helpers used by the conformance suite.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
+from .memory import AddressSpace, Region
+
+__all__ = [
+    "BPF_KTIME_GETNS_IDX",
+    "BPF_TRACE_PRINTK_IDX",
+    "Helper",
+    "HelperContext",
+    "Unwind",
+    "as_helper",
+    "bpf_time_getns",
+    "bpf_trace_printf",
+    "gather_bytes",
+    "memfrob",
+    "rand",
+    "sqrti",
+    "strcmp",
+    "ubpf_test_helpers",
+]
+
+M64 = 0xFFFF_FFFF_FFFF_FFFF
+
+BPF_KTIME_GETNS_IDX = 5
+"""rbpf's number for bpf_ktime_getns (the kernel's bpf_ktime_get_ns)."""
+BPF_TRACE_PRINTK_IDX = 6
+"""rbpf's number for bpf_trace_printf (the kernel's bpf_trace_printk)."""
+
+PlainHelper = Callable[[int, int, int, int, int], int]
+ContextHelper = Callable[["HelperContext", int, int, int, int, int], int]
+
+
+class Unwind(Exception):  # noqa: N818 - control flow, not an error
+    """Raised by :meth:`HelperContext.stop` to end the program with `value` in r0."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+@dataclass(frozen=True, slots=True)
+class Helper:
+    """A registered helper: the function, its name, and whether it wants a context."""
+
+    fn: Callable[..., int]
+    name: str
+    context: bool = False
+
+
+def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context: bool = False) -> Helper:
+    """Wrap a plain function as a :class:`Helper` (a Helper passes through)."""
+    if isinstance(fn, Helper):
+        return fn
+    return Helper(fn, name or getattr(fn, "__name__", "helper"), context)
+
+
+class HelperContext:
+    """What a context helper can do during a run. `pc` is the calling instruction."""
+
+    __slots__ = ("pc", "space", "stdout")
+
+    def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
+        self.space = space
+        self.pc = 0
+        self.stdout = stdout
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Checked read of `size` bytes of guest memory."""
+        return self.space.read_bytes(addr, size, self.pc)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Checked write into guest memory."""
+        self.space.write_bytes(addr, data, self.pc)
+
+    def read_cstring(self, addr: int, limit: int = 1 << 16) -> bytes:
+        """Checked read of a NUL-terminated string."""
+        return self.space.read_cstring(addr, self.pc, limit)
+
+    def add_region(self, buffer: Any, name: str = "helper", writable: bool | None = None) -> int:
+        """Let the program access `buffer` for the rest of this run; returns
+        its address (what the helper typically returns in r0)."""
+        region = Region.of_buffer(buffer, name, writable)
+        self.space.add(region)
+        return region.start
+
+    def stop(self, value: int = 0) -> NoReturn:
+        """End the program now, with `value` as its result."""
+        raise Unwind(value & M64)
+
+
+def bpf_time_getns(_a: int, _b: int, _c: int, _d: int, _e: int) -> int:
+    """Monotonic time in nanoseconds."""
+    return time.monotonic_ns() & M64
+
+
+def bpf_trace_printf(_a: int, _b: int, arg3: int, arg4: int, arg5: int) -> int:
+    """Print the last three arguments in hex; return the length of the line (rbpf)."""
+    line = f"bpf_trace_printf: {arg3:#x}, {arg4:#x}, {arg5:#x}\n"
+    sys.stdout.write(line)
+    return len(line)
+
+
+def gather_bytes(a: int, b: int, c: int, d: int, e: int) -> int:
+    """rbpf's gather_bytes: ``a << 32 | b << 24 | c << 16 | d << 8 | e`` (mod 2**64)."""
+    return ((a << 32) | (b << 24) | (c << 16) | (d << 8) | e) & M64
+
+
+def memfrob(ctx: HelperContext, ptr: int, length: int, _c: int, _d: int, _e: int) -> int:
+    """XOR `length` bytes at `ptr` with 42 (checked); returns 0."""
+    data = ctx.read(ptr, length)
+    ctx.write(ptr, bytes(byte ^ 42 for byte in data))
+    return 0
+
+
+def sqrti(x: int, _b: int, _c: int, _d: int, _e: int) -> int:
+    """Integer square root of the first argument (exact, unlike a float sqrt)."""
+    return math.isqrt(x)
+
+
+def strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int:
+    """rbpf's strcmp: 0 when the strings are equal, else the absolute difference
+    of the first differing bytes; u64 max when either pointer is NULL."""
+    if a == 0 or b == 0:
+        return M64
+    left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
+    for x, y in zip(left, right):
+        if x != y or x == 0:
+            return abs(x - y)
+    return 0
+
+
+_rng = random.Random()
+
+
+def rand(low: int, high: int, _c: int, _d: int, _e: int) -> int:
+    """A random u64, in ``[low, high]`` when low < high (rbpf)."""
+    n = _rng.getrandbits(64)
+    return n % (high + 1 - low) + low if low < high else n
+
+
+def _ubpf_gather_bytes(a: int, b: int, c: int, d: int, e: int) -> int:
+    return ((a & 0xFF) << 32) | ((b & 0xFF) << 24) | ((c & 0xFF) << 16) | ((d & 0xFF) << 8) | (e & 0xFF)
+
+
+def _ubpf_no_op(_a: int, _b: int, _c: int, _d: int, _e: int) -> int:
+    return 0
+
+
+def _ubpf_strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int:
+    left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
+    for x, y in zip(left, right):
+        if x != y or x == 0:
+            return (x - y) & M64
+    return 0
+
+
+def _ubpf_unwind(ctx: HelperContext, x: int, _b: int, _c: int, _d: int, _e: int) -> int:
+    if x == 0:
+        ctx.stop(0)
+    return x
+
+
+def ubpf_test_helpers() -> dict[int, Helper]:
+    """The helper set of uBPF's test runner, which the conformance suite
+    expects: 0 gather_bytes, 1 memfrob, 2 no_op, 3 sqrti, 4 strcmp_ext,
+    5 unwind (returns its argument; ends the program with 0 when it is 0)."""
+    return {
+        0: Helper(_ubpf_gather_bytes, "gather_bytes"),
+        1: Helper(memfrob, "memfrob", context=True),
+        2: Helper(_ubpf_no_op, "no_op"),
+        3: Helper(sqrti, "sqrti"),
+        4: Helper(_ubpf_strcmp, "strcmp_ext", context=True),
+        5: Helper(_ubpf_unwind, "unwind", context=True),
+    }
+
+
+RBPF_HELPERS: dict[int, Helper] = {
+    BPF_KTIME_GETNS_IDX: Helper(bpf_time_getns, "bpf_ktime_getns"),
+    BPF_TRACE_PRINTK_IDX: Helper(bpf_trace_printf, "bpf_trace_printf"),
+}
+"""rbpf's numbered built-ins, for ``vm.register_helper(n, ...)`` convenience."""

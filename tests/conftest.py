@@ -1,0 +1,45 @@
+"""Shared fixtures: the conformance folder and the list of engines."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conformance_dir() -> Path:
+    """shared/conformance beside the repo, or $EBPFVM_CONFORMANCE_DIR."""
+    env = os.environ.get("EBPFVM_CONFORMANCE_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "conformance"
+
+
+def bench_dir() -> Path:
+    """shared/bench beside the repo, or $EBPFVM_BENCH_DIR."""
+    env = os.environ.get("EBPFVM_BENCH_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "bench"
+
+
+ENGINES = ["interp"]
+"""Every engine the parametrized tests run on."""
+
+CONFORMANCE_RAN: Counter[str] = Counter()
+CONFORMANCE_PASSED: Counter[str] = Counter()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not CONFORMANCE_RAN:
+        return
+    for name in sorted(CONFORMANCE_RAN):
+        terminalreporter.write_line(
+            f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "
+            f"{CONFORMANCE_PASSED[name]} passed"
+        )

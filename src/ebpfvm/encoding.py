@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from .errors import DecodeError
 from .isa import BY_OPCODE, Form, OpInfo, find_row
 
-__all__ = ["SLOT", "Insn", "decode", "encode", "encode_one", "lddw_slots"]
+__all__ = ["SLOT", "SLOT_LAYOUT", "Insn", "decode", "encode", "encode_one", "lddw_slots"]
 
 SLOT = 8
 """Bytes in one instruction slot."""
 
-_SLOT = struct.Struct("<BBhi")
+SLOT_LAYOUT = struct.Struct("<BBhi")
+"""One slot (isa.md 2.1): opcode u8, dst | src << 4 u8, offset s16, imm s32, little-endian."""
+_SLOT = SLOT_LAYOUT
 _LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
 _M32 = 0xFFFF_FFFF
 

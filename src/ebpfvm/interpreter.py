@@ -399,7 +399,7 @@ def _emit_atomic(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     value = src if row.width == 64 else f"({src} & 0xFFFFFFFF)"
     if row.op == "cmpxchg":
         t.emit(indent, f"r0 = CMPXCHG(a, {row.size}, r0, {value}, {insn.pc})")
-    elif row.dst is Reg.READ and row.src is Reg.WRITE:
+    elif row.src is Reg.WRITE:
         t.emit(indent, f"{src} = ATOMIC({row.op!r}, a, {row.size}, {value}, {insn.pc})")
     else:
         t.emit(indent, f"ATOMIC({row.op!r}, a, {row.size}, {value}, {insn.pc})")

@@ -17,6 +17,8 @@ from enum import Enum, IntEnum
 __all__ = [
     "ALU_CLASSES",
     "BY_OPCODE",
+    "CALL_FORMS",
+    "JUMP_FORMS",
     "JMP_CLASSES",
     "LDDW_SUBTYPES",
     "MAX_REG",
@@ -373,10 +375,11 @@ def _mem_rows() -> list[OpInfo]:
         for imm, op in _ATOMIC_OPS:
             words = op.split("_")
             mnemonic = "lock " + " ".join(words) + suffix
-            fetch = bool(imm & ATOMIC_FETCH)
+            # Fetch forms write the old value back into src; cmpxchg writes it into r0.
+            writes_src = bool(imm & ATOMIC_FETCH) and op != "cmpxchg"
             rows.append(
                 OpInfo(Mode.ATOMIC | size | Cls.STX, mnemonic, Form.ATOMIC, Cls.STX, op,
-                       SIZE_BYTES[size] * 8, Reg.READ, Reg.WRITE if fetch else Reg.READ,
+                       SIZE_BYTES[size] * 8, Reg.READ, Reg.WRITE if writes_src else Reg.READ,
                        off=None, imm=imm, group=group, cpu=3)
             )
     for src_value, (mnemonic, op) in LDDW_SUBTYPES.items():

@@ -23,7 +23,7 @@ from .encoding import Insn
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
 from .memory import AddressSpace, Region, address_of, coalesce_addresses, merge_runs
-from .verifier import verify
+from .verifier import Verifier, verify
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -37,8 +37,6 @@ __all__ = [
 DEFAULT_BUDGET = 10_000_000
 """Instructions a run may execute unless the VM is told otherwise."""
 
-Verifier = Callable[[bytes], object]
-"""A verifier takes the program bytes and raises to reject it."""
 
 _U64 = struct.Struct("<Q")
 _EMPTY = b""

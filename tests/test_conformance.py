@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFORMANCE_PASSED, CONFORMANCE_RAN, conformance_dir
 
+from conftest import CONFORMANCE_PASSED, CONFORMANCE_RAN, conformance_dir
 from ebpfvm.helpers import ubpf_test_helpers
 from ebpfvm.testdata import read_data_file
 from ebpfvm.vm import EbpfVmRaw

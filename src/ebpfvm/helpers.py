@@ -49,7 +49,7 @@ PlainHelper = Callable[[int, int, int, int, int], int]
 ContextHelper = Callable[["HelperContext", int, int, int, int, int], int]
 
 
-class Unwind(Exception):  # noqa: N818 - control flow, not an error
+class Unwind(Exception):
     """Raised by :meth:`HelperContext.stop` to end the program with `value` in r0."""
 
     def __init__(self, value: int) -> None:
@@ -70,7 +70,8 @@ def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context:
     """Wrap a plain function as a :class:`Helper` (a Helper passes through)."""
     if isinstance(fn, Helper):
         return fn
-    return Helper(fn, name or getattr(fn, "__name__", "helper"), context)
+    label: str = name or getattr(fn, "__name__", None) or "helper"
+    return Helper(fn, label, context)
 
 
 class HelperContext:
@@ -142,7 +143,7 @@ def strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int
     if a == 0 or b == 0:
         return M64
     left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
-    for x, y in zip(left, right):
+    for x, y in zip(left, right, strict=False):
         if x != y or x == 0:
             return abs(x - y)
     return 0
@@ -167,7 +168,7 @@ def _ubpf_no_op(_a: int, _b: int, _c: int, _d: int, _e: int) -> int:
 
 def _ubpf_strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int:
     left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
-    for x, y in zip(left, right):
+    for x, y in zip(left, right, strict=False):
         if x != y or x == 0:
             return (x - y) & M64
     return 0

@@ -199,9 +199,8 @@ class _Translator:
         for insn in self.insns:
             row = insn.row
             end = insn.pc + insn.slots
-            if row is None or row.is_jump or row.form in _BLOCK_ENDERS:
-                if end in self.by_pc:
-                    leaders.add(end)
+            if (row is None or row.is_jump or row.form in _BLOCK_ENDERS) and end in self.by_pc:
+                leaders.add(end)
             for target in self._targets(insn):
                 if target in self.by_pc:
                     leaders.add(target)
@@ -420,7 +419,7 @@ def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     t.emit(indent, f"r0 = CALL({helper}, r1, r2, r3, r4, r5, {insn.pc})")
 
 
-def _emit_call_local(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
+def _emit_call_local(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:
     target = insn.pc + 1 + insn.imm
     if target not in t.by_pc:
         t._invalid(indent, insn, f"local call to {target}, which is not an instruction")
@@ -433,11 +432,11 @@ def _emit_call_local(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> No
     t.emit(indent, "continue")
 
 
-def _emit_call_runtime(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
+def _emit_call_runtime(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:
     t._invalid(indent, insn, "calls by BTF id (kfuncs) are not supported")
 
 
-def _emit_exit(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
+def _emit_exit(t: _Translator, indent: int, _insn: Insn, _row: OpInfo) -> None:
     t.emit(indent, "if frames:")
     t.emit(indent + 1, "pc, r6, r7, r8, r9, r10 = frames.pop()")
     t.emit(indent + 1, "continue")

@@ -18,8 +18,8 @@ __all__ = [
     "ALU_CLASSES",
     "BY_OPCODE",
     "CALL_FORMS",
-    "JUMP_FORMS",
     "JMP_CLASSES",
+    "JUMP_FORMS",
     "LDDW_SUBTYPES",
     "MAX_REG",
     "OPS",
@@ -186,7 +186,7 @@ class OpInfo:
 JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
 CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
 
-# (code, op, group-suffix) of the ALU operations, isa.md section 4.
+# (code, op) of the ALU operations, isa.md section 4.
 _ALU_OPS: tuple[tuple[int, str], ...] = (
     (0x0, "add"),
     (0x1, "sub"),

@@ -43,7 +43,7 @@ _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: 0xFFFF_FFFF_FFFF_FFFF}
 class _PyBuffer(ctypes.Structure):
     """CPython's Py_buffer (Include/pybuffer.h)."""
 
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("buf", ctypes.c_void_p),
         ("obj", ctypes.c_void_p),
         ("len", ctypes.c_ssize_t),

@@ -52,7 +52,7 @@ _SECTIONS = (
 )
 
 
-def _section_of(line: str) -> str | None:
+def _section_of(line: str) -> str:
     for needle, section in _SECTIONS:
         if needle in line:
             return section or "ignore"
@@ -66,8 +66,9 @@ def parse_data(text: str, name: str = "<data>") -> DataFile:
     for raw_line in text.split("\n"):
         line = raw_line.rstrip("\r").split("#", 1)[0]
         if "--" in line:
-            current = _section_of(line)
-            sections.setdefault(current, [])
+            section = _section_of(line)
+            sections.setdefault(section, [])
+            current = section
             continue
         if not line.strip() or current is None:
             continue

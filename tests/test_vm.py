@@ -491,3 +491,24 @@ def test_custom_verifier_lets_invalid_code_fail_safely() -> None:
     with pytest.raises(InvalidInstruction) as info:
         vm.execute_program()
     assert info.value.pc == 0
+
+
+# -- legacy packet loads ------------------------------------------------------
+
+
+def test_ld_abs_and_ind_read_big_endian_from_mem() -> None:
+    # Ethernet header: bytes 12-13 are the ethertype 0x0800, loaded in network order.
+    packet = bytearray(14)
+    packet[12:14] = b"\x08\x00"
+    assert EbpfVmRaw(assemble("ldabsh 12\nexit")).execute_program(packet) == 0x0800
+    prog = assemble("mov r3, 10\nldindw r3, 2\nexit")  # bytes 12..15 do not all exist
+    assert EbpfVmRaw(prog).execute_program(packet) == 0
+    prog = assemble("mov r3, 10\nldindb r3, 2\nexit")
+    assert EbpfVmRaw(prog).execute_program(packet) == 0x08
+
+
+def test_ld_abs_out_of_bounds_ends_with_zero() -> None:
+    # Kernel semantics: the program stops and returns 0; the mov after it never runs.
+    vm = EbpfVmRaw(assemble("ldabsw 100\nmov r0, 5\nexit"))
+    assert vm.execute_program(bytearray(8)) == 0
+    assert vm.last_instruction_count == 1

@@ -1,5 +1,11 @@
-"""ebpfvm: a user-space eBPF virtual machine."""
+"""ebpfvm: a user-space eBPF virtual machine.
 
+The public API: the four rbpf VM kinds, the assembler and disassembler, the
+verifier, helpers and the error hierarchy.
+"""
+
+from .asm import assemble
+from .disasm import disassemble
 from .errors import (
     AsmError,
     BudgetExceeded,
@@ -16,16 +22,36 @@ from .errors import (
     VerifierError,
     VmFault,
 )
+from .helpers import Helper, HelperContext
+from .interpreter import MAX_CALL_DEPTH, STACK_SIZE
+from .verifier import verify
+from .vm import (
+    DEFAULT_BUDGET,
+    EbpfVmFixedMbuff,
+    EbpfVmMbuff,
+    EbpfVmNoData,
+    EbpfVmRaw,
+    buffer_address,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BUDGET",
+    "MAX_CALL_DEPTH",
+    "STACK_SIZE",
     "AsmError",
     "BudgetExceeded",
     "CallDepthExceeded",
     "DecodeError",
     "EbpfError",
+    "EbpfVmFixedMbuff",
+    "EbpfVmMbuff",
+    "EbpfVmNoData",
+    "EbpfVmRaw",
     "ElfError",
+    "Helper",
+    "HelperContext",
     "HelperFault",
     "InvalidInstruction",
     "JitError",
@@ -35,4 +61,8 @@ __all__ = [
     "VerifierError",
     "VmFault",
     "__version__",
+    "assemble",
+    "buffer_address",
+    "disassemble",
+    "verify",
 ]

@@ -61,7 +61,7 @@ _NO_BUDGET = 1 << 62
 TraceFn = Callable[[int, tuple[int, ...]], None]
 """Called before each instruction with its pc and the registers r0..r10."""
 
-_ACCESS_SIZES = (1, 2, 4, 8)
+_NO_REGION = Region(0, memoryview(b""), False, "none")
 
 
 class Machine:
@@ -87,14 +87,16 @@ class Machine:
         self.count = 0
         self.s_view = stack.view
         self.s_lo = stack.start
-        self.s_lim = {n: len(stack.view) - n for n in _ACCESS_SIZES}
+        size = len(stack.view)
+        self.s_lim = (size - 1, size - 2, size - 4, size - 8)
         if primary is None:
-            primary = Region(0, memoryview(b""), False, "none")
+            primary = _NO_REGION
         self.p_view = primary.view
         self.p_lo = primary.start
-        self.p_lim = {n: len(primary.view) - n for n in _ACCESS_SIZES}
-        self.p_wlim = {n: (len(primary.view) - n if primary.writable else -1) for n in _ACCESS_SIZES}
-        self.packet = packet if packet is not None else memoryview(b"")
+        size = len(primary.view)
+        self.p_lim = (size - 1, size - 2, size - 4, size - 8)
+        self.p_wlim = self.p_lim if primary.writable else (-1, -1, -1, -1)
+        self.packet = packet if packet is not None else _NO_REGION.view
 
     def call(self, helper_id: int, a: int, b: int, c: int, d: int, e: int, pc: int) -> int:
         """Run helper `helper_id`; any exception becomes a HelperFault."""
@@ -495,10 +497,10 @@ _BLOCK_ENDERS = frozenset({Form.EXIT, Form.CALL, Form.CALLX, Form.CALL_LOCAL,
 _PROLOGUE = (
     "r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10 = regs",
     "S_v = M.s_view; S_lo = M.s_lo",
-    "S_l1, S_l2, S_l4, S_l8 = M.s_lim[1], M.s_lim[2], M.s_lim[4], M.s_lim[8]",
+    "S_l1, S_l2, S_l4, S_l8 = M.s_lim",
     "P_v = M.p_view; P_lo = M.p_lo",
-    "P_l1, P_l2, P_l4, P_l8 = M.p_lim[1], M.p_lim[2], M.p_lim[4], M.p_lim[8]",
-    "P_w1, P_w2, P_w4, P_w8 = M.p_wlim[1], M.p_wlim[2], M.p_wlim[4], M.p_wlim[8]",
+    "P_l1, P_l2, P_l4, P_l8 = M.p_lim",
+    "P_w1, P_w2, P_w4, P_w8 = M.p_wlim",
     "K_v = M.packet; K_len = len(K_v)",
     "LOAD = M.load; STORE = M.store; CALL = M.call",
     "ATOMIC = M.atomic; CMPXCHG = M.cmpxchg",

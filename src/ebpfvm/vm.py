@@ -40,6 +40,7 @@ DEFAULT_BUDGET = 10_000_000
 
 _U64 = struct.Struct("<Q")
 _EMPTY = b""
+_ZERO_STACK = bytes(STACK_SIZE)
 
 
 class _VmBase:
@@ -126,7 +127,7 @@ class _VmBase:
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
         program = self._program(trace is not None)
-        self._stack[:] = bytes(STACK_SIZE)
+        self._stack[:] = _ZERO_STACK
         space = AddressSpace([self._stack_region])
         if mem is not None:
             space.add(mem)

@@ -512,3 +512,19 @@ def test_ld_abs_out_of_bounds_ends_with_zero() -> None:
     vm = EbpfVmRaw(assemble("ldabsw 100\nmov r0, 5\nexit"))
     assert vm.execute_program(bytearray(8)) == 0
     assert vm.last_instruction_count == 1
+
+
+def test_rbpf_trace_printf_and_time_and_rand(capsys: pytest.CaptureFixture[str]) -> None:
+    from ebpfvm.helpers import BPF_KTIME_GETNS_IDX, BPF_TRACE_PRINTK_IDX, RBPF_HELPERS, rand
+
+    line = "bpf_trace_printf: 0x1, 0xf, 0x20\n"  # rbpf's documented example output
+    prog = assemble("mov r3, 1\nmov r4, 15\nmov r5, 32\ncall 6\nexit")
+    vm = EbpfVmNoData(prog)
+    vm.register_helper(BPF_TRACE_PRINTK_IDX, RBPF_HELPERS[BPF_TRACE_PRINTK_IDX])
+    assert vm.execute_program() == len(line)
+    assert capsys.readouterr().out == line
+    clock = EbpfVmNoData(assemble("call 5\nmov r6, r0\ncall 5\nsub r0, r6\nexit"))
+    clock.register_helper(BPF_KTIME_GETNS_IDX, RBPF_HELPERS[BPF_KTIME_GETNS_IDX])
+    assert clock.execute_program() < 10**10  # monotonic: the difference is small, not negative
+    values = {rand(3, 6, 0, 0, 0) for _ in range(200)}
+    assert values == {3, 4, 5, 6}

@@ -1,0 +1,55 @@
+"""The ebpfvm command: version, run, disasm, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ebpfvm import __version__, assemble
+from ebpfvm.cli import main
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    assert capsys.readouterr().out.strip() == f"ebpfvm {__version__}"
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([sys.executable, "-m", "ebpfvm.cli", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"ebpfvm {__version__}"
+
+
+def test_run_assembly_on_hex_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "prog.s"
+    src.write_text("ldxh r0, [r1+2]\nexit\n")
+    assert main(["run", str(src), "--hex", "aabb1122ccdd"]) == 0
+    assert "r0 = 0x2211" in capsys.readouterr().out
+
+
+def test_run_binary_with_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "prog.bin"
+    binary.write_bytes(assemble("mov r0, 7\nadd r0, 1\nexit"))
+    assert main(["run", str(binary), "--trace"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].strip() for line in out[:3]] == ["0", "1", "2"]
+    assert out[-1] == "r0 = 0x8 (8)"
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "bad.s"
+    src.write_text("mov r0, 1\nfrobnicate r1\nexit\n")
+    assert main(["run", str(src)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 2" in err
+    assert main(["run", str(tmp_path / "missing.s")]) == 1
+
+
+def test_disasm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "prog.bin"
+    binary.write_bytes(assemble("mov r0, 7\nexit"))
+    assert main(["disasm", str(binary)]) == 0
+    assert capsys.readouterr().out == "mov %r0, 7\nexit\n"

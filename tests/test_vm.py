@@ -21,7 +21,8 @@ from ebpfvm import (
 )
 from ebpfvm.asm import assemble
 from ebpfvm.helpers import HelperContext, gather_bytes, memfrob, sqrti, strcmp
-from ebpfvm.interpreter import FRAME_SIZE, MAX_CALL_DEPTH, STACK_SIZE
+from ebpfvm.cfg import FRAME_SIZE, MAX_CALL_DEPTH
+from ebpfvm.interpreter import STACK_SIZE
 from ebpfvm.vm import (
     EbpfVmFixedMbuff,
     EbpfVmMbuff,
@@ -208,9 +209,24 @@ def test_stack_bounds() -> None:
     above = assemble("ldxb r0, [r10]\nexit")
     with pytest.raises(MemoryFault):
         EbpfVmNoData(above).execute_program()
-    below = assemble(f"ldxb r0, [r10-{STACK_SIZE + 1}]\nexit")
-    with pytest.raises(MemoryFault):
+    below = assemble(f"ldxb r0, [r10-{FRAME_SIZE + 1}]\nexit")
+    with pytest.raises(MemoryFault) as info:
         EbpfVmNoData(below).execute_program()
+    assert info.value.size == 1
+    # With local calls the stack holds every frame: the callee's frame sits below.
+    calls = assemble(f"""
+        stdw [r10-{STACK_SIZE}], 5
+        call local f
+        ldxdw r0, [r10-{STACK_SIZE}]
+        exit
+        f:
+        mov r0, 1
+        exit
+    """)
+    assert EbpfVmNoData(calls).execute_program() == 5
+    beyond = assemble(f"stdw [r10-{STACK_SIZE + 8}], 5\ncall local f\nexit\nf:\nexit")
+    with pytest.raises(MemoryFault):
+        EbpfVmNoData(beyond).execute_program()
 
 
 def test_stack_does_not_leak_between_runs() -> None:

@@ -23,7 +23,8 @@ from .errors import (
     VmFault,
 )
 from .helpers import Helper, HelperContext
-from .interpreter import MAX_CALL_DEPTH, STACK_SIZE
+from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
+from .interpreter import STACK_SIZE
 from .verifier import verify
 from .vm import (
     DEFAULT_BUDGET,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BUDGET",
+    "FRAME_SIZE",
     "MAX_CALL_DEPTH",
     "STACK_SIZE",
     "AsmError",

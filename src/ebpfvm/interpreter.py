@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import alu
+from .cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
 from .encoding import Insn, decode
 from .errors import (
     BudgetExceeded,
@@ -49,11 +50,8 @@ __all__ = [
     "compile_program",
 ]
 
-FRAME_SIZE = 512
-"""Bytes of stack each function frame gets."""
-MAX_CALL_DEPTH = 8
-"""Most frames that may be active at once, the outermost included (as Linux)."""
 STACK_SIZE = FRAME_SIZE * MAX_CALL_DEPTH
+"""The stack buffer a VM owns; a call-free program uses only its top frame."""
 
 M64 = alu.M64
 _NO_BUDGET = 1 << 62
@@ -158,6 +156,7 @@ class CompiledProgram:
     insns: tuple[Insn, ...]
     source: str
     fn: Callable[..., int]
+    stack_size: int
 
     def run(
         self,
@@ -184,44 +183,6 @@ class _Translator:
         self.lines: list[str] = []
         self.block_pcs: list[list[int]] = []
 
-    # -- block structure -------------------------------------------------
-
-    def _targets(self, insn: Insn) -> list[int]:
-        row = insn.row
-        if row is None:
-            return []
-        if row.form in (Form.JA, Form.JCC_K, Form.JCC_X):
-            return [insn.pc + 1 + insn.off]
-        if row.form in (Form.JA32, Form.CALL_LOCAL):
-            return [insn.pc + 1 + insn.imm]
-        return []
-
-    def _leaders(self) -> list[int]:
-        leaders = {0}
-        for insn in self.insns:
-            row = insn.row
-            end = insn.pc + insn.slots
-            if (row is None or row.is_jump or row.form in _BLOCK_ENDERS) and end in self.by_pc:
-                leaders.add(end)
-            for target in self._targets(insn):
-                if target in self.by_pc:
-                    leaders.add(target)
-        return sorted(pc for pc in leaders if pc in self.by_pc)
-
-    def _blocks(self) -> list[list[Insn]]:
-        leaders = self._leaders()
-        blocks: list[list[Insn]] = []
-        starts = set(leaders)
-        current: list[Insn] = []
-        for insn in self.insns:
-            if insn.pc in starts and current:
-                blocks.append(current)
-                current = []
-            current.append(insn)
-        if current:
-            blocks.append(current)
-        return blocks
-
     # -- emission --------------------------------------------------------
 
     def emit(self, indent: int, text: str) -> None:
@@ -233,7 +194,7 @@ class _Translator:
         for line in _PROLOGUE:
             emit(1, line)
         emit(1, "while True:")
-        blocks = self._blocks()
+        blocks = basic_blocks(self.insns)
         self._tree(blocks, 2)
         return "\n".join(self.lines) + "\n"
 
@@ -490,10 +451,6 @@ _EMITTERS: dict[Form, Callable[[_Translator, int, Insn, OpInfo], None]] = {
 
 _TERMINATORS = frozenset({Form.EXIT, Form.CALL_LOCAL})
 """Forms after which the block's own code never falls through to the next pc."""
-_BLOCK_ENDERS = frozenset({Form.EXIT, Form.CALL, Form.CALLX, Form.CALL_LOCAL,
-                           Form.CALL_RUNTIME, Form.LD_ABS, Form.LD_IND})
-"""Forms that end a basic block (besides jumps): calls may unwind, returns resume after."""
-
 _PROLOGUE = (
     "r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10 = regs",
     "S_v = M.s_view; S_lo = M.s_lo",
@@ -532,5 +489,5 @@ def compile_program(code: bytes, *, trace: bool = False) -> CompiledProgram:
     namespace = dict(_GLOBALS_BASE)
     namespace["BLOCK_PCS"] = translator.block_pcs
     exec(compile(source, "<ebpf>", "exec"), namespace)
-    return CompiledProgram(tuple(insns), source, namespace["run"])
+    return CompiledProgram(tuple(insns), source, namespace["run"], stack_size(insns))
 

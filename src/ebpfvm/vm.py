@@ -58,6 +58,7 @@ class _VmBase:
         self._allowed_raw: list[Region] = []
         self._stack = bytearray(STACK_SIZE)
         self._stack_region = Region.of_buffer(self._stack, "stack")
+        self._stack_regions: dict[int, Region] = {}
         self.budget = budget
         self.last_registers: list[int] = []
         self.last_instruction_count = 0
@@ -124,11 +125,22 @@ class _VmBase:
             self._compiled = compile_program(self._prog)
         return self._compiled
 
+    def _stack_for(self, size: int) -> Region:
+        """The top `size` bytes of the VM's stack buffer, as one region."""
+        region = self._stack_regions.get(size)
+        if region is None:
+            whole = self._stack_region
+            view = whole.view[STACK_SIZE - size :]
+            region = Region(whole.start + STACK_SIZE - size, view, True, "stack")
+            self._stack_regions[size] = region
+        return region
+
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
         program = self._program(trace is not None)
-        self._stack[:] = _ZERO_STACK
-        space = AddressSpace([self._stack_region])
+        stack = self._stack_for(program.stack_size)
+        stack.view[:] = _ZERO_STACK[: program.stack_size]
+        space = AddressSpace([stack])
         if mem is not None:
             space.add(mem)
         for region in extra:
@@ -138,8 +150,8 @@ class _VmBase:
         for region in self._allowed_raw:
             space.add(region)
         packet = mem.view if mem is not None else None
-        machine = Machine(space, self._stack_region, mem, self._helpers, packet)
-        regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, self._stack_region.end]
+        machine = Machine(space, stack, mem, self._helpers, packet)
+        regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
         result = program.run(machine, regs, self.budget, trace)
         self.last_registers = machine.regs_out
         self.last_instruction_count = machine.count

@@ -1,0 +1,71 @@
+"""Control-flow facts every engine shares: basic blocks and stack size.
+
+The instruction budget is charged per basic block, so all engines must cut a
+program into the same blocks; they all call :func:`basic_blocks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .encoding import Insn
+from .isa import Form
+
+__all__ = ["BLOCK_ENDERS", "FRAME_SIZE", "MAX_CALL_DEPTH", "basic_blocks", "branch_target",
+           "stack_size"]
+
+FRAME_SIZE = 512
+"""Bytes of stack each function frame gets."""
+MAX_CALL_DEPTH = 8
+"""Most frames that may be active at once, the outermost included (as Linux)."""
+
+BLOCK_ENDERS = frozenset({Form.EXIT, Form.CALL, Form.CALLX, Form.CALL_LOCAL,
+                          Form.CALL_RUNTIME, Form.LD_ABS, Form.LD_IND})
+"""Forms that end a basic block besides jumps: calls may stop the program,
+returns resume after them, legacy packet loads may end the program."""
+
+
+def branch_target(insn: Insn) -> int | None:
+    """The slot a jump or local call goes to, or None for other instructions."""
+    row = insn.row
+    if row is None:
+        return None
+    if row.form in (Form.JA, Form.JCC_K, Form.JCC_X):
+        return insn.pc + 1 + insn.off
+    if row.form in (Form.JA32, Form.CALL_LOCAL):
+        return insn.pc + 1 + insn.imm
+    return None
+
+
+def basic_blocks(insns: Sequence[Insn]) -> list[list[Insn]]:
+    """Cut the program into basic blocks. A block starts at pc 0, at every
+    branch or local-call target, and after every jump, call, exit, legacy
+    packet load and invalid instruction."""
+    starts = {insn.pc for insn in insns}
+    leaders = {0}
+    for insn in insns:
+        row = insn.row
+        end = insn.pc + insn.slots
+        if row is None or row.is_jump or row.form in BLOCK_ENDERS:
+            leaders.add(end)
+        target = branch_target(insn)
+        if target is not None:
+            leaders.add(target)
+    leaders &= starts
+    blocks: list[list[Insn]] = []
+    current: list[Insn] = []
+    for insn in insns:
+        if insn.pc in leaders and current:
+            blocks.append(current)
+            current = []
+        current.append(insn)
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def stack_size(insns: Sequence[Insn]) -> int:
+    """Stack bytes a run gets: one frame, or every frame when the program
+    makes local calls (the kernel also allows 512 bytes to a call-free program)."""
+    calls = any(insn.row is not None and insn.row.form is Form.CALL_LOCAL for insn in insns)
+    return FRAME_SIZE * (MAX_CALL_DEPTH if calls else 1)

@@ -20,8 +20,8 @@ from ebpfvm import (
     VerifierError,
 )
 from ebpfvm.asm import assemble
-from ebpfvm.helpers import HelperContext, gather_bytes, memfrob, sqrti, strcmp
 from ebpfvm.cfg import FRAME_SIZE, MAX_CALL_DEPTH
+from ebpfvm.helpers import HelperContext, gather_bytes, memfrob, sqrti, strcmp
 from ebpfvm.interpreter import STACK_SIZE
 from ebpfvm.vm import (
     EbpfVmFixedMbuff,

@@ -5,6 +5,7 @@ verifier, helpers and the error hierarchy.
 """
 
 from .asm import assemble
+from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from .disasm import disassemble
 from .errors import (
     AsmError,
@@ -23,7 +24,6 @@ from .errors import (
     VmFault,
 )
 from .helpers import Helper, HelperContext
-from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from .interpreter import STACK_SIZE
 from .verifier import verify
 from .vm import (

@@ -23,15 +23,21 @@ def bench_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bench"
 
 
-ENGINES = ["interp"]
-"""Every engine the parametrized tests run on."""
+from engines import ALL_ENGINES, CHECKED_ENGINES  # noqa: E402
 
 CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=ALL_ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
+    """Every engine: the interpreter, the checked JIT and the unchecked JIT."""
+    return str(request.param)
+
+
+@pytest.fixture(params=CHECKED_ENGINES)
+def checked_engine(request: pytest.FixtureRequest) -> str:
+    """Engines that stop bad programs with a typed error."""
     return str(request.param)
 
 

@@ -14,6 +14,7 @@ from conftest import CONFORMANCE_PASSED, CONFORMANCE_RAN, conformance_dir
 from ebpfvm.helpers import ubpf_test_helpers
 from ebpfvm.testdata import read_data_file
 from ebpfvm.vm import EbpfVmRaw
+from engines import run
 
 EXPECTED_FILES = 313
 DIRECTORY = conformance_dir()
@@ -26,10 +27,7 @@ def run_vector(engine: str, path: Path) -> int:
     vm = EbpfVmRaw(data.program())
     for key, helper in ubpf_test_helpers().items():
         vm.register_helper(key, helper)
-    mem = bytearray(data.mem)
-    if engine == "interp":
-        return vm.execute_program(mem)
-    raise AssertionError(f"unknown engine {engine}")
+    return run(vm, engine, bytearray(data.mem))
 
 
 @pytest.mark.skipif(not FILES, reason=ABSENT)

@@ -30,11 +30,12 @@ from ebpfvm.vm import (
     EbpfVmRaw,
     buffer_address,
 )
+from engines import run
 
 # -- rbpf's README examples, byte for byte -----------------------------------
 
 
-def test_readme_add_on_nodata() -> None:
+def test_readme_add_on_nodata(engine: str) -> None:
     prog = bytes([
         0xB4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  # mov32 r0, 0
         0xB4, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,  # mov32 r1, 2
@@ -43,23 +44,23 @@ def test_readme_add_on_nodata() -> None:
         0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  # exit
     ])
     vm = EbpfVmNoData(prog)
-    assert vm.execute_program() == 0x3  # rbpf README: assert_eq!(..., 0x3)
+    assert run(vm, engine) == 0x3  # rbpf README: assert_eq!(..., 0x3)
 
 
-def test_readme_ldx_on_raw() -> None:
+def test_readme_ldx_on_raw(engine: str) -> None:
     # The README's "ldxh" example encodes opcode 0x71, which is ldxb: it expects 0x11.
     prog = bytes([
         0x71, 0x10, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ])
     mem = bytearray([0xAA, 0xBB, 0x11, 0xCC, 0xDD])
-    assert EbpfVmRaw(prog).execute_program(mem) == 0x11
+    assert run(EbpfVmRaw(prog), engine, mem) == 0x11
     # A real ldxh (0x69) at offset 2 reads bytes 11 cc, little-endian: 0xcc11.
     ldxh = bytes([0x69]) + prog[1:]
-    assert EbpfVmRaw(ldxh).execute_program(mem) == 0xCC11
+    assert run(EbpfVmRaw(ldxh), engine, mem) == 0xCC11
 
 
-def test_readme_mbuff_with_pointers() -> None:
+def test_readme_mbuff_with_pointers(engine: str) -> None:
     prog = bytes([
         0x79, 0x11, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00,  # ldxdw r1, [r1+8]
         0x69, 0x10, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,  # ldxh r0, [r1+2]
@@ -69,7 +70,7 @@ def test_readme_mbuff_with_pointers() -> None:
     mbuff = bytearray(32)
     struct.pack_into("<QQ", mbuff, 8, buffer_address(mem), 0)
     struct.pack_into("<Q", mbuff, 24, buffer_address(mem) + len(mem))
-    assert EbpfVmMbuff(prog).execute_program(mem, mbuff) == 0x2211
+    assert run(EbpfVmMbuff(prog), engine, mem, mbuff) == 0x2211
 
 
 def test_readme_assembler_example() -> None:
@@ -85,7 +86,7 @@ def test_readme_assembler_example() -> None:
     ])
 
 
-def test_fixed_mbuff_writes_data_pointers() -> None:
+def test_fixed_mbuff_writes_data_pointers(engine: str) -> None:
     # Load data and data_end from the VM's own mbuff, return data_end - data + first byte.
     prog = assemble("""
         ldxdw r2, [r1+0x40]
@@ -97,16 +98,16 @@ def test_fixed_mbuff_writes_data_pointers() -> None:
         exit
     """)
     vm = EbpfVmFixedMbuff(prog, 0x40, 0x50)
-    assert vm.execute_program(bytearray([7, 1, 2, 3, 4])) == 5 + 7
-    assert vm.execute_program(bytes([9, 9])) == 2 + 9
+    assert run(vm, engine, bytearray([7, 1, 2, 3, 4])) == 5 + 7
+    assert run(vm, engine, bytes([9, 9])) == 2 + 9
 
 
-def test_raw_passes_address_and_length() -> None:
+def test_raw_passes_address_and_length(engine: str) -> None:
     mem = bytearray(13)
     vm = EbpfVmRaw(assemble("mov r0, r2\nexit"))
-    assert vm.execute_program(mem) == 13
+    assert run(vm, engine, mem) == 13
     vm = EbpfVmRaw(assemble("mov r0, r1\nexit"))
-    assert vm.execute_program(mem) == buffer_address(mem)
+    assert run(vm, engine, mem) == buffer_address(mem)
 
 
 def test_program_may_be_set_later() -> None:
@@ -137,27 +138,27 @@ def _mmap8() -> mmap.mmap:
     lambda: array.array("B", range(8)),
     lambda: bytes(range(8)),
 ], ids=["bytearray", "memoryview", "mmap", "numpy", "array", "bytes"])
-def test_any_buffer_can_be_read(make: object) -> None:
+def test_any_buffer_can_be_read(make: object, engine: str) -> None:
     buf = make()  # type: ignore[operator]
-    assert EbpfVmRaw(READ_PROG).execute_program(buf) == 0x07060504
+    assert run(EbpfVmRaw(READ_PROG), engine, buf) == 0x07060504
 
 
-def test_numpy_multibyte_array_is_bytes() -> None:
+def test_numpy_multibyte_array_is_bytes(engine: str) -> None:
     buf = np.array([0x0102030405060708], dtype=np.uint64)
-    assert EbpfVmRaw(READ_PROG).execute_program(buf) == 0x01020304
+    assert run(EbpfVmRaw(READ_PROG), engine, buf) == 0x01020304
 
 
 @pytest.mark.parametrize("make", [bytearray, lambda n: np.zeros(n, dtype=np.uint8)])
-def test_store_writes_through(make: object) -> None:
+def test_store_writes_through(make: object, engine: str) -> None:
     buf = make(8)  # type: ignore[operator]
-    assert EbpfVmRaw(STORE_PROG).execute_program(buf) == 0x11223344
+    assert run(EbpfVmRaw(STORE_PROG), engine, buf) == 0x11223344
     assert bytes(buf) == bytes(4) + bytes([0x44, 0x33, 0x22, 0x11])
 
 
-def test_store_into_bytes_is_a_fault() -> None:
+def test_store_into_bytes_is_a_fault(checked_engine: str) -> None:
     data = bytes(8)
     with pytest.raises(MemoryFault) as info:
-        EbpfVmRaw(STORE_PROG).execute_program(data)
+        run(EbpfVmRaw(STORE_PROG), checked_engine, data)
     assert info.value.access == "store"
     assert info.value.pc == 0
     assert info.value.address == buffer_address(data) + 4
@@ -176,42 +177,42 @@ def test_store_into_bytes_is_a_fault() -> None:
     ("stxh [r1+7], r1", 7, 2, "store"),
     ("stdw [r1+4], 1", 4, 8, "store"),
 ])
-def test_access_must_fit_entirely(text: str, offset: int, size: int, access: str) -> None:
+def test_access_must_fit_entirely(text: str, offset: int, size: int, access: str, checked_engine: str) -> None:
     mem = bytearray(8)
     with pytest.raises(MemoryFault) as info:
-        EbpfVmRaw(assemble(text + "\nexit")).execute_program(mem)
+        run(EbpfVmRaw(assemble(text + "\nexit")), checked_engine, mem)
     fault = info.value
     assert (fault.pc, fault.address, fault.size, fault.access) == (
         0, buffer_address(mem) + offset, size, access)
 
 
-def test_wild_pointer_and_null() -> None:
+def test_wild_pointer_and_null(checked_engine: str) -> None:
     with pytest.raises(MemoryFault) as info:
-        EbpfVmNoData(assemble("mov r1, 0\nldxb r0, [r1]\nexit")).execute_program()
+        run(EbpfVmNoData(assemble("mov r1, 0\nldxb r0, [r1]\nexit")), checked_engine)
     assert (info.value.pc, info.value.address, info.value.size) == (1, 0, 1)
     prog = assemble("lddw r1, 0x7fffffffffff0000\nstxdw [r1], r1\nexit")
     with pytest.raises(MemoryFault) as info:
-        EbpfVmNoData(prog).execute_program()
+        run(EbpfVmNoData(prog), checked_engine)
     assert (info.value.pc, info.value.address, info.value.access) == (2, 0x7FFF_FFFF_FFFF_0000, "store")
 
 
-def test_address_wraps_at_2_64() -> None:
+def test_address_wraps_at_2_64(checked_engine: str) -> None:
     prog = assemble("lddw r1, 0xffffffffffffffff\nldxh r0, [r1]\nexit")
     with pytest.raises(MemoryFault) as info:
-        EbpfVmNoData(prog).execute_program()
+        run(EbpfVmNoData(prog), checked_engine)
     assert info.value.address == 0xFFFF_FFFF_FFFF_FFFF
     assert info.value.size == 2
 
 
-def test_stack_bounds() -> None:
+def test_stack_bounds(checked_engine: str) -> None:
     ok = assemble(f"stdw [r10-{FRAME_SIZE}], 7\nldxdw r0, [r10-{FRAME_SIZE}]\nexit")
-    assert EbpfVmNoData(ok).execute_program() == 7
+    assert run(EbpfVmNoData(ok), checked_engine) == 7
     above = assemble("ldxb r0, [r10]\nexit")
     with pytest.raises(MemoryFault):
-        EbpfVmNoData(above).execute_program()
+        run(EbpfVmNoData(above), checked_engine)
     below = assemble(f"ldxb r0, [r10-{FRAME_SIZE + 1}]\nexit")
     with pytest.raises(MemoryFault) as info:
-        EbpfVmNoData(below).execute_program()
+        run(EbpfVmNoData(below), checked_engine)
     assert info.value.size == 1
     # With local calls the stack holds every frame: the callee's frame sits below.
     calls = assemble(f"""
@@ -223,42 +224,42 @@ def test_stack_bounds() -> None:
         mov r0, 1
         exit
     """)
-    assert EbpfVmNoData(calls).execute_program() == 5
+    assert run(EbpfVmNoData(calls), checked_engine) == 5
     beyond = assemble(f"stdw [r10-{STACK_SIZE + 8}], 5\ncall local f\nexit\nf:\nexit")
     with pytest.raises(MemoryFault):
-        EbpfVmNoData(beyond).execute_program()
+        run(EbpfVmNoData(beyond), checked_engine)
 
 
-def test_stack_does_not_leak_between_runs() -> None:
+def test_stack_does_not_leak_between_runs(engine: str) -> None:
     vm = EbpfVmNoData(assemble("ldxdw r0, [r10-8]\nstdw [r10-8], 99\nexit"))
-    assert vm.execute_program() == 0
-    assert vm.execute_program() == 0
+    assert run(vm, engine) == 0
+    assert run(vm, engine) == 0
 
 
-def test_allowed_memory_rbpf_style_and_range() -> None:
+def test_allowed_memory_rbpf_style_and_range(checked_engine: str) -> None:
     secret = ctypes.create_string_buffer(b"\x01\x02\x03\x04\x05\x06\x07\x08", 8)
     addr = ctypes.addressof(secret)
     prog = assemble(f"lddw r1, {addr:#x}\nldxw r0, [r1+2]\nexit")
     vm = EbpfVmNoData(prog)
     with pytest.raises(MemoryFault):
-        vm.execute_program()
+        run(vm, checked_engine)
     vm.register_allowed_memory(range(addr, addr + 5))  # bytes 0..4: the load needs 2..5
     with pytest.raises(MemoryFault) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert (info.value.address, info.value.size) == (addr + 2, 4)
     vm.register_allowed_memory([addr + 5])  # rbpf's form: single addresses
-    assert vm.execute_program() == 0x06050403
+    assert run(vm, checked_engine) == 0x06050403
 
 
-def test_allowed_memory_buffer() -> None:
+def test_allowed_memory_buffer(engine: str) -> None:
     table = bytearray(b"\xaa\xbb\xcc\xdd")
     prog = assemble(f"lddw r1, {buffer_address(table):#x}\nldxh r0, [r1+2]\nexit")
     vm = EbpfVmNoData(prog)
     vm.register_allowed_memory(table)
-    assert vm.execute_program() == 0xDDCC
+    assert run(vm, engine) == 0xDDCC
 
 
-def test_xdp32_layout() -> None:
+def test_xdp32_layout(engine: str) -> None:
     """shared/bench/README.md: a program computes pointers into its own input."""
     payload = bytes(range(1, 17))
     region = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40)
@@ -279,7 +280,7 @@ def test_xdp32_layout() -> None:
         exit
     """)
     view = memoryview(region)[: 64 + len(payload)]
-    assert EbpfVmRaw(prog).execute_program(view) == 0x04030201
+    assert run(EbpfVmRaw(prog), engine, view) == 0x04030201
     del view
     region.close()
 
@@ -287,7 +288,7 @@ def test_xdp32_layout() -> None:
 # -- helpers -----------------------------------------------------------------
 
 
-def test_plain_helper_gets_five_args() -> None:
+def test_plain_helper_gets_five_args(engine: str) -> None:
     seen: list[tuple[int, ...]] = []
 
     def helper(a: int, b: int, c: int, d: int, e: int) -> int:
@@ -297,11 +298,11 @@ def test_plain_helper_gets_five_args() -> None:
     prog = assemble("mov r1, 1\nmov r2, 2\nmov r3, 3\nmov r4, 4\nmov r5, -5\ncall 77\nexit")
     vm = EbpfVmNoData(prog)
     vm.register_helper(77, helper)
-    assert vm.execute_program() == (1 << 64) - 1  # the result is masked to u64
+    assert run(vm, engine) == (1 << 64) - 1  # the result is masked to u64
     assert seen == [(1, 2, 3, 4, (1 << 64) - 5)]
 
 
-def test_rbpf_builtin_helpers() -> None:
+def test_rbpf_builtin_helpers(engine: str) -> None:
     assert gather_bytes(0x11, 0x22, 0x33, 0x44, 0x55) == 0x1122334455  # rbpf doc example
     assert sqrti(9, 0, 0, 0, 0) == 3
     assert sqrti((1 << 64) - 1, 0, 0, 0, 0) == (1 << 32) - 1  # exact isqrt
@@ -316,47 +317,47 @@ def test_rbpf_builtin_helpers() -> None:
     vm = EbpfVmNoData(prog)
     vm.register_helper(4, strcmp, context=True)
     vm.register_allowed_memory(buf)
-    assert vm.execute_program() != 0
+    assert run(vm, engine) != 0
     frob = EbpfVmRaw(assemble("mov r2, 3\ncall 1\nexit"))
     frob.register_helper(1, memfrob, context=True)
     mem = bytearray(b"\x00\x2a\xff\x10")
-    assert frob.execute_program(mem) == 0
+    assert run(frob, engine, mem) == 0
     assert mem == bytearray([0x2A, 0x00, 0xD5, 0x10])  # x ^ 42 on the first 3 bytes only
 
 
-def test_helper_exception_becomes_helper_fault() -> None:
+def test_helper_exception_becomes_helper_fault(checked_engine: str) -> None:
     def broken(a: int, b: int, c: int, d: int, e: int) -> int:
         raise RuntimeError("boom")
 
     vm = EbpfVmNoData(assemble("mov r0, 0\ncall 9\nexit"))
     vm.register_helper(9, broken)
     with pytest.raises(HelperFault) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert (info.value.pc, info.value.helper_id, info.value.helper_name) == (1, 9, "broken")
     assert isinstance(info.value.cause, RuntimeError)
 
 
-def test_unknown_helper_and_bad_return() -> None:
+def test_unknown_helper_and_bad_return(checked_engine: str) -> None:
     vm = EbpfVmNoData(assemble("call 3\nexit"))
     with pytest.raises(HelperFault) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert (info.value.pc, info.value.helper_id) == (0, 3)
     vm.register_helper(3, lambda *args: "nope")
     with pytest.raises(HelperFault):
-        vm.execute_program()
+        run(vm, checked_engine)
 
 
-def test_helper_memory_fault_names_helper() -> None:
+def test_helper_memory_fault_names_helper(checked_engine: str) -> None:
     vm = EbpfVmRaw(assemble("mov r2, 9\ncall 1\nexit"))
     vm.register_helper(1, memfrob, context=True)
     with pytest.raises(HelperFault) as info:
-        vm.execute_program(bytearray(8))
+        run(vm, checked_engine, bytearray(8))
     assert info.value.helper_id == 1
     assert isinstance(info.value.cause, MemoryFault)
     assert info.value.cause.size == 9
 
 
-def test_helper_can_stop_the_program() -> None:
+def test_helper_can_stop_the_program(engine: str) -> None:
     def stop(ctx: HelperContext, a: int, b: int, c: int, d: int, e: int) -> int:
         if a == 0:
             ctx.stop(123)
@@ -364,10 +365,10 @@ def test_helper_can_stop_the_program() -> None:
 
     vm = EbpfVmNoData(assemble("mov r1, 1\ncall 5\nmov r1, 0\ncall 5\nmov r0, 7\nexit"))
     vm.register_helper(5, stop, context=True)
-    assert vm.execute_program() == 123
+    assert run(vm, engine) == 123
 
 
-def test_helper_returned_region() -> None:
+def test_helper_returned_region(checked_engine: str) -> None:
     table = bytearray(b"\x10\x20\x30\x40")
 
     def lookup(ctx: HelperContext, a: int, b: int, c: int, d: int, e: int) -> int:
@@ -376,12 +377,12 @@ def test_helper_returned_region() -> None:
     prog = assemble("call 1\nldxb r1, [r0+3]\nstb [r0+0], 0x55\nmov r0, r1\nexit")
     vm = EbpfVmNoData(prog)
     vm.register_helper(1, lookup, context=True)
-    assert vm.execute_program() == 0x40
+    assert run(vm, checked_engine) == 0x40
     assert table[0] == 0x55
     beyond = EbpfVmNoData(assemble("call 1\nldxw r0, [r0+1]\nexit"))
     beyond.register_helper(1, lookup, context=True)
     with pytest.raises(MemoryFault) as info:
-        beyond.execute_program()
+        run(beyond, checked_engine)
     assert info.value.address == buffer_address(table) + 1
 
 
@@ -390,30 +391,30 @@ def test_helper_returned_region() -> None:
 LOOP = assemble("mov r0, 0\nloop:\nadd r0, 1\nja loop\nexit")
 
 
-def test_budget_stops_endless_loop() -> None:
+def test_budget_stops_endless_loop(checked_engine: str) -> None:
     vm = EbpfVmNoData(LOOP, budget=1001)
     with pytest.raises(BudgetExceeded) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     # mov, then (add, ja) pairs: instruction 1002 is the add at pc 1.
     assert (info.value.count, info.value.pc) == (1001, 1)
 
 
-def test_budget_is_exact() -> None:
+def test_budget_is_exact(checked_engine: str) -> None:
     prog = assemble("mov r0, 0\nadd r0, 1\nadd r0, 1\nexit")  # 4 instructions
     vm = EbpfVmNoData(prog, budget=4)
-    assert vm.execute_program() == 2
+    assert run(vm, checked_engine) == 2
     assert vm.last_instruction_count == 4
     vm.budget = 3
     with pytest.raises(BudgetExceeded) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert (info.value.count, info.value.pc) == (3, 3)
     vm.budget = None
-    assert vm.execute_program() == 2
+    assert run(vm, checked_engine) == 2
 
 
-def test_default_budget_is_on() -> None:
+def test_default_budget_is_on(checked_engine: str) -> None:
     with pytest.raises(BudgetExceeded):
-        EbpfVmNoData(LOOP).execute_program()
+        run(EbpfVmNoData(LOOP), checked_engine)
 
 
 CALLS = assemble("""
@@ -437,9 +438,9 @@ CALLS = assemble("""
 """)
 
 
-def test_local_call_frames_and_saved_registers() -> None:
+def test_local_call_frames_and_saved_registers(engine: str) -> None:
     # callee: r0 = 300, own frame; caller sees its stack slot 11 and r6=6, r7=7.
-    assert EbpfVmNoData(CALLS).execute_program() == 300 + 11 + 6 + 7
+    assert run(EbpfVmNoData(CALLS), engine) == 300 + 11 + 6 + 7
 
 
 def _nested(depth: int) -> bytes:
@@ -451,16 +452,16 @@ def _nested(depth: int) -> bytes:
     return assemble("\n".join(lines))
 
 
-def test_call_depth_limit() -> None:
-    assert EbpfVmNoData(_nested(MAX_CALL_DEPTH)).execute_program() == 1
+def test_call_depth_limit(checked_engine: str) -> None:
+    assert run(EbpfVmNoData(_nested(MAX_CALL_DEPTH)), checked_engine) == 1
     with pytest.raises(CallDepthExceeded) as info:
-        EbpfVmNoData(_nested(MAX_CALL_DEPTH + 1)).execute_program()
+        run(EbpfVmNoData(_nested(MAX_CALL_DEPTH + 1)), checked_engine)
     assert info.value.depth == MAX_CALL_DEPTH
 
 
-def test_endless_recursion_stops() -> None:
+def test_endless_recursion_stops(checked_engine: str) -> None:
     with pytest.raises(CallDepthExceeded) as info:
-        EbpfVmNoData(assemble("f:\ncall local f\nexit")).execute_program()
+        run(EbpfVmNoData(assemble("f:\ncall local f\nexit")), checked_engine)
     assert info.value.pc == 0
 
 
@@ -472,9 +473,9 @@ def test_trace_sees_every_instruction() -> None:
     assert vm.execute_program() == 6  # the untraced path still works
 
 
-def test_last_registers() -> None:
+def test_last_registers(engine: str) -> None:
     vm = EbpfVmNoData(assemble("mov r3, 33\nmov r9, 99\nmov r0, 1\nexit"))
-    vm.execute_program()
+    run(vm, engine)
     assert vm.last_registers[3] == 33
     assert vm.last_registers[9] == 99
     assert len(vm.last_registers) == 11
@@ -496,51 +497,52 @@ def test_set_verifier_runs_at_once() -> None:
     assert len(calls) == 1
 
 
-def test_custom_verifier_lets_invalid_code_fail_safely() -> None:
+def test_custom_verifier_lets_invalid_code_fail_safely(checked_engine: str) -> None:
     vm = EbpfVmNoData(None)
     vm.set_verifier(lambda code: None)
     vm.set_program(assemble(".raw 0x00000000000000ff\nexit"))
     with pytest.raises(InvalidInstruction) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert (info.value.pc, info.value.opcode) == (0, 0xFF)
     vm.set_program(assemble("mov r0, 1"))  # falls off the end
     with pytest.raises(InvalidInstruction) as info:
-        vm.execute_program()
+        run(vm, checked_engine)
     assert info.value.pc == 0
 
 
 # -- legacy packet loads ------------------------------------------------------
 
 
-def test_ld_abs_and_ind_read_big_endian_from_mem() -> None:
+def test_ld_abs_and_ind_read_big_endian_from_mem(engine: str) -> None:
     # Ethernet header: bytes 12-13 are the ethertype 0x0800, loaded in network order.
     packet = bytearray(14)
     packet[12:14] = b"\x08\x00"
-    assert EbpfVmRaw(assemble("ldabsh 12\nexit")).execute_program(packet) == 0x0800
+    assert run(EbpfVmRaw(assemble("ldabsh 12\nexit")), engine, packet) == 0x0800
     prog = assemble("mov r3, 10\nldindw r3, 2\nexit")  # bytes 12..15 do not all exist
-    assert EbpfVmRaw(prog).execute_program(packet) == 0
+    assert run(EbpfVmRaw(prog), engine, packet) == 0
     prog = assemble("mov r3, 10\nldindb r3, 2\nexit")
-    assert EbpfVmRaw(prog).execute_program(packet) == 0x08
+    assert run(EbpfVmRaw(prog), engine, packet) == 0x08
 
 
-def test_ld_abs_out_of_bounds_ends_with_zero() -> None:
+def test_ld_abs_out_of_bounds_ends_with_zero(engine: str) -> None:
     # Kernel semantics: the program stops and returns 0; the mov after it never runs.
     vm = EbpfVmRaw(assemble("ldabsw 100\nmov r0, 5\nexit"))
-    assert vm.execute_program(bytearray(8)) == 0
-    assert vm.last_instruction_count == 1
+    assert run(vm, engine, bytearray(8)) == 0
+    if engine != "jit-unchecked":  # unchecked code does not count instructions
+        assert vm.last_instruction_count == 1
 
 
-def test_rbpf_trace_printf_and_time_and_rand(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rbpf_trace_printf_and_time_and_rand(capsys: pytest.CaptureFixture[str], engine: str) -> None:
     from ebpfvm.helpers import BPF_KTIME_GETNS_IDX, BPF_TRACE_PRINTK_IDX, RBPF_HELPERS, rand
 
     line = "bpf_trace_printf: 0x1, 0xf, 0x20\n"  # rbpf's documented example output
     prog = assemble("mov r3, 1\nmov r4, 15\nmov r5, 32\ncall 6\nexit")
     vm = EbpfVmNoData(prog)
     vm.register_helper(BPF_TRACE_PRINTK_IDX, RBPF_HELPERS[BPF_TRACE_PRINTK_IDX])
-    assert vm.execute_program() == len(line)
+    assert run(vm, engine) == len(line)
     assert capsys.readouterr().out == line
     clock = EbpfVmNoData(assemble("call 5\nmov r6, r0\ncall 5\nsub r0, r6\nexit"))
     clock.register_helper(BPF_KTIME_GETNS_IDX, RBPF_HELPERS[BPF_KTIME_GETNS_IDX])
-    assert clock.execute_program() < 10**10  # monotonic: the difference is small, not negative
+    assert run(clock, engine) < 10**10  # monotonic: the difference is small, not negative
     values = {rand(3, 6, 0, 0, 0) for _ in range(200)}
     assert values == {3, 4, 5, 6}

@@ -167,15 +167,19 @@ class AddressSpace:
             self.regions.append(region)
 
     def find(self, addr: int, size: int, access: str, pc: int) -> tuple[Region, int]:
-        """The region holding the whole access, and the offset in it."""
+        """The first region holding the whole access (a writable one for a
+        store), and the offset in it."""
         end = addr + size
+        read_only: Region | None = None
         for region in self.regions:
             start = region.start
             if start <= addr and end <= start + len(region.view):
                 if access == "store" and not region.writable:
-                    raise MemoryFault(pc, addr, size, access, f"region {region.name} is read-only")
+                    read_only = region
+                    continue
                 return region, addr - start
-        raise MemoryFault(pc, addr, size, access)
+        detail = f"region {read_only.name} is read-only" if read_only is not None else ""
+        raise MemoryFault(pc, addr, size, access, detail)
 
     def load(self, addr: int, size: int, pc: int) -> int:
         """Read an unsigned little-endian value of `size` bytes."""

@@ -16,13 +16,16 @@ makes stores into it fail with :class:`~ebpfvm.errors.MemoryFault`.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .encoding import Insn
+from .errors import JitError
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
-from .memory import AddressSpace, Region, address_of, coalesce_addresses, merge_runs
+from .jit.runtime import JitProgram, RunInput
+from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
 from .verifier import Verifier, verify
 
 __all__ = [
@@ -60,6 +63,7 @@ class _VmBase:
         self._stack_region = Region.of_buffer(self._stack, "stack")
         self._stack_regions: dict[int, Region] = {}
         self.budget = budget
+        self._jit: JitProgram | None = None
         self.last_registers: list[int] = []
         self.last_instruction_count = 0
         if prog is not None:
@@ -74,6 +78,7 @@ class _VmBase:
         self._prog = code
         self._compiled = None
         self._traced = None
+        self._drop_jit()
 
     def set_verifier(self, verifier: Verifier) -> None:
         """Replace the verifier; it runs at once on an already loaded program."""
@@ -97,12 +102,16 @@ class _VmBase:
             runs = [(memory.start, len(memory))]
         elif _is_buffer(memory):
             self._allowed_buffers.append(Region.of_buffer(memory, "allowed", writable or None))
+            if self._jit is not None:
+                self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
             return
         else:
             runs = coalesce_addresses(memory)
         merged = merge_runs([*self._allowed_runs, *((s, n, writable) for s, n in runs if n)])
         self._allowed_runs = merged
         self._allowed_raw = [Region.of_address(s, n, "allowed", w) for s, n, w in merged]
+        if self._jit is not None:
+            self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
 
     @property
     def program(self) -> bytes | None:
@@ -111,6 +120,71 @@ class _VmBase:
     def decoded(self) -> tuple[Insn, ...]:
         """The loaded program's decoded instructions."""
         return self._program(False).insns
+
+    # -- JIT ------------------------------------------------------------------
+
+    def jit_compile(self, *, unchecked: bool = False) -> None:
+        """Compile the loaded program to x86-64 code (Linux/x86-64 only).
+
+        By default the code checks every memory access, the budget and the
+        call depth exactly as the interpreter does. ``unchecked=True`` drops
+        the memory and budget checks for speed: UNSAFE, a wild pointer in the
+        program can then crash the process."""
+        program = self._program(False)
+        self._drop_jit()
+        self._jit = JitProgram(
+            program.insns, checked=not unchecked, stack=self._stack_for(program.stack_size),
+            helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
+            fixed_mbuff=self._fixed_mbuff())
+
+    @property
+    def jit_ready(self) -> bool:
+        """Whether jit_compile() has produced code for the loaded program."""
+        return self._jit is not None
+
+    @property
+    def jit_unchecked(self) -> bool:
+        """Whether the compiled code is the unchecked (unsafe) kind."""
+        return self._jit is not None and not self._jit.checked
+
+    def jit_code(self) -> JitProgram:
+        """The compiled program (for dumps); raises JitError before jit_compile()."""
+        if self._jit is None:
+            raise JitError("no JIT code: call jit_compile() first")
+        return self._jit
+
+    def close(self) -> None:
+        """Free the JIT code. The VM still interprets; jit_compile() again to JIT."""
+        self._drop_jit()
+
+    def __enter__(self) -> _VmBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drop_jit(self) -> None:
+        if getattr(self, "_jit", None) is not None:
+            assert self._jit is not None
+            self._jit.close()
+        self._jit = None
+
+    def _jit_mbuff(self) -> Region | None:
+        return None
+
+    def _fixed_mbuff(self) -> tuple[Region, int, int] | None:
+        return None
+
+    def _jit_extra(self, mbuff: Region | None) -> list[Region]:
+        extra = [] if mbuff is None else [mbuff]
+        return [*extra, *self._allowed_buffers, *self._allowed_raw]
+
+    def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
+        jit = self.jit_code()
+        result = jit.run(data, r1, r2, self.budget)
+        self.last_registers = jit.registers
+        self.last_instruction_count = jit.instruction_count(self.budget)
+        return result
 
     # -- running ----------------------------------------------------------
 
@@ -166,6 +240,17 @@ def _is_buffer(obj: Any) -> bool:
     return True
 
 
+def _run_input(mem: Any) -> RunInput:
+    """The JIT's view of an input buffer; holds a memoryview so it stays put."""
+    if mem is None:
+        return RunInput(None, 0, 0, False)
+    view = as_view(mem)
+    size = len(view)
+    if not size:
+        return RunInput(view, 0, 0, False)
+    return RunInput(view, address_of(view), size, not view.readonly)
+
+
 def _mem_region(mem: Any) -> Region | None:
     if mem is None:
         return None
@@ -187,6 +272,15 @@ class EbpfVmMbuff(_VmBase):
         else:
             r1 = 0
         return self._run(mem_region, [mbuff_region], r1, 0, trace)
+
+    def execute_program_jit(self, mem: Any = _EMPTY, mbuff: Any = _EMPTY) -> int:
+        """execute_program() in JIT code (after jit_compile())."""
+        jit = self.jit_code()
+        data = _run_input(mem)
+        mbuff_region = Region.of_buffer(mbuff, "mbuff")
+        jit.set_extra(self._jit_extra(mbuff_region))
+        r1 = mbuff_region.start if len(mbuff_region.view) else data.ptr
+        return self._run_jit(data, r1, 0)
 
 
 class EbpfVmFixedMbuff(_VmBase):
@@ -213,6 +307,27 @@ class EbpfVmFixedMbuff(_VmBase):
         _U64.pack_into(self._mbuff, self.data_end_offset, end)
         return self._run(mem_region, [self._mbuff_region], self._mbuff_region.start, 0, trace)
 
+    def execute_program_jit(self, mem: Any = _EMPTY) -> int:
+        """execute_program() in JIT code; the code writes the mbuff pointers itself."""
+        return self._run_jit(_run_input(mem), self._mbuff_region.start, 0)
+
+    def test_run(self, mem: Any = _EMPTY, repeat: int = 1) -> tuple[int, float]:
+        """Like the kernel's BPF_PROG_TEST_RUN: `repeat` runs in one native call.
+        Returns (r0, mean nanoseconds per run)."""
+        return _test_run(self, _run_input(mem), self._mbuff_region.start, 0, repeat)
+
+    def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
+        """execute_program_jit over many inputs in one native call; every r0."""
+        jit = self.jit_code()
+        return jit.batch([_run_input(item) for item in inputs], self.budget,
+                         self._mbuff_region.start, 0)
+
+    def _jit_mbuff(self) -> Region | None:
+        return self._mbuff_region
+
+    def _fixed_mbuff(self) -> tuple[Region, int, int] | None:
+        return self._mbuff_region, self.data_offset, self.data_end_offset
+
 
 class EbpfVmRaw(_VmBase):
     """A VM for programs that work on one memory area: r1 = mem, r2 = len(mem)."""
@@ -223,12 +338,52 @@ class EbpfVmRaw(_VmBase):
         r1 = mem_region.start if mem_region is not None and size else 0
         return self._run(mem_region, [], r1, size, trace)
 
+    def execute_program_jit(self, mem: Any = _EMPTY) -> int:
+        """execute_program() in JIT code (after jit_compile())."""
+        data = _run_input(mem)
+        return self._run_jit(data, data.ptr, data.size)
+
+    def test_run(self, mem: Any = _EMPTY, repeat: int = 1) -> tuple[int, float]:
+        """Like the kernel's BPF_PROG_TEST_RUN: `repeat` runs in one native call.
+        Returns (r0, mean nanoseconds per run)."""
+        data = _run_input(mem)
+        return _test_run(self, data, data.ptr, data.size, repeat)
+
+    def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
+        """execute_program_jit over many inputs in one native call (r1 = each
+        input, r2 = its length); returns every r0."""
+        jit = self.jit_code()
+        return jit.batch([_run_input(item) for item in inputs], self.budget, None, None)
+
 
 class EbpfVmNoData(_VmBase):
     """A VM for programs that use no memory but their stack."""
 
     def execute_program(self, *, trace: TraceFn | None = None) -> int:
         return self._run(None, [], 0, 0, trace)
+
+    def execute_program_jit(self) -> int:
+        """execute_program() in JIT code (after jit_compile())."""
+        return self._run_jit(_NO_INPUT, 0, 0)
+
+    def test_run(self, repeat: int = 1) -> tuple[int, float]:
+        """`repeat` runs in one native call; returns (r0, mean ns per run)."""
+        return _test_run(self, _NO_INPUT, 0, 0, repeat)
+
+
+_NO_INPUT = RunInput(None, 0, 0, False)
+
+
+def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tuple[int, float]:
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    jit = vm.jit_code()
+    start = time.perf_counter_ns()
+    result = jit.repeat(data, r1, r2, vm.budget, repeat)
+    elapsed = time.perf_counter_ns() - start
+    vm.last_registers = jit.registers
+    vm.last_instruction_count = jit.instruction_count(vm.budget)
+    return result, elapsed / repeat
 
 
 def buffer_address(obj: Any) -> int:

@@ -1,0 +1,83 @@
+"""The block of memory JIT code and Python share during a run.
+
+Generated code keeps a pointer to a :class:`JitContext` in r12 and reads its
+inputs, region bounds and stack from it; it reports faults, the registers at
+exit and the remaining budget back through it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from enum import IntEnum
+
+__all__ = ["FAULT_INFO_SHIFT", "Fault", "JitContext", "RegionEntry", "field_offset"]
+
+U64 = ctypes.c_uint64
+
+
+class Fault(IntEnum):
+    """Why generated code stopped early (JitContext.fault)."""
+
+    NONE = 0
+    MEMORY = 1  # fault_addr, fault_info = pc << 8 | size << 1 | is_store
+    HELPER = 2  # the trampoline recorded a Python exception
+    BUDGET = 3  # budget_left, budget_block
+    DEPTH = 4  # fault_pc
+    INVALID = 5  # fault_pc
+    BATCH = 6  # internal: the batch driver stopped at element fault_pc
+
+
+FAULT_INFO_SHIFT = 8
+"""fault_info keeps the pc above this bit; size << 1 and the store flag below."""
+
+
+class RegionEntry(ctypes.Structure):
+    """One region of the native region table: ``[start, start + size)``."""
+
+    _fields_ = [("start", U64), ("size", U64), ("writable", U64)]
+
+
+class JitContext(ctypes.Structure):
+    """Shared state of one VM's JIT runs. Field order matters only for the
+    `IN_*` block, which Python writes with one pack (see runtime.IN_LAYOUT)."""
+
+    _fields_ = [
+        # inputs of one run, written together by Python (or by the batch driver)
+        ("in_ptr", U64),  # input memory address
+        ("in_len", U64),  # input memory length
+        ("in_wmask", U64),  # all ones when the input is writable, else 0
+        ("in_r1", U64),
+        ("in_r2", U64),
+        ("in_budget", U64),
+        ("in_nregions", U64),  # region-table entries valid at the start of the run
+        ("fault", U64),
+        # per-VM constants
+        ("s_lo", U64),  # stack region start
+        ("s_top", U64),  # stack region end: r10 at entry
+        ("s_qwords", U64),  # stack size / 8, zeroed at entry
+        ("regions", U64),  # address of the RegionEntry table
+        ("helper_fn", U64),  # address of the helper trampoline
+        ("mbuff", U64),  # FixedMbuff: the VM's metadata buffer, else 0
+        ("data_off", U64),
+        ("data_end_off", U64),
+        # run state
+        ("p_cnt", U64 * 4),  # valid offsets in the input for sizes 1, 2, 4, 8 (loads)
+        ("p_wcnt", U64 * 4),  # the same for stores; 0 when read-only
+        ("nregions", U64),
+        ("saved_rsp", U64),
+        ("depth", U64),
+        ("helper_pc", U64),
+        # outputs
+        ("fault_pc", U64),
+        ("fault_addr", U64),
+        ("fault_info", U64),
+        ("budget_left", U64),
+        ("budget_block", U64),
+        ("regs_out", U64 * 11),
+    ]
+
+
+def field_offset(name: str) -> int:
+    """Byte offset of a JitContext field, for generated code."""
+    offset: int = getattr(JitContext, name).offset
+    return offset

@@ -1,0 +1,270 @@
+"""A JIT-compiled program: executable code, its context, the helper
+trampoline, and the Python side of every stop (faults become the same typed
+errors the interpreter raises)."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from ..cfg import MAX_CALL_DEPTH
+from ..encoding import Insn
+from ..errors import (
+    BudgetExceeded,
+    CallDepthExceeded,
+    EbpfError,
+    InvalidInstruction,
+    MemoryFault,
+)
+from ..helpers import Helper, Unwind
+from ..interpreter import Machine
+from ..memory import AddressSpace, Region
+from .context import FAULT_INFO_SHIFT, Fault, JitContext, RegionEntry, field_offset
+from .execmem import ExecMemory
+from .translate import JitCode, translate
+
+__all__ = ["NO_BUDGET", "JitProgram", "RunInput"]
+
+NO_BUDGET = 1 << 63
+"""Budget value that never runs out (2**63 instructions)."""
+M64 = (1 << 64) - 1
+_REGION_CAPACITY = 16
+_IN_LAYOUT = struct.Struct("<8Q")
+"""in_ptr, in_len, in_wmask, in_r1, in_r2, in_budget, in_nregions, fault."""
+assert _IN_LAYOUT.size == field_offset("s_lo")
+
+_ENTRY = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
+_REPEAT = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
+_BATCH = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
+                          ctypes.c_void_p, ctypes.c_uint64)
+_TRAMPOLINE = ctypes.CFUNCTYPE(ctypes.c_uint64, *([ctypes.c_uint64] * 6))
+
+
+class RunInput:
+    """One run's input memory as the JIT needs it: address, length, writability,
+    and the object itself (kept so helpers can build a checked view lazily)."""
+
+    __slots__ = ("obj", "ptr", "size", "writable")
+
+    def __init__(self, obj: Any, ptr: int, size: int, writable: bool) -> None:
+        self.obj = obj
+        self.ptr = ptr
+        self.size = size
+        self.writable = writable
+
+
+class JitProgram:
+    """Machine code for one program plus the context it runs with.
+
+    `stack` is the VM's stack region for this program; `extra` lists the
+    regions besides stack and input (mbuff, allowed memory) in the order the
+    interpreter searches them."""
+
+    def __init__(self, insns: Sequence[Insn], *, checked: bool, stack: Region,
+                 helpers: dict[int, Helper], extra: Sequence[Region] = (),
+                 fixed_mbuff: tuple[Region, int, int] | None = None) -> None:
+        self.insns = tuple(insns)
+        self.checked = checked
+        self.helpers = helpers
+        self.stack = stack
+        self.jit: JitCode = translate(self.insns, checked=checked)
+        self.memory = ExecMemory(self.jit.code)
+        base = self.memory.address
+        self.ctx = JitContext()
+        self.ctx_addr = ctypes.addressof(self.ctx)
+        self._ctx_bytes = (ctypes.c_char * ctypes.sizeof(self.ctx)).from_address(self.ctx_addr)
+        self._entry = _ENTRY(base + self.jit.entry)
+        self._repeat = _REPEAT(base + self.jit.repeat_entry)
+        self._batch = _BATCH(base + self.jit.batch_entry)
+        self._trampoline = _TRAMPOLINE(self._call_helper)
+        self.ctx.helper_fn = ctypes.cast(self._trampoline, ctypes.c_void_p).value or 0
+        self.ctx.s_lo = stack.start
+        self.ctx.s_top = stack.end
+        self.ctx.s_qwords = len(stack.view) // 8
+        if fixed_mbuff is not None:
+            mbuff, data_off, data_end_off = fixed_mbuff
+            self.ctx.mbuff = mbuff.start
+            self.ctx.data_off = data_off
+            self.ctx.data_end_off = data_end_off
+        self.extra: list[Region] = list(extra)
+        self._table_regions: list[Region] = []
+        self._table = (RegionEntry * _REGION_CAPACITY)()
+        self.set_extra(self.extra)
+        self._input: RunInput | None = None
+        self._machine: Machine | None = None
+        self._pending: BaseException | None = None
+
+    # -- region table -----------------------------------------------------------
+
+    def set_extra(self, extra: Sequence[Region]) -> None:
+        """Regions after the stack and the input (entry 0 and 1 of the table)."""
+        self.extra = list(extra)
+        self._write_table([self.stack, Region(0, memoryview(b""), False, "input"), *self.extra])
+        self.base_nregions = 2 + len(self.extra)
+
+    def _write_table(self, regions: Sequence[Region]) -> None:
+        if len(regions) > len(self._table):
+            self._table = (RegionEntry * (2 * len(regions)))()
+        for index, region in enumerate(regions):
+            entry = self._table[index]
+            entry.start = region.start
+            entry.size = len(region.view)
+            entry.writable = M64 if region.writable else 0
+        self.ctx.regions = ctypes.addressof(self._table)
+        self._table_regions = list(regions)
+
+    # -- running ----------------------------------------------------------------
+
+    def run(self, data: RunInput, r1: int, r2: int, budget: int | None) -> int:
+        """One run. Raises the interpreter's typed errors."""
+        self._input = data
+        self._machine = None
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
+                             r1, r2, NO_BUDGET if budget is None else budget,
+                             self.base_nregions, 0)
+        try:
+            result: int = self._entry(self.ctx_addr)
+            if self.ctx.fault:
+                return self._stopped(budget)
+            return result
+        finally:
+            self._release()
+
+    def repeat(self, data: RunInput, r1: int, r2: int, budget: int | None, count: int) -> int:
+        """Run `count` times in one native call; returns the last r0."""
+        self._input = data
+        self._machine = None
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
+                             r1, r2, NO_BUDGET if budget is None else budget,
+                             self.base_nregions, 0)
+        try:
+            result: int = self._repeat(self.ctx_addr, count)
+            if self.ctx.fault:
+                return self._stopped(budget)
+            return result
+        finally:
+            self._release()
+
+    def batch(self, inputs: Sequence[RunInput], budget: int | None, r1: int | None,
+              r2: int | None) -> list[int]:
+        """Run once per input in one native call. With r1/r2 None, each run gets
+        r1 = its input and r2 = its length (EbpfVmRaw); else the given values."""
+        count = len(inputs)
+        pairs = (ctypes.c_uint64 * (2 * count))()
+        pairs[0::2] = [item.ptr for item in inputs]
+        pairs[1::2] = [item.size for item in inputs]
+        results = (ctypes.c_uint64 * count)()
+        writable = all(item.writable for item in inputs)
+        keep = r1 is not None
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
+                             NO_BUDGET if budget is None else budget, self.base_nregions, 0)
+        self._machine = None
+        try:
+            left = self._batch(self.ctx_addr, pairs, count, results, int(keep))
+            if self.ctx.fault:
+                index = count - left
+                self._input = inputs[index]
+                try:
+                    self._stopped(budget)
+                except EbpfError as error:
+                    error.batch_index = index  # type: ignore[attr-defined]
+                    raise
+            return list(results)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop this run's buffer views so callers may resize or close their buffers."""
+        self._input = None
+        self._machine = None
+        self._pending = None
+
+    @property
+    def registers(self) -> list[int]:
+        return list(self.ctx.regs_out)
+
+    def instruction_count(self, budget: int | None) -> int:
+        """Instructions the last successful run executed (checked mode only)."""
+        if not self.checked:
+            return 0
+        total = NO_BUDGET if budget is None else budget
+        left: int = self.ctx.budget_left
+        return total - left
+
+    # -- stops ------------------------------------------------------------------
+
+    def _stopped(self, budget: int | None) -> int:
+        ctx = self.ctx
+        kind = Fault(ctx.fault)
+        if kind is Fault.HELPER:
+            pending, self._pending = self._pending, None
+            if isinstance(pending, Unwind):
+                ctx.regs_out[:] = [0] * 11
+                return pending.value
+            assert pending is not None
+            raise pending
+        if kind is Fault.MEMORY:
+            info = ctx.fault_info
+            pc = info >> FAULT_INFO_SHIFT
+            size = (info >> 1) & 0xF
+            access = "store" if info & 1 else "load"
+            raise MemoryFault(pc, ctx.fault_addr, size, access, self._read_only_detail(
+                ctx.fault_addr, size, access))
+        if kind is Fault.BUDGET:
+            total = NO_BUDGET if budget is None else budget
+            block = self.jit.block_pcs[ctx.budget_block]
+            remaining = (ctx.budget_left + len(block)) & M64
+            raise BudgetExceeded(block[remaining], total)
+        if kind is Fault.DEPTH:
+            raise CallDepthExceeded(ctx.fault_pc, MAX_CALL_DEPTH)
+        pc = ctx.fault_pc
+        opcode = next((insn.opcode for insn in self.insns if insn.pc == pc), 0)
+        raise InvalidInstruction(pc, opcode, self.jit.invalid.get(pc, "invalid instruction"))
+
+    def _read_only_detail(self, addr: int, size: int, access: str) -> str:
+        if access != "store":
+            return ""
+        for region in self._current_regions():
+            if region.start <= addr and addr + size <= region.end and not region.writable:
+                return f"region {region.name} is read-only"
+        return ""
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _current_regions(self) -> list[Region]:
+        data = self._input
+        if data is None or not data.size:
+            mem = Region(0, memoryview(b""), False, "mem")
+        else:
+            mem = Region.of_buffer(data.obj, "mem")
+        return [self.stack, mem, *self.extra]
+
+    def _get_machine(self) -> Machine:
+        if self._machine is None:
+            regions = self._current_regions()
+            space = AddressSpace(regions)
+            self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
+            self._write_table(space.regions)
+        return self._machine
+
+    def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
+        """The trampoline generated code calls. Never lets an exception out."""
+        try:
+            machine = self._get_machine()
+            before = len(machine.space.regions)
+            try:
+                return machine.call(helper_id, a, b, c, d, e, self.ctx.helper_pc)
+            finally:
+                if len(machine.space.regions) != before:
+                    self._write_table(machine.space.regions)
+                    self.ctx.nregions = len(machine.space.regions)
+        except BaseException as exc:  # recorded, re-raised by run() after the native code stops
+            self._pending = exc
+            self.ctx.fault = Fault.HELPER
+            return 0
+
+    def close(self) -> None:
+        """Free the executable memory."""
+        self.memory.close()

@@ -1,0 +1,822 @@
+"""eBPF -> x86-64 translation. No machine-code bytes here: every instruction
+goes through :class:`~ebpfvm.jit.x86_64.X86Assembler`.
+
+Register map (System V AMD64; eBPF r1-r5 sit in caller-saved registers, r6-r10
+in callee-saved ones, as in the kernel's and uBPF's JITs):
+
+====== ====== ==================================================
+eBPF   x86    note
+====== ====== ==================================================
+r0     rax    also the implicit operand of div and cmpxchg
+r1     rdi
+r2     rsi
+r3     rdx    also the high half of div's dividend: saved around div
+r4     r9
+r5     r8
+r6     rbx
+r7     r13
+r8     r14
+r9     r15
+r10    rbp    frame pointer, lowered by FRAME_SIZE per local call
+--     r12    pointer to the JitContext (callee-saved)
+--     r10    remaining instruction budget (checked mode)
+--     r11    scratch: effective address of memory accesses
+--     rcx    scratch: shift counts, divisors, bounds arithmetic
+====== ====== ==================================================
+
+Checked mode: each load and store computes its address into r11 and checks
+``[r11, r11 + size)`` against the stack and the input inline, then calls the
+region-table walk; each basic block first charges its length to the budget.
+Unchecked mode drops both: the fastest code, and unsafe.
+
+32-bit ALU results rely on x86's rule that writing a 32-bit register clears
+bits 32-63. Where an x86 instruction may not write its destination (shift by
+zero, a successful 32-bit cmpxchg) the code zero-extends explicitly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
+from ..encoding import Insn
+from ..isa import MAX_REG, Form, OpInfo, Reg
+from .context import FAULT_INFO_SHIFT, Fault, RegionEntry, field_offset
+from .x86_64 import AluOp, Cond, Mem, ShiftOp, X86Assembler
+from .x86_64 import Reg as X
+
+__all__ = ["REG_MAP", "JitCode", "translate"]
+
+REG_MAP: dict[int, X] = {
+    0: X.RAX, 1: X.RDI, 2: X.RSI, 3: X.RDX, 4: X.R9, 5: X.R8,
+    6: X.RBX, 7: X.R13, 8: X.R14, 9: X.R15, 10: X.RBP,
+}
+CTX = X.R12
+BUDGET = X.R10
+ADDR = X.R11
+TMP = X.RCX
+CALLEE_SAVED = (X.RBP, X.RBX, X.R12, X.R13, X.R14, X.R15)
+LOCAL_CALL_SAVED = (X.RBX, X.R13, X.R14, X.R15, X.RBP)
+"""eBPF r6-r9 and r10, which the VM restores for the caller of a local call."""
+HELPER_SAVED = (X.RDI, X.RSI, X.RDX, X.R9, X.R8, BUDGET)
+"""eBPF r1-r5 (kept unchanged across helper calls, as the interpreter does) and the budget."""
+
+ACCESS_SIZES = (1, 2, 4, 8)
+SIZE_INDEX = {size: index for index, size in enumerate(ACCESS_SIZES)}
+QWORD = 8
+ALIGN_PAD = 8
+"""Entry pushes six registers onto a stack that is 8 mod 16: one more slot aligns it."""
+
+_SIMPLE_ALU = {"add": AluOp.ADD, "sub": AluOp.SUB, "or": AluOp.OR, "and": AluOp.AND,
+               "xor": AluOp.XOR}
+_SHIFTS = {"lsh": ShiftOp.SHL, "rsh": ShiftOp.SHR, "arsh": ShiftOp.SAR}
+_ATOMIC_ALU = {"add": AluOp.ADD, "or": AluOp.OR, "and": AluOp.AND, "xor": AluOp.XOR}
+_CONDITIONS = {
+    "jeq": Cond.E, "jne": Cond.NE, "jset": Cond.NE,
+    "jgt": Cond.A, "jge": Cond.AE, "jlt": Cond.B, "jle": Cond.BE,
+    "jsgt": Cond.G, "jsge": Cond.GE, "jslt": Cond.L, "jsle": Cond.LE,
+}
+
+
+def _ctx(name: str, index: int = 0) -> Mem:
+    return Mem(CTX, field_offset(name) + index * QWORD)
+
+
+@dataclass
+class JitCode:
+    """Translated program: machine code and what Python needs to explain a stop."""
+
+    code: bytes
+    entry: int
+    repeat_entry: int
+    batch_entry: int
+    block_pcs: list[list[int]]
+    invalid: dict[int, str]
+    pc_offsets: list[tuple[int, int]] = field(default_factory=list)
+    """(eBPF pc, offset of its first x86 byte), in order, for jit-dump."""
+    body_end: int = 0
+    """Offset where the code of the last instruction ends."""
+
+
+class _Translator:
+    def __init__(self, insns: Sequence[Insn], checked: bool) -> None:
+        self.insns = list(insns)
+        self.checked = checked
+        self.stack_size = stack_size(self.insns)
+        self.asm = X86Assembler()
+        self.labels = {insn.pc: self.asm.new_label() for insn in self.insns}
+        self.invalid: dict[int, str] = {}
+        self.cold: list[Callable[[], None]] = []
+        a = self.asm
+        self.exit_main = a.new_label()
+        self.terminate = a.new_label()
+        self.fault_exit = a.new_label()
+        self.slowpath = a.new_label()
+        self.budget_fail = a.new_label()
+        self.invalid_fail = a.new_label()
+        self.depth_fail = a.new_label()
+        self.pc_offsets: list[tuple[int, int]] = []
+        self.block_pcs: list[list[int]] = []
+
+    # -- driver ---------------------------------------------------------------
+
+    def translate(self) -> JitCode:
+        a = self.asm
+        entry = a.buf.position
+        self.entry_label = a.new_label()
+        a.bind(self.entry_label)
+        self._prologue()
+        for index, block in enumerate(basic_blocks(self.insns)):
+            self.block_pcs.append([insn.pc for insn in block])
+            a.bind(self.labels[block[0].pc])
+            if self.checked:
+                self._charge_budget(index, len(block))
+            for position, insn in enumerate(block):
+                if position:
+                    a.bind(self.labels[insn.pc])
+                self.pc_offsets.append((insn.pc, a.buf.position))
+                self._insn(insn)
+            last = block[-1]
+            if _falls_through(last):
+                nxt = last.pc + last.slots
+                if nxt in self.labels:
+                    continue  # the next block follows directly
+                self._to_invalid(last, "execution falls off the end of the program")
+        body_end = a.buf.position
+        for emit in self.cold:
+            emit()
+        self._epilogues()
+        self._slowpath()
+        repeat_entry = a.buf.position
+        self._repeat_driver()
+        batch_entry = a.buf.position
+        self._batch_driver()
+        return JitCode(a.code(), entry, repeat_entry, batch_entry, self.block_pcs,
+                       self.invalid, self.pc_offsets, body_end)
+
+    # -- entry and exits ------------------------------------------------------
+
+    def _prologue(self) -> None:
+        a = self.asm
+        for reg in CALLEE_SAVED:
+            a.push(reg)
+        a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
+        a.mov_rr(CTX, X.RDI)
+        a.store(_ctx("saved_rsp"), X.RSP, QWORD)
+        # Zero the stack: no run sees another run's stack.
+        a.load(X.RDI, _ctx("s_lo"), QWORD)
+        a.load(X.RCX, _ctx("s_qwords"), QWORD)
+        a.xor_zero(X.RAX)
+        a.rep_stosq()
+        self._input_bounds()
+        a.store_imm(_ctx("depth"), 0, QWORD)
+        self._fixed_mbuff()
+        a.load(REG_MAP[1], _ctx("in_r1"), QWORD)
+        a.load(REG_MAP[2], _ctx("in_r2"), QWORD)
+        a.load(REG_MAP[10], _ctx("s_top"), QWORD)
+        a.load(BUDGET, _ctx("in_budget"), QWORD)
+        for ebpf in (0, 3, 4, 5, 6, 7, 8, 9):
+            a.xor_zero(REG_MAP[ebpf])
+
+    def _input_bounds(self) -> None:
+        """Valid-offset counts of the input per access size, and its region entry."""
+        a = self.asm
+        a.load(X.RDX, _ctx("in_len"), QWORD)
+        a.load(ADDR, _ctx("in_wmask"), QWORD)
+        for index, size in enumerate(ACCESS_SIZES):
+            a.mov_rr(X.RAX, X.RDX)
+            if size > 1:
+                fits = a.new_label()
+                a.alu_ri(AluOp.SUB, X.RAX, size - 1)
+                a.jcc(Cond.AE, fits)
+                a.xor_zero(X.RAX)
+                a.bind(fits)
+            a.store(_ctx("p_cnt", index), X.RAX, QWORD)
+            a.alu_rr(AluOp.AND, X.RAX, ADDR)
+            a.store(_ctx("p_wcnt", index), X.RAX, QWORD)
+        entry = RegionEntry
+        a.load(X.RCX, _ctx("regions"), QWORD)
+        a.load(X.RAX, _ctx("in_ptr"), QWORD)
+        base = _sizeof(entry)  # entry 1: the input
+        a.store(Mem(X.RCX, base + entry.start.offset), X.RAX, QWORD)
+        a.store(Mem(X.RCX, base + entry.size.offset), X.RDX, QWORD)
+        a.store(Mem(X.RCX, base + entry.writable.offset), ADDR, QWORD)
+        a.load(X.RAX, _ctx("in_nregions"), QWORD)
+        a.store(_ctx("nregions"), X.RAX, QWORD)
+
+    def _fixed_mbuff(self) -> None:
+        """EbpfVmFixedMbuff: store the input's start and end into the mbuff."""
+        a = self.asm
+        skip = a.new_label()
+        a.load(X.RCX, _ctx("mbuff"), QWORD)
+        a.test_rr(X.RCX, X.RCX)
+        a.jcc(Cond.E, skip)
+        a.load(X.RAX, _ctx("in_ptr"), QWORD)
+        a.mov_rr(ADDR, X.RCX)
+        a.alu_rm(AluOp.ADD, ADDR, _ctx("data_off"))
+        a.store(Mem(ADDR), X.RAX, QWORD)
+        a.alu_rm(AluOp.ADD, X.RAX, _ctx("in_len"))
+        a.mov_rr(ADDR, X.RCX)
+        a.alu_rm(AluOp.ADD, ADDR, _ctx("data_end_off"))
+        a.store(Mem(ADDR), X.RAX, QWORD)
+        a.bind(skip)
+
+    def _epilogues(self) -> None:
+        a = self.asm
+        # Normal end: record the registers and the budget left.
+        a.bind(self.exit_main)
+        for ebpf, reg in REG_MAP.items():
+            a.store(_ctx("regs_out", ebpf), reg, QWORD)
+        a.store(_ctx("budget_left"), BUDGET, QWORD)
+        restore = a.new_label()
+        a.bind(restore)
+        a.alu_ri(AluOp.ADD, X.RSP, ALIGN_PAD)
+        for reg in reversed(CALLEE_SAVED):
+            a.pop(reg)
+        a.ret()
+        # End from any call depth with r0 already set (legacy packet load out of bounds).
+        a.bind(self.terminate)
+        a.load(X.RSP, _ctx("saved_rsp"), QWORD)
+        a.jmp(self.exit_main)
+        # Faults: the reason is in the context; unwind the native stack.
+        a.bind(self.fault_exit)
+        a.load(X.RSP, _ctx("saved_rsp"), QWORD)
+        a.xor_zero(X.RAX)
+        a.jmp(restore)
+        for label, kind in ((self.budget_fail, Fault.BUDGET), (self.invalid_fail, Fault.INVALID),
+                            (self.depth_fail, Fault.DEPTH)):
+            a.bind(label)
+            if kind is Fault.BUDGET:
+                a.store(_ctx("budget_block"), TMP, QWORD)
+                a.store(_ctx("budget_left"), BUDGET, QWORD)
+            else:
+                a.store(_ctx("fault_pc"), TMP, QWORD)
+            a.store_imm(_ctx("fault"), kind, QWORD)
+            a.jmp(self.fault_exit)
+
+    def _charge_budget(self, block_index: int, length: int) -> None:
+        a = self.asm
+        stub = a.new_label()
+        a.alu_ri(AluOp.SUB, BUDGET, length)
+        a.jcc(Cond.B, stub)
+
+        def cold() -> None:
+            a.bind(stub)
+            a.mov_ri(TMP, block_index, w64=False)
+            a.jmp(self.budget_fail)
+
+        self.cold.append(cold)
+
+    def _to_invalid(self, insn: Insn, reason: str) -> None:
+        """Stop with InvalidInstruction at `insn` when this point is reached."""
+        self.invalid.setdefault(insn.pc, reason)
+        self.asm.mov_ri(TMP, insn.pc, w64=False)
+        self.asm.jmp(self.invalid_fail)
+
+    # -- memory ---------------------------------------------------------------
+
+    def _address(self, base: int, off: int, size: int, store: bool, pc: int) -> Mem:
+        """The memory operand of an access; in checked mode, the bounds check first."""
+        if not self.checked:
+            return Mem(REG_MAP[base], off)
+        a = self.asm
+        a.lea(ADDR, Mem(REG_MAP[base], off))
+        ok = a.new_label()
+        order = ("stack", "input") if base == MAX_REG else ("input", "stack")
+        for region in order:
+            a.mov_rr(TMP, ADDR)
+            if region == "stack":
+                a.alu_rm(AluOp.SUB, TMP, _ctx("s_lo"))
+                a.alu_ri(AluOp.CMP, TMP, self.stack_size - size + 1)
+            else:
+                a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
+                a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
+            a.jcc(Cond.B, ok)
+        a.mov_ri(TMP, (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store), w64=False)
+        a.call(self.slowpath)
+        a.bind(ok)
+        return Mem(ADDR, 0)
+
+    def _slowpath(self) -> None:
+        """Walk the region table for [r11, r11 + size); return if allowed, else
+        record a memory fault. In: r11 = address, ecx = fault_info."""
+        a = self.asm
+        entry = RegionEntry
+        scratch = (X.RAX, X.RDX, X.RSI, X.RDI)
+        loop, nxt, fail, found = (a.new_label() for _ in range(4))
+        a.bind(self.slowpath)
+        for reg in scratch:
+            a.push(reg)
+        a.load(X.RSI, _ctx("regions"), QWORD)
+        a.load(X.RDI, _ctx("nregions"), QWORD)
+        a.mov_rr(X.RDX, TMP, w64=False)
+        a.shift_ri(ShiftOp.SHR, X.RDX, 1, w64=False)
+        a.alu_ri(AluOp.AND, X.RDX, 0xF, w64=False)  # the access size
+        a.bind(loop)
+        a.test_rr(X.RDI, X.RDI)
+        a.jcc(Cond.E, fail)
+        a.mov_rr(X.RAX, ADDR)
+        a.alu_rm(AluOp.SUB, X.RAX, Mem(X.RSI, entry.start.offset))
+        a.jcc(Cond.B, nxt)  # below the region
+        a.alu_rm(AluOp.CMP, X.RAX, Mem(X.RSI, entry.size.offset))
+        a.jcc(Cond.A, nxt)  # starts past its end
+        a.alu_rr(AluOp.ADD, X.RAX, X.RDX)
+        a.alu_rm(AluOp.CMP, X.RAX, Mem(X.RSI, entry.size.offset))
+        a.jcc(Cond.A, nxt)  # ends past its end
+        a.test_ri(TMP, 1, w64=False)
+        a.jcc(Cond.E, found)  # a load
+        a.alu_mi(AluOp.CMP, Mem(X.RSI, entry.writable.offset), 0)
+        a.jcc(Cond.NE, found)
+        a.bind(nxt)
+        a.alu_ri(AluOp.ADD, X.RSI, _sizeof(entry))
+        a.alu_ri(AluOp.SUB, X.RDI, 1)
+        a.jmp(loop)
+        a.bind(found)
+        for reg in reversed(scratch):
+            a.pop(reg)
+        a.ret()
+        a.bind(fail)
+        a.store(_ctx("fault_addr"), ADDR, QWORD)
+        a.store(_ctx("fault_info"), TMP, QWORD)
+        a.store_imm(_ctx("fault"), Fault.MEMORY, QWORD)
+        a.jmp(self.fault_exit)
+
+    # -- instructions ---------------------------------------------------------
+
+    def _insn(self, insn: Insn) -> None:
+        row = insn.row
+        if row is None:
+            self._to_invalid(insn, "no such instruction")
+            return
+        problem = _register_problem(row, insn)
+        if problem:
+            self._to_invalid(insn, problem)
+            return
+        _EMITTERS[row.form](self, insn, row)
+
+    def jump_to(self, insn: Insn, target: int, cond: Cond | None) -> None:
+        a = self.asm
+        label = self.labels.get(target)
+        if label is None:
+            what = "outside the program" if target < 0 or target >= self._nslots() else "into an lddw"
+            if cond is None:
+                self._to_invalid(insn, f"jump to {target} {what}")
+                return
+            stub = a.new_label()
+            a.jcc(cond, stub)
+
+            def cold() -> None:
+                a.bind(stub)
+                self._to_invalid(insn, f"jump {what}")
+
+            self.cold.append(cold)
+            return
+        if cond is None:
+            a.jmp(label)
+        else:
+            a.jcc(cond, label)
+
+    # -- native loops -----------------------------------------------------------
+
+    def _repeat_driver(self) -> None:
+        """repeat(ctx, n): run the program n times; stop at the first fault.
+        Returns the last r0."""
+        a = self.asm
+        saved = (X.RBX, X.R12, X.R13)  # three pushes keep the stack 16-byte aligned
+        loop, done = a.new_label(), a.new_label()
+        program = self.entry_label
+        for reg in saved:
+            a.push(reg)
+        a.mov_rr(X.R12, X.RDI)
+        a.mov_rr(X.RBX, X.RSI)
+        a.xor_zero(X.R13)
+        a.bind(loop)
+        a.test_rr(X.RBX, X.RBX)
+        a.jcc(Cond.E, done)
+        a.mov_rr(X.RDI, X.R12)
+        a.call(program)
+        a.mov_rr(X.R13, X.RAX)
+        a.alu_mi(AluOp.CMP, Mem(X.R12, field_offset("fault")), 0)
+        a.jcc(Cond.NE, done)
+        a.alu_ri(AluOp.SUB, X.RBX, 1)
+        a.jmp(loop)
+        a.bind(done)
+        a.mov_rr(X.RAX, X.R13)
+        for reg in reversed(saved):
+            a.pop(reg)
+        a.ret()
+
+    def _batch_driver(self) -> None:
+        """batch(ctx, inputs, n, results, keep_regs): run once per (address,
+        length) pair of `inputs`, storing each r0 in `results`. Unless
+        keep_regs, r1 = the input (0 when empty) and r2 = its length, as
+        EbpfVmRaw does. Returns how many inputs were left when a fault stopped it."""
+        a = self.asm
+        saved = (X.RBX, X.R12, X.R13, X.R14, X.R15)  # five pushes keep the alignment
+        loop, done, regs_set, nonempty = (a.new_label() for _ in range(4))
+        program = self.entry_label
+        for reg in saved:
+            a.push(reg)
+        a.mov_rr(X.R12, X.RDI)
+        a.mov_rr(X.R13, X.RSI)
+        a.mov_rr(X.R14, X.RDX)
+        a.mov_rr(X.R15, X.RCX)
+        a.mov_rr(X.RBX, X.R8)
+        a.bind(loop)
+        a.test_rr(X.R14, X.R14)
+        a.jcc(Cond.E, done)
+        a.load(X.RAX, Mem(X.R13, 0), QWORD)
+        a.store(Mem(X.R12, field_offset("in_ptr")), X.RAX, QWORD)
+        a.load(X.RDX, Mem(X.R13, QWORD), QWORD)
+        a.store(Mem(X.R12, field_offset("in_len")), X.RDX, QWORD)
+        a.test_rr(X.RBX, X.RBX)
+        a.jcc(Cond.NE, regs_set)
+        a.store(Mem(X.R12, field_offset("in_r2")), X.RDX, QWORD)
+        a.test_rr(X.RDX, X.RDX)
+        a.jcc(Cond.NE, nonempty)
+        a.xor_zero(X.RAX)
+        a.bind(nonempty)
+        a.store(Mem(X.R12, field_offset("in_r1")), X.RAX, QWORD)
+        a.bind(regs_set)
+        a.mov_rr(X.RDI, X.R12)
+        a.call(program)
+        a.store(Mem(X.R15, 0), X.RAX, QWORD)
+        a.alu_mi(AluOp.CMP, Mem(X.R12, field_offset("fault")), 0)
+        a.jcc(Cond.NE, done)
+        a.alu_ri(AluOp.ADD, X.R13, 2 * QWORD)
+        a.alu_ri(AluOp.ADD, X.R15, QWORD)
+        a.alu_ri(AluOp.SUB, X.R14, 1)
+        a.jmp(loop)
+        a.bind(done)
+        a.mov_rr(X.RAX, X.R14)
+        for reg in reversed(saved):
+            a.pop(reg)
+        a.ret()
+
+    def _nslots(self) -> int:
+        last = self.insns[-1]
+        return last.pc + last.slots
+
+
+def _sizeof(entry: type[RegionEntry]) -> int:
+    return ctypes.sizeof(entry)
+
+
+def _falls_through(insn: Insn) -> bool:
+    row = insn.row
+    if row is None:
+        return False
+    return row.form not in (Form.JA, Form.JA32, Form.EXIT)
+
+
+def _register_problem(row: OpInfo, insn: Insn) -> str:
+    for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
+        if rule is not Reg.NONE and value > MAX_REG:
+            return f"register r{value} does not exist"
+    if MAX_REG in ((insn.dst if row.dst is Reg.WRITE else -1), (insn.src if row.src is Reg.WRITE else -1)):
+        return "r10 is read-only"
+    return ""
+
+
+# -- emitters, one per form ----------------------------------------------------
+
+
+def _emit_alu(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    a = t.asm
+    w64 = row.width == 64
+    d = REG_MAP[insn.dst]
+    reg_src = row.form is Form.ALU_X
+    s = REG_MAP[insn.src] if reg_src else X.RCX
+    imm = insn.imm
+    op = row.op
+    if op in _SIMPLE_ALU:
+        if reg_src:
+            a.alu_rr(_SIMPLE_ALU[op], d, s, w64)
+        else:
+            a.alu_ri(_SIMPLE_ALU[op], d, imm, w64)
+    elif op == "mov":
+        if reg_src:
+            a.mov_rr(d, s, w64)
+        else:
+            a.mov_ri(d, imm, w64)
+    elif op == "movsx":
+        a.movsx_rr(d, s, (row.off or 0) // 8, w64)
+    elif op == "mul":
+        if reg_src:
+            a.imul_rr(d, s, w64)
+        else:
+            a.imul_rri(d, d, imm, w64)
+    elif op in _SHIFTS:
+        _emit_shift(t, insn, row, d, s if reg_src else None)
+    elif op == "neg":
+        a.neg(d, w64)
+    else:
+        _emit_divmod(t, insn, row)
+
+
+def _emit_shift(t: _Translator, insn: Insn, row: OpInfo, d: X, s: X | None) -> None:
+    a = t.asm
+    w64 = row.width == 64
+    if s is None:
+        count = insn.imm & (row.width - 1)
+        if count:
+            a.shift_ri(_SHIFTS[row.op], d, count, w64)
+        elif not w64:
+            a.mov_rr(d, d, w64=False)  # a zero shift still zero-extends
+        return
+    a.mov_rr(TMP, s, w64=False)
+    if not w64:
+        a.mov_rr(d, d, w64=False)  # x86 may leave dst unwritten for a zero count
+    a.shift_cl(_SHIFTS[row.op], d, w64)  # x86 masks the count to 5 or 6 bits, as eBPF does
+
+
+def _emit_divmod(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    """div/mod/sdiv/smod: zero divisor and INT_MIN / -1 follow the ISA."""
+    a = t.asm
+    w64 = row.width == 64
+    d = REG_MAP[insn.dst]
+    signed = row.op in ("sdiv", "smod")
+    remainder = row.op in ("mod", "smod")
+    zero, minus_one, done = a.new_label(), a.new_label(), a.new_label()
+    if row.form is Form.ALU_X:
+        a.mov_rr(TMP, REG_MAP[insn.src], w64)
+        a.test_rr(TMP, TMP, w64)
+        a.jcc(Cond.E, zero)
+        if signed:
+            a.alu_ri(AluOp.CMP, TMP, -1, w64)
+            a.jcc(Cond.E, minus_one)
+    else:
+        if insn.imm == 0:
+            _divide_by_zero(t, d, w64, remainder)
+            return
+        if signed and insn.imm == -1:
+            _divide_by_minus_one(t, d, w64, remainder)
+            return
+        a.mov_ri(TMP, insn.imm, w64)
+    a.push(X.RAX)
+    a.push(X.RDX)
+    a.mov_rr(X.RAX, d)
+    if signed:
+        if w64:
+            a.cqo()
+        else:
+            a.cdq()
+    else:
+        a.xor_zero(X.RDX)
+    a.div(TMP, w64, signed)
+    a.mov_rr(ADDR, X.RDX if remainder else X.RAX, w64)
+    a.pop(X.RDX)
+    a.pop(X.RAX)
+    a.mov_rr(d, ADDR)
+    a.jmp(done)
+    a.bind(zero)
+    _divide_by_zero(t, d, w64, remainder)
+    a.jmp(done)
+    a.bind(minus_one)
+    if signed:
+        _divide_by_minus_one(t, d, w64, remainder)
+    a.bind(done)
+
+
+def _divide_by_zero(t: _Translator, d: X, w64: bool, remainder: bool) -> None:
+    if not remainder:
+        t.asm.xor_zero(d)
+    elif not w64:
+        t.asm.mov_rr(d, d, w64=False)  # mod32 by zero keeps the low half only
+
+
+def _divide_by_minus_one(t: _Translator, d: X, w64: bool, remainder: bool) -> None:
+    if remainder:
+        t.asm.xor_zero(d)
+    else:
+        t.asm.neg(d, w64)  # INT_MIN / -1 wraps to INT_MIN, like neg
+
+
+def _emit_endian(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    a = t.asm
+    d = REG_MAP[insn.dst]
+    swap = row.op != "le"
+    if row.width == 16:
+        if swap:
+            a.ror16_ri(d, 8)
+        a.movzx_rr(d, d, 2)
+    elif row.width == 32:
+        if swap:
+            a.bswap(d, w64=False)
+        else:
+            a.mov_rr(d, d, w64=False)
+    elif swap:
+        a.bswap(d, w64=True)
+
+
+def _emit_lddw(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    if row.src_value:
+        t._to_invalid(insn, f"lddw subtype {row.op} was not resolved by a loader")
+        return
+    a = t.asm
+    d = REG_MAP[insn.dst]
+    value = insn.imm
+    if value < 1 << 32:
+        a.mov_ri(d, value, w64=False)
+    elif value >= (1 << 64) - (1 << 31):
+        a.mov_ri(d, value - (1 << 64), w64=True)
+    else:
+        a.mov_ri64(d, value)
+
+
+def _emit_ldx(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    mem = t._address(insn.src, insn.off, row.size, False, insn.pc)
+    t.asm.load(REG_MAP[insn.dst], mem, row.size, signed=row.signed)
+
+
+def _emit_st(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    mem = t._address(insn.dst, insn.off, row.size, True, insn.pc)
+    t.asm.store_imm(mem, insn.imm, row.size)
+
+
+def _emit_stx(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    mem = t._address(insn.dst, insn.off, row.size, True, insn.pc)
+    t.asm.store(mem, REG_MAP[insn.src], row.size)
+
+
+def _emit_atomic(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    a = t.asm
+    w64 = row.width == 64
+    if t.checked:
+        mem = t._address(insn.dst, insn.off, row.size, True, insn.pc)
+    else:
+        a.lea(ADDR, Mem(REG_MAP[insn.dst], insn.off))
+        mem = Mem(ADDR, 0)
+    s = REG_MAP[insn.src]
+    op = row.op
+    if op in _ATOMIC_ALU:
+        a.lock_alu_mr(_ATOMIC_ALU[op], mem, s, w64)
+    elif op == "fetch_add":
+        a.mov_rr(TMP, s, w64)
+        a.lock_xadd(mem, TMP, w64)
+        a.mov_rr(s, TMP, w64)
+    elif op == "xchg":
+        a.mov_rr(TMP, s, w64)
+        a.xchg_mr(mem, TMP, w64)
+        a.mov_rr(s, TMP, w64)
+    elif op == "cmpxchg":
+        a.lock_cmpxchg(mem, s, w64)
+        if not w64:
+            a.mov_rr(X.RAX, X.RAX, w64=False)  # r0 is zero-extended even on success
+    else:  # fetch_or, fetch_and, fetch_xor: a compare-exchange loop
+        retry = a.new_label()
+        a.push(BUDGET)
+        a.mov_rr(BUDGET, s)
+        a.push(X.RAX)
+        a.load(X.RAX, mem, row.size)
+        a.bind(retry)
+        a.mov_rr(TMP, X.RAX, w64)
+        a.alu_rr(_ATOMIC_ALU[op.removeprefix("fetch_")], TMP, BUDGET, w64)
+        a.lock_cmpxchg(mem, TMP, w64)
+        a.jcc(Cond.NE, retry)
+        a.mov_rr(TMP, X.RAX, w64)
+        a.pop(X.RAX)
+        a.pop(BUDGET)
+        a.mov_rr(s, TMP, w64)
+
+
+def _emit_ja(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    delta = insn.imm if row.form is Form.JA32 else insn.off
+    t.jump_to(insn, insn.pc + 1 + delta, None)
+
+
+def _emit_jcc(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    a = t.asm
+    w64 = row.width == 64
+    d = REG_MAP[insn.dst]
+    if row.form is Form.JCC_X:
+        s = REG_MAP[insn.src]
+        if row.op == "jset":
+            a.test_rr(d, s, w64)
+        else:
+            a.alu_rr(AluOp.CMP, d, s, w64)
+    elif row.op == "jset":
+        a.test_ri(d, insn.imm, w64)
+    else:
+        a.alu_ri(AluOp.CMP, d, insn.imm, w64)
+    t.jump_to(insn, insn.pc + 1 + insn.off, _CONDITIONS[row.op])
+
+
+def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    """Helper call through the Python trampoline: tramp(id, r1, ..., r5)."""
+    a = t.asm
+    if row.form is Form.CALLX:
+        a.mov_rr(ADDR, REG_MAP[insn.dst])
+    else:
+        a.mov_ri(ADDR, insn.imm & 0xFFFF_FFFF, w64=False)
+    a.store_imm(_ctx("helper_pc"), insn.pc, QWORD)
+    for reg in HELPER_SAVED:
+        a.push(reg)
+    # Arguments: rdi = id, rsi = r1, rdx = r2, rcx = r3, r8 = r4, r9 = r5.
+    a.mov_rr(X.RCX, REG_MAP[3])
+    a.mov_rr(X.RDX, REG_MAP[2])
+    a.mov_rr(X.RSI, REG_MAP[1])
+    a.mov_rr(X.RDI, ADDR)
+    a.mov_rr(ADDR, X.R8)
+    a.mov_rr(X.R8, X.R9)
+    a.mov_rr(X.R9, ADDR)
+    a.load(ADDR, _ctx("helper_fn"), QWORD)
+    a.call_r(ADDR)
+    for reg in reversed(HELPER_SAVED):
+        a.pop(reg)
+    a.alu_mi(AluOp.CMP, _ctx("fault"), 0)
+    a.jcc(Cond.NE, t.fault_exit)
+
+
+def _emit_call_local(t: _Translator, insn: Insn, _row: OpInfo) -> None:
+    a = t.asm
+    target = t.labels.get(insn.pc + 1 + insn.imm)
+    if target is None:
+        t._to_invalid(insn, f"local call to {insn.pc + 1 + insn.imm}, which is not an instruction")
+        return
+    ok = a.new_label()
+    a.alu_mi(AluOp.CMP, _ctx("depth"), MAX_CALL_DEPTH - 1)
+    a.jcc(Cond.B, ok)
+    a.mov_ri(TMP, insn.pc, w64=False)
+    a.jmp(t.depth_fail)
+    a.bind(ok)
+    a.alu_mi(AluOp.ADD, _ctx("depth"), 1)
+    for reg in LOCAL_CALL_SAVED:
+        a.push(reg)
+    a.alu_ri(AluOp.SUB, REG_MAP[10], FRAME_SIZE)
+    a.call(target)
+    for reg in reversed(LOCAL_CALL_SAVED):
+        a.pop(reg)
+    a.alu_mi(AluOp.SUB, _ctx("depth"), 1)
+
+
+def _emit_call_runtime(t: _Translator, insn: Insn, _row: OpInfo) -> None:
+    t._to_invalid(insn, "calls by BTF id (kfuncs) are not supported")
+
+
+def _emit_exit(t: _Translator, _insn: Insn, _row: OpInfo) -> None:
+    a = t.asm
+    a.alu_mi(AluOp.CMP, _ctx("depth"), 0)
+    a.jcc(Cond.E, t.exit_main)
+    a.ret()
+
+
+def _emit_ld_packet(t: _Translator, insn: Insn, row: OpInfo) -> None:
+    """Legacy LD_ABS/LD_IND: big-endian load from the input into r0; out of
+    bounds ends the program with r0 = 0, as in the kernel."""
+    a = t.asm
+    size = row.size
+    if row.form is Form.LD_ABS:
+        a.mov_ri(TMP, insn.imm, w64=True)
+    else:
+        a.mov_rr(TMP, REG_MAP[insn.src])
+        a.alu_ri(AluOp.ADD, TMP, insn.imm)
+    out = a.new_label()
+    a.alu_rm(AluOp.CMP, TMP, _ctx("p_cnt", SIZE_INDEX[size]))
+    a.jcc(Cond.AE, out)
+    a.load(ADDR, _ctx("in_ptr"), QWORD)
+    a.alu_rr(AluOp.ADD, ADDR, TMP)
+    a.load(X.RAX, Mem(ADDR, 0), size)
+    if size == 2:
+        a.ror16_ri(X.RAX, 8)
+    elif size == 4:
+        a.bswap(X.RAX, w64=False)
+
+    def cold() -> None:
+        a.bind(out)
+        a.xor_zero(X.RAX)
+        a.jmp(t.terminate)
+
+    t.cold.append(cold)
+
+
+_EMITTERS: dict[Form, Callable[[_Translator, Insn, OpInfo], None]] = {
+    Form.ALU_K: _emit_alu,
+    Form.ALU_X: _emit_alu,
+    Form.NEG: _emit_alu,
+    Form.ENDIAN: _emit_endian,
+    Form.LDDW: _emit_lddw,
+    Form.LDX: _emit_ldx,
+    Form.ST: _emit_st,
+    Form.STX: _emit_stx,
+    Form.ATOMIC: _emit_atomic,
+    Form.JA: _emit_ja,
+    Form.JA32: _emit_ja,
+    Form.JCC_K: _emit_jcc,
+    Form.JCC_X: _emit_jcc,
+    Form.CALL: _emit_call,
+    Form.CALLX: _emit_call,
+    Form.CALL_LOCAL: _emit_call_local,
+    Form.CALL_RUNTIME: _emit_call_runtime,
+    Form.EXIT: _emit_exit,
+    Form.LD_ABS: _emit_ld_packet,
+    Form.LD_IND: _emit_ld_packet,
+}
+"""One emitter per form; the completeness test checks every form has one."""
+
+
+def translate(insns: Sequence[Insn], *, checked: bool = True) -> JitCode:
+    """Translate decoded instructions to x86-64 machine code."""
+    return _Translator(insns, checked).translate()

@@ -15,6 +15,7 @@ makes stores into it fail with :class:`~ebpfvm.errors.MemoryFault`.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,8 @@ from .encoding import Insn
 from .errors import JitError
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
-from .jit.runtime import JitProgram, RunInput
+from .jit.context import IN_BYTEARRAY, IN_R1_IS_INPUT
+from .jit.runtime import BYTEARRAY_START, JitProgram, RunInput
 from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
 from .verifier import Verifier, verify
 
@@ -64,8 +66,9 @@ class _VmBase:
         self._stack_regions: dict[int, Region] = {}
         self.budget = budget
         self._jit: JitProgram | None = None
-        self.last_registers: list[int] = []
-        self.last_instruction_count = 0
+        self._last_jit: JitProgram | None = None
+        self._last_registers: list[int] = []
+        self._last_count = 0
         if prog is not None:
             self.set_program(prog)
 
@@ -181,10 +184,31 @@ class _VmBase:
 
     def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
         jit = self.jit_code()
-        result = jit.run(data, r1, r2, self.budget)
-        self.last_registers = jit.registers
-        self.last_instruction_count = jit.instruction_count(self.budget)
-        return result
+        self._last_jit = jit
+        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self.budget)
+
+    @property
+    def last_registers(self) -> list[int]:
+        """r0..r10 when the last run ended (empty when it stopped early)."""
+        if self._last_jit is not None:
+            return self._last_jit.registers
+        return self._last_registers
+
+    @last_registers.setter
+    def last_registers(self, value: list[int]) -> None:
+        self._last_jit = None
+        self._last_registers = value
+
+    @property
+    def last_instruction_count(self) -> int:
+        """Instructions the last run executed (0 for unchecked JIT code)."""
+        if self._last_jit is not None:
+            return self._last_jit.instruction_count(self.budget)
+        return self._last_count
+
+    @last_instruction_count.setter
+    def last_instruction_count(self, value: int) -> None:
+        self._last_count = value
 
     # -- running ----------------------------------------------------------
 
@@ -248,7 +272,10 @@ def _run_input(mem: Any) -> RunInput:
     size = len(view)
     if not size:
         return RunInput(view, 0, 0, False)
-    return RunInput(view, address_of(view), size, not view.readonly)
+    if view.readonly:
+        return RunInput(view, address_of(view), size, False)
+    pin = _BYTE.from_buffer(view)  # pins the buffer while the run holds `pin`
+    return RunInput(pin, _addressof(pin), size, True)
 
 
 def _mem_region(mem: Any) -> Region | None:
@@ -340,6 +367,12 @@ class EbpfVmRaw(_VmBase):
 
     def execute_program_jit(self, mem: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
+        jit = self._jit
+        if jit is not None and type(mem) is bytearray and mem and BYTEARRAY_START:
+            # The fast path: the code reads the bytearray's data pointer itself.
+            self._last_jit = jit
+            size = len(mem)
+            return jit.run(mem, id(mem), size, True, 0, size, self.budget, _RAW_BYTEARRAY)
         data = _run_input(mem)
         return self._run_jit(data, data.ptr, data.size)
 
@@ -372,6 +405,9 @@ class EbpfVmNoData(_VmBase):
 
 
 _NO_INPUT = RunInput(None, 0, 0, False)
+_BYTE = ctypes.c_char
+_RAW_BYTEARRAY = IN_BYTEARRAY | IN_R1_IS_INPUT
+_addressof = ctypes.addressof
 
 
 def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tuple[int, float]:
@@ -381,8 +417,7 @@ def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tup
     start = time.perf_counter_ns()
     result = jit.repeat(data, r1, r2, vm.budget, repeat)
     elapsed = time.perf_counter_ns() - start
-    vm.last_registers = jit.registers
-    vm.last_instruction_count = jit.instruction_count(vm.budget)
+    vm._last_jit = jit
     return result, elapsed / repeat
 
 

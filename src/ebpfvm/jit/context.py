@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 from enum import IntEnum
 
-__all__ = ["FAULT_INFO_SHIFT", "Fault", "JitContext", "RegionEntry", "field_offset"]
+__all__ = ["FAULT_INFO_SHIFT", "IN_BYTEARRAY", "IN_R1_IS_INPUT", "Fault", "JitContext", "RegionEntry", "field_offset"]
 
 U64 = ctypes.c_uint64
 
@@ -26,6 +26,11 @@ class Fault(IntEnum):
     INVALID = 5  # fault_pc
     BATCH = 6  # internal: the batch driver stopped at element fault_pc
 
+
+IN_BYTEARRAY = 1
+"""in_ptr holds a CPython bytearray object: the code reads its data pointer."""
+IN_R1_IS_INPUT = 2
+"""With IN_BYTEARRAY: r1 is the input's address (EbpfVmRaw)."""
 
 FAULT_INFO_SHIFT = 8
 """fault_info keeps the pc above this bit; size << 1 and the store flag below."""
@@ -51,6 +56,7 @@ class JitContext(ctypes.Structure):
         ("in_budget", U64),
         ("in_nregions", U64),  # region-table entries valid at the start of the run
         ("fault", U64),
+        ("in_flags", U64),  # IN_* flags below
         # per-VM constants
         ("s_lo", U64),  # stack region start
         ("s_top", U64),  # stack region end: r10 at entry
@@ -60,6 +66,7 @@ class JitContext(ctypes.Structure):
         ("mbuff", U64),  # FixedMbuff: the VM's metadata buffer, else 0
         ("data_off", U64),
         ("data_end_off", U64),
+        ("bytearray_start", U64),  # offset of the data pointer in a CPython bytearray
         # run state
         ("p_cnt", U64 * 4),  # valid offsets in the input for sizes 1, 2, 4, 8 (loads)
         ("p_wcnt", U64 * 4),  # the same for stores; 0 when read-only

@@ -5,6 +5,7 @@ errors the interpreter raises)."""
 from __future__ import annotations
 
 import ctypes
+import platform
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -31,11 +32,30 @@ NO_BUDGET = 1 << 63
 """Budget value that never runs out (2**63 instructions)."""
 M64 = (1 << 64) - 1
 _REGION_CAPACITY = 16
-_IN_LAYOUT = struct.Struct("<8Q")
-"""in_ptr, in_len, in_wmask, in_r1, in_r2, in_budget, in_nregions, fault."""
+_IN_LAYOUT = struct.Struct("<9Q")
+"""in_ptr, in_len, in_wmask, in_r1, in_r2, in_budget, in_nregions, fault, in_flags."""
 assert _IN_LAYOUT.size == field_offset("s_lo")
 
-_ENTRY = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
+
+def _bytearray_start_offset() -> int:
+    """Where CPython keeps a bytearray's data pointer inside the object (0: unknown)."""
+    if platform.python_implementation() != "CPython":
+        return 0
+    probe = bytearray(64)
+    pin = ctypes.c_char.from_buffer(probe)
+    data = ctypes.addressof(pin)
+    del pin
+    for offset in range(16, 96, 8):
+        if ctypes.c_void_p.from_address(id(probe) + offset).value == data:
+            return offset
+    return 0
+
+
+BYTEARRAY_START = _bytearray_start_offset()
+"""Nonzero when the JIT may be handed bytearray objects directly (the fast path)."""
+
+_ENTRY = ctypes.PYFUNCTYPE(ctypes.c_uint64)
+"""The entry keeps the GIL: no other thread can resize the input during a run."""
 _REPEAT = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
 _BATCH = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
                           ctypes.c_void_p, ctypes.c_uint64)
@@ -69,12 +89,12 @@ class JitProgram:
         self.checked = checked
         self.helpers = helpers
         self.stack = stack
-        self.jit: JitCode = translate(self.insns, checked=checked)
-        self.memory = ExecMemory(self.jit.code)
-        base = self.memory.address
         self.ctx = JitContext()
         self.ctx_addr = ctypes.addressof(self.ctx)
         self._ctx_bytes = (ctypes.c_char * ctypes.sizeof(self.ctx)).from_address(self.ctx_addr)
+        self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr)
+        self.memory = ExecMemory(self.jit.code)
+        base = self.memory.address
         self._entry = _ENTRY(base + self.jit.entry)
         self._repeat = _REPEAT(base + self.jit.repeat_entry)
         self._batch = _BATCH(base + self.jit.batch_entry)
@@ -83,6 +103,7 @@ class JitProgram:
         self.ctx.s_lo = stack.start
         self.ctx.s_top = stack.end
         self.ctx.s_qwords = len(stack.view) // 8
+        self.ctx.bytearray_start = BYTEARRAY_START
         if fixed_mbuff is not None:
             mbuff, data_off, data_end_off = fixed_mbuff
             self.ctx.mbuff = mbuff.start
@@ -93,6 +114,8 @@ class JitProgram:
         self._table = (RegionEntry * _REGION_CAPACITY)()
         self.set_extra(self.extra)
         self._input: RunInput | None = None
+        self._run_obj: Any = None
+        self._unwound = False
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
 
@@ -117,28 +140,35 @@ class JitProgram:
 
     # -- running ----------------------------------------------------------------
 
-    def run(self, data: RunInput, r1: int, r2: int, budget: int | None) -> int:
-        """One run. Raises the interpreter's typed errors."""
-        self._input = data
-        self._machine = None
-        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
-                             r1, r2, NO_BUDGET if budget is None else budget,
-                             self.base_nregions, 0)
-        try:
-            result: int = self._entry(self.ctx_addr)
-            if self.ctx.fault:
+    def run(self, obj: Any, ptr: int, size: int, writable: bool, r1: int, r2: int,
+            budget: int | None, flags: int = 0) -> int:
+        """One run on the input at `ptr` (`obj` is the buffer, kept for helpers).
+        With IN_BYTEARRAY in `flags`, `ptr` is id(obj) of a bytearray. Raises
+        the interpreter's typed errors."""
+        self._run_obj = obj
+        self._unwound = False
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1, r2,
+                             NO_BUDGET if budget is None else budget, self.base_nregions, 0,
+                             flags)
+        result: int = self._entry()
+        if self.ctx.fault:
+            try:
                 return self._stopped(budget)
-            return result
-        finally:
+            finally:
+                self._release()
+        self._run_obj = None
+        if self._machine is not None:
             self._release()
+        return result
 
     def repeat(self, data: RunInput, r1: int, r2: int, budget: int | None, count: int) -> int:
         """Run `count` times in one native call; returns the last r0."""
         self._input = data
+        self._unwound = False
         self._machine = None
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
                              r1, r2, NO_BUDGET if budget is None else budget,
-                             self.base_nregions, 0)
+                             self.base_nregions, 0, 0)
         try:
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
@@ -159,7 +189,7 @@ class JitProgram:
         writable = all(item.writable for item in inputs)
         keep = r1 is not None
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
-                             NO_BUDGET if budget is None else budget, self.base_nregions, 0)
+                             NO_BUDGET if budget is None else budget, self.base_nregions, 0, 0)
         self._machine = None
         try:
             left = self._batch(self.ctx_addr, pairs, count, results, int(keep))
@@ -178,12 +208,14 @@ class JitProgram:
     def _release(self) -> None:
         """Drop this run's buffer views so callers may resize or close their buffers."""
         self._input = None
+        self._run_obj = None
         self._machine = None
         self._pending = None
 
     @property
     def registers(self) -> list[int]:
-        return list(self.ctx.regs_out)
+        """r0..r10 at the end of the last run; empty when a helper ended it."""
+        return [] if self._unwound else list(self.ctx.regs_out)
 
     def instruction_count(self, budget: int | None) -> int:
         """Instructions the last successful run executed (checked mode only)."""
@@ -201,7 +233,7 @@ class JitProgram:
         if kind is Fault.HELPER:
             pending, self._pending = self._pending, None
             if isinstance(pending, Unwind):
-                ctx.regs_out[:] = [0] * 11
+                self._unwound = True
                 return pending.value
             assert pending is not None
             raise pending
@@ -235,6 +267,9 @@ class JitProgram:
 
     def _current_regions(self) -> list[Region]:
         data = self._input
+        if data is None and self._run_obj is not None:
+            ctx = self.ctx
+            data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
         if data is None or not data.size:
             mem = Region(0, memoryview(b""), False, "mem")
         else:

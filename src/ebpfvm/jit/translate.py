@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
 from ..encoding import Insn
 from ..isa import MAX_REG, Form, OpInfo, Reg
-from .context import FAULT_INFO_SHIFT, Fault, RegionEntry, field_offset
+from .context import FAULT_INFO_SHIFT, IN_BYTEARRAY, IN_R1_IS_INPUT, Fault, RegionEntry, field_offset
 from .x86_64 import AluOp, Cond, Mem, ShiftOp, X86Assembler
 from .x86_64 import Reg as X
 
@@ -101,7 +101,8 @@ class JitCode:
 
 
 class _Translator:
-    def __init__(self, insns: Sequence[Insn], checked: bool) -> None:
+    def __init__(self, insns: Sequence[Insn], checked: bool, context: int) -> None:
+        self.context = context
         self.insns = list(insns)
         self.checked = checked
         self.stack_size = stack_size(self.insns)
@@ -163,13 +164,14 @@ class _Translator:
         for reg in CALLEE_SAVED:
             a.push(reg)
         a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
-        a.mov_rr(CTX, X.RDI)
+        a.mov_ri64(CTX, self.context)  # the entry takes no arguments: cheaper to call
         a.store(_ctx("saved_rsp"), X.RSP, QWORD)
         # Zero the stack: no run sees another run's stack.
         a.load(X.RDI, _ctx("s_lo"), QWORD)
         a.load(X.RCX, _ctx("s_qwords"), QWORD)
         a.xor_zero(X.RAX)
         a.rep_stosq()
+        self._resolve_bytearray()
         self._input_bounds()
         a.store_imm(_ctx("depth"), 0, QWORD)
         self._fixed_mbuff()
@@ -179,6 +181,23 @@ class _Translator:
         a.load(BUDGET, _ctx("in_budget"), QWORD)
         for ebpf in (0, 3, 4, 5, 6, 7, 8, 9):
             a.xor_zero(REG_MAP[ebpf])
+
+    def _resolve_bytearray(self) -> None:
+        """Python may pass a bytearray object instead of its address: read the
+        data pointer from the object (Python holds the GIL, nothing moves it)."""
+        a = self.asm
+        done = a.new_label()
+        a.load(X.RCX, _ctx("in_flags"), QWORD)
+        a.test_ri(X.RCX, IN_BYTEARRAY, w64=False)
+        a.jcc(Cond.E, done)
+        a.load(X.RAX, _ctx("in_ptr"), QWORD)
+        a.alu_rm(AluOp.ADD, X.RAX, _ctx("bytearray_start"))
+        a.load(X.RAX, Mem(X.RAX, 0), QWORD)
+        a.store(_ctx("in_ptr"), X.RAX, QWORD)
+        a.test_ri(X.RCX, IN_R1_IS_INPUT, w64=False)
+        a.jcc(Cond.E, done)
+        a.store(_ctx("in_r1"), X.RAX, QWORD)
+        a.bind(done)
 
     def _input_bounds(self) -> None:
         """Valid-offset counts of the input per access size, and its region entry."""
@@ -817,6 +836,7 @@ _EMITTERS: dict[Form, Callable[[_Translator, Insn, OpInfo], None]] = {
 """One emitter per form; the completeness test checks every form has one."""
 
 
-def translate(insns: Sequence[Insn], *, checked: bool = True) -> JitCode:
-    """Translate decoded instructions to x86-64 machine code."""
-    return _Translator(insns, checked).translate()
+def translate(insns: Sequence[Insn], *, context: int, checked: bool = True) -> JitCode:
+    """Translate decoded instructions to x86-64 machine code that runs with the
+    JitContext at address `context`."""
+    return _Translator(insns, checked, context).translate()

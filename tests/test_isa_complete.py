@@ -17,8 +17,10 @@ from ebpfvm.errors import InvalidInstruction, VerifierError
 from ebpfvm.helpers import Helper
 from ebpfvm.interpreter import _EMITTERS
 from ebpfvm.isa import OPS, Form, OpInfo, Reg
+from ebpfvm.jit.translate import _EMITTERS as _JIT_EMITTERS
 from ebpfvm.verifier import verify
 from ebpfvm.vm import EbpfVmRaw
+from engines import run
 
 EXIT = next(r for r in OPS if r.form is Form.EXIT)
 BY_DESIGN = {  # rows the interpreter and the default verifier reject on purpose
@@ -52,11 +54,12 @@ def test_every_form_has_consumers() -> None:
     forms = {row.form for row in OPS}
     assert forms == set(Form)
     assert set(_EMITTERS) == forms, "interpreter emitter missing"
+    assert set(_JIT_EMITTERS) == forms, "JIT emitter missing"
     assert set(FORM_OPERANDS) == forms, "assembler/disassembler layout missing"
 
 
 @pytest.mark.parametrize("row", OPS, ids=lambda r: f"{r.opcode:#04x}-{r.mnemonic}")
-def test_row_is_complete(row: OpInfo) -> None:
+def test_row_is_complete(row: OpInfo, engine: str) -> None:
     code = sample(row)
     # asm <-> disasm, both styles, byte-exact.
     for style in ("ubpf", "rbpf"):
@@ -77,11 +80,12 @@ def test_row_is_complete(row: OpInfo) -> None:
     mem = bytearray(range(32))
     if expected_rule:
         with pytest.raises(InvalidInstruction) as fault:
-            vm.execute_program(mem)
+            run(vm, engine, mem)
         assert fault.value.pc == 1
         return
-    vm.execute_program(mem)
-    assert vm.last_instruction_count == _EXPECTED_COUNT.get(row.form, 3)
+    run(vm, engine, mem)
+    if engine != "jit-unchecked":  # unchecked code does not count
+        assert vm.last_instruction_count == _EXPECTED_COUNT.get(row.form, 3)
     if row.form in (Form.ALU_K, Form.ALU_X, Form.NEG, Form.ENDIAN):
         source = 7 if row.form is Form.ALU_X else alu.widen_imm(row, row.imm if row.imm is not None else 2)
         assert vm.last_registers[3] == alu.alu(row, 0, source)

@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
 from ..encoding import Insn
 from ..isa import MAX_REG, Form, OpInfo, Reg
-from .context import FAULT_INFO_SHIFT, IN_BYTEARRAY, IN_R1_IS_INPUT, Fault, RegionEntry, field_offset
+from .context import (
+    FAULT_INFO_SHIFT,
+    IN_BYTEARRAY,
+    IN_R1_IS_INPUT,
+    Fault,
+    RegionEntry,
+    field_offset,
+)
 from .x86_64 import AluOp, Cond, Mem, ShiftOp, X86Assembler
 from .x86_64 import Reg as X
 

@@ -10,6 +10,7 @@ import pytest
 
 from ebpfvm import __version__, assemble
 from ebpfvm.cli import main
+from ebpfvm.jit.execmem import jit_supported
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,3 +54,18 @@ def test_disasm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     binary.write_bytes(assemble("mov r0, 7\nexit"))
     assert main(["disasm", str(binary)]) == 0
     assert capsys.readouterr().out == "mov %r0, 7\nexit\n"
+
+
+@pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
+def test_jit_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "prog.s"
+    src.write_text("mov r0, 7\nadd r0, r1\nexit\n")
+    assert main(["jit-dump", str(src)]) == 0
+    out = capsys.readouterr().out
+    sections = [line for line in out.splitlines() if line[:5].strip().isdigit()]
+    assert [line.split(":")[0].strip() for line in sections] == ["0", "1", "2"]
+    # capstone (a test dependency) decodes our bytes: mov r0 (rax), 7 and add rax, rdi.
+    assert "mov" in out and "0x7" in out
+    assert "add" in out and "rax, rdi" in out
+    assert main(["jit-dump", "--unchecked", str(src)]) == 0
+    assert "UNCHECKED" in capsys.readouterr().out

@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--trace", action="store_true", help="print each instruction")
     dis = sub.add_parser("disasm", help="disassemble raw bytecode")
     dis.add_argument("program", type=Path)
+    dump = sub.add_parser("jit-dump", help="each instruction beside its x86-64 code")
+    dump.add_argument("program", type=Path)
+    dump.add_argument("--unchecked", action="store_true", help="dump the unchecked (unsafe) code")
     args = parser.parse_args(argv)
     if args.command is None:
         print(f"ebpfvm {__version__}")
@@ -41,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "disasm":
             sys.stdout.write(disassemble(args.program.read_bytes()))
+            return 0
+        if args.command == "jit-dump":
+            from .jit.dump import jit_dump
+
+            vm = EbpfVmRaw(_load(args.program))
+            vm.jit_compile(unchecked=args.unchecked)
+            sys.stdout.write(jit_dump(vm.jit_code()))
             return 0
         return _run(args)
     except (EbpfError, OSError, ValueError) as exc:

@@ -139,12 +139,13 @@ class _Translator:
         for index, block in enumerate(basic_blocks(self.insns)):
             self.block_pcs.append([insn.pc for insn in block])
             a.bind(self.labels[block[0].pc])
+            self.pc_offsets.append((block[0].pc, a.buf.position))
             if self.checked:
                 self._charge_budget(index, len(block))
             for position, insn in enumerate(block):
                 if position:
                     a.bind(self.labels[insn.pc])
-                self.pc_offsets.append((insn.pc, a.buf.position))
+                    self.pc_offsets.append((insn.pc, a.buf.position))
                 self._insn(insn)
             last = block[-1]
             if _falls_through(last):

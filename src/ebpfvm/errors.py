@@ -105,12 +105,14 @@ class JitUnsupported(JitError):
 
 
 class VmFault(EbpfError):
-    """A run-time fault of the guest program at instruction `pc`."""
+    """A run-time fault of the guest program at instruction `pc`. In a batch
+    run, `batch_index` is the input that faulted."""
 
     def __init__(self, message: str, pc: int) -> None:
         super().__init__(f"{message} at pc {pc}")
         self.reason = message
         self.pc = pc
+        self.batch_index: int | None = None
 
 
 class MemoryFault(VmFault):

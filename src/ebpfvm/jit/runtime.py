@@ -15,9 +15,9 @@ from ..encoding import Insn
 from ..errors import (
     BudgetExceeded,
     CallDepthExceeded,
-    EbpfError,
     InvalidInstruction,
     MemoryFault,
+    VmFault,
 )
 from ..helpers import Helper, Unwind
 from ..interpreter import Machine
@@ -198,8 +198,8 @@ class JitProgram:
                 self._input = inputs[index]
                 try:
                     self._stopped(budget)
-                except EbpfError as error:
-                    error.batch_index = index  # type: ignore[attr-defined]
+                except VmFault as error:
+                    error.batch_index = index
                     raise
             return list(results)
         finally:

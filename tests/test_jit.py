@@ -1,0 +1,170 @@
+"""What only the JIT has: executable memory, native repeat and batch loops,
+platform checks. Everything shared with the interpreter runs through the
+engine-parametrized tests instead."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import pytest
+
+from ebpfvm import (
+    BudgetExceeded,
+    EbpfVmFixedMbuff,
+    EbpfVmNoData,
+    EbpfVmRaw,
+    JitError,
+    MemoryFault,
+    assemble,
+)
+from ebpfvm.jit import execmem
+from ebpfvm.jit.execmem import ExecMemory, jit_supported
+
+pytestmark = pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
+
+SUM = assemble("""
+    mov r0, 0
+    jeq r2, 0, done
+loop:
+    ldxb r3, [r1]
+    add r0, r3
+    add r1, 1
+    sub r2, 1
+    jne r2, 0, loop
+done:
+    exit
+""")
+
+
+def _mapping(address: int) -> str | None:
+    """The permissions of the mapping that holds `address`, from /proc/self/maps."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        low, high = (int(part, 16) for part in span.split("-"))
+        if low <= address < high:
+            return perms
+    return None
+
+
+def test_code_is_read_execute_and_freed_on_close() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    address = vm.jit_code().memory.address
+    perms = _mapping(address)
+    assert perms is not None and perms.startswith("r-x"), perms  # never writable and executable
+    assert vm.execute_program_jit(bytearray([1, 2, 3])) == 6
+    vm.close()
+    assert _mapping(address) is None
+    with pytest.raises(JitError):
+        vm.execute_program_jit(bytearray(1))
+    assert vm.execute_program(bytearray([4])) == 4  # the interpreter still works
+
+
+def test_code_is_freed_when_collected() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    address = vm.jit_code().memory.address
+    del vm
+    gc.collect()
+    assert _mapping(address) is None
+
+
+def test_recompiling_frees_the_old_code() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    first = vm.jit_code().memory.address
+    vm.jit_compile(unchecked=True)
+    assert vm.jit_unchecked
+    assert _mapping(first) is None or vm.jit_code().memory.address == first
+    vm.set_program(assemble("mov r0, 1\nexit"))
+    assert not vm.jit_ready  # a new program needs a new compile
+
+
+def test_exec_memory_rejects_writes_after_protect() -> None:
+    mem = ExecMemory(b"\xc3")
+    assert _mapping(mem.address) is not None
+    assert mem.read() == b"\xc3"
+    mem.close()
+    assert mem.closed
+
+
+def test_jit_refuses_other_platforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert execmem.jit_supported() is not None
+    vm = EbpfVmRaw(SUM)
+    with pytest.raises(JitError):
+        vm.jit_compile()
+    assert vm.execute_program(bytearray([5, 6])) == 11
+
+
+@pytest.mark.parametrize("unchecked", [False, True])
+def test_test_run_repeats_natively(unchecked: bool) -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile(unchecked=unchecked)
+    r0, ns = vm.test_run(bytearray(range(10)), repeat=1000)
+    assert r0 == 45
+    assert 0 < ns < 1e6
+    nodata = EbpfVmNoData(assemble("mov r0, 3\nexit"))
+    nodata.jit_compile()
+    assert nodata.test_run(repeat=10)[0] == 3
+
+
+def test_test_run_counts_like_the_interpreter() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.execute_program(bytearray(5))
+    expected = vm.last_instruction_count
+    vm.jit_compile()
+    vm.test_run(bytearray(5), repeat=7)
+    assert vm.last_instruction_count == expected  # per run, not summed
+
+
+def test_batch_matches_single_runs() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    inputs = [bytearray(range(n)) for n in range(20)] + [bytes([9, 9]), bytearray()]
+    expected = [vm.execute_program(item) for item in inputs]
+    assert vm.execute_batch(inputs) == expected
+    assert expected[5] == 10 and expected[-2] == 18 and expected[-1] == 0
+
+
+def test_batch_stops_at_the_faulting_input() -> None:
+    vm = EbpfVmRaw(assemble("ldxw r0, [r1+0]\nexit"))
+    vm.jit_compile()
+    inputs = [bytearray(4), bytearray(8), bytearray(2), bytearray(4)]
+    with pytest.raises(MemoryFault) as info:
+        vm.execute_batch(inputs)
+    assert info.value.batch_index == 2
+    assert info.value.size == 4
+
+
+def test_batch_with_fixed_mbuff() -> None:
+    prog = assemble("""
+        ldxdw r2, [r1+0]
+        ldxdw r3, [r1+8]
+        mov r0, r3
+        sub r0, r2
+        exit
+    """)
+    vm = EbpfVmFixedMbuff(prog, 0, 8)
+    vm.jit_compile()
+    inputs = [bytearray(n) for n in (0, 1, 5, 64)]
+    assert vm.execute_batch(inputs) == [0, 1, 5, 64]
+    assert vm.test_run(bytearray(3), repeat=5)[0] == 3
+
+
+def test_budget_in_native_loops() -> None:
+    vm = EbpfVmNoData(assemble("loop:\nja loop\nexit"), budget=100)
+    vm.jit_compile()
+    with pytest.raises(BudgetExceeded) as info:
+        vm.test_run(repeat=3)
+    assert (info.value.count, info.value.pc) == (100, 0)
+
+
+def test_unchecked_code_is_smaller() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    checked = len(vm.jit_code().jit.code)
+    vm.jit_compile(unchecked=True)
+    assert len(vm.jit_code().jit.code) < checked

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
-import struct
 import time
 from pathlib import Path
 
-from ebpfvm.asm import assemble
-from ebpfvm.vm import EbpfVmNoData, EbpfVmRaw, buffer_address
+from xdp32 import xdp32_region
 
-MAP_32BIT = 0x40
+from ebpfvm.asm import assemble
+from ebpfvm.vm import EbpfVmNoData, EbpfVmRaw
+
 ALU_LOOP = """
     mov r0, 0
     mov r1, {n}
@@ -36,16 +35,6 @@ def alu_loop(iterations: int) -> float:
     vm.execute_program()
     elapsed = time.perf_counter() - start
     return vm.last_instruction_count / elapsed / 1e6
-
-
-def xdp32_region(mem: bytes) -> tuple[mmap.mmap, memoryview]:
-    """shared/bench/README.md's xdp32 layout in one buffer below 4 GiB."""
-    size = 64 + len(mem)
-    region = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_32BIT)
-    base = buffer_address(region)
-    struct.pack_into("<II", region, 0, base + 64, base + size)
-    region[64:size] = mem
-    return region, memoryview(region)[:size]
 
 
 def bench_programs(bench_dir: Path, seconds: float) -> None:

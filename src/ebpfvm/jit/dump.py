@@ -13,7 +13,7 @@ __all__ = ["jit_dump"]
 
 def _capstone() -> Any | None:
     try:
-        import capstone  # type: ignore[import-not-found,unused-ignore]
+        import capstone  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         return None
     return capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)

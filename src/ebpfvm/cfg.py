@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .encoding import Insn
-from .isa import Form
+from .isa import MAX_REG, Form, OpInfo, Reg
 
 __all__ = ["BLOCK_ENDERS", "FRAME_SIZE", "MAX_CALL_DEPTH", "basic_blocks", "branch_target",
-           "stack_size"]
+           "register_problem", "stack_size"]
 
 FRAME_SIZE = 512
 """Bytes of stack each function frame gets."""
@@ -69,3 +69,16 @@ def stack_size(insns: Sequence[Insn]) -> int:
     makes local calls (the kernel also allows 512 bytes to a call-free program)."""
     calls = any(insn.row is not None and insn.row.form is Form.CALL_LOCAL for insn in insns)
     return FRAME_SIZE * (MAX_CALL_DEPTH if calls else 1)
+
+
+def register_problem(row: OpInfo, insn: Insn) -> str:
+    """Why an engine cannot run `insn` as `row` (a register that does not
+    exist, or a write to r10), or "" when its registers are fine. Engines turn
+    such instructions into InvalidInstruction at run time (unverified code)."""
+    for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
+        if rule is not Reg.NONE and value > MAX_REG:
+            return f"register r{value} does not exist"
+    for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
+        if rule is Reg.WRITE and value == MAX_REG:
+            return "r10 is read-only"
+    return ""

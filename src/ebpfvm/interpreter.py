@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import alu
-from .cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
+from .cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from .encoding import Insn, decode
 from .errors import (
     BudgetExceeded,
@@ -259,22 +259,11 @@ class _Translator:
         if row is None:
             self._invalid(indent, insn, "no such instruction")
             return
-        bad = _register_problem(row, insn)
+        bad = register_problem(row, insn)
         if bad:
             self._invalid(indent, insn, bad)
             return
         _EMITTERS[row.form](self, indent, insn, row)
-
-
-def _register_problem(row: OpInfo, insn: Insn) -> str:
-    for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
-        if rule is not Reg.NONE and value > MAX_REG:
-            return f"register r{value} does not exist"
-    if row.dst is Reg.WRITE and insn.dst == MAX_REG:
-        return "r10 is read-only"
-    if row.src is Reg.WRITE and insn.src == MAX_REG:
-        return "r10 is read-only"
-    return ""
 
 
 def _src(row: OpInfo, insn: Insn) -> str:

@@ -16,9 +16,16 @@ Programs always terminate (unless they are built to run out of budget):
 * Memory accesses go to the stack through r10 (offsets in [-512, -size]) or
   to the input through r9 (offsets in [0, len - size]), directly or through a
   temporary pointer built just before the access; atomics use aligned slots.
+* Every ALU/ALU64 row in K and X form (div/mod/sdiv/smod, shifts, movsx,
+  neg, le/be/bswap of all widths) with edge immediates and edge register
+  values (0, 1, -1, INT32_MIN, INT64_MIN, 0x7fff..., 0x8000..., junk in the
+  upper half).
 * ``call local`` goes to subprograms placed after the main exit. Subprogram
   i only calls subprograms j > i, so calls nest at most as deep as there are
-  subprograms.
+  subprograms; "chain" programs nest up to the depth limit.
+* Helper calls (``call`` and ``callx``) to :data:`HELPERS`: one mixes its
+  arguments, one raises for some of them; id 7 is not registered.
+* Legacy ldabs/ldind loads, which every engine bounds-checks.
 
 A case is ``safe`` when every memory access is provably in bounds, nothing
 stores into a read-only input, no budget is set and the call depth stays
@@ -28,6 +35,10 @@ of: out-of-bounds input or stack offsets (partly overlapping an end), wild
 pointers, stores into a read-only input, an endless loop with a small budget,
 a small budget on an ordinary program, endless recursion, or a call chain
 deeper than the limit. Those run on the checked engines only.
+
+``avoid`` leaves out program shapes that hit a known, still open engine
+disagreement (:data:`KNOWN_BUG_KINDS`), so the random tests stay green while
+a strict xfail holds the minimal program.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ __all__ = [
     "HELPER_MISSING",
     "HELPER_MIX",
     "HELPER_PICKY",
+    "KNOWN_BUG_KINDS",
     "Case",
     "cases",
     "helper_mix",
@@ -156,6 +168,11 @@ u64: st.SearchStrategy[int] = st.one_of(st.sampled_from(EDGE_U64), st.integers(0
 # -- program items -----------------------------------------------------------------
 
 
+def _name(row: OpInfo) -> str:
+    """A row's name in `Case.features`: mnemonic and form (add/alu_k, add/alu_x)."""
+    return f"{row.mnemonic}/{row.form.value}"
+
+
 class Label:
     """A position in the program; jumps and local calls name one."""
 
@@ -248,7 +265,7 @@ class _Builder:
     mem_len: int
     readonly: bool
     unsafe: bool
-    oob_atomics: bool
+    avoid: frozenset[str]
     features: set[str] = field(default_factory=set)
     unsafe_reasons: set[str] = field(default_factory=set)
 
@@ -292,7 +309,7 @@ class _Builder:
     def alu_unit(self, scope: _Scope) -> Unit:
         row = self.pick(ALU_ROWS)
         dst = self.pick(scope.writable)
-        self.features.add(f"alu:{row.mnemonic}")
+        self.features |= {f"alu:{_name(row)}", f"op:{row.op}"}
         if row.form is Form.ALU_X:
             return [Op(row, dst, self.any_reg(), off=row.off or 0)]
         if row.form is Form.ALU_K:
@@ -322,6 +339,10 @@ class _Builder:
         return [Op(MOV64_X, tmp, base), Op(ADD64_K, tmp, imm=c),
                 self._access(row, tmp, off - c, scope)]
 
+    def _mem_feature(self, where: str, row: OpInfo) -> None:
+        self.features |= {f"mem:{row.mnemonic}", f"op:{row.op}"}
+        self.features.add(f"{where}:{row.form.value}")
+
     def _input_store(self, row: OpInfo) -> None:
         if row.form is not Form.LDX and self.readonly:
             self.unsafe_reasons.add("store-readonly")
@@ -329,7 +350,7 @@ class _Builder:
     def stack_unit(self, scope: _Scope) -> Unit:
         row = self.pick(LDX_ROWS + STORE_ROWS)
         off = self.int_in(-FRAME_SIZE, -row.size)
-        self.features.add(f"stack:{row.mnemonic}")
+        self._mem_feature("stack", row)
         return self._via(FP, off, row, scope)
 
     def input_unit(self, scope: _Scope) -> Unit:
@@ -341,20 +362,23 @@ class _Builder:
         row = self.pick(rows)
         off = self.int_in(0, self.mem_len - row.size)
         self._input_store(row)
-        self.features.add(f"input:{row.mnemonic}")
+        self._mem_feature("input", row)
         return self._via(BASE_REG, off, row, scope)
 
     def atomic_unit(self, scope: _Scope) -> Unit:
         row = self.pick(ATOMIC_ROWS)
         size = row.size
-        on_input = self.mem_len >= size and (self.unsafe or not self.readonly) and self.flag()
+        input_ok = self.unsafe or not self.readonly
+        if self.readonly and row.op == "cmpxchg" and "cmpxchg-readonly" in self.avoid:
+            input_ok = False
+        on_input = self.mem_len >= size and input_ok and self.flag()
         if on_input:
             off = size * self.int_in(0, (self.mem_len - size) // size)
             self._input_store(row)
-            self.features.add(f"input:{row.mnemonic}")
+            self._mem_feature("input", row)
             return self._via(BASE_REG, off, row, scope)
         off = -size * self.int_in(1, FRAME_SIZE // size)
-        self.features.add(f"stack:{row.mnemonic}")
+        self._mem_feature("stack", row)
         return self._via(FP, off, row, scope)
 
     def packet_unit(self, scope: _Scope) -> Unit:
@@ -393,7 +417,7 @@ class _Builder:
             self.features.add("ja32")
             return Op(JA32_ROW, target=target)
         row = self.pick(JCC_ROWS)
-        self.features.add(f"jump:{row.mnemonic}")
+        self.features |= {f"jump:{_name(row)}", f"op:{row.op}"}
         if row.form is Form.JCC_X:
             return Op(row, self.any_reg(), self.any_reg(), target=target)
         return Op(row, self.any_reg(), imm=self.imm(), target=target)
@@ -450,7 +474,11 @@ class _Builder:
         kind = self.pick(kinds)
         self.unsafe_reasons.add(kind)
         self.features.add(kind)
-        rows = LDX_ROWS + STORE_ROWS + (ATOMIC_ROWS if self.oob_atomics else ())
+        plain_rows = LDX_ROWS + STORE_ROWS
+        atomics = ATOMIC_ROWS
+        if self.readonly and "cmpxchg-readonly" in self.avoid:
+            atomics = tuple(row for row in atomics if row.op != "cmpxchg")
+        rows = plain_rows + (() if "atomic-oob" in self.avoid else atomics)
         if kind == "endless":
             style = self.pick(("ja", "ja32", "body"))
             top = Label()
@@ -474,20 +502,25 @@ class _Builder:
         if self.flag():
             base = self.pick(scope.writable)
             return [Op(LDDW_ROW, base, imm=self.u64()), self._access(row, base, off, scope)]
-        return [self._access(row, self.int_in(0, 8), off, scope)]  # whatever it holds
+        # Whatever a register holds, maybe a valid pointer: no atomics, which
+        # could then run unaligned.
+        row = self.pick(plain_rows)
+        return [self._access(row, self.int_in(0, 8), off, scope)]
 
 
-def _functions(b: _Builder) -> tuple[list[Unit], list[list[Unit]], bool]:
-    """Main body units, subprogram bodies (each without its exit) and whether
-    a budget must stop the run."""
+def _functions(b: _Builder) -> tuple[list[Unit], list[Unit], bool]:
+    """Main body units, the laid-out subprograms (label, body, exit) and
+    whether a budget must stop the run."""
     main_scope_regs = tuple(range(0, 9))
-    mode = b.pick(("plain", "plain", "plain", "chain", "recursion") if b.unsafe
-                  else ("plain", "plain", "plain", "chain"))
+    mode = b.pick(("plain", "plain", "chain", "recursion") if b.unsafe
+                  else ("plain", "plain", "chain"))
     needs_budget = False
     if mode == "chain":
         # sub i calls sub i+1: calls nest len(subs) deep.
-        limit = MAX_CALL_DEPTH + 1 if b.unsafe else MAX_CALL_DEPTH - 1
-        count = b.int_in(1, limit)
+        limit = MAX_CALL_DEPTH if b.unsafe else MAX_CALL_DEPTH - 1
+        # Many chains sit at the boundary: as deep as allowed, or one deeper.
+        boundary = (MAX_CALL_DEPTH - 1, MAX_CALL_DEPTH) if b.unsafe else (MAX_CALL_DEPTH - 1,)
+        count = b.pick((b.int_in(1, limit), *boundary))
         if count >= MAX_CALL_DEPTH:
             b.unsafe_reasons.add("too-deep")
         b.features.add(f"chain-{count}")
@@ -528,11 +561,11 @@ def _functions(b: _Builder) -> tuple[list[Unit], list[list[Unit]], bool]:
 
 @st.composite
 def _cases(draw: Callable[[st.SearchStrategy[Any]], Any], unsafe: bool,
-           oob_atomics: bool) -> Case:
+           avoid: frozenset[str]) -> Case:
     mem_len = draw(st.integers(0, MAX_INPUT))
     mem: bytes = draw(st.binary(min_size=mem_len, max_size=mem_len))
     readonly: bool = draw(st.booleans()) if unsafe else draw(st.integers(0, 7)) == 7
-    b = _Builder(draw, mem_len, readonly, unsafe, oob_atomics)
+    b = _Builder(draw, mem_len, readonly, unsafe, avoid)
     init: Unit = [Op(MOV64_X, BASE_REG, 1)]
     for reg in range(9):
         init += b.init_unit(reg)
@@ -553,12 +586,16 @@ def _cases(draw: Callable[[st.SearchStrategy[Any]], Any], unsafe: bool,
                 tuple(sorted(b.features | {f"unsafe:{r}" for r in b.unsafe_reasons})))
 
 
-def cases(*, unsafe: bool = False, oob_atomics: bool = True) -> st.SearchStrategy[Case]:
-    """Random cases; safe ones unless `unsafe`. With ``oob_atomics=False``
-    atomics never get out-of-bounds addresses (see test_differential)."""
-    return _cases(unsafe, oob_atomics)
+KNOWN_BUG_KINDS = frozenset({"atomic-oob", "cmpxchg-readonly"})
+"""What `avoid` may name: "atomic-oob", no atomic at an address outside every
+region; "cmpxchg-readonly", no cmpxchg on a read-only input."""
 
 
-def features_of(items: Iterable[Case]) -> set[str]:
-    """Every feature that occurs in `items` (for coverage checks)."""
-    return {f for case in items for f in case.features}
+def cases(*, unsafe: bool = False, avoid: Iterable[str] = ()) -> st.SearchStrategy[Case]:
+    """Random cases; safe ones unless `unsafe`. `avoid` names program shapes
+    (:data:`KNOWN_BUG_KINDS`) to leave out while an engine bug is open."""
+    kinds = frozenset(avoid)
+    unknown = kinds - KNOWN_BUG_KINDS
+    if unknown:
+        raise ValueError(f"unknown shapes to avoid: {sorted(unknown)}")
+    return _cases(unsafe, kinds)

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .encoding import Insn
+from .cfg import stack_size
+from .encoding import Insn, decode
 from .errors import JitError
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
@@ -133,10 +134,12 @@ class _VmBase:
         call depth exactly as the interpreter does. ``unchecked=True`` drops
         the memory and budget checks for speed: UNSAFE, a wild pointer in the
         program can then crash the process."""
-        program = self._program(False)
+        if self._prog is None:
+            raise ValueError("no program loaded: call set_program() first")
+        insns = decode(self._prog)
         self._drop_jit()
         self._jit = JitProgram(
-            program.insns, checked=not unchecked, stack=self._stack_for(program.stack_size),
+            insns, checked=not unchecked, stack=self._stack_for(stack_size(insns)),
             helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
             fixed_mbuff=self._fixed_mbuff())
 

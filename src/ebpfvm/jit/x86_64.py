@@ -28,6 +28,8 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -685,3 +687,37 @@ class X86Assembler:
 
     def nop(self) -> None:
         self._emit_plain(NOP)
+
+
+def _memoized(method: Callable[..., None]) -> Callable[..., None]:
+    """Cache the bytes an encoding method emits for given operands. Encodings
+    are pure functions of their operands, so a repeated instruction costs one
+    dict lookup (the JIT compiles programs with many repeated instructions)."""
+    cache: dict[object, bytes] = {}
+
+    @functools.wraps(method)
+    def wrapper(self: X86Assembler, *args: object, **kwargs: object) -> None:
+        key = (args, tuple(kwargs.items())) if kwargs else args
+        code = cache.get(key)
+        if code is None:
+            data = self.buf.data
+            start = len(data)
+            method(self, *args, **kwargs)
+            cache[key] = bytes(data[start:])
+        else:
+            self.buf.emit(code)
+
+    return wrapper
+
+
+_LABEL_FREE = (
+    "mov_rr", "mov_ri", "mov_ri64", "load", "store", "store_imm", "lea", "movzx_rr",
+    "movsx_rr", "alu_rr", "alu_ri", "alu_rm", "alu_mr", "alu_mi", "test_rr", "test_ri",
+    "imul_rr", "imul_rri", "shift_ri", "shift_cl", "ror16_ri", "neg", "div", "cqo", "cdq",
+    "xor_zero", "bswap", "lock_alu_mr", "lock_xadd", "lock_cmpxchg", "xchg_mr", "call_r",
+    "jmp_r", "ret", "push", "pop", "ud2", "int3", "nop", "rep_stosq",
+)
+"""Methods whose output depends on their operands only (no labels, no position)."""
+
+for _name in _LABEL_FREE:
+    setattr(X86Assembler, _name, _memoized(getattr(X86Assembler, _name)))

@@ -489,14 +489,19 @@ class _Builder:
             return [top, *self.plain_unit(scope), Op(JA_ROW, target=top)]
         row = self.pick(rows)
         size = row.size
+        # Out by one byte at either end, or by more.
         if kind == "oob-input":
             off = self.pick((
+                self.mem_len - size + 1, -1,
                 self.int_in(self.mem_len - size + 1, self.mem_len + 8),  # over the end
                 self.int_in(-size - 8, -1),  # before the start
             ))
             return self._via(BASE_REG, off, row, scope)
         if kind == "oob-stack":
-            off = self.pick((self.int_in(-size + 1, 16), self.int_in(-FRAME_SIZE - 16, -FRAME_SIZE - 1)))
+            off = self.pick((
+                -size + 1, -FRAME_SIZE - 1,
+                self.int_in(-size + 1, 16), self.int_in(-FRAME_SIZE - 16, -FRAME_SIZE - 1),
+            ))
             return self._via(FP, off, row, scope)
         off = self.int_in(-64, 64)
         if self.flag():

@@ -546,3 +546,16 @@ def test_rbpf_trace_printf_and_time_and_rand(capsys: pytest.CaptureFixture[str],
     assert run(clock, engine) < 10**10  # monotonic: the difference is small, not negative
     values = {rand(3, 6, 0, 0, 0) for _ in range(200)}
     assert values == {3, 4, 5, 6}
+
+
+def test_atomics_need_writable_memory(checked_engine: str) -> None:
+    # A read-modify-write is a store even when the compare fails and nothing changes.
+    data = bytes.fromhex("00000001")
+    vm = EbpfVmRaw(assemble("lock cmpxchg32 [r1+0], r0\nexit"))
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine, data)
+    assert (info.value.pc, info.value.size, info.value.access) == (0, 4, "store")
+    oob = EbpfVmRaw(assemble("mov r0, 5\nlock add [r1+6], r0\nexit"))
+    with pytest.raises(MemoryFault) as info:
+        run(oob, checked_engine, bytearray(8))
+    assert (info.value.pc, info.value.size, info.value.access) == (1, 8, "store")

@@ -119,9 +119,10 @@ class Machine:
         return result & M64
 
     def atomic(self, op: str, addr: int, size: int, value: int, pc: int) -> int:
-        """Read-modify-write for the simple atomics and xchg; returns the old value."""
-        old = self.space.load(addr, size, pc)
-        mask = (1 << (size * 8)) - 1
+        """Read-modify-write for the simple atomics and xchg; returns the old value.
+        An atomic needs writable memory even when it ends up writing nothing."""
+        region, offset = self.space.find(addr, size, "store", pc)
+        old = int.from_bytes(region.view[offset : offset + size], "little")
         base = op.removeprefix("fetch_")
         if base == "add":
             new = old + value
@@ -133,15 +134,16 @@ class Machine:
             new = old ^ value
         else:  # xchg
             new = value
-        self.space.store(addr, size, new & mask, pc)
+        region.view[offset : offset + size] = (new & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
         return old
 
     def cmpxchg(self, addr: int, size: int, expected: int, value: int, pc: int) -> int:
         """Compare-and-exchange against the low `size` bytes of r0; returns the old value."""
-        old = self.space.load(addr, size, pc)
+        region, offset = self.space.find(addr, size, "store", pc)
+        old = int.from_bytes(region.view[offset : offset + size], "little")
         mask = (1 << (size * 8)) - 1
         if old == expected & mask:
-            self.space.store(addr, size, value & mask, pc)
+            region.view[offset : offset + size] = (value & mask).to_bytes(size, "little")
         return old
 
 

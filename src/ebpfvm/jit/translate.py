@@ -40,9 +40,9 @@ import ctypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, stack_size
+from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
-from ..isa import MAX_REG, Form, OpInfo, Reg
+from ..isa import MAX_REG, Form, OpInfo
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -114,7 +114,10 @@ class _Translator:
         self.checked = checked
         self.stack_size = stack_size(self.insns)
         self.asm = X86Assembler()
-        self.labels = {insn.pc: self.asm.new_label() for insn in self.insns}
+        self.blocks = basic_blocks(self.insns)
+        self.labels = {block[0].pc: self.asm.new_label() for block in self.blocks}
+        """Labels of block starts: the only places jumps and calls go."""
+        self.starts = {insn.pc for insn in self.insns}
         self.invalid: dict[int, str] = {}
         self.cold: list[Callable[[], None]] = []
         a = self.asm
@@ -136,7 +139,7 @@ class _Translator:
         self.entry_label = a.new_label()
         a.bind(self.entry_label)
         self._prologue()
-        for index, block in enumerate(basic_blocks(self.insns)):
+        for index, block in enumerate(self.blocks):
             self.block_pcs.append([insn.pc for insn in block])
             a.bind(self.labels[block[0].pc])
             self.pc_offsets.append((block[0].pc, a.buf.position))
@@ -144,13 +147,12 @@ class _Translator:
                 self._charge_budget(index, len(block))
             for position, insn in enumerate(block):
                 if position:
-                    a.bind(self.labels[insn.pc])
                     self.pc_offsets.append((insn.pc, a.buf.position))
                 self._insn(insn)
             last = block[-1]
             if _falls_through(last):
                 nxt = last.pc + last.slots
-                if nxt in self.labels:
+                if nxt in self.starts:
                     continue  # the next block follows directly
                 self._to_invalid(last, "execution falls off the end of the program")
         body_end = a.buf.position
@@ -305,26 +307,33 @@ class _Translator:
     # -- memory ---------------------------------------------------------------
 
     def _address(self, base: int, off: int, size: int, store: bool, pc: int) -> Mem:
-        """The memory operand of an access; in checked mode, the bounds check first."""
-        if not self.checked:
-            return Mem(REG_MAP[base], off)
+        """The memory operand ``[base + off]`` of an access, after its bounds check.
+
+        An r10-based access inside the current frame needs none: the frame
+        always lies in the stack. Any other access is checked against the
+        input inline (four instructions); a miss goes to a cold stub that walks
+        the whole region table and either resumes or faults."""
+        operand = Mem(REG_MAP[base], off)
+        if not self.checked or (base == MAX_REG and -FRAME_SIZE <= off <= -size):
+            return operand
         a = self.asm
-        a.lea(ADDR, Mem(REG_MAP[base], off))
-        ok = a.new_label()
-        order = ("stack", "input") if base == MAX_REG else ("input", "stack")
-        for region in order:
-            a.mov_rr(TMP, ADDR)
-            if region == "stack":
-                a.alu_rm(AluOp.SUB, TMP, _ctx("s_lo"))
-                a.alu_ri(AluOp.CMP, TMP, self.stack_size - size + 1)
-            else:
-                a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
-                a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
-            a.jcc(Cond.B, ok)
-        a.mov_ri(TMP, (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store), w64=False)
-        a.call(self.slowpath)
-        a.bind(ok)
-        return Mem(ADDR, 0)
+        cold, resume = a.new_label(), a.new_label()
+        a.lea(TMP, operand)
+        a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
+        a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
+        a.jcc(Cond.AE, cold)
+        a.bind(resume)
+        info = (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store)
+
+        def stub() -> None:
+            a.bind(cold)
+            a.lea(ADDR, operand)
+            a.mov_ri(TMP, info, w64=False)
+            a.call(self.slowpath)
+            a.jmp(resume)
+
+        self.cold.append(stub)
+        return operand
 
     def _slowpath(self) -> None:
         """Walk the region table for [r11, r11 + size); return if allowed, else
@@ -377,7 +386,7 @@ class _Translator:
         if row is None:
             self._to_invalid(insn, "no such instruction")
             return
-        problem = _register_problem(row, insn)
+        problem = register_problem(row, insn)
         if problem:
             self._to_invalid(insn, problem)
             return
@@ -496,15 +505,6 @@ def _falls_through(insn: Insn) -> bool:
     if row is None:
         return False
     return row.form not in (Form.JA, Form.JA32, Form.EXIT)
-
-
-def _register_problem(row: OpInfo, insn: Insn) -> str:
-    for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
-        if rule is not Reg.NONE and value > MAX_REG:
-            return f"register r{value} does not exist"
-    if MAX_REG in ((insn.dst if row.dst is Reg.WRITE else -1), (insn.src if row.src is Reg.WRITE else -1)):
-        return "r10 is read-only"
-    return ""
 
 
 # -- emitters, one per form ----------------------------------------------------
@@ -671,11 +671,8 @@ def _emit_stx(t: _Translator, insn: Insn, row: OpInfo) -> None:
 def _emit_atomic(t: _Translator, insn: Insn, row: OpInfo) -> None:
     a = t.asm
     w64 = row.width == 64
-    if t.checked:
-        mem = t._address(insn.dst, insn.off, row.size, True, insn.pc)
-    else:
-        a.lea(ADDR, Mem(REG_MAP[insn.dst], insn.off))
-        mem = Mem(ADDR, 0)
+    a.lea(ADDR, t._address(insn.dst, insn.off, row.size, True, insn.pc))
+    mem = Mem(ADDR, 0)  # the cmpxchg loop below may overwrite the base register
     s = REG_MAP[insn.src]
     op = row.op
     if op in _ATOMIC_ALU:

@@ -4,6 +4,7 @@ engine-parametrized tests instead."""
 
 from __future__ import annotations
 
+import array
 import gc
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from ebpfvm import (
     JitError,
     MemoryFault,
     assemble,
+    buffer_address,
 )
 from ebpfvm.jit import execmem
 from ebpfvm.jit.execmem import ExecMemory, jit_supported
@@ -168,3 +170,38 @@ def test_unchecked_code_is_smaller() -> None:
     checked = len(vm.jit_code().jit.code)
     vm.jit_compile(unchecked=True)
     assert len(vm.jit_code().jit.code) < checked
+
+
+def test_spans_over_one_buffer() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    packets = [bytes(range(n)) for n in (3, 0, 7, 1)]
+    buffer = bytearray(b"".join(packets))
+    spans, offset = [], 0
+    for packet in packets:
+        spans.append((offset, len(packet)))
+        offset += len(packet)
+    expected = [vm.execute_program(packet) for packet in packets]
+    assert list(vm.execute_spans(buffer, spans)) == expected == [3, 0, 21, 0]
+    flat = array.array("Q", [value for pair in spans for value in pair])
+    assert list(vm.execute_spans(buffer, flat)) == expected
+
+
+def test_spans_must_lie_in_the_buffer() -> None:
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    with pytest.raises(ValueError):
+        vm.execute_spans(bytearray(10), [(0, 4), (8, 3)])  # ends at 11 > 10
+    with pytest.raises(ValueError):
+        vm.execute_spans(bytearray(10), [((1 << 64) - 1, 2)])  # offset + length overflows
+
+
+def test_spans_confine_each_run_to_its_span() -> None:
+    vm = EbpfVmRaw(assemble("ldxb r0, [r1+4]\nexit"))  # reads one byte past a 4-byte span
+    vm.jit_compile()
+    buffer = bytearray(range(16))
+    assert list(vm.execute_spans(buffer, [(0, 8)])) == [4]
+    with pytest.raises(MemoryFault) as info:
+        vm.execute_spans(buffer, [(0, 8), (4, 4)])
+    assert info.value.batch_index == 1
+    assert info.value.address == buffer_address(buffer) + 8

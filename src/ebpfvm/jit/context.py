@@ -67,6 +67,7 @@ class JitContext(ctypes.Structure):
         ("data_off", U64),
         ("data_end_off", U64),
         ("bytearray_start", U64),  # offset of the data pointer in a CPython bytearray
+        ("batch_limit", U64),  # batch: every span must end at or below this offset
         # run state
         ("p_cnt", U64 * 4),  # valid offsets in the input for sizes 1, 2, 4, 8 (loads)
         ("p_wcnt", U64 * 4),  # the same for stores; 0 when read-only

@@ -4,10 +4,11 @@ errors the interpreter raises)."""
 
 from __future__ import annotations
 
+import array
 import ctypes
 import platform
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..cfg import MAX_CALL_DEPTH
@@ -21,7 +22,7 @@ from ..errors import (
 )
 from ..helpers import Helper, Unwind
 from ..interpreter import Machine
-from ..memory import AddressSpace, Region
+from ..memory import AddressSpace, Region, address_of
 from .context import FAULT_INFO_SHIFT, Fault, JitContext, RegionEntry, field_offset
 from .execmem import ExecMemory
 from .translate import JitCode, translate
@@ -58,8 +59,12 @@ _ENTRY = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 """The entry keeps the GIL: no other thread can resize the input during a run."""
 _REPEAT = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
 _BATCH = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
-                          ctypes.c_void_p, ctypes.c_uint64)
+                          ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _TRAMPOLINE = ctypes.CFUNCTYPE(ctypes.c_uint64, *([ctypes.c_uint64] * 6))
+
+
+def _buffer_address(buffer: Any) -> int:
+    return address_of(buffer) if len(buffer) else 0
 
 
 class RunInput:
@@ -182,26 +187,45 @@ class JitProgram:
         """Run once per input in one native call. With r1/r2 None, each run gets
         r1 = its input and r2 = its length (EbpfVmRaw); else the given values."""
         count = len(inputs)
-        pairs = (ctypes.c_uint64 * (2 * count))()
-        pairs[0::2] = [item.ptr for item in inputs]
-        pairs[1::2] = [item.size for item in inputs]
-        results = (ctypes.c_uint64 * count)()
+        spans = array.array("Q", bytes(16 * count))
+        spans[0::2] = array.array("Q", [item.ptr for item in inputs])
+        spans[1::2] = array.array("Q", [item.size for item in inputs])
         writable = all(item.writable for item in inputs)
+        results = self.batch_spans(inputs, 0, M64, spans, writable, budget, r1, r2,
+                                   lambda index: inputs[index])
+        return results.tolist()
+
+    def batch_spans(self, owner: Any, base: int, limit: int, spans: Any, writable: bool,
+                    budget: int | None, r1: int | None, r2: int | None,
+                    input_at: Callable[[int], RunInput]) -> array.array[int]:
+        """Run once per (offset, length) pair of `spans` (uint64s) on the memory
+        at base + offset, in one native call; returns every r0. `owner` keeps
+        the memory alive; `input_at(i)` describes input i for error reports."""
+        view = memoryview(spans).cast("B").cast("Q") if not isinstance(spans, array.array) else spans
+        count = len(view) // 2
+        results = array.array("Q", bytes(8 * count))
+        spans_addr = _buffer_address(view)
+        results_addr = _buffer_address(results)
         keep = r1 is not None
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
                              NO_BUDGET if budget is None else budget, self.base_nregions, 0, 0)
+        self.ctx.batch_limit = limit
         self._machine = None
+        self._unwound = False
+        self._run_obj = owner
         try:
-            left = self._batch(self.ctx_addr, pairs, count, results, int(keep))
+            left = self._batch(self.ctx_addr, spans_addr, count, results_addr, int(keep), base)
             if self.ctx.fault:
                 index = count - left
-                self._input = inputs[index]
+                if self.ctx.fault == Fault.BATCH:
+                    raise ValueError(f"span {index} lies outside the buffer")
+                self._input = input_at(index)
                 try:
                     self._stopped(budget)
                 except VmFault as error:
                     error.batch_index = index
                     raise
-            return list(results)
+            return results
         finally:
             self._release()
 

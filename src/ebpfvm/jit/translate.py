@@ -445,13 +445,14 @@ class _Translator:
         a.ret()
 
     def _batch_driver(self) -> None:
-        """batch(ctx, inputs, n, results, keep_regs): run once per (address,
-        length) pair of `inputs`, storing each r0 in `results`. Unless
-        keep_regs, r1 = the input (0 when empty) and r2 = its length, as
-        EbpfVmRaw does. Returns how many inputs were left when a fault stopped it."""
+        """batch(ctx, spans, n, results, keep_regs, base): run once per (offset,
+        length) pair of `spans`, on the input at base + offset, storing each r0
+        in `results`. Unless keep_regs, r1 = the input (0 when empty) and r2 =
+        its length, as EbpfVmRaw does. Returns how many inputs were left when a
+        fault stopped it."""
         a = self.asm
         saved = (X.RBX, X.R12, X.R13, X.R14, X.R15)  # five pushes keep the alignment
-        loop, done, regs_set, nonempty = (a.new_label() for _ in range(4))
+        loop, done, regs_set, nonempty, bad_span = (a.new_label() for _ in range(5))
         program = self.entry_label
         for reg in saved:
             a.push(reg)
@@ -460,12 +461,21 @@ class _Translator:
         a.mov_rr(X.R14, X.RDX)
         a.mov_rr(X.R15, X.RCX)
         a.mov_rr(X.RBX, X.R8)
+        a.push(X.R9)  # base, at [rsp]; six pushes in all keep the call alignment
+        a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
         a.bind(loop)
         a.test_rr(X.R14, X.R14)
         a.jcc(Cond.E, done)
         a.load(X.RAX, Mem(X.R13, 0), QWORD)
-        a.store(Mem(X.R12, field_offset("in_ptr")), X.RAX, QWORD)
         a.load(X.RDX, Mem(X.R13, QWORD), QWORD)
+        # The span must lie in the buffer: offset <= limit - length, without overflow.
+        a.load(X.RCX, Mem(X.R12, field_offset("batch_limit")), QWORD)
+        a.alu_rr(AluOp.SUB, X.RCX, X.RDX)
+        a.jcc(Cond.B, bad_span)
+        a.alu_rr(AluOp.CMP, X.RAX, X.RCX)
+        a.jcc(Cond.A, bad_span)
+        a.alu_rm(AluOp.ADD, X.RAX, Mem(X.RSP, ALIGN_PAD))
+        a.store(Mem(X.R12, field_offset("in_ptr")), X.RAX, QWORD)
         a.store(Mem(X.R12, field_offset("in_len")), X.RDX, QWORD)
         a.test_rr(X.RBX, X.RBX)
         a.jcc(Cond.NE, regs_set)
@@ -485,8 +495,12 @@ class _Translator:
         a.alu_ri(AluOp.ADD, X.R15, QWORD)
         a.alu_ri(AluOp.SUB, X.R14, 1)
         a.jmp(loop)
+        a.jmp(done)
+        a.bind(bad_span)
+        a.store_imm(Mem(X.R12, field_offset("fault")), Fault.BATCH, QWORD)
         a.bind(done)
         a.mov_rr(X.RAX, X.R14)
+        a.alu_ri(AluOp.ADD, X.RSP, ALIGN_PAD + QWORD)
         for reg in reversed(saved):
             a.pop(reg)
         a.ret()

@@ -559,3 +559,17 @@ def test_atomics_need_writable_memory(checked_engine: str) -> None:
     with pytest.raises(MemoryFault) as info:
         run(oob, checked_engine, bytearray(8))
     assert (info.value.pc, info.value.size, info.value.access) == (1, 8, "store")
+
+
+def test_memoryview_slices_and_read_only_views(engine: str) -> None:
+    data = bytearray(range(16))
+    vm = EbpfVmRaw(READ_PROG)  # ldxw r0, [r1+4]
+    assert run(vm, engine, memoryview(data)[8:]) == 0x0F0E0D0C
+    assert run(vm, engine, memoryview(bytes(data))[2:10]) == 0x09080706
+
+
+def test_store_through_read_only_view_faults(checked_engine: str) -> None:
+    view = memoryview(bytes(8))
+    with pytest.raises(MemoryFault) as info:
+        run(EbpfVmRaw(STORE_PROG), checked_engine, view)
+    assert (info.value.access, info.value.size) == ("store", 4)

@@ -27,8 +27,8 @@ from .encoding import Insn, decode
 from .errors import JitError
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
-from .jit.context import IN_BYTEARRAY, IN_R1_IS_INPUT
-from .jit.runtime import BYTEARRAY_START, JitProgram, RunInput
+from .jit.context import IN_BYTEARRAY, IN_OFFSET_SHIFT, IN_R1_IS_INPUT
+from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, JitProgram, RunInput
 from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
 from .verifier import Verifier, verify
 
@@ -376,11 +376,18 @@ class EbpfVmRaw(_VmBase):
     def execute_program_jit(self, mem: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
         jit = self._jit
-        if jit is not None and type(mem) is bytearray and mem and BYTEARRAY_START:
-            # The fast path: the code reads the bytearray's data pointer itself.
-            self._last_jit = jit
-            size = len(mem)
-            return jit.run(mem, id(mem), size, True, 0, size, self.budget, _RAW_BYTEARRAY)
+        if jit is not None:
+            # Fast paths: the code reads the buffer object's data pointer itself.
+            kind = type(mem)
+            if kind is bytearray and BYTEARRAY_START and mem:
+                self._last_jit = jit
+                size = len(mem)
+                return jit.run(mem, id(mem), size, True, 0, size, self.budget, _RAW_BYTEARRAY)
+            if kind is memoryview and MEMORYVIEW_BUF and mem.c_contiguous and mem.nbytes:
+                self._last_jit = jit
+                size = mem.nbytes
+                return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self.budget,
+                               _RAW_MEMORYVIEW)
         data = _run_input(mem)
         return self._run_jit(data, data.ptr, data.size)
 
@@ -421,7 +428,8 @@ class EbpfVmNoData(_VmBase):
 
 _NO_INPUT = RunInput(None, 0, 0, False)
 _BYTE = ctypes.c_char
-_RAW_BYTEARRAY = IN_BYTEARRAY | IN_R1_IS_INPUT
+_RAW_BYTEARRAY = BYTEARRAY_START << IN_OFFSET_SHIFT | IN_BYTEARRAY | IN_R1_IS_INPUT
+_RAW_MEMORYVIEW = MEMORYVIEW_BUF << IN_OFFSET_SHIFT | IN_BYTEARRAY | IN_R1_IS_INPUT
 _addressof = ctypes.addressof
 
 

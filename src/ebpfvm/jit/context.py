@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 from enum import IntEnum
 
-__all__ = ["FAULT_INFO_SHIFT", "IN_BYTEARRAY", "IN_R1_IS_INPUT", "Fault", "JitContext", "RegionEntry", "field_offset"]
+__all__ = ["FAULT_INFO_SHIFT", "IN_BYTEARRAY", "IN_OFFSET_SHIFT", "IN_R1_IS_INPUT", "Fault", "JitContext", "RegionEntry", "field_offset"]
 
 U64 = ctypes.c_uint64
 
@@ -28,9 +28,11 @@ class Fault(IntEnum):
 
 
 IN_BYTEARRAY = 1
-"""in_ptr holds a CPython bytearray object: the code reads its data pointer."""
+"""in_ptr holds a CPython buffer object (bytearray, memoryview): the code reads
+its data pointer at the offset in_flags >> IN_OFFSET_SHIFT."""
 IN_R1_IS_INPUT = 2
 """With IN_BYTEARRAY: r1 is the input's address (EbpfVmRaw)."""
+IN_OFFSET_SHIFT = 8
 
 FAULT_INFO_SHIFT = 8
 """fault_info keeps the pc above this bit; size << 1 and the store flag below."""
@@ -66,7 +68,6 @@ class JitContext(ctypes.Structure):
         ("mbuff", U64),  # FixedMbuff: the VM's metadata buffer, else 0
         ("data_off", U64),
         ("data_end_off", U64),
-        ("bytearray_start", U64),  # offset of the data pointer in a CPython bytearray
         ("batch_limit", U64),  # batch: every span must end at or below this offset
         # run state
         ("p_cnt", U64 * 4),  # valid offsets in the input for sizes 1, 2, 4, 8 (loads)

@@ -27,7 +27,7 @@ from .context import FAULT_INFO_SHIFT, Fault, JitContext, RegionEntry, field_off
 from .execmem import ExecMemory
 from .translate import JitCode, translate
 
-__all__ = ["NO_BUDGET", "JitProgram", "RunInput"]
+__all__ = ["BYTEARRAY_START", "MEMORYVIEW_BUF", "NO_BUDGET", "JitProgram", "RunInput"]
 
 NO_BUDGET = 1 << 63
 """Budget value that never runs out (2**63 instructions)."""
@@ -38,11 +38,10 @@ _IN_LAYOUT = struct.Struct("<9Q")
 assert _IN_LAYOUT.size == field_offset("s_lo")
 
 
-def _bytearray_start_offset() -> int:
-    """Where CPython keeps a bytearray's data pointer inside the object (0: unknown)."""
+def _data_pointer_offset(probe: Any) -> int:
+    """Where CPython keeps `probe`'s data pointer inside the object (0: unknown)."""
     if platform.python_implementation() != "CPython":
         return 0
-    probe = bytearray(64)
     pin = ctypes.c_char.from_buffer(probe)
     data = ctypes.addressof(pin)
     del pin
@@ -52,8 +51,10 @@ def _bytearray_start_offset() -> int:
     return 0
 
 
-BYTEARRAY_START = _bytearray_start_offset()
+BYTEARRAY_START = _data_pointer_offset(bytearray(64))
 """Nonzero when the JIT may be handed bytearray objects directly (the fast path)."""
+MEMORYVIEW_BUF = _data_pointer_offset(memoryview(bytearray(64)))
+"""The same for memoryview objects."""
 
 _ENTRY = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 """The entry keeps the GIL: no other thread can resize the input during a run."""
@@ -108,7 +109,6 @@ class JitProgram:
         self.ctx.s_lo = stack.start
         self.ctx.s_top = stack.end
         self.ctx.s_qwords = len(stack.view) // 8
-        self.ctx.bytearray_start = BYTEARRAY_START
         if fixed_mbuff is not None:
             mbuff, data_off, data_end_off = fixed_mbuff
             self.ctx.mbuff = mbuff.start

@@ -46,6 +46,7 @@ from ..isa import MAX_REG, Form, OpInfo
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
+    IN_OFFSET_SHIFT,
     IN_R1_IS_INPUT,
     Fault,
     RegionEntry,
@@ -193,15 +194,17 @@ class _Translator:
             a.xor_zero(REG_MAP[ebpf])
 
     def _resolve_bytearray(self) -> None:
-        """Python may pass a bytearray object instead of its address: read the
-        data pointer from the object (Python holds the GIL, nothing moves it)."""
+        """Python may pass a buffer object (a bytearray or memoryview) instead of
+        its address: in_flags >> 8 is where the object keeps its data pointer.
+        Python holds the GIL during the run, so nothing moves the data."""
         a = self.asm
         done = a.new_label()
         a.load(X.RCX, _ctx("in_flags"), QWORD)
         a.test_ri(X.RCX, IN_BYTEARRAY, w64=False)
         a.jcc(Cond.E, done)
-        a.load(X.RAX, _ctx("in_ptr"), QWORD)
-        a.alu_rm(AluOp.ADD, X.RAX, _ctx("bytearray_start"))
+        a.mov_rr(X.RAX, X.RCX)
+        a.shift_ri(ShiftOp.SHR, X.RAX, IN_OFFSET_SHIFT)
+        a.alu_rm(AluOp.ADD, X.RAX, _ctx("in_ptr"))
         a.load(X.RAX, Mem(X.RAX, 0), QWORD)
         a.store(_ctx("in_ptr"), X.RAX, QWORD)
         a.test_ri(X.RCX, IN_R1_IS_INPUT, w64=False)

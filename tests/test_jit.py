@@ -205,3 +205,18 @@ def test_spans_confine_each_run_to_its_span() -> None:
         vm.execute_spans(buffer, [(0, 8), (4, 4)])
     assert info.value.batch_index == 1
     assert info.value.address == buffer_address(buffer) + 8
+
+
+def test_observable_stack() -> None:
+    from ebpfvm.encoding import decode
+    from ebpfvm.jit.translate import observable_stack
+
+    def seen(text: str) -> int:
+        return observable_stack(decode(assemble(text)), 512)
+
+    assert seen("mov r0, 1\nexit") == 0
+    assert seen("stb [r10-3], 1\nldxdw r0, [r10-16]\nexit") == 16
+    assert seen("stb [r10-13], 1\nexit") == 16  # rounded up to whole qwords
+    assert seen("mov r1, r10\nexit") == 512
+    assert seen("stxdw [r10-8], r10\nexit") == 512  # stores the frame pointer itself
+    assert seen("jeq r10, 0, +0\nexit") == 512

@@ -573,3 +573,14 @@ def test_store_through_read_only_view_faults(checked_engine: str) -> None:
     with pytest.raises(MemoryFault) as info:
         run(EbpfVmRaw(STORE_PROG), checked_engine, view)
     assert (info.value.access, info.value.size) == ("store", 4)
+
+
+@pytest.mark.parametrize("text", [
+    "ldxdw r0, [r10-264]\nstdw [r10-264], 99\nexit",  # deep direct access
+    "mov r1, r10\nldxdw r0, [r1-400]\nstdw [r1-400], 99\nexit",  # r10 escapes into r1
+    "mov r1, r10\nadd r1, -8\nldxw r0, [r1+0]\nstw [r1+0], 7\nexit",
+])
+def test_no_stack_data_survives_a_run(engine: str, text: str) -> None:
+    vm = EbpfVmNoData(assemble(text))
+    assert run(vm, engine) == 0
+    assert run(vm, engine) == 0

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
-from ..isa import MAX_REG, Form, OpInfo
+from ..isa import MAX_REG, Form, OpInfo, Reg
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -70,6 +70,9 @@ LOCAL_CALL_SAVED = (X.RBX, X.R13, X.R14, X.R15, X.RBP)
 """eBPF r6-r9 and r10, which the VM restores for the caller of a local call."""
 HELPER_SAVED = (X.RDI, X.RSI, X.RDX, X.R9, X.R8, BUDGET)
 """eBPF r1-r5 (kept unchanged across helper calls, as the interpreter does) and the budget."""
+
+SMALL_STACK_CLEAR = 128
+"""Up to this many stack bytes are cleared with plain stores instead of rep stosq."""
 
 ACCESS_SIZES = (1, 2, 4, 8)
 SIZE_INDEX = {size: index for index, size in enumerate(ACCESS_SIZES)}
@@ -177,11 +180,7 @@ class _Translator:
         a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
         a.mov_ri64(CTX, self.context)  # the entry takes no arguments: cheaper to call
         a.store(_ctx("saved_rsp"), X.RSP, QWORD)
-        # Zero the stack: no run sees another run's stack.
-        a.load(X.RDI, _ctx("s_lo"), QWORD)
-        a.load(X.RCX, _ctx("s_qwords"), QWORD)
-        a.xor_zero(X.RAX)
-        a.rep_stosq()
+        self._zero_stack()
         self._resolve_bytearray()
         self._input_bounds()
         a.store_imm(_ctx("depth"), 0, QWORD)
@@ -192,6 +191,23 @@ class _Translator:
         a.load(BUDGET, _ctx("in_budget"), QWORD)
         for ebpf in (0, 3, 4, 5, 6, 7, 8, 9):
             a.xor_zero(REG_MAP[ebpf])
+
+    def _zero_stack(self) -> None:
+        """No run sees another run's stack. Only the bytes the program can
+        reach need clearing (see observable_stack); a few stores beat rep stos."""
+        a = self.asm
+        size = observable_stack(self.insns, self.stack_size)
+        if not size:
+            return
+        a.xor_zero(X.RAX)
+        a.load(X.RDI, _ctx("s_top"), QWORD)
+        if size <= SMALL_STACK_CLEAR:
+            for offset in range(-size, 0, QWORD):
+                a.store(Mem(X.RDI, offset), X.RAX, QWORD)
+            return
+        a.alu_ri(AluOp.SUB, X.RDI, size)
+        a.mov_ri(X.RCX, size // QWORD, w64=False)
+        a.rep_stosq()
 
     def _resolve_bytearray(self) -> None:
         """Python may pass a buffer object (a bytearray or memoryview) instead of
@@ -511,6 +527,31 @@ class _Translator:
     def _nslots(self) -> int:
         last = self.insns[-1]
         return last.pc + last.slots
+
+
+def observable_stack(insns: Sequence[Insn], size: int) -> int:
+    """How many bytes below r10 a run can observe, rounded up to 8: all of the
+    stack when the program makes local calls or r10 escapes (its value is
+    copied, compared, stored or passed on); else the deepest r10-based access."""
+    deepest = 0
+    for insn in insns:
+        row = insn.row
+        if row is None:
+            continue
+        if row.form is Form.CALL_LOCAL:
+            return size
+        base = insn.src if row.form is Form.LDX else insn.dst if row.form in _MEMORY_FORMS else -1
+        if base == MAX_REG:
+            deepest = max(deepest, -insn.off)
+        value_regs = [insn.src] if row.src is not Reg.NONE and row.form is not Form.LDX else []
+        if row.dst is not Reg.NONE and row.form not in _MEMORY_FORMS:
+            value_regs.append(insn.dst)
+        if MAX_REG in value_regs:
+            return size
+    return min(size, -(-deepest // QWORD) * QWORD)
+
+
+_MEMORY_FORMS = frozenset({Form.ST, Form.STX, Form.ATOMIC})
 
 
 def _sizeof(entry: type[RegionEntry]) -> int:

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from conftest import REPO
+from ebpfvm.jit.execmem import jit_supported
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
@@ -17,4 +18,6 @@ def test_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+    if "jit_compile" in BLOCKS[index] and jit_supported() is not None:
+        pytest.skip(f"JIT example: {jit_supported()}")
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})

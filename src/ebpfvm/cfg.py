@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .encoding import Insn
-from .isa import MAX_REG, Form, OpInfo, Reg
+from .isa import MAX_REG, OPS, Form, OpInfo, Reg
 
 __all__ = ["BLOCK_ENDERS", "FRAME_SIZE", "MAX_CALL_DEPTH", "basic_blocks", "branch_target",
            "register_problem", "stack_size"]
@@ -25,14 +25,26 @@ BLOCK_ENDERS = frozenset({Form.EXIT, Form.CALL, Form.CALLX, Form.CALL_LOCAL,
 returns resume after them, legacy packet loads may end the program."""
 
 
+_OFF_TARGET = frozenset({Form.JA, Form.JCC_K, Form.JCC_X})
+_IMM_TARGET = frozenset({Form.JA32, Form.CALL_LOCAL})
+_ROW_KIND = {
+    id(row): (
+        row.is_jump or row.form in BLOCK_ENDERS,
+        1 if row.form in _OFF_TARGET else 2 if row.form in _IMM_TARGET else 0,
+    )
+    for row in OPS
+}
+"""Per row (by identity, the cheap key): (ends a block, where its target is: 0
+none, 1 in off, 2 in imm)."""
+_INVALID_KIND = (True, 0)
+
+
 def branch_target(insn: Insn) -> int | None:
     """The slot a jump or local call goes to, or None for other instructions."""
-    row = insn.row
-    if row is None:
-        return None
-    if row.form in (Form.JA, Form.JCC_K, Form.JCC_X):
+    where = _ROW_KIND[id(insn.row)][1] if insn.row is not None else 0
+    if where == 1:
         return insn.pc + 1 + insn.off
-    if row.form in (Form.JA32, Form.CALL_LOCAL):
+    if where == 2:
         return insn.pc + 1 + insn.imm
     return None
 
@@ -43,14 +55,16 @@ def basic_blocks(insns: Sequence[Insn]) -> list[list[Insn]]:
     packet load and invalid instruction."""
     starts = {insn.pc for insn in insns}
     leaders = {0}
+    kinds = _ROW_KIND
     for insn in insns:
         row = insn.row
-        end = insn.pc + insn.slots
-        if row is None or row.is_jump or row.form in BLOCK_ENDERS:
-            leaders.add(end)
-        target = branch_target(insn)
-        if target is not None:
-            leaders.add(target)
+        ends, where = kinds[id(row)] if row is not None else _INVALID_KIND
+        if ends:
+            leaders.add(insn.pc + insn.slots)
+        if where == 1:
+            leaders.add(insn.pc + 1 + insn.off)
+        elif where == 2:
+            leaders.add(insn.pc + 1 + insn.imm)
     leaders &= starts
     blocks: list[list[Insn]] = []
     current: list[Insn] = []
@@ -75,6 +89,8 @@ def register_problem(row: OpInfo, insn: Insn) -> str:
     """Why an engine cannot run `insn` as `row` (a register that does not
     exist, or a write to r10), or "" when its registers are fine. Engines turn
     such instructions into InvalidInstruction at run time (unverified code)."""
+    if insn.dst < MAX_REG and insn.src < MAX_REG:
+        return ""
     for rule, value in ((row.dst, insn.dst), (row.src, insn.src)):
         if rule is not Reg.NONE and value > MAX_REG:
             return f"register r{value} does not exist"

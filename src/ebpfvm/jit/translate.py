@@ -533,13 +533,13 @@ def observable_stack(insns: Sequence[Insn], size: int) -> int:
     """How many bytes below r10 a run can observe, rounded up to 8: all of the
     stack when the program makes local calls or r10 escapes (its value is
     copied, compared, stored or passed on); else the deepest r10-based access."""
+    if size > FRAME_SIZE:  # only programs with local calls get more than one frame
+        return size
     deepest = 0
     for insn in insns:
         row = insn.row
-        if row is None:
+        if row is None or (insn.dst != MAX_REG and insn.src != MAX_REG):
             continue
-        if row.form is Form.CALL_LOCAL:
-            return size
         base = insn.src if row.form is Form.LDX else insn.dst if row.form in _MEMORY_FORMS else -1
         if base == MAX_REG:
             deepest = max(deepest, -insn.off)

@@ -14,6 +14,7 @@ import pytest
 from ebpfvm import (
     BudgetExceeded,
     CallDepthExceeded,
+    EbpfError,
     HelperFault,
     InvalidInstruction,
     MemoryFault,
@@ -584,3 +585,17 @@ def test_no_stack_data_survives_a_run(engine: str, text: str) -> None:
     vm = EbpfVmNoData(assemble(text))
     assert run(vm, engine) == 0
     assert run(vm, engine) == 0
+
+
+def test_helper_cannot_reenter_the_running_vm(checked_engine: str) -> None:
+    vm = EbpfVmNoData(assemble("stdw [r10-8], 5\ncall 1\nldxdw r0, [r10-8]\nexit"))
+
+    def reenter(a: int, b: int, c: int, d: int, e: int) -> int:
+        return run(vm, checked_engine)
+
+    vm.register_helper(1, reenter)
+    with pytest.raises(HelperFault) as info:
+        run(vm, checked_engine)
+    assert isinstance(info.value.cause, EbpfError)
+    vm.register_helper(1, lambda *args: 0)
+    assert run(vm, checked_engine) == 5  # the VM is usable afterwards

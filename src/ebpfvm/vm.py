@@ -28,7 +28,7 @@ from .errors import JitError
 from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
 from .jit.context import IN_BYTEARRAY, IN_OFFSET_SHIFT, IN_R1_IS_INPUT
-from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, JitProgram, RunInput
+from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, Busy, JitProgram, RunInput
 from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
 from .verifier import Verifier, verify
 
@@ -68,6 +68,7 @@ class _VmBase:
         self._stack_regions: dict[int, Region] = {}
         self.budget = budget
         self._jit: JitProgram | None = None
+        self._busy = Busy()
         self._last_jit: JitProgram | None = None
         self._last_registers: list[int] = []
         self._last_count = 0
@@ -142,7 +143,7 @@ class _VmBase:
         self._jit = JitProgram(
             insns, checked=not unchecked, stack=self._stack_for(stack_size(insns)),
             helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
-            fixed_mbuff=self._fixed_mbuff())
+            fixed_mbuff=self._fixed_mbuff(), busy=self._busy)
 
     @property
     def jit_ready(self) -> bool:
@@ -240,6 +241,8 @@ class _VmBase:
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
         program = self._program(trace is not None)
+        if self._busy.on:
+            self._busy.enter()  # raises: do not clear the stack of the run in progress
         stack = self._stack_for(program.stack_size)
         stack.view[:] = _ZERO_STACK[: program.stack_size]
         space = AddressSpace([stack])
@@ -254,7 +257,11 @@ class _VmBase:
         packet = mem.view if mem is not None else None
         machine = Machine(space, stack, mem, self._helpers, packet)
         regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
-        result = program.run(machine, regs, self.budget, trace)
+        self._busy.enter()
+        try:
+            result = program.run(machine, regs, self.budget, trace)
+        finally:
+            self._busy.on = False
         self.last_registers = machine.regs_out
         self.last_instruction_count = machine.count
         return result

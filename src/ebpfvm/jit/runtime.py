@@ -16,6 +16,7 @@ from ..encoding import Insn
 from ..errors import (
     BudgetExceeded,
     CallDepthExceeded,
+    EbpfError,
     InvalidInstruction,
     MemoryFault,
     VmFault,
@@ -27,7 +28,7 @@ from .context import FAULT_INFO_SHIFT, Fault, JitContext, RegionEntry, field_off
 from .execmem import ExecMemory
 from .translate import JitCode, translate
 
-__all__ = ["BYTEARRAY_START", "MEMORYVIEW_BUF", "NO_BUDGET", "JitProgram", "RunInput"]
+__all__ = ["BYTEARRAY_START", "MEMORYVIEW_BUF", "NO_BUDGET", "Busy", "JitProgram", "RunInput"]
 
 NO_BUDGET = 1 << 63
 """Budget value that never runs out (2**63 instructions)."""
@@ -68,6 +69,22 @@ def _buffer_address(buffer: Any) -> int:
     return address_of(buffer) if len(buffer) else 0
 
 
+class Busy:
+    """Whether a VM is in the middle of a run. Shared by the VM's interpreter
+    and JIT paths: a helper that calls back into the running VM gets an error
+    instead of clobbering the stack and context the outer run is using."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+    def enter(self) -> None:
+        if self.on:
+            raise EbpfError("re-entrant run: a helper called back into the VM that is running it")
+        self.on = True
+
+
 class RunInput:
     """One run's input memory as the JIT needs it: address, length, writability,
     and the object itself (kept so helpers can build a checked view lazily)."""
@@ -90,7 +107,9 @@ class JitProgram:
 
     def __init__(self, insns: Sequence[Insn], *, checked: bool, stack: Region,
                  helpers: dict[int, Helper], extra: Sequence[Region] = (),
-                 fixed_mbuff: tuple[Region, int, int] | None = None) -> None:
+                 fixed_mbuff: tuple[Region, int, int] | None = None,
+                 busy: Busy | None = None) -> None:
+        self.busy = busy if busy is not None else Busy()
         self.insns = tuple(insns)
         self.checked = checked
         self.helpers = helpers
@@ -150,12 +169,19 @@ class JitProgram:
         """One run on the input at `ptr` (`obj` is the buffer, kept for helpers).
         With IN_BYTEARRAY in `flags`, `ptr` is id(obj) of a bytearray. Raises
         the interpreter's typed errors."""
+        busy = self.busy
+        if busy.on:
+            busy.enter()  # raises
+        busy.on = True
         self._run_obj = obj
         self._unwound = False
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1, r2,
                              NO_BUDGET if budget is None else budget, self.base_nregions, 0,
                              flags)
-        result: int = self._entry()
+        try:
+            result: int = self._entry()
+        finally:
+            busy.on = False
         if self.ctx.fault:
             try:
                 return self._stopped(budget)
@@ -174,6 +200,7 @@ class JitProgram:
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
                              r1, r2, NO_BUDGET if budget is None else budget,
                              self.base_nregions, 0, 0)
+        self.busy.enter()
         try:
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
@@ -213,6 +240,7 @@ class JitProgram:
         self._machine = None
         self._unwound = False
         self._run_obj = owner
+        self.busy.enter()
         try:
             left = self._batch(self.ctx_addr, spans_addr, count, results_addr, int(keep), base)
             if self.ctx.fault:
@@ -231,6 +259,7 @@ class JitProgram:
 
     def _release(self) -> None:
         """Drop this run's buffer views so callers may resize or close their buffers."""
+        self.busy.on = False
         self._input = None
         self._run_obj = None
         self._machine = None

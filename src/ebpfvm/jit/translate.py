@@ -52,7 +52,7 @@ from .context import (
     RegionEntry,
     field_offset,
 )
-from .x86_64 import AluOp, Cond, Mem, ShiftOp, X86Assembler
+from .x86_64 import AluOp, Cond, Label, Mem, ShiftOp, X86Assembler
 from .x86_64 import Reg as X
 
 __all__ = ["REG_MAP", "JitCode", "translate"]
@@ -139,8 +139,9 @@ class _Translator:
 
     def translate(self) -> JitCode:
         a = self.asm
-        entry = a.buf.position
         self.entry_label = a.new_label()
+        repeat_entry, batch_entry = self._runtime()
+        entry = a.buf.position
         a.bind(self.entry_label)
         self._prologue()
         for index, block in enumerate(self.blocks):
@@ -162,14 +163,33 @@ class _Translator:
         body_end = a.buf.position
         for emit in self.cold:
             emit()
+        code = a.code()
+        if _RUNTIME_CACHE is None:
+            _cache_runtime(code[:entry], {name: _position(getattr(self, name))
+                                          for name in _RUNTIME_LABELS}, repeat_entry, batch_entry)
+        return JitCode(code, entry, repeat_entry, batch_entry, self.block_pcs,
+                       self.invalid, self.pc_offsets, body_end)
+
+    def _runtime(self) -> tuple[int, int]:
+        """The program-independent code, placed first: epilogues, fault exits,
+        the region-table walk and the native loops, which call the entry placed
+        right after them. It is the same bytes for every program, so it is
+        built once per process and copied after that."""
+        a = self.asm
+        cached = _RUNTIME_CACHE
+        if cached is not None:
+            code, labels, repeat_entry, batch_entry = cached
+            a.buf.emit(code)
+            for name, position in labels.items():
+                getattr(self, name).position = position
+            return repeat_entry, batch_entry
         self._epilogues()
         self._slowpath()
         repeat_entry = a.buf.position
         self._repeat_driver()
         batch_entry = a.buf.position
         self._batch_driver()
-        return JitCode(a.code(), entry, repeat_entry, batch_entry, self.block_pcs,
-                       self.invalid, self.pc_offsets, body_end)
+        return repeat_entry, batch_entry
 
     # -- entry and exits ------------------------------------------------------
 
@@ -527,6 +547,23 @@ class _Translator:
     def _nslots(self) -> int:
         last = self.insns[-1]
         return last.pc + last.slots
+
+
+_RUNTIME_LABELS = ("exit_main", "terminate", "fault_exit", "slowpath", "budget_fail",
+                   "invalid_fail", "depth_fail")
+"""Labels inside the shared runtime code that program code jumps to."""
+_RUNTIME_CACHE: tuple[bytes, dict[str, int], int, int] | None = None
+
+
+def _cache_runtime(code: bytes, labels: dict[str, int], repeat_entry: int,
+                   batch_entry: int) -> None:
+    global _RUNTIME_CACHE
+    _RUNTIME_CACHE = (code, labels, repeat_entry, batch_entry)
+
+
+def _position(label: Label) -> int:
+    assert label.position is not None, "runtime labels are bound"
+    return label.position
 
 
 def observable_stack(insns: Sequence[Insn], size: int) -> int:

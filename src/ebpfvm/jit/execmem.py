@@ -7,7 +7,6 @@ released by :meth:`ExecMemory.close`, or when the object is collected.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import platform
 import sys
@@ -36,7 +35,8 @@ def jit_supported() -> str | None:
 
 
 def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # The process's own symbols include libc's; find_library would spawn ldconfig.
+    libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]

@@ -73,12 +73,12 @@ class Reg(IntEnum):
     @property
     def low3(self) -> int:
         """The 3 bits that go in ModRM.reg, ModRM.rm, SIB.base or opcode+rd."""
-        return self.value & 0b111
+        return int(self) & 0b111  # int(): enum .value is a slow descriptor
 
     @property
     def ext(self) -> int:
         """The 4th bit, carried by REX.R, REX.X or REX.B."""
-        return self.value >> 3
+        return int(self) >> 3
 
 
 class Cond(IntEnum):

@@ -83,6 +83,8 @@ class Form(Enum):
     """Operand shape. Drives assembler parsing, disassembler formatting and
     the choice of handler in every engine."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's hash runs Python code
+
     ALU_K = "alu_k"  # op dst, imm
     ALU_X = "alu_x"  # op dst, src
     NEG = "neg"  # op dst
@@ -107,6 +109,8 @@ class Form(Enum):
 
 class Reg(Enum):
     """How an instruction uses a register field."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's hash runs Python code
 
     NONE = "none"  # the field is not a register: it must hold `src_value` (dst: 0)
     READ = "read"  # a register 0..10 that is only read

@@ -53,6 +53,8 @@ __all__ = [
 class Reg(IntEnum):
     """General-purpose registers by their 4-bit encoding (Vol. 2, 2.2.1.2)."""
 
+    __hash__ = int.__hash__  # Enum's own hash runs Python code; this one is C
+
     RAX = 0
     RCX = 1
     RDX = 2
@@ -84,6 +86,8 @@ class Reg(IntEnum):
 class Cond(IntEnum):
     """Condition codes, the ``cc`` nibble of Jcc/SETcc/CMOVcc (Vol. 1, B.1)."""
 
+    __hash__ = int.__hash__  # Enum's own hash runs Python code; this one is C
+
     O = 0  # noqa: E741 (the Intel manual's name)
     NO = 1
     B = 2  # unsigned <
@@ -105,6 +109,8 @@ class Cond(IntEnum):
 class AluOp(IntEnum):
     """Group-1 arithmetic operations; the value is the ``/digit`` of 80/81/83."""
 
+    __hash__ = int.__hash__  # Enum's own hash runs Python code; this one is C
+
     ADD = 0
     OR = 1
     ADC = 2
@@ -117,6 +123,8 @@ class AluOp(IntEnum):
 
 class ShiftOp(IntEnum):
     """Group-2 shifts and rotates; the value is the ``/digit`` of C1/D1/D3."""
+
+    __hash__ = int.__hash__  # Enum's own hash runs Python code; this one is C
 
     ROL = 0
     ROR = 1
@@ -246,6 +254,8 @@ NOP = 0x90
 # Byte registers SPL, BPL, SIL, DIL exist only with a REX prefix; without one,
 # the same encodings name AH, CH, DH, BH (Vol. 2, 3.7.2.1 / table 3-1).
 BYTE_REGS_NEEDING_REX = frozenset({Reg.RSP, Reg.RBP, Reg.RSI, Reg.RDI})
+_BYTE_REX_NUMBERS = frozenset(int(reg) for reg in BYTE_REGS_NEEDING_REX)
+"""The same as plain ints: hashing an IntEnum member goes through Python code."""
 
 S8_MIN, S8_MAX = -(1 << 7), (1 << 7) - 1
 S32_MIN, S32_MAX = -(1 << 31), (1 << 31) - 1
@@ -268,16 +278,18 @@ def _check_field(value: int, bits: int, what: str) -> None:
 
 def rex(w: bool | int, r: int, x: int, b: int) -> int:
     """The REX byte ``0100WRXB``; each argument is 0 or 1."""
-    for value, what in ((int(w), "REX.W"), (r, "REX.R"), (x, "REX.X"), (b, "REX.B")):
-        _check_field(value, 1, what)
+    if (int(w) | r | x | b) >> 1:  # also catches negatives: -1 >> 1 == -1
+        for value, what in ((int(w), "REX.W"), (r, "REX.R"), (x, "REX.X"), (b, "REX.B")):
+            _check_field(value, 1, what)
     return REX_BASE | (REX_W if w else 0) | (REX_R * r) | (REX_X * x) | (REX_B * b)
 
 
 def modrm(mod: int, reg: int, rm: int) -> int:
     """The ModRM byte: 2-bit `mod`, 3-bit `reg` (register or /digit), 3-bit `rm`."""
-    _check_field(mod, 2, "ModRM.mod")
-    _check_field(reg, 3, "ModRM.reg")
-    _check_field(rm, 3, "ModRM.rm")
+    if mod >> 2 or (reg | rm) >> 3:  # the fast common case first; the checks name the field
+        _check_field(mod, 2, "ModRM.mod")
+        _check_field(reg, 3, "ModRM.reg")
+        _check_field(rm, 3, "ModRM.rm")
     return (mod << 6) | (reg << 3) | rm
 
 
@@ -399,7 +411,7 @@ class X86Assembler:
         else:
             b, operand = rm.ext, bytes([modrm(MOD_DIRECT, reg & 0b111, rm.low3)])
         r = reg >> 3
-        needs_rex = w64 or r or b or byte_reg in BYTE_REGS_NEEDING_REX
+        needs_rex = w64 or r or b or (byte_reg is not None and int(byte_reg) in _BYTE_REX_NUMBERS)
         rex_byte = bytes([rex(w64, r, 0, b)]) if needs_rex else b""
         self.buf.emit(prefix + rex_byte + _opcode(opcode) + operand + imm)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import DecodeError
 from .isa import BY_OPCODE, Form, OpInfo, find_row
@@ -20,15 +20,18 @@ SLOT_LAYOUT = struct.Struct("<BBhi")
 _SLOT = SLOT_LAYOUT
 _LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
 _M32 = 0xFFFF_FFFF
+_ROW_CACHE: dict[tuple[int, int, int, int], OpInfo | None] = {}
+"""find_row results by (opcode, src, off, imm): programs repeat their instructions."""
+_ROW_CACHE_LIMIT = 1 << 16
 
 
-@dataclass(frozen=True, slots=True)
-class Insn:
+class Insn(NamedTuple):
     """One decoded instruction. For lddw, `imm` holds the full 64-bit value
     (unsigned) and `pc` is the first of its two slots.
 
     `row` is the opcode-table row, or None when the fields select no row (the
-    verifier reports why)."""
+    verifier reports why). A NamedTuple: decoding builds one per instruction,
+    and a tuple is built in C."""
 
     pc: int
     opcode: int
@@ -59,10 +62,17 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
         raise DecodeError(f"program length {len(code)} is not a multiple of {SLOT}")
     nslots = len(code) // SLOT
     insns: list[Insn] = []
+    rows = _ROW_CACHE
+    if len(rows) > _ROW_CACHE_LIMIT:
+        rows.clear()
     pc = 0
     while pc < nslots:
         opcode, dst, src, off, imm = _unpack(code, pc)
-        row = find_row(opcode, src, off, imm)
+        key = (opcode, src, off, imm)
+        if key in rows:
+            row = rows[key]
+        else:
+            row = rows[key] = find_row(opcode, src, off, imm)
         if opcode == _LDDW_OPCODE:
             if pc + 1 >= nslots:
                 raise DecodeError("lddw is missing its second slot", pc)

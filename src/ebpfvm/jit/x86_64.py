@@ -72,15 +72,17 @@ class Reg(IntEnum):
     R14 = 14
     R15 = 15
 
-    @property
-    def low3(self) -> int:
-        """The 3 bits that go in ModRM.reg, ModRM.rm, SIB.base or opcode+rd."""
-        return int(self) & 0b111  # int(): enum .value is a slow descriptor
+    low3: int
+    """The 3 bits that go in ModRM.reg, ModRM.rm, SIB.base or opcode+rd."""
+    ext: int
+    """The 4th bit, carried by REX.R, REX.X or REX.B."""
 
-    @property
-    def ext(self) -> int:
-        """The 4th bit, carried by REX.R, REX.X or REX.B."""
-        return int(self) >> 3
+
+# Plain attributes set once: a property on an enum member costs a Python call
+# on every use, and the encoder asks for these bits constantly.
+for _reg in Reg:
+    _reg.low3 = int(_reg) & 0b111
+    _reg.ext = int(_reg) >> 3
 
 
 class Cond(IntEnum):

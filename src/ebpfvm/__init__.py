@@ -7,6 +7,7 @@ verifier, helpers and the error hierarchy.
 from .asm import assemble
 from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from .disasm import disassemble
+from .elf import ElfObject, Program, load
 from .errors import (
     AsmError,
     BudgetExceeded,
@@ -52,6 +53,7 @@ __all__ = [
     "EbpfVmNoData",
     "EbpfVmRaw",
     "ElfError",
+    "ElfObject",
     "Helper",
     "HelperContext",
     "HelperFault",
@@ -60,11 +62,13 @@ __all__ = [
     "JitUnsupported",
     "MapError",
     "MemoryFault",
+    "Program",
     "VerifierError",
     "VmFault",
     "__version__",
     "assemble",
     "buffer_address",
     "disassemble",
+    "load",
     "verify",
 ]

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import bench_dir
-from ebpfvm import EbpfVmRaw, ElfError
+from ebpfvm import EbpfVmRaw, ElfError, MemoryFault, assemble
 from ebpfvm.elf import load
 from engines import run
 
 DATA = Path(__file__).resolve().parent / "data" / "elf"
 CALLS = DATA / "calls.o"  # built from calls.c by the Makefile beside it
+GLOBALS = DATA / "globals.o"  # built from globals.c
 BENCH = bench_dir() / "out"
 BENCH_OBJECTS = sorted(BENCH.glob("*.o")) if BENCH.is_dir() else []
 
@@ -82,3 +83,35 @@ def test_truncated_and_bit_flipped_objects() -> None:
             outcomes["loaded"] += 1
     assert outcomes["error"] > 0 and outcomes["loaded"] > 0
     assert sum(outcomes.values()) == len(cases)
+
+
+def test_global_data_is_shared_and_settable(engine: str) -> None:
+    obj = load(GLOBALS)
+    assert sorted(obj.data) == [".bss", ".data", ".rodata"]
+    assert obj.program("count").data_sections == (".bss", ".data", ".rodata")
+    # globals.c: counter (.data) starts at 7; limit (.rodata) is 100.
+    assert int.from_bytes(obj.data[".data"], "little") == 7
+    vm = obj.vm("count")
+    assert run(vm, engine, bytearray([50])) == 0  # counter 57 <= 100
+    assert run(vm, engine, bytearray([50])) == 1  # counter 107 > 100
+    assert int.from_bytes(obj.data[".data"], "little") == 107
+    assert obj.data[".bss"][0] == ord("e")  # seen = greeting[1]
+    # Like a libbpf skeleton's rodata: set from Python before the run.
+    obj.data[".rodata"][:4] = (1000).to_bytes(4, "little")
+    assert run(vm, engine, bytearray([1])) == 0  # counter 108 <= 1000
+
+
+def test_rodata_is_read_only_for_programs(checked_engine: str) -> None:
+    obj = load(GLOBALS)
+    program = obj.program("count")
+    # Rewrite the program to store into .rodata: take the address its lddw loads.
+    from ebpfvm.encoding import decode
+
+    lddws = [insn for insn in decode(program.code) if insn.opcode == 0x18]
+    rodata_address = lddws[-1].imm
+    vm = obj.vm("count")
+    vm.set_program(assemble(f"lddw r1, {rodata_address:#x}\nstw [r1+0], 5\nexit"))
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine, bytearray(1))
+    assert info.value.access == "store"
+    assert int.from_bytes(obj.data[".rodata"], "little") == 100

@@ -599,3 +599,13 @@ def test_helper_cannot_reenter_the_running_vm(checked_engine: str) -> None:
     assert isinstance(info.value.cause, EbpfError)
     vm.register_helper(1, lambda *args: 0)
     assert run(vm, checked_engine) == 5  # the VM is usable afterwards
+
+
+def test_allowed_buffer_can_be_made_read_only(checked_engine: str) -> None:
+    table = bytearray(4)
+    vm = EbpfVmNoData(assemble(f"lddw r1, {buffer_address(table):#x}\nstb [r1+0], 1\nexit"))
+    vm.register_allowed_memory(table, writable=False)
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine)
+    assert info.value.access == "store"
+    assert table == bytearray(4)

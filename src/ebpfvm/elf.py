@@ -6,9 +6,14 @@ subprograms: a program that calls them (R_BPF_64_32 on a ``call local``) gets
 the ``.text`` code appended and its call offsets patched, as libbpf links
 bpf-to-bpf calls.
 
-Not yet supported (the ELF issue continues): maps and global data (R_BPF_64_64
-on lddw) and BTF. Such objects raise :class:`~ebpfvm.errors.ElfError` naming
-the section and the symbol.
+Global data (``.data*``, ``.rodata*``, ``.bss*``) lives in one bytearray per
+section owned by the :class:`ElfObject`; an lddw relocated against it (R_BPF_64_64)
+becomes the buffer's real address, so every program of the object shares it, as
+in the kernel. Python can read and change it between runs (``obj.data``), and
+:meth:`ElfObject.vm` registers it as allowed memory (``.rodata`` read-only).
+
+Not yet supported (the ELF issue continues): maps (``maps``, ``.maps``) and
+BTF. Such objects raise :class:`~ebpfvm.errors.ElfError` naming the section.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import SLOT, SLOT_LAYOUT
+from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError
 from .isa import Form, find_row
+from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
 
@@ -31,18 +37,23 @@ R_BPF_64_64 = 1
 """Relocation on lddw: the address of a map or of global data."""
 R_BPF_64_32 = 10
 """Relocation on a call: the called function."""
+SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
 TEXT = ".text"
+DATA_PREFIXES = (".data", ".rodata", ".bss")
+"""Sections that become global data (libbpf: single-element array maps)."""
 
 
 @dataclass(frozen=True)
 class Program:
-    """One program: its function and section names and its linked bytecode."""
+    """One program: its function and section names, its linked bytecode, and
+    the global-data sections its code points into."""
 
     name: str
     section: str
     code: bytes
     subprograms: tuple[str, ...] = ()
+    data_sections: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.code) // SLOT
@@ -50,10 +61,26 @@ class Program:
 
 @dataclass
 class ElfObject:
-    """The programs of one object file, by function name and by section."""
+    """The programs of one object file, by function name and by section, and
+    its global data by section name."""
 
     programs: list[Program] = field(default_factory=list)
     license: str | None = None
+    data: dict[str, bytearray] = field(default_factory=dict)
+    _pins: list[Any] = field(default_factory=list, repr=False)
+
+    def vm(self, name: str | None = None, *, section: str | None = None,
+           kind: Any = None, **kwargs: Any) -> Any:
+        """A VM (EbpfVmRaw unless `kind` says otherwise) running one program,
+        with the global data it uses registered as allowed memory."""
+        from .vm import EbpfVmRaw
+
+        program = self.program(name, section=section)
+        vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+        for data_section in program.data_sections:
+            vm.register_allowed_memory(self.data[data_section],
+                                       writable=not data_section.startswith(".rodata"))
+        return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
         """The program called `name`, or the only one in `section`, or the only one."""
@@ -114,6 +141,7 @@ def _load(data: bytes) -> ElfObject:
     symbols = list(symtab.iter_symbols()) if isinstance(symtab, SymbolTableSection) else []
     sections = dict(_code_sections(elf, symbols))
     result = ElfObject(license=_license(elf))
+    global_data = _data_sections(elf, result)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
         if sym["st_info"]["type"] != "STT_FUNC" or not isinstance(sym["st_shndx"], int):
@@ -121,8 +149,30 @@ def _load(data: bytes) -> ElfObject:
         section = sections.get(sym["st_shndx"])
         if section is None or section.name == TEXT:
             continue
-        result.programs.append(_link(section, sym, text, sections))
+        result.programs.append(_link(section, sym, text, sections, global_data))
     return result
+
+
+def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int]]:
+    """Global-data sections as pinned bytearrays: section index -> (name, address, size)."""
+    found: dict[int, tuple[str, int, int]] = {}
+    for index, section in enumerate(elf.iter_sections()):
+        name = section.name
+        if not name.startswith(DATA_PREFIXES) or not section["sh_flags"] & SHF_ALLOC:
+            continue
+        size = section["sh_size"]
+        if section["sh_type"] == "SHT_NOBITS":
+            content = bytearray(size)
+        else:
+            content = bytearray(section.data())
+            if len(content) != size:
+                raise ElfError(f"section data is {len(content)} bytes, header says {size}", name)
+        # An empty section gets one byte so that it still has an address.
+        buffer = content if content else bytearray(1)
+        result.data[name] = buffer
+        result._pins.append(memoryview(buffer))  # no resize while programs point into it
+        found[index] = (name, address_of(buffer), size)
+    return found
 
 
 def _license(elf: Any) -> str | None:
@@ -167,12 +217,13 @@ def _function_slice(section: _Section, sym: Any) -> bytes:
 
 
 def _link(section: _Section, sym: Any, text: _Section | None,
-          sections: dict[int, _Section]) -> Program:
+          sections: dict[int, _Section], data: dict[int, tuple[str, int, int]]) -> Program:
     """The function's code, with .text appended when it calls into it."""
     start = sym["st_value"] // SLOT
     code = bytearray(_function_slice(section, sym))
     own = {start + i: i for i in range(len(code) // SLOT)}  # section index -> program index
     text_base: int | None = None
+    used_data: set[str] = set()
     pending = [(i, section, section_index) for section_index, i in own.items()]
     while pending:
         pc, where, index_in_section = pending.pop()
@@ -183,8 +234,20 @@ def _link(section: _Section, sym: Any, text: _Section | None,
         opcode, regs, _off, imm = SLOT_LAYOUT.unpack_from(code, pc * SLOT)
         row = find_row(opcode, regs >> 4, _off, imm)
         if kind == R_BPF_64_64:
-            raise ElfError(f"maps and global data are not supported yet (lddw of "
-                           f"{target_name!r})", where.name)
+            if row is None or row.form is not Form.LDDW or pc + 1 >= len(code) // SLOT:
+                raise ElfError(f"R_BPF_64_64 at instruction {index_in_section} is not on an "
+                               "lddw", where.name)
+            if shndx not in data:
+                raise ElfError(f"maps are not supported yet (lddw of {target_name!r})",
+                               where.name)
+            data_name, address, size = data[shndx]
+            offset = value + imm
+            if not 0 <= offset <= size:
+                raise ElfError(f"lddw of {target_name!r} points {offset} bytes into "
+                               f"{data_name}, which has {size}", where.name)
+            code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(regs & 0xF, 0, address + offset)
+            used_data.add(data_name)
+            continue
         if kind != R_BPF_64_32 or row is None or row.form is not Form.CALL_LOCAL:
             raise ElfError(f"unsupported relocation type {kind} at instruction "
                            f"{index_in_section} ({target_name!r})", where.name)
@@ -208,4 +271,4 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, base_pc - (pc + 1))
     subprograms = (TEXT,) if text_base is not None else ()
-    return Program(sym.name, section.name, bytes(code), subprograms)
+    return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)))

@@ -107,7 +107,9 @@ class _VmBase:
                 raise ValueError("allowed memory ranges must have step 1")
             runs = [(memory.start, len(memory))]
         elif _is_buffer(memory):
-            self._allowed_buffers.append(Region.of_buffer(memory, "allowed", writable or None))
+            # writable=True means "if the buffer allows it"; False forces read-only.
+            self._allowed_buffers.append(
+                Region.of_buffer(memory, "allowed", None if writable else False))
             if self._jit is not None:
                 self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
             return

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import bench_dir
-from ebpfvm import EbpfVmRaw, ElfError, MemoryFault, assemble
+from ebpfvm import EbpfVmRaw, ElfError, MapError, MemoryFault, assemble
 from ebpfvm.elf import load
 from engines import run
 
@@ -115,3 +115,30 @@ def test_rodata_is_read_only_for_programs(checked_engine: str) -> None:
         run(vm, checked_engine, bytearray(1))
     assert info.value.access == "store"
     assert int.from_bytes(obj.data[".rodata"], "little") == 100
+
+
+MAPS = DATA / "maps.o"  # built from maps.c
+
+
+def test_legacy_maps_with_kernel_semantics(engine: str) -> None:
+    obj = load(MAPS)
+    assert sorted(obj.maps) == ["counts", "totals"]
+    counts, totals = obj.maps["counts"], obj.maps["totals"]
+    assert (counts.type.name, counts.key_size, counts.value_size, counts.max_entries) == (
+        "HASH", 4, 8, 4)
+    vm = obj.vm("count_first_byte")
+    # maps.c: 0 created, 1 existed, 2 map full (4 entries), 3/4 delete of key 0
+    # succeeded/failed (0xff).
+    got = [run(vm, engine, bytearray([b])) for b in (1, 1, 2, 3, 4, 5, 1, 0xFF, 0)]
+    assert got == [0, 1, 0, 0, 0, 2, 1, 4, 2]
+    assert {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+            for k, v in counts.items()} == {1: 3, 2: 1, 3: 1, 4: 1}
+    assert int.from_bytes(totals[bytes(4)], "little") == 9  # every run counted once
+    # Python edits are what the program sees next.
+    del counts[(1).to_bytes(4, "little")]
+    assert run(vm, engine, bytearray([9])) == 0
+    counts[(2).to_bytes(4, "little")] = (5).to_bytes(8, "little")  # replacing needs no room
+    assert run(vm, engine, bytearray([2])) == 1
+    assert int.from_bytes(counts[(2).to_bytes(4, "little")], "little") == 6
+    with pytest.raises(MapError):  # full: {2, 3, 4, 9}
+        counts[(0).to_bytes(4, "little")] = (5).to_bytes(8, "little")

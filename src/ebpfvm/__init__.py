@@ -26,6 +26,7 @@ from .errors import (
 )
 from .helpers import Helper, HelperContext
 from .interpreter import STACK_SIZE
+from .maps import Map
 from .verifier import verify
 from .vm import (
     DEFAULT_BUDGET,
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidInstruction",
     "JitError",
     "JitUnsupported",
+    "Map",
     "MapError",
     "MemoryFault",
     "Program",

@@ -12,8 +12,11 @@ becomes the buffer's real address, so every program of the object shares it, as
 in the kernel. Python can read and change it between runs (``obj.data``), and
 :meth:`ElfObject.vm` registers it as allowed memory (``.rodata`` read-only).
 
-Not yet supported (the ELF issue continues): maps (``maps``, ``.maps``) and
-BTF. Such objects raise :class:`~ebpfvm.errors.ElfError` naming the section.
+Maps from the legacy ``maps`` section (``struct bpf_map_def``) become
+:class:`~ebpfvm.maps.Map` objects; an lddw of a map becomes the map's handle,
+which the map helpers (1-3) take. Not yet supported (the ELF issue continues):
+BTF-defined maps (``.maps``) and BTF; such objects raise
+:class:`~ebpfvm.errors.ElfError` naming the section.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
-from .errors import ElfError
+from .errors import ElfError, MapError
 from .isa import Form, find_row
+from .maps import Map, create_map, map_helpers
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -54,6 +58,7 @@ class Program:
     code: bytes
     subprograms: tuple[str, ...] = ()
     data_sections: tuple[str, ...] = ()
+    maps: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.code) // SLOT
@@ -67,6 +72,7 @@ class ElfObject:
     programs: list[Program] = field(default_factory=list)
     license: str | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
+    maps: dict[str, Map] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list, repr=False)
 
     def vm(self, name: str | None = None, *, section: str | None = None,
@@ -80,6 +86,12 @@ class ElfObject:
         for data_section in program.data_sections:
             vm.register_allowed_memory(self.data[data_section],
                                        writable=not data_section.startswith(".rodata"))
+        if program.maps:
+            used = {self.maps[name].handle: self.maps[name] for name in program.maps}
+            for key, helper in map_helpers(used).items():
+                vm.register_helper(key, helper)
+            for target in used.values():
+                vm.register_allowed_memory(target.slab)
         return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
@@ -142,6 +154,7 @@ def _load(data: bytes) -> ElfObject:
     sections = dict(_code_sections(elf, symbols))
     result = ElfObject(license=_license(elf))
     global_data = _data_sections(elf, result)
+    map_symbols = _legacy_maps(elf, symbols, result)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
         if sym["st_info"]["type"] != "STT_FUNC" or not isinstance(sym["st_shndx"], int):
@@ -149,8 +162,37 @@ def _load(data: bytes) -> ElfObject:
         section = sections.get(sym["st_shndx"])
         if section is None or section.name == TEXT:
             continue
-        result.programs.append(_link(section, sym, text, sections, global_data))
+        result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
     return result
+
+
+MAP_DEF = struct.Struct("<5I")
+"""struct bpf_map_def: type, key_size, value_size, max_entries, map_flags."""
+
+
+def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, Map]:
+    """Maps defined in the legacy ``maps`` section, by symbol name."""
+    found: dict[str, Map] = {}
+    for index, section in enumerate(elf.iter_sections()):
+        if section.name == ".maps":
+            raise ElfError("BTF-defined maps are not supported yet", section.name)
+        if section.name != "maps":
+            continue
+        content = bytes(section.data())
+        for sym in symbols:
+            if sym["st_shndx"] != index or sym["st_info"]["type"] not in ("STT_OBJECT",
+                                                                         "STT_NOTYPE"):
+                continue
+            start = sym["st_value"]
+            if start + MAP_DEF.size > len(content):
+                raise ElfError(f"map {sym.name!r} is cut short", section.name)
+            try:
+                created = create_map(sym.name, *MAP_DEF.unpack_from(content, start))
+            except MapError as exc:
+                raise ElfError(str(exc), section.name) from exc
+            created.handle = id(created)
+            found[sym.name] = result.maps[sym.name] = created
+    return found
 
 
 def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int]]:
@@ -217,13 +259,15 @@ def _function_slice(section: _Section, sym: Any) -> bytes:
 
 
 def _link(section: _Section, sym: Any, text: _Section | None,
-          sections: dict[int, _Section], data: dict[int, tuple[str, int, int]]) -> Program:
+          sections: dict[int, _Section], data: dict[int, tuple[str, int, int]],
+          maps: dict[str, Map]) -> Program:
     """The function's code, with .text appended when it calls into it."""
     start = sym["st_value"] // SLOT
     code = bytearray(_function_slice(section, sym))
     own = {start + i: i for i in range(len(code) // SLOT)}  # section index -> program index
     text_base: int | None = None
     used_data: set[str] = set()
+    used_maps: set[str] = set()
     pending = [(i, section, section_index) for section_index, i in own.items()]
     while pending:
         pc, where, index_in_section = pending.pop()
@@ -237,9 +281,14 @@ def _link(section: _Section, sym: Any, text: _Section | None,
             if row is None or row.form is not Form.LDDW or pc + 1 >= len(code) // SLOT:
                 raise ElfError(f"R_BPF_64_64 at instruction {index_in_section} is not on an "
                                "lddw", where.name)
+            if target_name in maps and shndx not in data:
+                handle = maps[target_name].handle
+                code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(regs & 0xF, 0, handle)
+                used_maps.add(target_name)
+                continue
             if shndx not in data:
-                raise ElfError(f"maps are not supported yet (lddw of {target_name!r})",
-                               where.name)
+                raise ElfError(f"lddw of {target_name!r}, which is neither a map nor "
+                               "global data", where.name)
             data_name, address, size = data[shndx]
             offset = value + imm
             if not 0 <= offset <= size:
@@ -271,4 +320,5 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, base_pc - (pc + 1))
     subprograms = (TEXT,) if text_base is not None else ()
-    return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)))
+    return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
+                   tuple(sorted(used_maps)))

@@ -1,0 +1,217 @@
+"""eBPF maps with kernel semantics, usable from Python as mappings.
+
+Each map keeps all its values in one bytearray (a slab of ``max_entries``
+slots), so a program gets real, stable addresses for the values it looks up,
+and the VM needs one memory region per map. From Python a map is a
+``MutableMapping[bytes, bytes]``.
+
+Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU) and
+lru_hash (least recently used entry evicted when full).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping
+from enum import IntEnum
+
+from .errors import MapError
+from .helpers import Helper, HelperContext
+from .memory import Region, address_of
+
+__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "Map", "MapType", "create_map", "map_helpers"]
+
+BPF_ANY = 0
+"""Update flag: create or replace."""
+BPF_NOEXIST = 1
+"""Update flag: create only."""
+BPF_EXIST = 2
+"""Update flag: replace only."""
+
+E2BIG = 7
+EEXIST = 17
+ENOENT = 2
+EINVAL = 22
+
+
+class MapType(IntEnum):
+    """Kernel map type numbers (include/uapi/linux/bpf.h)."""
+
+    HASH = 1
+    ARRAY = 2
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+
+
+class Map(MutableMapping[bytes, bytes]):
+    """One map: fixed key and value sizes, at most `max_entries` entries."""
+
+    def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
+                 max_entries: int, flags: int = 0) -> None:
+        if key_size <= 0 or value_size <= 0 or max_entries <= 0:
+            raise MapError(f"map {name!r}: key, value and entry counts must be positive")
+        self.name = name
+        self.type = map_type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.flags = flags
+        self.slab = bytearray(value_size * max_entries)
+        self._pin = memoryview(self.slab)  # the slab never moves
+        self.base = address_of(self.slab)
+        self.region = Region(self.base, memoryview(self.slab), True, f"map {name}")
+        self._slots: OrderedDict[bytes, int] = OrderedDict()
+        self._free = list(range(max_entries - 1, -1, -1))
+        self.handle = 0  # set by the VM or loader that gives programs this map
+
+    # -- what helpers call (errors are negative errno values, as the kernel's) ----
+
+    def lookup_elem(self, key: bytes) -> int:
+        """The address of the value for `key`, or 0."""
+        slot = self._slot(key)
+        if slot is None:
+            return 0
+        if self.type is MapType.LRU_HASH:
+            self._slots.move_to_end(key)
+        return self.base + slot * self.value_size
+
+    def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> int:
+        """Store `value` under `key`; 0 or a negative errno."""
+        if len(key) != self.key_size or len(value) != self.value_size or flags not in (
+                BPF_ANY, BPF_NOEXIST, BPF_EXIST):
+            return -EINVAL
+        slot = self._slot(key)
+        if self._is_array:
+            if slot is None:
+                return -E2BIG
+            if flags == BPF_NOEXIST:
+                return -EEXIST
+        elif slot is None:
+            if flags == BPF_EXIST:
+                return -ENOENT
+            if not self._free:
+                if self.type is not MapType.LRU_HASH:
+                    return -E2BIG
+                _oldest, freed = self._slots.popitem(last=False)
+                self._free.append(freed)
+            slot = self._free.pop()
+            self._slots[key] = slot
+        elif flags == BPF_NOEXIST:
+            return -EEXIST
+        elif self.type is MapType.LRU_HASH:
+            self._slots.move_to_end(key)
+        start = slot * self.value_size
+        self.slab[start : start + self.value_size] = value
+        return 0
+
+    def delete_elem(self, key: bytes) -> int:
+        """Remove `key`; 0 or a negative errno (arrays cannot delete)."""
+        if self._is_array:
+            return -EINVAL
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            return -ENOENT
+        self._free.append(slot)
+        return 0
+
+    @property
+    def _is_array(self) -> bool:
+        return self.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
+
+    def _slot(self, key: bytes) -> int | None:
+        if len(key) != self.key_size:
+            return None
+        if self._is_array:
+            index = int.from_bytes(key[:4], "little")
+            return index if index < self.max_entries else None
+        return self._slots.get(key)
+
+    # -- the Python mapping -------------------------------------------------------
+
+    def __getitem__(self, key: bytes) -> bytes:
+        slot = self._slot(self._key(key))
+        if slot is None:
+            raise KeyError(key)
+        start = slot * self.value_size
+        return bytes(self.slab[start : start + self.value_size])
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        key = self._key(key)
+        if len(value) != self.value_size:
+            raise MapError(f"map {self.name!r}: value is {len(value)} bytes, "
+                           f"not {self.value_size}")
+        error = self.update_elem(key, bytes(value))
+        if error:
+            raise MapError(f"map {self.name!r}: update failed with errno {-error}")
+
+    def __delitem__(self, key: bytes) -> None:
+        if self.delete_elem(self._key(key)):
+            raise KeyError(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._is_array:
+            return (i.to_bytes(self.key_size, "little") for i in range(self.max_entries))
+        return iter(list(self._slots))
+
+    def __len__(self) -> int:
+        return self.max_entries if self._is_array else len(self._slots)
+
+    def _key(self, key: bytes) -> bytes:
+        if len(key) != self.key_size:
+            raise MapError(f"map {self.name!r}: key is {len(key)} bytes, not {self.key_size}")
+        return bytes(key)
+
+    def __repr__(self) -> str:
+        return (f"Map({self.name!r}, {self.type.name}, key_size={self.key_size}, "
+                f"value_size={self.value_size}, max_entries={self.max_entries})")
+
+
+def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0) -> Map:
+    """A map of a kernel type number; MapError for the types not supported yet."""
+    try:
+        kind = MapType(map_type)
+    except ValueError:
+        raise MapError(f"map {name!r}: map type {map_type} is not supported yet") from None
+    if kind in (MapType.ARRAY, MapType.PERCPU_ARRAY) and key_size != 4:
+        raise MapError(f"map {name!r}: array keys are 4 bytes, not {key_size}")
+    return Map(name, kind, key_size, value_size, max_entries, flags)
+
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+_M64 = (1 << 64) - 1
+
+
+def map_helpers(maps: dict[int, Map]) -> dict[int, Helper]:
+    """The kernel's map helpers (1 lookup, 2 update, 3 delete) over `maps`,
+    keyed by the handle programs pass in r1."""
+
+    def find(handle: int) -> Map:
+        found = maps.get(handle)
+        if found is None:
+            raise MapError(f"no map has handle {handle:#x}")
+        return found
+
+    def lookup(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
+        target = find(handle)
+        return target.lookup_elem(ctx.read(key, target.key_size))
+
+    def update(ctx: HelperContext, handle: int, key: int, value: int, flags: int,
+               _e: int) -> int:
+        target = find(handle)
+        result = target.update_elem(ctx.read(key, target.key_size),
+                               ctx.read(value, target.value_size), flags)
+        return result & _M64
+
+    def delete(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
+        target = find(handle)
+        return target.delete_elem(ctx.read(key, target.key_size)) & _M64
+
+    return {
+        BPF_MAP_LOOKUP_ELEM: Helper(lookup, "bpf_map_lookup_elem", context=True),
+        BPF_MAP_UPDATE_ELEM: Helper(update, "bpf_map_update_elem", context=True),
+        BPF_MAP_DELETE_ELEM: Helper(delete, "bpf_map_delete_elem", context=True),
+    }

@@ -1,0 +1,80 @@
+"""Map semantics from Python: flags, capacity, LRU eviction, arrays, sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ebpfvm import MapError
+from ebpfvm.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MapType, create_map
+
+E2BIG, EEXIST, ENOENT, EINVAL = 7, 17, 2, 22
+
+
+def k(n: int) -> bytes:
+    return n.to_bytes(4, "little")
+
+
+def v(n: int) -> bytes:
+    return n.to_bytes(8, "little")
+
+
+def test_hash_flags_and_capacity() -> None:
+    m = create_map("h", MapType.HASH, 4, 8, 2)
+    assert m.update_elem(k(1), v(10), BPF_EXIST) == -ENOENT
+    assert m.update_elem(k(1), v(10), BPF_NOEXIST) == 0
+    assert m.update_elem(k(1), v(11), BPF_NOEXIST) == -EEXIST
+    assert m.update_elem(k(1), v(12), BPF_EXIST) == 0
+    assert m.update_elem(k(2), v(20), BPF_ANY) == 0
+    assert m.update_elem(k(3), v(30), BPF_ANY) == -E2BIG
+    assert m.update_elem(k(1), v(13), BPF_ANY) == 0  # replacing needs no room
+    assert m.update_elem(k(1), v(13), 7) == -EINVAL
+    assert dict(m) == {k(1): v(13), k(2): v(20)}
+    assert m.delete_elem(k(1)) == 0 and m.delete_elem(k(1)) == -ENOENT
+    assert m.update_elem(k(3), v(30), BPF_ANY) == 0  # the freed slot is reused
+    assert len(m) == 2
+
+
+def test_lookup_address_is_the_value() -> None:
+    import ctypes
+
+    m = create_map("h", MapType.HASH, 4, 8, 4)
+    m[k(7)] = v(0x1122334455667788)
+    address = m.lookup_elem(k(7))
+    assert m.region.start <= address < m.region.end
+    assert ctypes.c_uint64.from_address(address).value == 0x1122334455667788
+    assert m.lookup_elem(k(8)) == 0
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    m = create_map("l", MapType.LRU_HASH, 4, 8, 2)
+    m[k(1)] = v(1)
+    m[k(2)] = v(2)
+    assert m.lookup_elem(k(1))  # 1 is now the most recent
+    m[k(3)] = v(3)
+    assert sorted(m) == [k(1), k(3)]
+
+
+def test_array_semantics() -> None:
+    m = create_map("a", MapType.ARRAY, 4, 8, 3)
+    assert len(m) == 3 and m[k(2)] == v(0)
+    assert m.update_elem(k(3), v(1)) == -E2BIG
+    assert m.update_elem(k(0), v(1), BPF_NOEXIST) == -EEXIST  # array slots always exist
+    assert m.delete_elem(k(0)) == -EINVAL
+    m[k(1)] = v(9)
+    assert m[k(1)] == v(9)
+    with pytest.raises(KeyError):
+        m[k(5)]
+
+
+def test_wrong_sizes_and_types() -> None:
+    m = create_map("h", MapType.HASH, 4, 8, 2)
+    with pytest.raises(MapError):
+        m[b"\x01"] = v(1)
+    with pytest.raises(MapError):
+        m[k(1)] = b"\x01"
+    with pytest.raises(MapError):
+        create_map("x", 27, 4, 8, 2)  # ringbuf: not yet
+    with pytest.raises(MapError):
+        create_map("x", MapType.ARRAY, 8, 8, 2)
+    with pytest.raises(MapError):
+        create_map("x", MapType.HASH, 0, 8, 2)

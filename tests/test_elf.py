@@ -3,7 +3,9 @@ typed errors for malformed objects (never a crash or another exception type)."""
 
 from __future__ import annotations
 
+import io
 import random
+import struct
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,47 @@ def test_legacy_maps_with_kernel_semantics(engine: str) -> None:
     assert int.from_bytes(counts[(2).to_bytes(4, "little")], "little") == 6
     with pytest.raises(MapError):  # full: {2, 3, 4, 9}
         counts[(0).to_bytes(4, "little")] = (5).to_bytes(8, "little")
+
+
+BTF_MAPS = DATA / "btfmaps.o"  # built from btfmaps.c
+
+
+def _flow(saddr: int, daddr: int, sport: int, dport: int, payload: int) -> bytearray:
+    return bytearray(struct.pack("<IIHH", saddr, daddr, sport, dport) + bytes(payload))
+
+
+def test_btf_defined_lru_map(engine: str) -> None:
+    obj = load(BTF_MAPS)
+    flows = obj.maps["flows"]
+    # btfmaps.c: struct flow is 12 bytes, struct stats 16, LRU hash of 3 entries.
+    assert (flows.type.name, flows.key_size, flows.value_size, flows.max_entries) == (
+        "LRU_HASH", 12, 16, 3)
+    vm = obj.vm("track")
+    assert [run(vm, engine, _flow(1, 2, 3, 4, 10)) for _ in range(3)] == [1, 2, 3]
+    for n in (5, 6, 7):  # three new flows: the LRU evicts flow 1 (least recent)
+        assert run(vm, engine, _flow(n, n, n, n, 0)) == 1
+    assert len(flows) == 3
+    assert bytes(_flow(1, 2, 3, 4, 0)) not in flows
+    assert struct.unpack("<QQ", flows[bytes(_flow(5, 5, 5, 5, 0))]) == (1, 12)
+
+
+def test_corrupt_btf_is_an_elf_error() -> None:
+    from elftools.elf.elffile import ELFFile
+
+    original = BTF_MAPS.read_bytes()
+    btf = ELFFile(io.BytesIO(original)).get_section_by_name(".BTF")
+    start, size = btf["sh_offset"], btf["sh_size"]
+    rng = random.Random(9)
+    loaded, sections = 0, set()
+    for _ in range(300):
+        mutated = bytearray(original)
+        for _ in range(rng.randint(1, 6)):
+            mutated[start + rng.randrange(size)] ^= 1 << rng.randrange(8)
+        try:
+            load(bytes(mutated))
+        except ElfError as error:
+            sections.add(error.section)
+        else:
+            loaded += 1
+    assert 0 < loaded < 300  # some flips hit names or padding, others the types
+    assert ".BTF" in sections  # the BTF reader itself reports, naming its section

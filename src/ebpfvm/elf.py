@@ -14,9 +14,8 @@ in the kernel. Python can read and change it between runs (``obj.data``), and
 
 Maps from the legacy ``maps`` section (``struct bpf_map_def``) become
 :class:`~ebpfvm.maps.Map` objects; an lddw of a map becomes the map's handle,
-which the map helpers (1-3) take. Not yet supported (the ELF issue continues):
-BTF-defined maps (``.maps``) and BTF; such objects raise
-:class:`~ebpfvm.errors.ElfError` naming the section.
+which the map helpers (1-3) take. BTF-defined maps (``.maps``) are read from
+the object's BTF (:mod:`ebpfvm.btf`).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .btf import BtfKind, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
 from .isa import Form, find_row
@@ -175,7 +175,8 @@ def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, M
     found: dict[str, Map] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
-            raise ElfError("BTF-defined maps are not supported yet", section.name)
+            found.update(_btf_maps(elf, result))
+            continue
         if section.name != "maps":
             continue
         content = bytes(section.data())
@@ -192,6 +193,41 @@ def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, M
                 raise ElfError(str(exc), section.name) from exc
             created.handle = id(created)
             found[sym.name] = result.maps[sym.name] = created
+    return found
+
+
+def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map]:
+    """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
+    ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
+    section = elf.get_section_by_name(".BTF")
+    if section is None:
+        raise ElfError("BTF-defined maps need a .BTF section", ".maps")
+    btf = parse_btf(bytes(section.data()))
+    datasec = btf.datasec(".maps")
+    if datasec is None:
+        raise ElfError("no BTF DATASEC describes .maps", ".maps")
+    found: dict[str, Map] = {}
+    for _name, var_id, _offset in datasec.items:
+        var = btf.get(var_id)
+        definition = btf.strip(var.ref)
+        fields: dict[str, int] = {}
+        for member, member_type, _bits in definition.items:
+            pointee = btf.strip(btf.strip(member_type).ref) if btf.strip(member_type).kind \
+                is BtfKind.PTR else None
+            if pointee is None:
+                continue
+            if member in ("key", "value"):
+                fields[f"{member}_size"] = btf.size(pointee.id)
+            elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
+                fields[member] = pointee.array[2]
+        try:
+            created = create_map(var.name, fields.get("type", 0), fields.get("key_size", 0),
+                                 fields.get("value_size", 0), fields.get("max_entries", 0),
+                                 fields.get("map_flags", 0))
+        except MapError as exc:
+            raise ElfError(str(exc), ".maps") from exc
+        created.handle = id(created)
+        found[var.name] = result.maps[var.name] = created
     return found
 
 

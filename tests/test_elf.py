@@ -13,6 +13,7 @@ import pytest
 from conftest import bench_dir
 from ebpfvm import EbpfVmRaw, ElfError, MapError, MemoryFault, assemble
 from ebpfvm.elf import load
+from ebpfvm.kernel import KERNEL_HELPER_NAMES
 from engines import run
 
 DATA = Path(__file__).resolve().parent / "data" / "elf"
@@ -188,3 +189,19 @@ def test_corrupt_btf_is_an_elf_error() -> None:
             loaded += 1
     assert 0 < loaded < 300  # some flips hit names or padding, others the types
     assert ".BTF" in sections  # the BTF reader itself reports, naming its section
+
+
+def test_unsupported_helper_fails_at_load_time() -> None:
+    data = bytearray(MAPS.read_bytes())
+    lookup = bytes.fromhex("8500000001000000")  # call 1 (bpf_map_lookup_elem), no relocation
+    at = data.index(lookup)
+    data[at + 4 : at + 8] = (9999).to_bytes(4, "little")
+    with pytest.raises(ElfError) as info:
+        load(bytes(data))
+    assert info.value.section == "xdp"
+    assert "9999" in info.value.reason
+    number = KERNEL_HELPER_NAMES.index("bpf_skb_change_head")  # a real helper we lack
+    data[at + 4 : at + 8] = number.to_bytes(4, "little")
+    with pytest.raises(ElfError) as info:
+        load(bytes(data))
+    assert "bpf_skb_change_head" in info.value.reason

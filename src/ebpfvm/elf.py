@@ -30,7 +30,8 @@ from typing import Any
 from .btf import BtfKind, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
-from .isa import Form, find_row
+from .isa import OPS, Form, find_row
+from .kernel import KernelEnv, helper_name, kernel_helpers
 from .maps import Map, create_map, map_helpers
 from .memory import address_of
 
@@ -45,6 +46,7 @@ SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
 TEXT = ".text"
 DATA_PREFIXES = (".data", ".rodata", ".bss")
+CALL_OPCODE = next(row.opcode for row in OPS if row.form is Form.CALL)
 """Sections that become global data (libbpf: single-element array maps)."""
 
 
@@ -59,6 +61,7 @@ class Program:
     subprograms: tuple[str, ...] = ()
     data_sections: tuple[str, ...] = ()
     maps: tuple[str, ...] = ()
+    helpers: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.code) // SLOT
@@ -76,13 +79,22 @@ class ElfObject:
     _pins: list[Any] = field(default_factory=list, repr=False)
 
     def vm(self, name: str | None = None, *, section: str | None = None,
-           kind: Any = None, **kwargs: Any) -> Any:
-        """A VM (EbpfVmRaw unless `kind` says otherwise) running one program,
-        with the global data it uses registered as allowed memory."""
-        from .vm import EbpfVmRaw
+           kind: Any = None, fixed_mbuff: tuple[int, int] | None = None,
+           env: KernelEnv | None = None, **kwargs: Any) -> Any:
+        """A VM running one program, with the kernel helpers (`env` configures
+        them), its maps, and the global data it uses as allowed memory.
+        EbpfVmRaw by default; ``fixed_mbuff=(data_offset, data_end_offset)``
+        gives an EbpfVmFixedMbuff; `kind` any other VM class."""
+        from .vm import EbpfVmFixedMbuff, EbpfVmRaw
 
         program = self.program(name, section=section)
-        vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+        vm: Any
+        if fixed_mbuff is not None:
+            vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
+        else:
+            vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+        for key, helper in kernel_helpers(env if env is not None else KernelEnv()).items():
+            vm.register_helper(key, helper)
         for data_section in program.data_sections:
             vm.register_allowed_memory(self.data[data_section],
                                        writable=not data_section.startswith(".rodata"))
@@ -163,6 +175,13 @@ def _load(data: bytes) -> ElfObject:
         if section is None or section.name == TEXT:
             continue
         result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
+    supported = set(kernel_helpers(KernelEnv())) | set(map_helpers({}))
+    for program in result.programs:
+        for number in program.helpers:
+            if number not in supported:
+                raise ElfError(f"program {program.name!r} calls helper {number} "
+                               f"({helper_name(number)}), which is not supported yet",
+                               program.section)
     return result
 
 
@@ -356,5 +375,9 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, base_pc - (pc + 1))
     subprograms = (TEXT,) if text_base is not None else ()
+    helpers = sorted({imm & 0xFFFF_FFFF
+                      for _op, _regs, _off, imm in (SLOT_LAYOUT.unpack_from(code, i * SLOT)
+                                                    for i in range(len(code) // SLOT))
+                      if _op == CALL_OPCODE and _regs >> 4 == 0})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
-                   tuple(sorted(used_maps)))
+                   tuple(sorted(used_maps)), tuple(helpers))

@@ -78,6 +78,14 @@ class ElfObject:
     maps: dict[str, Map] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list, repr=False)
 
+    def xdp(self, name: str | None = None, *, section: str | None = None,
+            engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
+        """An XdpRunner (ebpfvm.contexts) for one program, with its helpers,
+        maps and global data; keyword arguments go to XdpRunner."""
+        from .contexts import XdpRunner
+
+        return XdpRunner(self.vm(name, section=section, env=env), engine=engine, **kwargs)
+
     def vm(self, name: str | None = None, *, section: str | None = None,
            kind: Any = None, fixed_mbuff: tuple[int, int] | None = None,
            env: KernelEnv | None = None, **kwargs: Any) -> Any:

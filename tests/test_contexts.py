@@ -63,3 +63,65 @@ def test_verdicts_and_context_fields() -> None:
     result = passing.run(b"abc")
     assert result.verdict is XdpAction.PASS and result.packet == b"abc"
     assert XdpRunner(assemble("mov r0, 99\nexit")).run(b"").verdict == 99
+
+
+ADJUST = """
+    mov r6, r1
+    mov r2, -4
+    call 44
+    jne r0, 0, fail
+    ldxw r2, [r6+0]
+    ldxw r3, [r6+4]
+    mov r4, r2
+    add r4, 4
+    jgt r4, r3, fail
+    stw [r2+0], 0x44434241
+    mov r1, r6
+    mov r2, -2
+    call 65
+    jne r0, 0, fail
+    mov r0, 2
+    exit
+fail:
+    mov r0, 1
+    exit
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_adjust_head_and_tail(engine: str) -> None:
+    from ebpfvm import assemble
+
+    runner = XdpRunner(assemble(ADJUST), engine=engine)
+    result = runner.run(b"0123456789abcdef")
+    # 4 bytes pushed in front ("ABCD" stored there), 2 cut from the end.
+    assert result.verdict is XdpAction.PASS
+    assert result.packet == b"ABCD0123456789abcd"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_adjust_limits_return_einval(engine: str) -> None:
+    from ebpfvm import assemble
+
+    einval = (-22) & ((1 << 64) - 1)
+    head = XdpRunner(assemble("mov r2, -300\ncall 44\nexit"), engine=engine, headroom=256)
+    assert head.run(bytes(20)).r0 == einval  # beyond the headroom
+    short = XdpRunner(assemble("mov r2, 10\ncall 44\nexit"), engine=engine)
+    assert short.run(bytes(20)).r0 == einval  # would leave less than an Ethernet header
+    tail = XdpRunner(assemble("mov r2, 40\ncall 65\nexit"), engine=engine, max_packet=64)
+    grown = tail.run(bytes(20))
+    assert grown.r0 == 0 and grown.packet == bytes(60)  # grows into the frame's tailroom
+    assert tail.run(bytes(25)).r0 == einval  # 65 bytes would pass the 64-byte frame
+    assert XdpRunner(assemble("mov r2, 100\ncall 65\nexit"), engine=engine,
+                     max_packet=64).run(bytes(60)).r0 == einval
+
+
+def test_no_bytes_of_an_earlier_packet_are_readable() -> None:
+    from ebpfvm import assemble
+
+    # Reads 4 bytes past data_end: the kernel's verifier would refuse it; we
+    # allow it inside the frame, but it must not show the previous packet.
+    peek = assemble("ldxw r2, [r1+4]\nldxw r0, [r2+0]\nexit")
+    runner = XdpRunner(peek)
+    runner.run(b"\xff" * 64)
+    assert runner.run(b"").r0 == 0

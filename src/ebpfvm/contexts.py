@@ -16,6 +16,7 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import EbpfError
+from .helpers import HelperContext
 from .memory import address_of
 from .vm import EbpfVmRaw
 
@@ -28,6 +29,14 @@ XDP_MD = struct.Struct("<6I")
 egress_ifindex (all u32)."""
 CONTEXT_SIZE = 64
 """Bytes reserved for the context before the packet area."""
+ETH_HLEN = 14
+"""The kernel keeps at least an Ethernet header between data and data_end."""
+EINVAL = 22
+BPF_XDP_ADJUST_HEAD = 44
+BPF_XDP_ADJUST_TAIL = 65
+XDP_HELPERS = frozenset({BPF_XDP_ADJUST_HEAD, BPF_XDP_ADJUST_TAIL})
+"""Helpers that only exist in an XDP context: XdpRunner registers them."""
+M64 = (1 << 64) - 1
 
 
 class XdpAction(IntEnum):
@@ -94,6 +103,35 @@ class XdpRunner:
         self.base = address_of(self._view)
         if self.base + size > 1 << 32:
             raise EbpfError("packet memory is not below 4 GiB on this platform")
+        self._dirty = 0
+        self.vm.register_helper(BPF_XDP_ADJUST_HEAD, self._adjust_head, context=True,
+                                name="bpf_xdp_adjust_head")
+        self.vm.register_helper(BPF_XDP_ADJUST_TAIL, self._adjust_tail, context=True,
+                                name="bpf_xdp_adjust_tail")
+
+    def _bounds(self, ctx: HelperContext, xdp: int) -> tuple[int, int]:
+        data, data_end = struct.unpack("<II", ctx.read(xdp, 8))
+        return data, data_end
+
+    def _adjust_head(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
+        """bpf_xdp_adjust_head: move data by `delta` (s32) within the headroom."""
+        data, data_end = self._bounds(ctx, xdp)
+        new = data + _s32(delta)
+        if new < self.base + CONTEXT_SIZE or new > data_end - ETH_HLEN:
+            return -EINVAL & M64
+        ctx.write(xdp, struct.pack("<I", new))
+        ctx.write(xdp + 8, struct.pack("<I", new))  # data_meta follows data (no metadata)
+        return 0
+
+    def _adjust_tail(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
+        """bpf_xdp_adjust_tail: move data_end by `delta` (s32) within the frame."""
+        data, data_end = self._bounds(ctx, xdp)
+        new = data_end + _s32(delta)
+        if new > self.base + len(self._view) or new - data < ETH_HLEN:
+            return -EINVAL & M64
+        ctx.write(xdp + 4, struct.pack("<I", new))
+        self._dirty = max(self._dirty, new - self.base)
+        return 0
 
     def run(self, packet: Any) -> XdpResult:
         """Run once; the context is rebuilt for every packet."""
@@ -107,14 +145,14 @@ class XdpRunner:
         XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
                          self.ingress_ifindex, self.rx_queue_index, 0)
         view[start:end] = data
-        region = view[:end]
-        try:
-            if self.engine == "interp":
-                r0 = self.vm.execute_program(region)
-            else:
-                r0 = self.vm.execute_program_jit(region)
-        finally:
-            region.release()
+        if self._dirty > end:  # nothing of an earlier packet stays readable
+            view[end : self._dirty] = bytes(self._dirty - end)
+        self._dirty = end
+        region = view  # growing at the tail (adjust_tail) stays inside the frame
+        if self.engine == "interp":
+            r0 = self.vm.execute_program(region)
+        else:
+            r0 = self.vm.execute_program_jit(region)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
         if not CONTEXT_SIZE <= low <= high <= len(view):
@@ -122,5 +160,11 @@ class XdpRunner:
         return XdpResult(r0, bytes(view[low:high]))
 
     def close(self) -> None:
+        """Release the packet memory."""
         self._view.release()
         self._map.close()
+
+
+def _s32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value >> 31 else value

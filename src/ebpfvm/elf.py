@@ -183,7 +183,9 @@ def _load(data: bytes) -> ElfObject:
         if section is None or section.name == TEXT:
             continue
         result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
-    supported = set(kernel_helpers(KernelEnv())) | set(map_helpers({}))
+    from .contexts import XDP_HELPERS
+
+    supported = set(kernel_helpers(KernelEnv())) | set(map_helpers({})) | XDP_HELPERS
     for program in result.programs:
         for number in program.helpers:
             if number not in supported:

@@ -20,7 +20,8 @@ from .helpers import HelperContext
 from .memory import address_of
 from .vm import EbpfVmRaw
 
-__all__ = ["TcAction", "XdpAction", "XdpResult", "XdpRunner"]
+__all__ = ["SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult", "XdpRunner",
+           "csum_diff"]
 
 MAP_32BIT = 0x40
 """mmap flag (x86-64 Linux): place the mapping in the first 2 GiB."""
@@ -78,6 +79,42 @@ class XdpResult:
             return self.r0
 
 
+class _Frame:
+    """One buffer below 4 GiB holding a context and a packet, reused per run."""
+
+    def __init__(self, size: int) -> None:
+        try:
+            self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_32BIT)
+        except (OSError, ValueError) as exc:
+            raise EbpfError(f"cannot map packet memory below 4 GiB: {exc}") from exc
+        self.view = memoryview(self.map)
+        self.base = address_of(self.view)
+        if self.base + size > 1 << 32:
+            raise EbpfError("packet memory is not below 4 GiB on this platform")
+        self.dirty = 0
+
+    def load(self, start: int, data: bytes) -> int:
+        """Clear the context and headroom, copy the packet to `start`, and clear
+        whatever an earlier packet left after it. Returns the packet's end."""
+        view = self.view
+        end = start + len(data)
+        view[:start] = bytes(start)
+        view[start:end] = data
+        if self.dirty > end:  # nothing of an earlier packet stays readable
+            view[end : self.dirty] = bytes(self.dirty - end)
+        self.dirty = end
+        return end
+
+    def execute(self, vm: EbpfVmRaw, engine: str) -> int:
+        if engine == "interp":
+            return vm.execute_program(self.view)
+        return vm.execute_program_jit(self.view)
+
+    def close(self) -> None:
+        self.view.release()
+        self.map.close()
+
+
 class XdpRunner:
     """Run an XDP program (a VM holding it, or its bytecode) on packets.
 
@@ -94,16 +131,8 @@ class XdpRunner:
         self.max_packet = max_packet
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
-        size = CONTEXT_SIZE + headroom + max_packet
-        try:
-            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_32BIT)
-        except (OSError, ValueError) as exc:
-            raise EbpfError(f"cannot map packet memory below 4 GiB: {exc}") from exc
-        self._view = memoryview(self._map)
-        self.base = address_of(self._view)
-        if self.base + size > 1 << 32:
-            raise EbpfError("packet memory is not below 4 GiB on this platform")
-        self._dirty = 0
+        self._frame = _Frame(CONTEXT_SIZE + headroom + max_packet)
+        self.base = self._frame.base
         self.vm.register_helper(BPF_XDP_ADJUST_HEAD, self._adjust_head, context=True,
                                 name="bpf_xdp_adjust_head")
         self.vm.register_helper(BPF_XDP_ADJUST_TAIL, self._adjust_tail, context=True,
@@ -127,10 +156,10 @@ class XdpRunner:
         """bpf_xdp_adjust_tail: move data_end by `delta` (s32) within the frame."""
         data, data_end = self._bounds(ctx, xdp)
         new = data_end + _s32(delta)
-        if new > self.base + len(self._view) or new - data < ETH_HLEN:
+        if new > self.base + len(self._frame.view) or new - data < ETH_HLEN:
             return -EINVAL & M64
         ctx.write(xdp + 4, struct.pack("<I", new))
-        self._dirty = max(self._dirty, new - self.base)
+        self._frame.dirty = max(self._frame.dirty, new - self.base)
         return 0
 
     def run(self, packet: Any) -> XdpResult:
@@ -139,20 +168,12 @@ class XdpRunner:
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
         start = CONTEXT_SIZE + self.headroom
-        end = start + len(data)
-        view = self._view
-        view[:start] = bytes(start)
+        frame = self._frame
+        view = frame.view
+        end = frame.load(start, data)
         XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
                          self.ingress_ifindex, self.rx_queue_index, 0)
-        view[start:end] = data
-        if self._dirty > end:  # nothing of an earlier packet stays readable
-            view[end : self._dirty] = bytes(self._dirty - end)
-        self._dirty = end
-        region = view  # growing at the tail (adjust_tail) stays inside the frame
-        if self.engine == "interp":
-            r0 = self.vm.execute_program(region)
-        else:
-            r0 = self.vm.execute_program_jit(region)
+        r0 = frame.execute(self.vm, self.engine)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
         if not CONTEXT_SIZE <= low <= high <= len(view):
@@ -161,10 +182,186 @@ class XdpRunner:
 
     def close(self) -> None:
         """Release the packet memory."""
-        self._view.release()
-        self._map.close()
+        self._frame.close()
 
 
 def _s32(value: int) -> int:
     value &= 0xFFFF_FFFF
     return value - (1 << 32) if value >> 31 else value
+
+
+SKB_SIZE = 192
+"""sizeof(struct __sk_buff)."""
+_SKB_FIELDS = {  # offsetof(struct __sk_buff, field), from linux/bpf.h
+    "len": 0, "pkt_type": 4, "mark": 8, "queue_mapping": 12, "protocol": 16,
+    "vlan_present": 20, "vlan_tci": 24, "vlan_proto": 28, "priority": 32,
+    "ingress_ifindex": 36, "ifindex": 40, "tc_index": 44, "hash": 68, "tc_classid": 72,
+    "data": 76, "data_end": 80, "napi_id": 84, "family": 88, "data_meta": 140, "wire_len": 160,
+}
+_SKB_CB = 48
+EFAULT = 14
+BPF_SKB_STORE_BYTES = 9
+BPF_L3_CSUM_REPLACE = 10
+BPF_L4_CSUM_REPLACE = 11
+BPF_SKB_LOAD_BYTES = 26
+BPF_CSUM_DIFF = 28
+SKB_HELPERS = frozenset({BPF_SKB_STORE_BYTES, BPF_L3_CSUM_REPLACE, BPF_L4_CSUM_REPLACE,
+                         BPF_SKB_LOAD_BYTES, BPF_CSUM_DIFF})
+"""Helpers that need an __sk_buff: SkbRunner registers them."""
+BPF_F_HDR_FIELD_MASK = 0xF
+
+
+@dataclass(frozen=True)
+class SkbResult:
+    """A socket-filter or tc run: r0 (a TcAction for tc programs) and the packet."""
+
+    r0: int
+    packet: bytes
+
+    @property
+    def verdict(self) -> TcAction | int:
+        try:
+            return TcAction(_s32(self.r0))
+        except ValueError:
+            return self.r0
+
+
+def _csum_add(total: int, value: int) -> int:
+    """Ones'-complement 32-bit addition with end-around carry."""
+    total += value
+    return (total & 0xFFFF_FFFF) + (total >> 32)
+
+
+def _csum_fold(total: int) -> int:
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return total & 0xFFFF
+
+
+def csum_diff(removed: bytes, added: bytes, seed: int) -> int:
+    """bpf_csum_diff: the ones'-complement sum of `added` minus `removed`, plus
+    `seed`, as an unfolded 32-bit checksum (sizes multiples of 4)."""
+    total = seed & 0xFFFF_FFFF
+    for offset in range(0, len(removed), 4):
+        total = _csum_add(total, ~int.from_bytes(removed[offset : offset + 4], "little")
+                          & 0xFFFF_FFFF)
+    for offset in range(0, len(added), 4):
+        total = _csum_add(total, int.from_bytes(added[offset : offset + 4], "little"))
+    return total & 0xFFFF_FFFF
+
+
+def _replace_checksum(old: int, removed: int, added: int, size: int) -> int:
+    """RFC 1624 incremental update of a 16-bit checksum (network byte order
+    values as they sit in memory, read little-endian)."""
+    if size == 0:  # `added` is a csum_diff result
+        total = _csum_add(~old & 0xFFFF, added)
+    else:
+        width = size * 8
+        mask = (1 << width) - 1
+        total = _csum_add(~old & 0xFFFF, ~removed & mask)
+        total = _csum_add(total, added & mask)
+    return ~_csum_fold(total) & 0xFFFF
+
+
+class SkbRunner:
+    """Run a socket-filter or tc program on packets with a real ``__sk_buff``.
+
+    Fields (mark, priority, ifindex, cb...) come from the keyword arguments of
+    the constructor, per run from :meth:`run`; len, protocol, data and data_end
+    from the packet. `engine` as for :class:`XdpRunner`."""
+
+    def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
+                 max_packet: int = 65536, **fields: Any) -> None:
+        self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
+        self.engine = engine
+        if engine != "interp":
+            self.vm.jit_compile(unchecked=engine == "jit-unchecked")
+        self.max_packet = max_packet
+        self.fields = fields
+        self._frame = _Frame(SKB_SIZE + CONTEXT_SIZE + max_packet)
+        self.base = self._frame.base
+        self._start = SKB_SIZE + CONTEXT_SIZE
+        self._end = self._start
+        for number, fn, name in (
+            (BPF_SKB_LOAD_BYTES, self._load_bytes, "bpf_skb_load_bytes"),
+            (BPF_SKB_STORE_BYTES, self._store_bytes, "bpf_skb_store_bytes"),
+            (BPF_L3_CSUM_REPLACE, self._l3_csum_replace, "bpf_l3_csum_replace"),
+            (BPF_L4_CSUM_REPLACE, self._l4_csum_replace, "bpf_l4_csum_replace"),
+            (BPF_CSUM_DIFF, self._csum_diff, "bpf_csum_diff"),
+        ):
+            self.vm.register_helper(number, fn, context=True, name=name)
+
+    def run(self, packet: Any, **fields: Any) -> SkbResult:
+        data = bytes(packet)
+        if len(data) > self.max_packet:
+            raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
+        frame = self._frame
+        self._end = frame.load(self._start, data)
+        values = {"len": len(data), "wire_len": len(data), "pkt_type": 0,
+                  "protocol": int.from_bytes(data[12:14], "little") if len(data) >= 14 else 0,
+                  **self.fields, **fields,
+                  "data": self.base + self._start, "data_end": self.base + self._end,
+                  "data_meta": self.base + self._start}
+        cb: tuple[int, ...] = tuple(values.pop("cb", ()))
+        if len(cb) > 5:
+            raise ValueError("__sk_buff has five cb words")
+        for name, value in values.items():
+            if name not in _SKB_FIELDS:
+                raise ValueError(f"__sk_buff has no field {name!r} here")
+            struct.pack_into("<I", frame.view, _SKB_FIELDS[name], int(value) & 0xFFFF_FFFF)
+        for index, value in enumerate(cb):
+            struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
+        r0 = frame.execute(self.vm, self.engine)
+        return SkbResult(r0, bytes(frame.view[self._start : self._end]))
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _packet_range(self, offset: int, size: int) -> tuple[int, int] | None:
+        start = self._start + offset
+        if offset < 0 or size < 0 or start + size > self._end:
+            return None
+        return start, start + size
+
+    def _load_bytes(self, ctx: HelperContext, _skb: int, offset: int, to: int, size: int,
+                    _e: int) -> int:
+        span = self._packet_range(_s32(offset), _s32(size))
+        if span is None:
+            return -EFAULT & M64
+        ctx.write(to, bytes(self._frame.view[span[0] : span[1]]))
+        return 0
+
+    def _store_bytes(self, ctx: HelperContext, _skb: int, offset: int, source: int, size: int,
+                     _flags: int) -> int:
+        span = self._packet_range(_s32(offset), _s32(size))
+        if span is None:
+            return -EFAULT & M64
+        self._frame.view[span[0] : span[1]] = ctx.read(source, span[1] - span[0])
+        return 0
+
+    def _replace(self, offset: int, removed: int, added: int, flags: int) -> int:
+        span = self._packet_range(_s32(offset), 2)
+        size = flags & BPF_F_HDR_FIELD_MASK
+        if span is None or size not in (0, 2, 4):
+            return -EINVAL & M64
+        view = self._frame.view
+        old = int.from_bytes(view[span[0] : span[1]], "little")
+        new = _replace_checksum(old, removed, added, size)
+        view[span[0] : span[1]] = new.to_bytes(2, "little")
+        return 0
+
+    def _l3_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,
+                         added: int, size: int) -> int:
+        return self._replace(offset, removed, added, size)
+
+    def _l4_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,
+                         added: int, flags: int) -> int:
+        return self._replace(offset, removed, added, flags)
+
+    def _csum_diff(self, ctx: HelperContext, removed: int, removed_size: int, added: int,
+                   added_size: int, seed: int) -> int:
+        if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
+            return -EINVAL & M64
+        return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
+
+    def close(self) -> None:
+        self._frame.close()

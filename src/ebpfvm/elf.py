@@ -86,6 +86,13 @@ class ElfObject:
 
         return XdpRunner(self.vm(name, section=section, env=env), engine=engine, **kwargs)
 
+    def skb(self, name: str | None = None, *, section: str | None = None,
+            engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
+        """An SkbRunner (ebpfvm.contexts) for a socket-filter or tc program."""
+        from .contexts import SkbRunner
+
+        return SkbRunner(self.vm(name, section=section, env=env), engine=engine, **kwargs)
+
     def vm(self, name: str | None = None, *, section: str | None = None,
            kind: Any = None, fixed_mbuff: tuple[int, int] | None = None,
            env: KernelEnv | None = None, **kwargs: Any) -> Any:
@@ -183,9 +190,10 @@ def _load(data: bytes) -> ElfObject:
         if section is None or section.name == TEXT:
             continue
         result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
-    from .contexts import XDP_HELPERS
+    from .contexts import SKB_HELPERS, XDP_HELPERS
 
-    supported = set(kernel_helpers(KernelEnv())) | set(map_helpers({})) | XDP_HELPERS
+    supported = (set(kernel_helpers(KernelEnv())) | set(map_helpers({})) | XDP_HELPERS
+                 | SKB_HELPERS)
     for program in result.programs:
         for number in program.helpers:
             if number not in supported:

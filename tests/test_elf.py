@@ -205,3 +205,19 @@ def test_unsupported_helper_fails_at_load_time() -> None:
     with pytest.raises(ElfError) as info:
         load(bytes(data))
     assert "bpf_skb_change_head" in info.value.reason
+
+
+def test_queue_and_stack_maps(engine: str) -> None:
+    obj = load(DATA / "queue.o")  # built from queue.c
+    lengths, firsts = obj.maps["lengths"], obj.maps["firsts"]
+    assert (lengths.type.name, lengths.value_size, lengths.max_entries) == ("QUEUE", 4, 3)
+    assert (firsts.type.name, firsts.value_size, firsts.max_entries) == ("STACK", 1, 8)
+    vm = obj.vm("record")
+    # queue.c returns the queue's head; the 4th push (BPF_EXIST) drops the oldest.
+    heads = [run(vm, engine, bytearray([b] * n)) for b, n in ((5, 10), (6, 20), (7, 30), (8, 40))]
+    assert heads == [10, 10, 10, 20]
+    assert [int.from_bytes(v, "little") for v in lengths] == [20, 30, 40]
+    # A packet starting with 0 pops the stack: last in, first out, then empty.
+    assert [run(vm, engine, bytearray([0])) for _ in range(5)] == [1008, 1007, 1006, 1005, 2000]
+    firsts.push(b"\x2a")  # Python pushes what the program pops next
+    assert run(vm, engine, bytearray([0])) == 1042

@@ -78,3 +78,26 @@ def test_wrong_sizes_and_types() -> None:
         create_map("x", MapType.ARRAY, 8, 8, 2)
     with pytest.raises(MapError):
         create_map("x", MapType.HASH, 0, 8, 2)
+
+
+def test_queue_and_stack_from_python() -> None:
+    from ebpfvm.maps import QueueMap
+
+    queue = create_map("q", MapType.QUEUE, 0, 2, 2)
+    stack = create_map("s", MapType.STACK, 0, 2, 2)
+    assert isinstance(queue, QueueMap) and isinstance(stack, QueueMap)
+    for m in (queue, stack):
+        m.push(b"aa")
+        m.push(b"bb")
+        assert m.push_elem(b"cc") == -E2BIG
+        with pytest.raises(MapError):
+            m.push(b"toolong")
+    assert queue.peek() == b"aa" and stack.peek() == b"bb"
+    assert list(queue) == [b"aa", b"bb"] and list(stack) == [b"bb", b"aa"]
+    assert queue.push_elem(b"cc", BPF_EXIST) == 0  # drops the oldest
+    assert [queue.pop(), queue.pop()] == [b"bb", b"cc"]
+    assert [stack.pop(), stack.pop()] == [b"bb", b"aa"]
+    with pytest.raises(MapError):
+        queue.pop()
+    with pytest.raises(MapError):
+        create_map("k", MapType.QUEUE, 4, 2, 2)  # queues have no key

@@ -26,7 +26,7 @@ from .errors import (
 )
 from .helpers import Helper, HelperContext
 from .interpreter import STACK_SIZE
-from .maps import Map
+from .maps import Map, QueueMap
 from .verifier import verify
 from .vm import (
     DEFAULT_BUDGET,
@@ -65,6 +65,7 @@ __all__ = [
     "MapError",
     "MemoryFault",
     "Program",
+    "QueueMap",
     "VerifierError",
     "VmFault",
     "__version__",

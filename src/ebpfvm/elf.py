@@ -32,7 +32,7 @@ from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
-from .maps import Map, create_map, map_helpers
+from .maps import Map, QueueMap, create_map, map_helpers
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -75,7 +75,7 @@ class ElfObject:
     programs: list[Program] = field(default_factory=list)
     license: str | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
-    maps: dict[str, Map] = field(default_factory=dict)
+    maps: dict[str, Map | QueueMap] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list, repr=False)
 
     def xdp(self, name: str | None = None, *, section: str | None = None,
@@ -118,7 +118,8 @@ class ElfObject:
             for key, helper in map_helpers(used).items():
                 vm.register_helper(key, helper)
             for target in used.values():
-                vm.register_allowed_memory(target.slab)
+                if isinstance(target, Map):
+                    vm.register_allowed_memory(target.slab)
         return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
@@ -207,9 +208,9 @@ MAP_DEF = struct.Struct("<5I")
 """struct bpf_map_def: type, key_size, value_size, max_entries, map_flags."""
 
 
-def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, Map]:
+def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, Map | QueueMap]:
     """Maps defined in the legacy ``maps`` section, by symbol name."""
-    found: dict[str, Map] = {}
+    found: dict[str, Map | QueueMap] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
             found.update(_btf_maps(elf, result))
@@ -233,7 +234,7 @@ def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, M
     return found
 
 
-def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map]:
+def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map | QueueMap]:
     """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
     ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
     section = elf.get_section_by_name(".BTF")
@@ -243,7 +244,7 @@ def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map]:
     datasec = btf.datasec(".maps")
     if datasec is None:
         raise ElfError("no BTF DATASEC describes .maps", ".maps")
-    found: dict[str, Map] = {}
+    found: dict[str, Map | QueueMap] = {}
     for _name, var_id, _offset in datasec.items:
         var = btf.get(var_id)
         definition = btf.strip(var.ref)
@@ -333,7 +334,7 @@ def _function_slice(section: _Section, sym: Any) -> bytes:
 
 def _link(section: _Section, sym: Any, text: _Section | None,
           sections: dict[int, _Section], data: dict[int, tuple[str, int, int]],
-          maps: dict[str, Map]) -> Program:
+          maps: dict[str, Map | QueueMap]) -> Program:
     """The function's code, with .text appended when it calls into it."""
     start = sym["st_value"] // SLOT
     code = bytearray(_function_slice(section, sym))

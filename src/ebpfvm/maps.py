@@ -5,13 +5,14 @@ slots), so a program gets real, stable addresses for the values it looks up,
 and the VM needs one memory region per map. From Python a map is a
 ``MutableMapping[bytes, bytes]``.
 
-Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU) and
-lru_hash (least recently used entry evicted when full).
+Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU),
+lru_hash (least recently used entry evicted when full), and queue and stack
+(:class:`QueueMap`, with the push/pop/peek helpers).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
 
@@ -19,7 +20,8 @@ from .errors import MapError
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
-__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "Map", "MapType", "create_map", "map_helpers"]
+__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "Map", "MapType", "QueueMap", "create_map",
+           "map_helpers"]
 
 BPF_ANY = 0
 """Update flag: create or replace."""
@@ -42,6 +44,73 @@ class MapType(IntEnum):
     PERCPU_HASH = 5
     PERCPU_ARRAY = 6
     LRU_HASH = 9
+    QUEUE = 22
+    STACK = 23
+
+
+class QueueMap:
+    """A queue (FIFO) or stack (LIFO) map: no keys, values pushed and popped.
+    From Python: push(), pop(), peek(), len() and iteration (next out first)."""
+
+    def __init__(self, name: str, map_type: MapType, value_size: int, max_entries: int,
+                 flags: int = 0) -> None:
+        if value_size <= 0 or max_entries <= 0:
+            raise MapError(f"map {name!r}: value size and entry count must be positive")
+        self.name = name
+        self.type = map_type
+        self.key_size = 0
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.flags = flags
+        self.items: deque[bytes] = deque()
+        self.handle = 0
+
+    def push_elem(self, value: bytes, flags: int = BPF_ANY) -> int:
+        """0, or -E2BIG when full (unless BPF_EXIST, which drops the oldest)."""
+        if len(value) != self.value_size or flags not in (BPF_ANY, BPF_EXIST):
+            return -EINVAL
+        if len(self.items) == self.max_entries:
+            if flags != BPF_EXIST:
+                return -E2BIG
+            self.items.popleft()
+        self.items.append(bytes(value))
+        return 0
+
+    def peek_elem(self) -> bytes | None:
+        if not self.items:
+            return None
+        return self.items[0] if self.type is MapType.QUEUE else self.items[-1]
+
+    def pop_elem(self) -> bytes | None:
+        if not self.items:
+            return None
+        return self.items.popleft() if self.type is MapType.QUEUE else self.items.pop()
+
+    def push(self, value: bytes) -> None:
+        if self.push_elem(bytes(value)):
+            raise MapError(f"map {self.name!r}: push failed (full, or wrong value size)")
+
+    def pop(self) -> bytes:
+        value = self.pop_elem()
+        if value is None:
+            raise MapError(f"map {self.name!r} is empty")
+        return value
+
+    def peek(self) -> bytes:
+        value = self.peek_elem()
+        if value is None:
+            raise MapError(f"map {self.name!r} is empty")
+        return value
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(list(self.items) if self.type is MapType.QUEUE else list(reversed(self.items)))
+
+    def __repr__(self) -> str:
+        return (f"QueueMap({self.name!r}, {self.type.name}, value_size={self.value_size}, "
+                f"max_entries={self.max_entries})")
 
 
 class Map(MutableMapping[bytes, bytes]):
@@ -168,12 +237,16 @@ class Map(MutableMapping[bytes, bytes]):
 
 
 def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
-               flags: int = 0) -> Map:
+               flags: int = 0) -> Map | QueueMap:
     """A map of a kernel type number; MapError for the types not supported yet."""
     try:
         kind = MapType(map_type)
     except ValueError:
         raise MapError(f"map {name!r}: map type {map_type} is not supported yet") from None
+    if kind in (MapType.QUEUE, MapType.STACK):
+        if key_size:
+            raise MapError(f"map {name!r}: queue and stack maps have no key")
+        return QueueMap(name, kind, value_size, max_entries, flags)
     if kind in (MapType.ARRAY, MapType.PERCPU_ARRAY) and key_size != 4:
         raise MapError(f"map {name!r}: array keys are 4 bytes, not {key_size}")
     return Map(name, kind, key_size, value_size, max_entries, flags)
@@ -182,18 +255,39 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_PUSH_ELEM = 87
+BPF_MAP_POP_ELEM = 88
+BPF_MAP_PEEK_ELEM = 89
 _M64 = (1 << 64) - 1
 
 
-def map_helpers(maps: dict[int, Map]) -> dict[int, Helper]:
-    """The kernel's map helpers (1 lookup, 2 update, 3 delete) over `maps`,
-    keyed by the handle programs pass in r1."""
+def map_helpers(maps: dict[int, Map | QueueMap]) -> dict[int, Helper]:
+    """The kernel's map helpers (1 lookup, 2 update, 3 delete, 87 push, 88 pop,
+    89 peek) over `maps`, keyed by the handle programs pass in r1."""
 
     def find(handle: int) -> Map:
         found = maps.get(handle)
-        if found is None:
-            raise MapError(f"no map has handle {handle:#x}")
+        if not isinstance(found, Map):
+            raise MapError(f"no keyed map has handle {handle:#x}")
         return found
+
+    def find_queue(handle: int) -> QueueMap:
+        found = maps.get(handle)
+        if not isinstance(found, QueueMap):
+            raise MapError(f"no queue or stack map has handle {handle:#x}")
+        return found
+
+    def push(ctx: HelperContext, handle: int, value: int, flags: int, _d: int, _e: int) -> int:
+        target = find_queue(handle)
+        return target.push_elem(ctx.read(value, target.value_size), flags) & _M64
+
+    def take(ctx: HelperContext, handle: int, value: int, remove: bool) -> int:
+        target = find_queue(handle)
+        item = target.pop_elem() if remove else target.peek_elem()
+        if item is None:
+            return -ENOENT & _M64
+        ctx.write(value, item)
+        return 0
 
     def lookup(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
         target = find(handle)
@@ -214,4 +308,9 @@ def map_helpers(maps: dict[int, Map]) -> dict[int, Helper]:
         BPF_MAP_LOOKUP_ELEM: Helper(lookup, "bpf_map_lookup_elem", context=True),
         BPF_MAP_UPDATE_ELEM: Helper(update, "bpf_map_update_elem", context=True),
         BPF_MAP_DELETE_ELEM: Helper(delete, "bpf_map_delete_elem", context=True),
+        BPF_MAP_PUSH_ELEM: Helper(push, "bpf_map_push_elem", context=True),
+        BPF_MAP_POP_ELEM: Helper(lambda ctx, h, v, *_r: take(ctx, h, v, True),
+                                 "bpf_map_pop_elem", context=True),
+        BPF_MAP_PEEK_ELEM: Helper(lambda ctx, h, v, *_r: take(ctx, h, v, False),
+                                  "bpf_map_peek_elem", context=True),
     }

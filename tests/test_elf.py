@@ -221,3 +221,20 @@ def test_queue_and_stack_maps(engine: str) -> None:
     assert [run(vm, engine, bytearray([0])) for _ in range(5)] == [1008, 1007, 1006, 1005, 2000]
     firsts.push(b"\x2a")  # Python pushes what the program pops next
     assert run(vm, engine, bytearray([0])) == 1042
+
+
+def test_ring_buffer_records(engine: str) -> None:
+    obj = load(DATA / "ringbuf.o")  # built from ringbuf.c
+    ring = obj.maps["events"]
+    vm = obj.vm("emit")
+    assert [run(vm, engine, bytearray([b, 9, 9])) for b in (2, 3, 4)] == [0, 0, 0]
+    # Records come out in reservation order; the odd packet's event was discarded.
+    event = struct.Struct("<IB3x")
+    assert list(ring.consume()) == [
+        event.pack(3, 2), b"\x02\x09", b"\x03\x09", event.pack(3, 4), b"\x04\x09"]
+    assert list(ring.consume()) == []  # each record once
+    # 16 bytes per event record and per 2-byte output (8-byte headers, 8-byte
+    # alignment): 128 packets fill 4096 bytes, the next reserve fails.
+    assert [run(vm, engine, bytearray([2, 0])) for _ in range(129)][-2:] == [0, 1]
+    assert len(list(ring.consume())) == 256
+    assert run(vm, engine, bytearray([2, 0])) == 0  # consuming made room

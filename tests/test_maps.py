@@ -101,3 +101,20 @@ def test_queue_and_stack_from_python() -> None:
         queue.pop()
     with pytest.raises(MapError):
         create_map("k", MapType.QUEUE, 4, 2, 2)  # queues have no key
+
+
+def test_ring_buffer_framing() -> None:
+    from ebpfvm.maps import RINGBUF_BUSY, RingBuf
+
+    ring = create_map("r", MapType.RINGBUF, 0, 0, 4096)
+    assert isinstance(ring, RingBuf)
+    first = ring.reserve(5)
+    assert first and ring.output(b"xyz") == 0
+    assert list(ring.consume()) == []  # the first record is still busy
+    header = int.from_bytes(ring.slab[0:4], "little")
+    assert header == 5 | RINGBUF_BUSY
+    assert ring.commit(first, discard=False)
+    assert not ring.commit(first, discard=False)  # only once
+    assert list(ring.consume()) == [bytes(5), b"xyz"]
+    with pytest.raises(MapError):
+        create_map("bad", MapType.RINGBUF, 0, 0, 1000)  # not a power of 2 page multiple

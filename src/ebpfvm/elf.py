@@ -32,7 +32,7 @@ from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
-from .maps import Map, QueueMap, create_map, map_helpers
+from .maps import AnyMap, Map, RingBuf, create_map, map_helpers
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -75,7 +75,7 @@ class ElfObject:
     programs: list[Program] = field(default_factory=list)
     license: str | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
-    maps: dict[str, Map | QueueMap] = field(default_factory=dict)
+    maps: dict[str, AnyMap] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list, repr=False)
 
     def xdp(self, name: str | None = None, *, section: str | None = None,
@@ -118,7 +118,7 @@ class ElfObject:
             for key, helper in map_helpers(used).items():
                 vm.register_helper(key, helper)
             for target in used.values():
-                if isinstance(target, Map):
+                if isinstance(target, (Map, RingBuf)):
                     vm.register_allowed_memory(target.slab)
         return vm
 
@@ -208,9 +208,9 @@ MAP_DEF = struct.Struct("<5I")
 """struct bpf_map_def: type, key_size, value_size, max_entries, map_flags."""
 
 
-def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, Map | QueueMap]:
+def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, AnyMap]:
     """Maps defined in the legacy ``maps`` section, by symbol name."""
-    found: dict[str, Map | QueueMap] = {}
+    found: dict[str, AnyMap] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
             found.update(_btf_maps(elf, result))
@@ -234,7 +234,7 @@ def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, M
     return found
 
 
-def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map | QueueMap]:
+def _btf_maps(elf: Any, result: ElfObject) -> dict[str, AnyMap]:
     """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
     ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
     section = elf.get_section_by_name(".BTF")
@@ -244,7 +244,7 @@ def _btf_maps(elf: Any, result: ElfObject) -> dict[str, Map | QueueMap]:
     datasec = btf.datasec(".maps")
     if datasec is None:
         raise ElfError("no BTF DATASEC describes .maps", ".maps")
-    found: dict[str, Map | QueueMap] = {}
+    found: dict[str, AnyMap] = {}
     for _name, var_id, _offset in datasec.items:
         var = btf.get(var_id)
         definition = btf.strip(var.ref)
@@ -334,7 +334,7 @@ def _function_slice(section: _Section, sym: Any) -> bytes:
 
 def _link(section: _Section, sym: Any, text: _Section | None,
           sections: dict[int, _Section], data: dict[int, tuple[str, int, int]],
-          maps: dict[str, Map | QueueMap]) -> Program:
+          maps: dict[str, AnyMap]) -> Program:
     """The function's code, with .text appended when it calls into it."""
     start = sym["st_value"] // SLOT
     code = bytearray(_function_slice(section, sym))

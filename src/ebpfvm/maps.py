@@ -20,8 +20,8 @@ from .errors import MapError
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
-__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "Map", "MapType", "QueueMap", "create_map",
-           "map_helpers"]
+__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "AnyMap", "Map", "MapType", "QueueMap",
+           "RingBuf", "create_map", "map_helpers"]
 
 BPF_ANY = 0
 """Update flag: create or replace."""
@@ -46,6 +46,96 @@ class MapType(IntEnum):
     LRU_HASH = 9
     QUEUE = 22
     STACK = 23
+    RINGBUF = 27
+
+
+RINGBUF_BUSY = 1 << 31
+"""Record header bit: reserved, not yet submitted or discarded."""
+RINGBUF_DISCARD = 1 << 30
+"""Record header bit: discarded; consumers skip it."""
+RINGBUF_HEADER = 8
+EAGAIN = 11
+
+
+class RingBuf:
+    """A ring buffer map with the kernel's record framing: an 8-byte header
+    (length, BUSY and DISCARD bits) before each record, records 8-byte aligned.
+
+    The data area is mapped twice in the kernel so records never wrap; here the
+    slab is twice the ring size for the same effect. Python consumes with
+    :meth:`consume`, which yields each submitted record once."""
+
+    def __init__(self, name: str, size: int, flags: int = 0) -> None:
+        if size <= 0 or size & (size - 1) or size % 4096:
+            raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
+                           "and a multiple of 4096")
+        self.name = name
+        self.type = MapType.RINGBUF
+        self.key_size = 0
+        self.value_size = 0
+        self.max_entries = size
+        self.flags = flags
+        self.slab = bytearray(2 * size)
+        self._pin = memoryview(self.slab)
+        self.base = address_of(self.slab)
+        self.producer = 0
+        self.consumer = 0
+        self.handle = 0
+
+    def reserve(self, size: int) -> int:
+        """Address of `size` bytes in a new busy record, or 0 when full."""
+        total = (RINGBUF_HEADER + size + 7) & ~7
+        if size <= 0 or size >= RINGBUF_DISCARD or \
+                self.producer - self.consumer + total > self.max_entries:
+            return 0
+        offset = self.producer % self.max_entries
+        self.slab[offset : offset + RINGBUF_HEADER] = (size | RINGBUF_BUSY).to_bytes(4, "little") \
+            + offset.to_bytes(4, "little")
+        self.producer += total
+        return self.base + offset + RINGBUF_HEADER
+
+    def commit(self, address: int, discard: bool) -> bool:
+        """Submit or discard the record whose data starts at `address`."""
+        offset = address - self.base - RINGBUF_HEADER
+        if not 0 <= offset < self.max_entries:
+            return False
+        header = int.from_bytes(self.slab[offset : offset + 4], "little")
+        if not header & RINGBUF_BUSY:
+            return False
+        header &= ~RINGBUF_BUSY
+        if discard:
+            header |= RINGBUF_DISCARD
+        self.slab[offset : offset + 4] = header.to_bytes(4, "little")
+        return True
+
+    def output(self, data: bytes) -> int:
+        """bpf_ringbuf_output: reserve, copy, submit; 0 or -EAGAIN."""
+        address = self.reserve(len(data))
+        if not address:
+            return -EAGAIN
+        start = address - self.base
+        self.slab[start : start + len(data)] = data
+        self.commit(address, discard=False)
+        return 0
+
+    def consume(self) -> Iterator[bytes]:
+        """Yield submitted records in order, up to the first busy one."""
+        while self.consumer < self.producer:
+            offset = self.consumer % self.max_entries
+            header = int.from_bytes(self.slab[offset : offset + 4], "little")
+            if header & RINGBUF_BUSY:
+                return
+            size = header & (RINGBUF_DISCARD - 1)
+            self.consumer += (RINGBUF_HEADER + size + 7) & ~7
+            if not header & RINGBUF_DISCARD:
+                yield bytes(self.slab[offset + RINGBUF_HEADER : offset + RINGBUF_HEADER + size])
+
+    def __len__(self) -> int:
+        """Bytes produced and not yet consumed (records and headers)."""
+        return self.producer - self.consumer
+
+    def __repr__(self) -> str:
+        return f"RingBuf({self.name!r}, size={self.max_entries})"
 
 
 class QueueMap:
@@ -237,7 +327,7 @@ class Map(MutableMapping[bytes, bytes]):
 
 
 def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
-               flags: int = 0) -> Map | QueueMap:
+               flags: int = 0) -> AnyMap:
     """A map of a kernel type number; MapError for the types not supported yet."""
     try:
         kind = MapType(map_type)
@@ -247,6 +337,10 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
         if key_size:
             raise MapError(f"map {name!r}: queue and stack maps have no key")
         return QueueMap(name, kind, value_size, max_entries, flags)
+    if kind is MapType.RINGBUF:
+        if key_size or value_size:
+            raise MapError(f"map {name!r}: ring buffers have no key or value size")
+        return RingBuf(name, max_entries, flags)
     if kind in (MapType.ARRAY, MapType.PERCPU_ARRAY) and key_size != 4:
         raise MapError(f"map {name!r}: array keys are 4 bytes, not {key_size}")
     return Map(name, kind, key_size, value_size, max_entries, flags)
@@ -255,13 +349,19 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+AnyMap = Map | QueueMap | RingBuf
+"""Every kind of map object."""
 BPF_MAP_PUSH_ELEM = 87
 BPF_MAP_POP_ELEM = 88
 BPF_MAP_PEEK_ELEM = 89
+BPF_RINGBUF_OUTPUT = 130
+BPF_RINGBUF_RESERVE = 131
+BPF_RINGBUF_SUBMIT = 132
+BPF_RINGBUF_DISCARD = 133
 _M64 = (1 << 64) - 1
 
 
-def map_helpers(maps: dict[int, Map | QueueMap]) -> dict[int, Helper]:
+def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
     """The kernel's map helpers (1 lookup, 2 update, 3 delete, 87 push, 88 pop,
     89 peek) over `maps`, keyed by the handle programs pass in r1."""
 
@@ -276,6 +376,25 @@ def map_helpers(maps: dict[int, Map | QueueMap]) -> dict[int, Helper]:
         if not isinstance(found, QueueMap):
             raise MapError(f"no queue or stack map has handle {handle:#x}")
         return found
+
+    def find_ring(handle: int) -> RingBuf:
+        found = maps.get(handle)
+        if not isinstance(found, RingBuf):
+            raise MapError(f"no ring buffer has handle {handle:#x}")
+        return found
+
+    def ring_output(ctx: HelperContext, handle: int, data: int, size: int, _f: int,
+                    _e: int) -> int:
+        return find_ring(handle).output(ctx.read(data, size)) & _M64
+
+    def ring_reserve(_ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
+        return find_ring(handle).reserve(size)
+
+    def ring_commit(address: int, discard: bool) -> int:
+        for ring in maps.values():
+            if isinstance(ring, RingBuf) and ring.commit(address, discard):
+                return 0
+        raise MapError(f"{address:#x} is not a reserved ring buffer record")
 
     def push(ctx: HelperContext, handle: int, value: int, flags: int, _d: int, _e: int) -> int:
         target = find_queue(handle)
@@ -313,4 +432,10 @@ def map_helpers(maps: dict[int, Map | QueueMap]) -> dict[int, Helper]:
                                  "bpf_map_pop_elem", context=True),
         BPF_MAP_PEEK_ELEM: Helper(lambda ctx, h, v, *_r: take(ctx, h, v, False),
                                   "bpf_map_peek_elem", context=True),
+        BPF_RINGBUF_OUTPUT: Helper(ring_output, "bpf_ringbuf_output", context=True),
+        BPF_RINGBUF_RESERVE: Helper(ring_reserve, "bpf_ringbuf_reserve", context=True),
+        BPF_RINGBUF_SUBMIT: Helper(lambda address, *_r: ring_commit(address, False),
+                                   "bpf_ringbuf_submit"),
+        BPF_RINGBUF_DISCARD: Helper(lambda address, *_r: ring_commit(address, True),
+                                    "bpf_ringbuf_discard"),
     }

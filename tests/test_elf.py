@@ -238,3 +238,19 @@ def test_ring_buffer_records(engine: str) -> None:
     assert [run(vm, engine, bytearray([2, 0])) for _ in range(129)][-2:] == [0, 1]
     assert len(list(ring.consume())) == 256
     assert run(vm, engine, bytearray([2, 0])) == 0  # consuming made room
+
+
+def test_tail_calls(engine: str) -> None:
+    obj = load(DATA / "tailcall.o")  # built from tailcall.c
+    jumps = obj.maps["jumps"]
+    vm = obj.vm("dispatch")
+    assert run(vm, engine, bytearray([0, 21])) == 99  # empty slot: the caller goes on
+    jumps[0] = "double_it"
+    jumps[1] = "again"
+    jumps[3] = "again"
+    assert run(vm, engine, bytearray([0, 21])) == 42  # double_it's r0 ends the run
+    # dispatch -> again -> again ...: the kernel allows a chain of 33 tail calls.
+    assert run(vm, engine, bytearray([1, 0])) == 1000 + 33
+    assert int.from_bytes(obj.data[".bss"], "little") == 33
+    del jumps[0]
+    assert run(vm, engine, bytearray([0, 21])) == 99

@@ -30,6 +30,7 @@ from typing import Any
 from .btf import BtfKind, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
+from .helpers import HelperContext
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
 from .maps import AnyMap, Map, RingBuf, create_map, map_helpers
@@ -120,6 +121,9 @@ class ElfObject:
             for target in used.values():
                 if isinstance(target, (Map, RingBuf)):
                     vm.register_allowed_memory(target.slab)
+        settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
+        vm.register_helper(BPF_TAIL_CALL, _TailCalls(self, settings).helper, context=True,
+                           name="bpf_tail_call")
         return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
@@ -194,7 +198,7 @@ def _load(data: bytes) -> ElfObject:
     from .contexts import SKB_HELPERS, XDP_HELPERS
 
     supported = (set(kernel_helpers(KernelEnv())) | set(map_helpers({})) | XDP_HELPERS
-                 | SKB_HELPERS)
+                 | SKB_HELPERS | {BPF_TAIL_CALL})
     for program in result.programs:
         for number in program.helpers:
             if number not in supported:
@@ -206,6 +210,56 @@ def _load(data: bytes) -> ElfObject:
 
 MAP_DEF = struct.Struct("<5I")
 """struct bpf_map_def: type, key_size, value_size, max_entries, map_flags."""
+
+
+BPF_TAIL_CALL = 12
+MAX_TAIL_CALLS = 33
+"""The kernel's limit on a chain of tail calls (MAX_TAIL_CALL_CNT)."""
+ENOENT = 2
+E2BIG = 7
+
+
+class _TailCalls:
+    """bpf_tail_call for the VMs of one object. The called program runs on the
+    same input (in a VM of the same kind, one per chain depth) and its r0
+    ends the caller, so the call never returns, as in the kernel. A missing
+    program or a chain longer than 33 makes the helper fail and the caller
+    go on."""
+
+    depth = 0  # shared by every VM of the process: chains nest through helpers
+
+    def __init__(self, obj: ElfObject, settings: dict[str, Any]) -> None:
+        self.obj = obj
+        self.settings = settings
+        self.pool: dict[tuple[str, int], Any] = {}
+
+    def helper(self, ctx: HelperContext, _ctx_ptr: int, handle: int, index: int, _d: int,
+               _e: int) -> int:
+        from .maps import ProgArray
+        from .vm import EbpfVmNoData
+
+        array = next((m for m in self.obj.maps.values() if m.handle == handle), None)
+        if not isinstance(array, ProgArray):
+            raise ElfError(f"tail call through {handle:#x}, which is not a program array")
+        target = array.get(index & 0xFFFF_FFFF)
+        if target is None:
+            return -ENOENT & 0xFFFF_FFFF_FFFF_FFFF
+        if _TailCalls.depth >= MAX_TAIL_CALLS:
+            return -E2BIG & 0xFFFF_FFFF_FFFF_FFFF
+        key = (target, _TailCalls.depth)
+        if key not in self.pool:
+            self.pool[key] = self.obj.vm(target, **self.settings)
+        callee = self.pool[key]
+        mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
+        _TailCalls.depth += 1
+        try:
+            if isinstance(callee, EbpfVmNoData):
+                result = callee.execute_program()
+            else:
+                result = callee.execute_program(mem if mem is not None else b"")
+        finally:
+            _TailCalls.depth -= 1
+        ctx.stop(result)
 
 
 def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, AnyMap]:

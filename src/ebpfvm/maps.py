@@ -20,8 +20,19 @@ from .errors import MapError
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
-__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "AnyMap", "Map", "MapType", "QueueMap",
-           "RingBuf", "create_map", "map_helpers"]
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_NOEXIST",
+    "AnyMap",
+    "Map",
+    "MapType",
+    "ProgArray",
+    "QueueMap",
+    "RingBuf",
+    "create_map",
+    "map_helpers",
+]
 
 BPF_ANY = 0
 """Update flag: create or replace."""
@@ -44,9 +55,52 @@ class MapType(IntEnum):
     PERCPU_HASH = 5
     PERCPU_ARRAY = 6
     LRU_HASH = 9
+    PROG_ARRAY = 3
     QUEUE = 22
     STACK = 23
     RINGBUF = 27
+
+
+class ProgArray:
+    """A program array for tail calls: slot -> program name. From Python:
+    ``jumps[0] = "handler"``, ``del jumps[0]``, ``jumps.get(0)``."""
+
+    def __init__(self, name: str, max_entries: int, flags: int = 0) -> None:
+        if max_entries <= 0:
+            raise MapError(f"map {name!r}: entry count must be positive")
+        self.name = name
+        self.type = MapType.PROG_ARRAY
+        self.key_size = 4
+        self.value_size = 4
+        self.max_entries = max_entries
+        self.flags = flags
+        self.slots: list[str | None] = [None] * max_entries
+        self.handle = 0
+
+    def get(self, index: int) -> str | None:
+        return self.slots[index] if 0 <= index < self.max_entries else None
+
+    def __setitem__(self, index: int, program: str) -> None:
+        if not 0 <= index < self.max_entries:
+            raise MapError(f"map {self.name!r}: index {index} is out of range")
+        self.slots[index] = program
+
+    def __getitem__(self, index: int) -> str:
+        found = self.get(index)
+        if found is None:
+            raise KeyError(index)
+        return found
+
+    def __delitem__(self, index: int) -> None:
+        if self.get(index) is None:
+            raise KeyError(index)
+        self.slots[index] = None
+
+    def __len__(self) -> int:
+        return sum(slot is not None for slot in self.slots)
+
+    def __repr__(self) -> str:
+        return f"ProgArray({self.name!r}, max_entries={self.max_entries})"
 
 
 RINGBUF_BUSY = 1 << 31
@@ -337,6 +391,10 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
         if key_size:
             raise MapError(f"map {name!r}: queue and stack maps have no key")
         return QueueMap(name, kind, value_size, max_entries, flags)
+    if kind is MapType.PROG_ARRAY:
+        if key_size != 4 or value_size != 4:
+            raise MapError(f"map {name!r}: program arrays have 4-byte keys and values")
+        return ProgArray(name, max_entries, flags)
     if kind is MapType.RINGBUF:
         if key_size or value_size:
             raise MapError(f"map {name!r}: ring buffers have no key or value size")
@@ -349,7 +407,7 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
-AnyMap = Map | QueueMap | RingBuf
+AnyMap = Map | QueueMap | RingBuf | ProgArray
 """Every kind of map object."""
 BPF_MAP_PUSH_ELEM = 87
 BPF_MAP_POP_ELEM = 88

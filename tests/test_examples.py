@@ -56,3 +56,40 @@ def test_trace_printk_format_rules() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} should be refused")
+
+
+def test_probe_read_helpers() -> None:
+    from ebpfvm import EbpfVmRaw, assemble
+    from ebpfvm.helpers import Helper
+    from ebpfvm.kernel import kernel_helpers
+
+    def vm_with(text: str) -> EbpfVmRaw:
+        vm = EbpfVmRaw(assemble(text))
+        for key, helper in kernel_helpers(KernelEnv()).items():
+            assert isinstance(helper, Helper)
+            vm.register_helper(key, helper)
+        return vm
+
+    # probe_read(stack-8, 4, input+2): copies; from a wild pointer: -EFAULT, zeroed.
+    copy = vm_with("""
+        mov r3, r1
+        add r3, 2
+        mov r1, r10
+        add r1, -8
+        mov r2, 4
+        call 113
+        jne r0, 0, out
+        ldxw r0, [r10-8]
+    out:
+        exit
+    """)
+    assert copy.execute_program(bytearray(b"\x00\x01\x02\x03\x04\x05")) == 0x05040302
+    wild = vm_with("stdw [r10-8], -1\nmov r1, r10\nadd r1, -8\nmov r2, 8\nmov r3, 16\n"
+                   "call 4\nldxdw r1, [r10-8]\nadd r0, r1\nexit")
+    assert wild.execute_program(bytearray(4)) == (-14) & ((1 << 64) - 1)  # dst zeroed: + 0
+    # probe_read_str stops at the NUL (or size - 1) and returns the length with it.
+    string = vm_with("mov r3, r1\nmov r1, r10\nadd r1, -16\nmov r2, 16\ncall 115\nexit")
+    assert string.execute_program(bytearray(b"hi\x00zz")) == 3
+    short = vm_with("mov r3, r1\nmov r1, r10\nadd r1, -16\nmov r2, 3\ncall 45\n"
+                    "ldxb r0, [r10-14]\nexit")
+    assert short.execute_program(bytearray(b"hello\x00")) == 0  # "he" + NUL: byte 2 is NUL

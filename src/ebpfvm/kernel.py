@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import MemoryFault
 from .helpers import Helper, HelperContext
 from .kernel_helper_names import KERNEL_HELPER_NAMES
 
@@ -23,6 +24,7 @@ __all__ = ["KERNEL_HELPER_NAMES", "KernelEnv", "format_trace_printk", "helper_na
 
 M64 = (1 << 64) - 1
 EINVAL = 22
+EFAULT = 14
 _TRACE_LOG = logging.getLogger("ebpfvm.trace_printk")
 _SPEC = re.compile(rb"%(%|(l{0,2})([diuxXc])|s|p[xKs]?)")
 _MAX_ARGS = 3
@@ -92,7 +94,8 @@ def format_trace_printk(fmt: bytes, args: tuple[int, int, int],
 
 
 def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
-    """Helpers 5-8, 14-16, 118 and 125 (the map helpers come with the maps)."""
+    """Helpers 4-8, 14-16, 45, 112-115, 118 and 125 (the map helpers come
+    with the maps). probe_read* only read memory the program may read."""
     rng = random.Random(env.seed)
 
     def ktime_get_ns(*_args: int) -> int:
@@ -119,6 +122,35 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
             _TRACE_LOG.info("%s", text.rstrip("\n"))
         return len(text.encode())
 
+    def probe_read(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
+        """Copy `size` bytes; a source outside every region gives -EFAULT and a
+        zeroed destination, as the kernel's probe_read does."""
+        try:
+            data = ctx.read(src, size)
+        except MemoryFault:
+            ctx.write(dst, bytes(size))
+            return -EFAULT & M64
+        ctx.write(dst, data)
+        return 0
+
+    def probe_read_str(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
+        """Copy a NUL-terminated string, at most `size` bytes with the NUL;
+        returns the bytes copied including the NUL, or -EFAULT."""
+        if size == 0:
+            return 0
+        out = bytearray()
+        try:
+            while len(out) < size - 1:
+                byte = ctx.read(src + len(out), 1)
+                if byte == b"\0":
+                    break
+                out += byte
+        except MemoryFault:
+            ctx.write(dst, bytes(1))
+            return -EFAULT & M64
+        ctx.write(dst, bytes(out) + b"\0")
+        return len(out) + 1
+
     def get_current_comm(ctx: HelperContext, buf: int, size: int, *_rest: int) -> int:
         if size == 0:
             return -EINVAL & M64
@@ -126,6 +158,12 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         return 0
 
     return {
+        4: Helper(probe_read, "bpf_probe_read", context=True),
+        45: Helper(probe_read_str, "bpf_probe_read_str", context=True),
+        112: Helper(probe_read, "bpf_probe_read_user", context=True),
+        113: Helper(probe_read, "bpf_probe_read_kernel", context=True),
+        114: Helper(probe_read_str, "bpf_probe_read_user_str", context=True),
+        115: Helper(probe_read_str, "bpf_probe_read_kernel_str", context=True),
         5: Helper(ktime_get_ns, "bpf_ktime_get_ns"),
         6: Helper(trace_printk, "bpf_trace_printk", context=True),
         7: Helper(lambda *_a: rng.getrandbits(32), "bpf_get_prandom_u32"),

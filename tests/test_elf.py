@@ -254,3 +254,20 @@ def test_tail_calls(engine: str) -> None:
     assert int.from_bytes(obj.data[".bss"], "little") == 33
     del jumps[0]
     assert run(vm, engine, bytearray([0, 21])) == 99
+
+
+def test_btf_typed_map_values(engine: str) -> None:
+    obj = load(BTF_MAPS)
+    flows = obj.maps["flows"].typed
+    vm = obj.vm("track")
+    run(vm, engine, _flow(1, 2, 3, 4, 10))
+    # btfmaps.c: struct flow {saddr, daddr, sport, dport}, struct stats {packets, bytes}.
+    ((key, value),) = flows.items()
+    assert key._asdict() == {"saddr": 1, "daddr": 2, "sport": 3, "dport": 4}
+    assert value._asdict() == {"packets": 1, "bytes": 22}
+    # Values set from Python are what the program sees and updates.
+    flows[{"saddr": 9, "daddr": 8, "sport": 7, "dport": 6}] = {"packets": 5, "bytes": 500}
+    assert run(vm, engine, _flow(9, 8, 7, 6, 0)) == 6
+    assert flows[(9, 8, 7, 6)] == (6, 512)
+    del flows[key]
+    assert len(flows) == 1

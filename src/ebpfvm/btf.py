@@ -6,12 +6,14 @@ BTF-defined maps. pyelftools has no BTF parser; the format is the kernel's
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from .errors import ElfError
 
-__all__ = ["Btf", "BtfKind", "BtfType", "parse_btf"]
+__all__ = ["Btf", "BtfKind", "BtfType", "Codec", "parse_btf"]
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -64,6 +66,7 @@ class BtfType:
     ref: int
     vlen: int
     array: tuple[int, int, int] | None = None  # (elem type, index type, nelems)
+    int_info: int = 0  # INT: encoding << 24 | bit offset << 16 | bits
     items: list[tuple[str, int, int]] = field(default_factory=list)
 
 
@@ -141,6 +144,8 @@ def parse_btf(data: bytes) -> Btf:
             raise ElfError(f"BTF type {item.id} is cut short", ".BTF")
         if kind is BtfKind.ARRAY:
             item.array = _ARRAY.unpack_from(data, pos)
+        elif kind is BtfKind.INT:
+            item.int_info = _U32.unpack_from(data, pos)[0]
         elif kind in (BtfKind.STRUCT, BtfKind.UNION, BtfKind.DATASEC):
             for index in range(vlen):
                 a, b, c = _MEMBER.unpack_from(data, pos + 12 * index)
@@ -150,3 +155,85 @@ def parse_btf(data: bytes) -> Btf:
         pos += extra
         types.append(item)
     return Btf(types)
+
+
+BTF_INT_SIGNED = 1
+BTF_INT_BOOL = 4
+
+
+class Codec:
+    """Converts between bytes and Python values for one BTF type: ints (signed
+    per the BTF encoding), bools, structs and unions as named tuples (encode
+    also takes dicts or plain tuples), arrays as lists, char arrays as bytes,
+    pointers and enums as ints."""
+
+    def __init__(self, btf: Btf, type_id: int) -> None:
+        self.btf = btf
+        self.type = btf.strip(type_id)
+        self.size = btf.size(type_id)
+        self._records: dict[int, Any] = {}
+
+    def decode(self, data: bytes) -> Any:
+        return self._decode(self.type, bytes(data[: self.size]))
+
+    def encode(self, value: Any) -> bytes:
+        out = bytearray(self.size)
+        self._encode(self.type, value, out, 0)
+        return bytes(out)
+
+    def _decode(self, found: BtfType, data: bytes) -> Any:
+        kind = found.kind
+        if kind is BtfKind.INT:
+            signed = bool((found.int_info >> 24) & BTF_INT_SIGNED)
+            value = int.from_bytes(data[: found.ref], "little", signed=signed)
+            return bool(value) if (found.int_info >> 24) & BTF_INT_BOOL else value
+        if kind in (BtfKind.ENUM, BtfKind.ENUM64, BtfKind.PTR):
+            return int.from_bytes(data[: self.btf.size(found.id)], "little")
+        if kind is BtfKind.ARRAY and found.array is not None:
+            element = self.btf.strip(found.array[0])
+            size = self.btf.size(element.id)
+            if element.kind is BtfKind.INT and size == 1:  # char arrays: bytes
+                return data[: size * found.array[2]]
+            return [self._decode(element, data[i * size : (i + 1) * size])
+                    for i in range(found.array[2])]
+        if kind in (BtfKind.STRUCT, BtfKind.UNION):
+            values = []
+            for _name, member_type, bit_offset in found.items:
+                member = self.btf.strip(member_type)
+                start = (bit_offset & 0xFFFFFF) // 8
+                values.append(self._decode(member, data[start : start + self.btf.size(member.id)]))
+            return self._record(found)(*values)
+        raise ElfError(f"cannot decode BTF kind {kind.name}", ".BTF")
+
+    def _record(self, found: BtfType) -> Any:
+        """A namedtuple class for a struct (hashable, so structs can be keys)."""
+        if found.id not in self._records:
+            names = [name or f"_{index}" for index, (name, _t, _o) in enumerate(found.items)]
+            self._records[found.id] = namedtuple(
+                found.name or f"struct_{found.id}", names, rename=True)
+        return self._records[found.id]
+
+    def _encode(self, found: BtfType, value: Any, out: bytearray, offset: int) -> None:
+        size = self.btf.size(found.id)
+        kind = found.kind
+        if kind in (BtfKind.INT, BtfKind.ENUM, BtfKind.ENUM64, BtfKind.PTR):
+            out[offset : offset + size] = (int(value) % (1 << (8 * size))).to_bytes(size, "little")
+        elif kind is BtfKind.ARRAY and found.array is not None:
+            element = self.btf.strip(found.array[0])
+            step = self.btf.size(element.id)
+            if isinstance(value, (bytes, bytearray)):
+                out[offset : offset + size] = bytes(value).ljust(size, b"\0")[:size]
+                return
+            for index, item in enumerate(value):
+                self._encode(element, item, out, offset + index * step)
+        elif kind in (BtfKind.STRUCT, BtfKind.UNION):
+            if hasattr(value, "_asdict"):
+                value = value._asdict()
+            elif not isinstance(value, dict):
+                value = dict(zip((name for name, _t, _o in found.items), value, strict=False))
+            for name, member_type, bit_offset in found.items:
+                if name in value:
+                    member = self.btf.strip(member_type)
+                    self._encode(member, value[name], out, offset + (bit_offset & 0xFFFFFF) // 8)
+        else:
+            raise ElfError(f"cannot encode BTF kind {kind.name}", ".BTF")

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .btf import BtfKind, parse_btf
+from .btf import BtfKind, Codec, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
 from .helpers import HelperContext
@@ -303,6 +303,7 @@ def _btf_maps(elf: Any, result: ElfObject) -> dict[str, AnyMap]:
         var = btf.get(var_id)
         definition = btf.strip(var.ref)
         fields: dict[str, int] = {}
+        codecs: dict[str, Codec] = {}
         for member, member_type, _bits in definition.items:
             pointee = btf.strip(btf.strip(member_type).ref) if btf.strip(member_type).kind \
                 is BtfKind.PTR else None
@@ -310,6 +311,7 @@ def _btf_maps(elf: Any, result: ElfObject) -> dict[str, AnyMap]:
                 continue
             if member in ("key", "value"):
                 fields[f"{member}_size"] = btf.size(pointee.id)
+                codecs[member] = Codec(btf, pointee.id)
             elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
                 fields[member] = pointee.array[2]
         try:
@@ -319,6 +321,9 @@ def _btf_maps(elf: Any, result: ElfObject) -> dict[str, AnyMap]:
         except MapError as exc:
             raise ElfError(str(exc), ".maps") from exc
         created.handle = id(created)
+        if isinstance(created, Map):
+            created.key_codec = codecs.get("key")
+            created.value_codec = codecs.get("value")
         found[var.name] = result.maps[var.name] = created
     return found
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
+from typing import Any
 
 from .errors import MapError
 from .helpers import Helper, HelperContext
@@ -192,6 +193,28 @@ class RingBuf:
         return f"RingBuf({self.name!r}, size={self.max_entries})"
 
 
+class TypedMap(MutableMapping[Any, Any]):
+    """A map seen through its BTF types: values in, values out."""
+
+    def __init__(self, raw: Map) -> None:
+        self.raw = raw
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.raw.value_codec.decode(self.raw[self.raw.key_codec.encode(key)])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.raw[self.raw.key_codec.encode(key)] = self.raw.value_codec.encode(value)
+
+    def __delitem__(self, key: Any) -> None:
+        del self.raw[self.raw.key_codec.encode(key)]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.raw.key_codec.decode(key) for key in self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
 class QueueMap:
     """A queue (FIFO) or stack (LIFO) map: no keys, values pushed and popped.
     From Python: push(), pop(), peek(), len() and iteration (next out first)."""
@@ -277,6 +300,16 @@ class Map(MutableMapping[bytes, bytes]):
         self._slots: OrderedDict[bytes, int] = OrderedDict()
         self._free = list(range(max_entries - 1, -1, -1))
         self.handle = 0  # set by the VM or loader that gives programs this map
+        self.key_codec: Any = None
+        self.value_codec: Any = None
+        """BTF codecs (ebpfvm.btf.Codec) when the object describes the types."""
+
+    @property
+    def typed(self) -> TypedMap:
+        """The map with keys and values decoded from BTF (ints, dicts, lists)."""
+        if self.key_codec is None or self.value_codec is None:
+            raise MapError(f"map {self.name!r} has no BTF key and value types")
+        return TypedMap(self)
 
     # -- what helpers call (errors are negative errno values, as the kernel's) ----
 

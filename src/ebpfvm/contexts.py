@@ -20,8 +20,8 @@ from .helpers import HelperContext
 from .memory import address_of
 from .vm import EbpfVmRaw
 
-__all__ = ["SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult", "XdpRunner",
-           "csum_diff"]
+__all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
+           "XdpRunner", "csum_diff"]
 
 MAP_32BIT = 0x40
 """mmap flag (x86-64 Linux): place the mapping in the first 2 GiB."""
@@ -65,18 +65,24 @@ class TcAction(IntEnum):
 
 
 @dataclass(frozen=True)
-class XdpResult:
-    """The program's r0, as a verdict when it is one, and the packet after the run."""
+class RunResult:
+    """The program's r0, as a verdict of `actions` when it is one, and the
+    packet after the run."""
 
     r0: int
     packet: bytes
+    actions: type[IntEnum] = XdpAction
 
     @property
-    def verdict(self) -> XdpAction | int:
+    def verdict(self) -> IntEnum | int:
         try:
-            return XdpAction(self.r0)
+            return self.actions(_s32(self.r0))
         except ValueError:
             return self.r0
+
+
+XdpResult = RunResult
+SkbResult = RunResult
 
 
 class _Frame:
@@ -162,7 +168,7 @@ class XdpRunner:
         self._frame.dirty = max(self._frame.dirty, new - self.base)
         return 0
 
-    def run(self, packet: Any) -> XdpResult:
+    def run(self, packet: Any) -> RunResult:
         """Run once; the context is rebuilt for every packet."""
         data = bytes(packet)
         if len(data) > self.max_packet:
@@ -209,21 +215,6 @@ SKB_HELPERS = frozenset({BPF_SKB_STORE_BYTES, BPF_L3_CSUM_REPLACE, BPF_L4_CSUM_R
                          BPF_SKB_LOAD_BYTES, BPF_CSUM_DIFF})
 """Helpers that need an __sk_buff: SkbRunner registers them."""
 BPF_F_HDR_FIELD_MASK = 0xF
-
-
-@dataclass(frozen=True)
-class SkbResult:
-    """A socket-filter or tc run: r0 (a TcAction for tc programs) and the packet."""
-
-    r0: int
-    packet: bytes
-
-    @property
-    def verdict(self) -> TcAction | int:
-        try:
-            return TcAction(_s32(self.r0))
-        except ValueError:
-            return self.r0
 
 
 def _csum_add(total: int, value: int) -> int:
@@ -291,7 +282,7 @@ class SkbRunner:
         ):
             self.vm.register_helper(number, fn, context=True, name=name)
 
-    def run(self, packet: Any, **fields: Any) -> SkbResult:
+    def run(self, packet: Any, **fields: Any) -> RunResult:
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -312,7 +303,7 @@ class SkbRunner:
         for index, value in enumerate(cb):
             struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
         r0 = frame.execute(self.vm, self.engine)
-        return SkbResult(r0, bytes(frame.view[self._start : self._end]))
+        return RunResult(r0, bytes(frame.view[self._start : self._end]), TcAction)
 
     # -- helpers ------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ class Program:
     data_sections: tuple[str, ...] = ()
     maps: tuple[str, ...] = ()
     helpers: tuple[int, ...] = ()
+    relocations: tuple[tuple[int, str, str, int], ...] = ()
+    """(pc of an lddw, "map" or "data", map or section name, offset): where the
+    linked code holds a host address, for loaders that need another form (the
+    kernel wants map fds)."""
 
     def __len__(self) -> int:
         return len(self.code) // SLOT
@@ -401,6 +405,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
     text_base: int | None = None
     used_data: set[str] = set()
     used_maps: set[str] = set()
+    relocations: list[tuple[int, str, str, int]] = []
     pending = [(i, section, section_index) for section_index, i in own.items()]
     while pending:
         pc, where, index_in_section = pending.pop()
@@ -418,6 +423,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                 handle = maps[target_name].handle
                 code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(regs & 0xF, 0, handle)
                 used_maps.add(target_name)
+                relocations.append((pc, "map", target_name, 0))
                 continue
             if shndx not in data:
                 raise ElfError(f"lddw of {target_name!r}, which is neither a map nor "
@@ -429,6 +435,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                                f"{data_name}, which has {size}", where.name)
             code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(regs & 0xF, 0, address + offset)
             used_data.add(data_name)
+            relocations.append((pc, "data", data_name, offset))
             continue
         if kind != R_BPF_64_32 or row is None or row.form is not Form.CALL_LOCAL:
             raise ElfError(f"unsupported relocation type {kind} at instruction "
@@ -458,4 +465,4 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                                                     for i in range(len(code) // SLOT))
                       if _op == CALL_OPCODE and _regs >> 4 == 0})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
-                   tuple(sorted(used_maps)), tuple(helpers))
+                   tuple(sorted(used_maps)), tuple(helpers), tuple(sorted(relocations)))

@@ -1,0 +1,131 @@
+"""The Linux kernel as a test oracle, through bpf(2) and ctypes (stdlib only).
+
+Used by the kernel cross-check tests; every entry point raises OSError when
+the kernel refuses, and `available()` says whether bpf() works here at all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import struct
+from collections.abc import Iterator
+
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_LOAD = 5
+BPF_PROG_TEST_RUN = 10
+BPF_PROG_TYPE_XDP = 6
+BPF_PSEUDO_MAP_FD = 1
+BPF_PSEUDO_MAP_VALUE = 2
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+_ATTR_SIZE = 160
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(f"bpf(): unsupported machine {platform.machine()}")
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd),
+                        ctypes.c_void_p(ctypes.addressof(attr)), ctypes.c_long(len(attr)))
+    if ret < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"bpf(cmd={cmd}): {os.strerror(errno)}")
+    return int(ret)
+
+
+def available() -> str | None:
+    """None when bpf() can create a map here, else why not."""
+    try:
+        fd = map_create(2, 4, 4, 1)
+    except OSError as exc:
+        return str(exc)
+    os.close(fd)
+    return None
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIII", attr, 0, map_type, key_size, value_size, max_entries)
+    return bpf(BPF_MAP_CREATE, attr)
+
+
+def _elem(cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char],
+          flags: int = 0) -> int:
+    key_buf = ctypes.create_string_buffer(key, max(len(key), 1))
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key_buf),
+                     ctypes.addressof(value), flags)
+    return bpf(cmd, attr)
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    _elem(BPF_MAP_UPDATE_ELEM, fd, key, ctypes.create_string_buffer(value, len(value)))
+
+
+def map_items(fd: int, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a hash-like map."""
+    key: bytes | None = None
+    while True:
+        nxt = ctypes.create_string_buffer(key_size)
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        key_buf = ctypes.create_string_buffer(key or b"\0", max(key_size, 1))
+        struct.pack_into("<IIQQ", attr, 0, fd, 0, ctypes.addressof(key_buf) if key else 0,
+                         ctypes.addressof(nxt))
+        try:
+            bpf(BPF_MAP_GET_NEXT_KEY, attr)
+        except OSError:
+            return
+        key = nxt.raw
+        value = ctypes.create_string_buffer(value_size)
+        _elem(BPF_MAP_LOOKUP_ELEM, fd, key, value)
+        yield key, value.raw
+
+
+def prog_load(code: bytes, prog_type: int = BPF_PROG_TYPE_XDP, license: bytes = b"GPL") -> int:
+    insns = ctypes.create_string_buffer(code, len(code))
+    lic = ctypes.create_string_buffer(license)
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIQQIIQ", attr, 0, prog_type, len(code) // 8, ctypes.addressof(insns),
+                     ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
+    try:
+        return bpf(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc}\n{log.value.decode(errors='replace')[-3000:]}") from None
+
+
+def test_run(fd: int, data: bytes) -> tuple[int, bytes]:
+    """(retval, packet after the run) of one BPF_PROG_TEST_RUN."""
+    data_in = ctypes.create_string_buffer(data, len(data))
+    data_out = ctypes.create_string_buffer(len(data) + 256)
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIIIQQII", attr, 0, fd, 0, len(data), len(data_out),
+                     ctypes.addressof(data_in), ctypes.addressof(data_out), 1, 0)
+    bpf(BPF_PROG_TEST_RUN, attr)
+    retval, _size_in, size_out = struct.unpack_from("<III", attr, 4)
+    return retval, data_out.raw[:size_out]
+
+
+def kernel_code(code: bytes, relocations: tuple[tuple[int, str, str, int], ...],
+                map_fds: dict[str, int], data_fds: dict[str, int]) -> bytes:
+    """The program with its map and global-data lddws in the kernel's form:
+    BPF_PSEUDO_MAP_FD / BPF_PSEUDO_MAP_VALUE with file descriptors."""
+    out = bytearray(code)
+    for pc, kind, name, offset in relocations:
+        at = pc * 8
+        dst = out[at + 1] & 0x0F
+        if kind == "map":
+            src, imm, next_imm = BPF_PSEUDO_MAP_FD, map_fds[name], 0
+        else:
+            src, imm, next_imm = BPF_PSEUDO_MAP_VALUE, data_fds[name], offset
+        out[at + 1] = dst | (src << 4)
+        struct.pack_into("<i", out, at + 4, imm)
+        struct.pack_into("<i", out, at + 12, next_imm)
+    return bytes(out)

@@ -56,6 +56,46 @@ def _in_kernel(name: str, packets: list[bytes]) -> tuple[list[tuple[int, bytes]]
             os.close(fd)
 
 
+def _dispatch_in_kernel(packets: list[bytes]) -> tuple[list[tuple[int, bytes]], bytes]:
+    """dispatch.o with its handlers in a kernel program array; returns the runs
+    and the .bss the handlers count in."""
+    obj = load(EXAMPLES / "dispatch.o")
+    fds: list[int] = []
+    try:
+        handlers = kernel.map_create(3, 4, 4, 256)  # BPF_MAP_TYPE_PROG_ARRAY
+        fds.append(handlers)
+        bss = kernel.map_create(2, 4, len(obj.data[".bss"]), 1)
+        fds.append(bss)
+        prog_fds = {}
+        for program in obj.programs:
+            code = kernel.kernel_code(program.code, program.relocations,
+                                      {"handlers": handlers}, {".bss": bss})
+            prog_fds[program.name] = fd = kernel.prog_load(code)
+            fds.append(fd)
+        for proto, handler in ((TCP, "handle_tcp"), (UDP, "handle_udp")):
+            kernel.map_update(handlers, proto.to_bytes(4, "little"),
+                              prog_fds[handler].to_bytes(4, "little"))
+        results = [kernel.test_run(prog_fds["dispatch"], packet) for packet in packets]
+        ((_key, counters),) = kernel.map_items(bss, 4, len(obj.data[".bss"]))
+        return results, counters
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("engine", XDP_ENGINES)
+def test_tail_call_dispatch_agrees_with_the_kernel(engine: str) -> None:
+    expected, kernel_bss = _dispatch_in_kernel(PACKETS)
+    obj = load(EXAMPLES / "dispatch.o")
+    obj.maps["handlers"][TCP] = "handle_tcp"
+    obj.maps["handlers"][UDP] = "handle_udp"
+    runner = obj.xdp("dispatch", engine=engine)
+    ours = [(r.r0 & 0xFFFF_FFFF, r.packet) for r in map(runner.run, PACKETS)]
+    assert ours == expected
+    assert bytes(obj.data[".bss"]) == kernel_bss
+    assert kernel_bss != bytes(len(kernel_bss))  # the handlers counted something
+
+
 @pytest.mark.parametrize("engine", XDP_ENGINES)
 @pytest.mark.parametrize(("name", "map_names"), CASES)
 def test_examples_agree_with_the_kernel(name: str, map_names: list[str], engine: str) -> None:

@@ -129,3 +129,28 @@ def kernel_code(code: bytes, relocations: tuple[tuple[int, str, str, int], ...],
         struct.pack_into("<i", out, at + 4, imm)
         struct.pack_into("<i", out, at + 12, next_imm)
     return bytes(out)
+
+
+def ringbuf_records(fd: int, size: int) -> list[bytes]:
+    """Submitted records of a kernel ring buffer, read through its mmap'ed pages."""
+    import mmap
+
+    page = mmap.PAGESIZE
+    consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+    producer = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+    try:
+        cons = struct.unpack_from("<Q", consumer, 0)[0]
+        prod = struct.unpack_from("<Q", producer, 0)[0]
+        records = []
+        while cons < prod:
+            at = page + (cons & (size - 1))
+            header = struct.unpack_from("<I", producer, at)[0]
+            length = header & ((1 << 30) - 1)
+            if not header & (1 << 30):  # not discarded
+                records.append(bytes(producer[at + 8 : at + 8 + length]))
+            cons += (8 + length + 7) & ~7
+        struct.pack_into("<Q", consumer, 0, cons)
+        return records
+    finally:
+        consumer.close()
+        producer.close()

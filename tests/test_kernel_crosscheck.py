@@ -110,3 +110,26 @@ def test_examples_agree_with_the_kernel(name: str, map_names: list[str], engine:
     for map_name in map_names:
         assert dict(obj.maps[map_name].items()) == kernel_maps[map_name]
     assert any(kernel_maps.values()) or not map_names  # the maps really filled
+
+
+@pytest.mark.parametrize("engine", XDP_ENGINES)
+def test_ringbuf_events_agree_with_the_kernel(engine: str) -> None:
+    obj = load(EXAMPLES / "events.o")
+    program = obj.program("emit_events")
+    ring = obj.maps["events"]
+    fd = kernel.map_create(27, 0, 0, ring.max_entries)  # BPF_MAP_TYPE_RINGBUF
+    try:
+        code = kernel.kernel_code(program.code, program.relocations, {"events": fd}, {})
+        prog_fd = kernel.prog_load(code)
+        try:
+            expected = [kernel.test_run(prog_fd, packet) for packet in PACKETS]
+        finally:
+            os.close(prog_fd)
+        kernel_records = kernel.ringbuf_records(fd, ring.max_entries)
+    finally:
+        os.close(fd)
+    runner = obj.xdp(engine=engine)
+    ours = [(r.r0 & 0xFFFF_FFFF, r.packet) for r in map(runner.run, PACKETS)]
+    assert ours == expected
+    assert list(ring.consume()) == kernel_records
+    assert len(kernel_records) == len(PACKETS)

@@ -271,3 +271,41 @@ def test_btf_typed_map_values(engine: str) -> None:
     assert flows[(9, 8, 7, 6)] == (6, 512)
     del flows[key]
     assert len(flows) == 1
+
+
+def test_map_value_region_is_exactly_the_value(checked_engine: str) -> None:
+    obj = load(MAPS)  # counts: hash, 4-byte keys, 8-byte values
+    counts = obj.maps["counts"]
+    counts[(1).to_bytes(4, "little")] = (5).to_bytes(8, "little")
+    counts[(2).to_bytes(4, "little")] = (6).to_bytes(8, "little")
+    handle = counts.handle
+
+    def program(offset: int) -> bytes:
+        return assemble(f"""
+            stw [r10-4], 1
+            lddw r1, {handle:#x}
+            mov r2, r10
+            add r2, -4
+            call 1
+            jeq r0, 0, out
+            ldxdw r0, [r0{offset:+d}]
+        out:
+            exit
+        """)
+
+    vm = obj.vm("count_first_byte")
+    vm.set_program(program(0))
+    assert run(vm, checked_engine) == 5
+    vm.set_program(program(8))  # the next slot holds key 2's value: not ours to read
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine)
+    assert info.value.size == 8
+
+
+def test_global_data_sections_are_array_maps() -> None:
+    obj = load(GLOBALS)
+    rodata = obj.maps[".rodata"]
+    assert (rodata.type.name, rodata.key_size, rodata.max_entries) == ("ARRAY", 4, 1)
+    assert rodata[bytes(4)] == bytes(obj.data[".rodata"])
+    rodata[bytes(4)] = (250).to_bytes(4, "little")  # the same memory as obj.data
+    assert int.from_bytes(obj.data[".rodata"], "little") == 250

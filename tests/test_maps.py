@@ -118,3 +118,10 @@ def test_ring_buffer_framing() -> None:
     assert list(ring.consume()) == [bytes(5), b"xyz"]
     with pytest.raises(MapError):
         create_map("bad", MapType.RINGBUF, 0, 0, 1000)  # not a power of 2 page multiple
+
+
+def test_lru_percpu_hash_behaves_as_lru_with_one_cpu() -> None:
+    m = create_map("p", MapType.LRU_PERCPU_HASH, 4, 8, 1)
+    m[k(1)] = v(1)
+    m[k(2)] = v(2)  # evicts key 1 instead of failing
+    assert list(m) == [k(2)]

@@ -33,7 +33,7 @@ from .errors import ElfError, MapError
 from .helpers import HelperContext
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
-from .maps import AnyMap, Map, RingBuf, create_map, map_helpers
+from .maps import AnyMap, Map, MapType, create_map, map_helpers
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -122,9 +122,6 @@ class ElfObject:
             used = {self.maps[name].handle: self.maps[name] for name in program.maps}
             for key, helper in map_helpers(used).items():
                 vm.register_helper(key, helper)
-            for target in used.values():
-                if isinstance(target, (Map, RingBuf)):
-                    vm.register_allowed_memory(target.slab)
         settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
         vm.register_helper(BPF_TAIL_CALL, _TailCalls(self, settings).helper, context=True,
                            name="bpf_tail_call")
@@ -193,8 +190,11 @@ def _load(data: bytes) -> ElfObject:
     map_symbols = _legacy_maps(elf, symbols, result)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
-        if sym["st_info"]["type"] != "STT_FUNC" or not isinstance(sym["st_shndx"], int):
+        if sym["st_info"]["type"] != "STT_FUNC":
             continue
+        if not isinstance(sym["st_shndx"], int):
+            raise ElfError(f"function {sym.name!r} is in no section (extern functions "
+                           "and kfuncs are not supported)")
         section = sections.get(sym["st_shndx"])
         if section is None or section.name == TEXT:
             continue
@@ -351,6 +351,8 @@ def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int
         result.data[name] = buffer
         result._pins.append(memoryview(buffer))  # no resize while programs point into it
         found[index] = (name, address_of(buffer), size)
+        # As libbpf does: each section is also a single-element array map.
+        result.maps[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1, slab=buffer)
     return found
 
 

@@ -6,7 +6,8 @@ and the VM needs one memory region per map. From Python a map is a
 ``MutableMapping[bytes, bytes]``.
 
 Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU),
-lru_hash (least recently used entry evicted when full), and queue and stack
+lru_hash and lru_percpu_hash (one CPU; the least recently used entry is
+evicted when full), and queue and stack
 (:class:`QueueMap`, with the push/pop/peek helpers).
 """
 
@@ -56,6 +57,7 @@ class MapType(IntEnum):
     PERCPU_HASH = 5
     PERCPU_ARRAY = 6
     LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
     PROG_ARRAY = 3
     QUEUE = 22
     STACK = 23
@@ -284,7 +286,7 @@ class Map(MutableMapping[bytes, bytes]):
     """One map: fixed key and value sizes, at most `max_entries` entries."""
 
     def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
-                 max_entries: int, flags: int = 0) -> None:
+                 max_entries: int, flags: int = 0, slab: bytearray | None = None) -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
         self.name = name
@@ -293,7 +295,11 @@ class Map(MutableMapping[bytes, bytes]):
         self.value_size = value_size
         self.max_entries = max_entries
         self.flags = flags
-        self.slab = bytearray(value_size * max_entries)
+        self._lru = map_type in (MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
+        if slab is not None and len(slab) < value_size * max_entries:
+            raise MapError(f"map {name!r}: the given slab is too small")
+        # A given slab (global data) is shared: the map is a view of it.
+        self.slab = slab if slab is not None else bytearray(value_size * max_entries)
         self._pin = memoryview(self.slab)  # the slab never moves
         self.base = address_of(self.slab)
         self.region = Region(self.base, memoryview(self.slab), True, f"map {name}")
@@ -313,12 +319,18 @@ class Map(MutableMapping[bytes, bytes]):
 
     # -- what helpers call (errors are negative errno values, as the kernel's) ----
 
+    def value_region(self, address: int) -> Region:
+        """The region of exactly one value, at an address lookup_elem returned."""
+        start = address - self.base
+        return Region(address, memoryview(self.slab)[start : start + self.value_size], True,
+                      f"map {self.name} value")
+
     def lookup_elem(self, key: bytes) -> int:
         """The address of the value for `key`, or 0."""
         slot = self._slot(key)
         if slot is None:
             return 0
-        if self.type is MapType.LRU_HASH:
+        if self._lru:
             self._slots.move_to_end(key)
         return self.base + slot * self.value_size
 
@@ -337,7 +349,7 @@ class Map(MutableMapping[bytes, bytes]):
             if flags == BPF_EXIST:
                 return -ENOENT
             if not self._free:
-                if self.type is not MapType.LRU_HASH:
+                if not self._lru:
                     return -E2BIG
                 _oldest, freed = self._slots.popitem(last=False)
                 self._free.append(freed)
@@ -345,7 +357,7 @@ class Map(MutableMapping[bytes, bytes]):
             self._slots[key] = slot
         elif flags == BPF_NOEXIST:
             return -EEXIST
-        elif self.type is MapType.LRU_HASH:
+        elif self._lru:
             self._slots.move_to_end(key)
         start = slot * self.value_size
         self.slab[start : start + self.value_size] = value
@@ -478,8 +490,15 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
                     _e: int) -> int:
         return find_ring(handle).output(ctx.read(data, size)) & _M64
 
-    def ring_reserve(_ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
-        return find_ring(handle).reserve(size)
+    def ring_reserve(ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
+        """The record's address; the program may then write exactly that record."""
+        ring = find_ring(handle)
+        address = ring.reserve(size)
+        if address:
+            start = address - ring.base
+            ctx.space.add(Region(address, memoryview(ring.slab)[start : start + size], True,
+                                 f"ringbuf {ring.name} record"))
+        return address
 
     def ring_commit(address: int, discard: bool) -> int:
         for ring in maps.values():
@@ -500,8 +519,12 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         return 0
 
     def lookup(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
+        """The value's address; the program may then touch exactly that value."""
         target = find(handle)
-        return target.lookup_elem(ctx.read(key, target.key_size))
+        address = target.lookup_elem(ctx.read(key, target.key_size))
+        if address:
+            ctx.space.add(target.value_region(address))
+        return address
 
     def update(ctx: HelperContext, handle: int, key: int, value: int, flags: int,
                _e: int) -> int:

@@ -309,3 +309,36 @@ def test_global_data_sections_are_array_maps() -> None:
     assert rodata[bytes(4)] == bytes(obj.data[".rodata"])
     rodata[bytes(4)] = (250).to_bytes(4, "little")  # the same memory as obj.data
     assert int.from_bytes(obj.data[".rodata"], "little") == 250
+
+
+def _patched_relocation(field: str, value: int) -> bytes:
+    """calls.o with the first relocation of .relxdp changed (type or symbol)."""
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(CALLS.read_bytes())
+    rel = ELFFile(io.BytesIO(bytes(data))).get_section_by_name(".relxdp")
+    at = rel["sh_offset"] + 8  # r_info of the first Elf64_Rel (r_offset, r_info)
+    info = int.from_bytes(data[at : at + 8], "little")
+    sym, kind = info >> 32, info & 0xFFFF_FFFF
+    if field == "type":
+        kind = value
+    else:
+        sym = value
+    data[at : at + 8] = ((sym << 32) | kind).to_bytes(8, "little")
+    return bytes(data)
+
+
+def test_malformed_relocations_name_the_section() -> None:
+    with pytest.raises(ElfError) as info:
+        load(_patched_relocation("type", 99))
+    assert info.value.section == "xdp" and "99" in info.value.reason
+    with pytest.raises(ElfError) as info:
+        load(_patched_relocation("symbol", 0xFFFF))
+    assert info.value.section == "xdp" and "out of range" in info.value.reason
+
+
+def test_wrong_class_is_an_elf_error() -> None:
+    data = bytearray(CALLS.read_bytes())
+    data[4] = 1  # EI_CLASS = ELFCLASS32
+    with pytest.raises(ElfError):
+        load(bytes(data))

@@ -109,8 +109,9 @@ def test_rodata_is_read_only_for_programs(checked_engine: str) -> None:
     program = obj.program("count")
     # Rewrite the program to store into .rodata: take the address its lddw loads.
     from ebpfvm.encoding import decode
+    from ebpfvm.isa import Form
 
-    lddws = [insn for insn in decode(program.code) if insn.opcode == 0x18]
+    lddws = [insn for insn in decode(program.code) if insn.row and insn.row.form is Form.LDDW]
     rodata_address = lddws[-1].imm
     vm = obj.vm("count")
     vm.set_program(assemble(f"lddw r1, {rodata_address:#x}\nstw [r1+0], 5\nexit"))

@@ -78,10 +78,14 @@ def basic_blocks(insns: Sequence[Insn]) -> list[list[Insn]]:
     return blocks
 
 
+_CALL_LOCAL_ROWS = frozenset(id(row) for row in OPS if row.form is Form.CALL_LOCAL)
+"""ids of the local-call rows (hashing a row itself would go through Python code)."""
+
+
 def stack_size(insns: Sequence[Insn]) -> int:
     """Stack bytes a run gets: one frame, or every frame when the program
     makes local calls (the kernel also allows 512 bytes to a call-free program)."""
-    calls = any(insn.row is not None and insn.row.form is Form.CALL_LOCAL for insn in insns)
+    calls = _CALL_LOCAL_ROWS.intersection([id(insn.row) for insn in insns])
     return FRAME_SIZE * (MAX_CALL_DEPTH if calls else 1)
 
 

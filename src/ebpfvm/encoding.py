@@ -60,14 +60,17 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     """
     if len(code) % SLOT:
         raise DecodeError(f"program length {len(code)} is not a multiple of {SLOT}")
-    nslots = len(code) // SLOT
+    slots = list(_SLOT.iter_unpack(code))
+    nslots = len(slots)
     insns: list[Insn] = []
+    append = insns.append
     rows = _ROW_CACHE
     if len(rows) > _ROW_CACHE_LIMIT:
         rows.clear()
     pc = 0
     while pc < nslots:
-        opcode, dst, src, off, imm = _unpack(code, pc)
+        opcode, regs, off, imm = slots[pc]
+        src = regs >> 4
         key = (opcode, src, off, imm)
         if key in rows:
             row = rows[key]
@@ -76,11 +79,11 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
         if opcode == _LDDW_OPCODE:
             if pc + 1 >= nslots:
                 raise DecodeError("lddw is missing its second slot", pc)
-            imm = (imm & _M32) | ((_SLOT.unpack_from(code, (pc + 1) * SLOT)[3] & _M32) << 32)
-            insns.append(Insn(pc, opcode, dst, src, off, imm, row))
+            imm = (imm & _M32) | ((slots[pc + 1][3] & _M32) << 32)
+            append(Insn(pc, opcode, regs & 0xF, src, off, imm, row))
             pc += 2
         else:
-            insns.append(Insn(pc, opcode, dst, src, off, imm, row))
+            append(Insn(pc, opcode, regs & 0xF, src, off, imm, row))
             pc += 1
     return insns
 

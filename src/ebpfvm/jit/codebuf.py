@@ -112,6 +112,21 @@ class CodeBuffer:
         self.fixups.append(Fixup(self.position, label))
         self.data += bytes(REL32_SIZE)
 
+    def local_bytes(self, start: int, first_fixup: int) -> bytes | None:
+        """The bytes emitted since `start`, with the rel32 fields recorded since
+        fixup number `first_fixup` patched, provided every one of them points
+        at a label bound inside those bytes. Such bytes do not depend on where
+        they are placed, so they can be emitted again anywhere; None when some
+        branch leaves them (or its label is not bound yet)."""
+        end = len(self.data)
+        piece = bytearray(self.data[start:])
+        for offset, label in self.fixups[first_fixup:]:
+            target = label.position
+            if target is None or not start <= target <= end:
+                return None
+            struct.pack_into("<i", piece, offset - start, target - (offset + REL32_SIZE))
+        return bytes(piece)
+
     def resolve(self) -> None:
         """Patch every rel32 field. Raises :class:`UnboundLabelError` for an
         unbound label and ValueError for a distance that does not fit s32.

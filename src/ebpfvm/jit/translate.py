@@ -37,12 +37,15 @@ zero, a successful 32-bit cmpxchg) the code zero-extends explicitly.
 from __future__ import annotations
 
 import ctypes
+import functools
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
 from ..isa import MAX_REG, Form, OpInfo, Reg
+from .codebuf import Fixup
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -91,8 +94,45 @@ _CONDITIONS = {
 }
 
 
+@functools.cache
 def _ctx(name: str, index: int = 0) -> Mem:
     return Mem(CTX, field_offset(name) + index * QWORD)
+
+
+Template = tuple[bytes, tuple[tuple[int, int], ...]]
+"""Machine code whose only branches go to labels given when it is placed:
+(bytes, (offset of a rel32 field, index of its label) for each branch)."""
+_TEMPLATES: dict[tuple[object, ...], Template] = {}
+_TEMPLATE_HOLES = 4
+
+
+def _template(key: tuple[object, ...], build: Callable[[X86Assembler, list[Label]], None]
+              ) -> Template:
+    """The code `build` emits, built once per `key` (which must name everything
+    `build` depends on). `build` gets placeholder labels to branch to and binds none."""
+    template = _TEMPLATES.get(key)
+    if template is None:
+        scratch = X86Assembler()
+        holes = [Label(f"hole {index}") for index in range(_TEMPLATE_HOLES)]
+        build(scratch, holes)
+        refs = tuple((fixup.offset, holes.index(fixup.label)) for fixup in scratch.buf.fixups)
+        template = _TEMPLATES[key] = (bytes(scratch.buf.data), refs)
+    return template
+
+
+_PROLOGUES: dict[int, tuple[bytes, int]] = {}
+"""Entry code by stack bytes to clear: (code, offset of the context address)."""
+
+_INSN_CACHE: dict[bool, dict[tuple[int, ...], bytes]] = {True: {}, False: {}}
+"""Per mode (checked or not): the code of instructions whose code depends on
+their fields only, by (opcode, dst, src, off, imm)."""
+_INSN_CACHE_LIMIT = 1 << 16
+_POSITION_FREE_FORMS = frozenset({
+    Form.ALU_K, Form.ALU_X, Form.NEG, Form.ENDIAN, Form.LDDW, Form.LDX, Form.ST, Form.STX,
+    Form.ATOMIC,
+})
+"""Forms whose emitters never use the pc except through a cold stub or an
+invalid-instruction exit (which make the code uncacheable)."""
 
 
 @dataclass
@@ -134,6 +174,16 @@ class _Translator:
         self.depth_fail = a.new_label()
         self.pc_offsets: list[tuple[int, int]] = []
         self.block_pcs: list[list[int]] = []
+        self.insn_cache = _INSN_CACHE[checked]
+
+    def place(self, template: Template, *labels: Label) -> None:
+        """Emit `template` with its branches going to `labels`."""
+        buf = self.asm.buf
+        start = len(buf.data)
+        code, refs = template
+        buf.data += code
+        for offset, index in refs:
+            buf.fixups.append(Fixup(start + offset, labels[index]))
 
     # -- driver ---------------------------------------------------------------
 
@@ -144,16 +194,25 @@ class _Translator:
         entry = a.buf.position
         a.bind(self.entry_label)
         self._prologue()
+        data = a.buf.data
+        labels = self.labels
+        pc_offset = self.pc_offsets.append
+        block_pcs = self.block_pcs.append
+        emit_insn = self._insn
         for index, block in enumerate(self.blocks):
-            self.block_pcs.append([insn.pc for insn in block])
-            a.bind(self.labels[block[0].pc])
-            self.pc_offsets.append((block[0].pc, a.buf.position))
+            block_pcs([insn.pc for insn in block])
+            a.bind(labels[block[0].pc])
             if self.checked:
+                pc_offset((block[0].pc, len(data)))
                 self._charge_budget(index, len(block))
-            for position, insn in enumerate(block):
-                if position:
-                    self.pc_offsets.append((insn.pc, a.buf.position))
-                self._insn(insn)
+                for position, insn in enumerate(block):
+                    if position:
+                        pc_offset((insn.pc, len(data)))
+                    emit_insn(insn)
+            else:
+                for insn in block:
+                    pc_offset((insn.pc, len(data)))
+                    emit_insn(insn)
             last = block[-1]
             if _falls_through(last):
                 nxt = last.pc + last.slots
@@ -194,13 +253,26 @@ class _Translator:
     # -- entry and exits ------------------------------------------------------
 
     def _prologue(self) -> None:
+        """The entry's code depends on the stack bytes to clear and, in one
+        imm64, on the context address: it is built once per size and patched."""
         a = self.asm
+        buf = a.buf
+        start = len(buf.data)
+        clear = observable_stack(self.insns, self.stack_size)
+        cached = _PROLOGUES.get(clear)
+        if cached is not None:
+            code, context_at = cached
+            buf.data += code
+            struct.pack_into("<Q", buf.data, start + context_at, self.context)
+            return
+        fixups = len(buf.fixups)
         for reg in CALLEE_SAVED:
             a.push(reg)
         a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
         a.mov_ri64(CTX, self.context)  # the entry takes no arguments: cheaper to call
+        context_at = len(buf.data) - QWORD - start  # the imm64 ends the instruction
         a.store(_ctx("saved_rsp"), X.RSP, QWORD)
-        self._zero_stack()
+        self._zero_stack(clear)
         self._resolve_bytearray()
         self._input_bounds()
         a.store_imm(_ctx("depth"), 0, QWORD)
@@ -211,12 +283,14 @@ class _Translator:
         a.load(BUDGET, _ctx("in_budget"), QWORD)
         for ebpf in (0, 3, 4, 5, 6, 7, 8, 9):
             a.xor_zero(REG_MAP[ebpf])
+        built = buf.local_bytes(start, fixups)
+        assert built is not None, "the prologue branches only inside itself"
+        _PROLOGUES[clear] = (built, context_at)
 
-    def _zero_stack(self) -> None:
+    def _zero_stack(self, size: int) -> None:
         """No run sees another run's stack. Only the bytes the program can
         reach need clearing (see observable_stack); a few stores beat rep stos."""
         a = self.asm
-        size = observable_stack(self.insns, self.stack_size)
         if not size:
             return
         a.xor_zero(X.RAX)
@@ -325,15 +399,21 @@ class _Translator:
             a.jmp(self.fault_exit)
 
     def _charge_budget(self, block_index: int, length: int) -> None:
-        a = self.asm
-        stub = a.new_label()
-        a.alu_ri(AluOp.SUB, BUDGET, length)
-        a.jcc(Cond.B, stub)
+        stub = Label()
+
+        def charge(a: X86Assembler, holes: list[Label]) -> None:
+            a.alu_ri(AluOp.SUB, BUDGET, length)
+            a.jcc(Cond.B, holes[0])
+
+        def build_stub(a: X86Assembler, holes: list[Label]) -> None:
+            a.mov_ri(TMP, block_index, w64=False)
+            a.jmp(holes[0])
+
+        self.place(_template(("charge", length), charge), stub)
 
         def cold() -> None:
-            a.bind(stub)
-            a.mov_ri(TMP, block_index, w64=False)
-            a.jmp(self.budget_fail)
+            self.asm.bind(stub)
+            self.place(_template(("charge stub", block_index), build_stub), self.budget_fail)
 
         self.cold.append(cold)
 
@@ -355,21 +435,27 @@ class _Translator:
         operand = Mem(REG_MAP[base], off)
         if not self.checked or (base == MAX_REG and -FRAME_SIZE <= off <= -size):
             return operand
-        a = self.asm
-        cold, resume = a.new_label(), a.new_label()
-        a.lea(TMP, operand)
-        a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
-        a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
-        a.jcc(Cond.AE, cold)
-        a.bind(resume)
+        cold, resume = Label(), Label()
+
+        def check(a: X86Assembler, holes: list[Label]) -> None:
+            a.lea(TMP, operand)
+            a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
+            a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
+            a.jcc(Cond.AE, holes[0])
+
+        self.place(_template(("check", base, off, size, store), check), cold)
+        self.asm.bind(resume)
         info = (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store)
 
-        def stub() -> None:
-            a.bind(cold)
+        def build_stub(a: X86Assembler, holes: list[Label]) -> None:
             a.lea(ADDR, operand)
             a.mov_ri(TMP, info, w64=False)
-            a.call(self.slowpath)
-            a.jmp(resume)
+            a.call(holes[0])
+            a.jmp(holes[1])
+
+        def stub() -> None:
+            self.asm.bind(cold)
+            self.place(_template(("stub", base, off, info), build_stub), self.slowpath, resume)
 
         self.cold.append(stub)
         return operand
@@ -421,6 +507,12 @@ class _Translator:
     # -- instructions ---------------------------------------------------------
 
     def _insn(self, insn: Insn) -> None:
+        key = insn[1:6]  # opcode, dst, src, off, imm: they determine the row too
+        code = self.insn_cache.get(key)
+        buf = self.asm.buf
+        if code is not None:
+            buf.data += code
+            return
         row = insn.row
         if row is None:
             self._to_invalid(insn, "no such instruction")
@@ -429,7 +521,14 @@ class _Translator:
         if problem:
             self._to_invalid(insn, problem)
             return
+        start, fixups, cold = len(buf.data), len(buf.fixups), len(self.cold)
         _EMITTERS[row.form](self, insn, row)
+        if row.form in _POSITION_FREE_FORMS and len(self.cold) == cold:
+            code = buf.local_bytes(start, fixups)
+            if code is not None:
+                if len(self.insn_cache) > _INSN_CACHE_LIMIT:
+                    self.insn_cache.clear()
+                self.insn_cache[key] = code
 
     def jump_to(self, insn: Insn, target: int, cond: Cond | None) -> None:
         a = self.asm

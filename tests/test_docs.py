@@ -218,3 +218,16 @@ def test_links_resolve(path: Path) -> None:
             assert anchor in _anchors(linked), f"{path.name}: {target} names no heading"
         checked += 1
     assert checked or path.name != "guide.md"
+
+
+def _quick_start(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_guide_quick_start_is_the_readme_one() -> None:
+    """The guide repeats the README's two commands; they must not drift apart."""
+    readme = _quick_start(REPO / "README.md")
+    assert len(readme.strip().splitlines()) == 2
+    assert _quick_start(REPO / "docs" / "guide.md") == readme

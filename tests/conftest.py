@@ -27,6 +27,8 @@ from engines import ALL_ENGINES, CHECKED_ENGINES  # noqa: E402
 
 CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
+DOCS_RAN: Counter[str] = Counter()
+"""Samples of the docs that ran (tests/test_docs.py): python, python output, commands."""
 
 
 @pytest.fixture(params=ALL_ENGINES)
@@ -42,8 +44,12 @@ def checked_engine(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not CONFORMANCE_RAN:
-        return
+    if DOCS_RAN:
+        terminalreporter.write_line(
+            f"docs: {DOCS_RAN['python']} python samples ran "
+            f"({DOCS_RAN['python output']} with checked output), "
+            f"{DOCS_RAN['commands']} commands ran"
+        )
     for name in sorted(CONFORMANCE_RAN):
         terminalreporter.write_line(
             f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "

@@ -1,0 +1,11 @@
+# Sum the bytes of the input: r1 = its address, r2 = its length (EbpfVmRaw).
+    mov r0, 0
+    jeq r2, 0, done
+loop:
+    ldxb r3, [r1]
+    add r0, r3
+    add r1, 1
+    sub r2, 1
+    jne r2, 0, loop
+done:
+    exit

@@ -15,13 +15,14 @@ executable memory is allocated.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from ebpfvm.errors import JitError
 
 __all__ = ["CodeBuffer", "Fixup", "Label", "UnboundLabelError"]
 
 REL32_SIZE = 4
+_REL32_HOLE = bytes(REL32_SIZE)
+_REL32 = struct.Struct("<i")
 S32_MIN = -(1 << 31)
 S32_MAX = (1 << 31) - 1
 
@@ -50,11 +51,9 @@ class Label:
         return f"Label({self.name!r}, position={self.position})"
 
 
-class Fixup(NamedTuple):
-    """A rel32 field at `offset` in the buffer that must point at `label`."""
-
-    offset: int
-    label: Label
+Fixup = tuple[int, Label]
+"""A rel32 field at an offset in the buffer that must point at a label (a plain
+tuple: programs make many, and a tuple display is the cheapest to build)."""
 
 
 def _check_range(value: int, low: int, high: int, what: str) -> None:
@@ -109,8 +108,9 @@ class CodeBuffer:
 
     def emit_rel32(self, label: Label) -> None:
         """Emit a 4-byte placeholder to be patched with ``label - end of field``."""
-        self.fixups.append(Fixup(self.position, label))
-        self.data += bytes(REL32_SIZE)
+        data = self.data
+        self.fixups.append((len(data), label))
+        data += _REL32_HOLE
 
     def local_bytes(self, start: int, first_fixup: int) -> bytes | None:
         """The bytes emitted since `start`, with the rel32 fields recorded since
@@ -124,17 +124,19 @@ class CodeBuffer:
             target = label.position
             if target is None or not start <= target <= end:
                 return None
-            struct.pack_into("<i", piece, offset - start, target - (offset + REL32_SIZE))
+            _REL32.pack_into(piece, offset - start, target - (offset + REL32_SIZE))
         return bytes(piece)
 
     def resolve(self) -> None:
         """Patch every rel32 field. Raises :class:`UnboundLabelError` for an
         unbound label and ValueError for a distance that does not fit s32.
         Patching is idempotent, so resolving twice is harmless."""
-        for fixup in self.fixups:
-            target = fixup.label.position
+        data = self.data
+        for offset, label in self.fixups:
+            target = label.position
             if target is None:
-                raise UnboundLabelError(fixup.label, fixup.offset)
-            distance = target - (fixup.offset + REL32_SIZE)
-            _check_range(distance, S32_MIN, S32_MAX, "rel32")
-            struct.pack_into("<i", self.data, fixup.offset, distance)
+                raise UnboundLabelError(label, offset)
+            distance = target - (offset + REL32_SIZE)
+            if not S32_MIN <= distance <= S32_MAX:
+                _check_range(distance, S32_MIN, S32_MAX, "rel32")
+            _REL32.pack_into(data, offset, distance)

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
 from ..isa import MAX_REG, Form, OpInfo, Reg
-from .codebuf import Fixup
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -115,11 +114,13 @@ def _template(key: tuple[object, ...], build: Callable[[X86Assembler, list[Label
         scratch = X86Assembler()
         holes = [Label(f"hole {index}") for index in range(_TEMPLATE_HOLES)]
         build(scratch, holes)
-        refs = tuple((fixup.offset, holes.index(fixup.label)) for fixup in scratch.buf.fixups)
+        refs = tuple((offset, holes.index(label)) for offset, label in scratch.buf.fixups)
         template = _TEMPLATES[key] = (bytes(scratch.buf.data), refs)
     return template
 
 
+_CHARGES: dict[int, Template] = {}
+"""Budget charges by block length (a shortcut past _template's key building)."""
 _PROLOGUES: dict[int, tuple[bytes, int]] = {}
 """Entry code by stack bytes to clear: (code, offset of the context address)."""
 
@@ -159,7 +160,7 @@ class _Translator:
         self.stack_size = stack_size(self.insns)
         self.asm = X86Assembler()
         self.blocks = basic_blocks(self.insns)
-        self.labels = {block[0].pc: self.asm.new_label() for block in self.blocks}
+        self.labels = {block[0].pc: Label() for block in self.blocks}
         """Labels of block starts: the only places jumps and calls go."""
         self.starts = {insn.pc for insn in self.insns}
         self.invalid: dict[int, str] = {}
@@ -175,6 +176,7 @@ class _Translator:
         self.pc_offsets: list[tuple[int, int]] = []
         self.block_pcs: list[list[int]] = []
         self.insn_cache = _INSN_CACHE[checked]
+        self.budget_stubs: list[tuple[Label, int]] = []
 
     def place(self, template: Template, *labels: Label) -> None:
         """Emit `template` with its branches going to `labels`."""
@@ -183,7 +185,7 @@ class _Translator:
         code, refs = template
         buf.data += code
         for offset, index in refs:
-            buf.fixups.append(Fixup(start + offset, labels[index]))
+            buf.fixups.append((start + offset, labels[index]))
 
     # -- driver ---------------------------------------------------------------
 
@@ -220,6 +222,7 @@ class _Translator:
                     continue  # the next block follows directly
                 self._to_invalid(last, "execution falls off the end of the program")
         body_end = a.buf.position
+        self._budget_stubs()
         for emit in self.cold:
             emit()
         code = a.code()
@@ -399,23 +402,31 @@ class _Translator:
             a.jmp(self.fault_exit)
 
     def _charge_budget(self, block_index: int, length: int) -> None:
+        """Take the block's length off the budget; when that goes below zero,
+        the cold stub reports the block (placed by _budget_stubs)."""
         stub = Label()
+        template = _CHARGES.get(length)
+        if template is None:
 
-        def charge(a: X86Assembler, holes: list[Label]) -> None:
-            a.alu_ri(AluOp.SUB, BUDGET, length)
-            a.jcc(Cond.B, holes[0])
+            def charge(a: X86Assembler, holes: list[Label]) -> None:
+                a.alu_ri(AluOp.SUB, BUDGET, length)
+                a.jcc(Cond.B, holes[0])
 
-        def build_stub(a: X86Assembler, holes: list[Label]) -> None:
-            a.mov_ri(TMP, block_index, w64=False)
-            a.jmp(holes[0])
+            template = _CHARGES[length] = _template(("charge", length), charge)
+        self.place(template, stub)
+        self.budget_stubs.append((stub, block_index))
 
-        self.place(_template(("charge", length), charge), stub)
+    def _budget_stubs(self) -> None:
+        fail = self.budget_fail
+        data = self.asm.buf.data
+        for stub, block_index in self.budget_stubs:
 
-        def cold() -> None:
-            self.asm.bind(stub)
-            self.place(_template(("charge stub", block_index), build_stub), self.budget_fail)
+            def build_stub(a: X86Assembler, holes: list[Label]) -> None:
+                a.mov_ri(TMP, block_index, w64=False)  # noqa: B023 (used at once)
+                a.jmp(holes[0])
 
-        self.cold.append(cold)
+            stub.position = len(data)
+            self.place(_template(("charge stub", block_index), build_stub), fail)
 
     def _to_invalid(self, insn: Insn, reason: str) -> None:
         """Stop with InvalidInstruction at `insn` when this point is reached."""

@@ -609,3 +609,103 @@ def test_allowed_buffer_can_be_made_read_only(checked_engine: str) -> None:
         run(vm, checked_engine)
     assert info.value.access == "store"
     assert table == bytearray(4)
+
+
+# -- accesses through one base in one block ------------------------------------------
+# The checked JIT checks such accesses once over the span they cover and falls
+# back to checking each one when that fails; every engine must still stop at
+# the exact access, after the accesses before it took effect.
+
+
+def test_store_after_load_into_read_only_input_faults_at_the_store(
+        checked_engine: str) -> None:
+    backing = bytearray([7, 0, 0, 0])
+    for data in (bytes(backing), memoryview(backing).toreadonly()):
+        vm = EbpfVmRaw(assemble("ldxb r0, [r1]\nstxb [r1+1], r0\nexit"))
+        with pytest.raises(MemoryFault) as info:
+            run(vm, checked_engine, data)
+        fault = info.value
+        assert (fault.pc, fault.address, fault.size, fault.access) == (
+            1, buffer_address(data) + 1, 1, "store")
+        assert bytes(data) == bytes([7, 0, 0, 0])
+
+
+@pytest.mark.parametrize(("length", "fault_pc", "offset"), [
+    (12, None, 0),  # both words and the byte fit
+    (11, 2, 8),  # the last word reaches one byte past the end
+    (8, 2, 8),
+])
+def test_group_of_loads_near_the_end(checked_engine: str, length: int,
+                                     fault_pc: int | None, offset: int) -> None:
+    vm = EbpfVmRaw(assemble("""
+        ldxw r0, [r1]
+        ldxb r2, [r1+5]
+        ldxw r3, [r1+8]
+        add r0, r2
+        add r0, r3
+        exit"""))
+    data = bytearray(range(1, length + 1))
+    if fault_pc is None:
+        expected = int.from_bytes(data[0:4], "little") + data[5] + int.from_bytes(data[8:12], "little")
+        assert run(vm, checked_engine, data) == expected
+        return
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine, data)
+    assert (info.value.pc, info.value.address, info.value.size) == (
+        fault_pc, buffer_address(data) + offset, 4)
+
+
+@pytest.mark.parametrize(("length", "faults"), [(101, False), (100, True)])
+def test_stores_far_apart_through_one_base(checked_engine: str, length: int,
+                                            faults: bool) -> None:
+    vm = EbpfVmRaw(assemble("""
+        stb [r1], 0xaa
+        mov r0, 1
+        stb [r1+100], 0xbb
+        exit"""))
+    data = bytearray(length)
+    if faults:
+        with pytest.raises(MemoryFault) as info:
+            run(vm, checked_engine, data)
+        assert (info.value.pc, info.value.address, info.value.size, info.value.access) == (
+            2, buffer_address(data) + 100, 1, "store")
+    else:
+        assert run(vm, checked_engine, data) == 1
+        assert data[100] == 0xBB
+    assert data[0] == 0xAA  # the first store happened either way
+
+
+def test_accesses_through_a_copied_frame_pointer(engine: str) -> None:
+    """Both accesses are in the stack, not the input: allowed, the slow way."""
+    vm = EbpfVmRaw(assemble("""
+        mov r2, r10
+        sub r2, 16
+        stdw [r2], 0x1234
+        stdw [r2+8], 0x5678
+        ldxdw r0, [r2]
+        ldxdw r3, [r2+8]
+        add r0, r3
+        exit"""))
+    assert run(vm, engine, bytearray(4)) == 0x1234 + 0x5678
+
+
+def test_base_rewritten_between_accesses(checked_engine: str) -> None:
+    vm = EbpfVmRaw(assemble("""
+        ldxb r0, [r1]
+        add r1, 8
+        ldxb r2, [r1]
+        exit"""))
+    data = bytearray(8)
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine, data)
+    assert (info.value.pc, info.value.address) == (2, buffer_address(data) + 8)
+    assert run(vm, checked_engine, bytearray(9)) == 0
+
+
+def test_load_into_its_own_base_ends_the_group(checked_engine: str) -> None:
+    """ldxdw r1, [r1] replaces the base: the next access uses the loaded value."""
+    target = bytearray([5, 6])
+    data = bytearray(struct.pack("<Q", buffer_address(target)))
+    vm = EbpfVmRaw(assemble("ldxdw r1, [r1]\nldxb r0, [r1+1]\nexit"))
+    vm.register_allowed_memory(target)
+    assert run(vm, checked_engine, data) == 6

@@ -207,6 +207,10 @@ class _Translator:
             if self.checked:
                 pc_offset((block[0].pc, len(data)))
                 self._charge_budget(index, len(block))
+                groups = _fused_groups(block)
+                if groups:
+                    self._fused_block(block, groups)
+                    continue
                 for position, insn in enumerate(block):
                     if position:
                         pc_offset((insn.pc, len(data)))
@@ -215,12 +219,7 @@ class _Translator:
                 for insn in block:
                     pc_offset((insn.pc, len(data)))
                     emit_insn(insn)
-            last = block[-1]
-            if _falls_through(last):
-                nxt = last.pc + last.slots
-                if nxt in self.starts:
-                    continue  # the next block follows directly
-                self._to_invalid(last, "execution falls off the end of the program")
+            self._block_end(block[-1], jump=False)
         body_end = a.buf.position
         self._budget_stubs()
         for emit in self.cold:
@@ -231,6 +230,61 @@ class _Translator:
                                           for name in _RUNTIME_LABELS}, repeat_entry, batch_entry)
         return JitCode(code, entry, repeat_entry, batch_entry, self.block_pcs,
                        self.invalid, self.pc_offsets, body_end)
+
+    def _block_end(self, last: Insn, jump: bool) -> None:
+        """After a block's last instruction: when it can fall through, go on
+        to the next block (with a jump unless it follows directly)."""
+        if not _falls_through(last):
+            return
+        label = self.labels.get(last.pc + last.slots)
+        if label is None:
+            self._to_invalid(last, "execution falls off the end of the program")
+        elif jump:
+            self.asm.jmp(label)
+
+    # -- fused bounds checks ---------------------------------------------------
+
+    def _fused_block(self, block: list[Insn], groups: list[_Group]) -> None:
+        """A block whose accesses through one unchanged base are checked once,
+        before the first of them, over the span they all cover. If that check
+        fails, execution continues at the same instruction in a copy of the
+        rest of the block in which every access is checked on its own (in
+        cold code), so faults and region lookups stay exactly as unfused."""
+        data = self.asm.buf.data
+        pc_offset = self.pc_offsets.append
+        leaders = {group.members[0]: group for group in groups}
+        covered = {member for group in groups for member in group.members}
+        retry = {position: Label() for position in leaders}
+        for position, insn in enumerate(block):
+            if position:
+                pc_offset((insn.pc, len(data)))
+            group = leaders.get(position)
+            if group is not None:
+                self.place(_fused_check(group), retry[position])
+            if position in covered:
+                self._insn_unchecked(insn)
+            else:
+                self._insn(insn)
+        self._block_end(block[-1], jump=False)
+        first = min(leaders)
+
+        def copy() -> None:
+            for position in range(first, len(block)):
+                label = retry.get(position)
+                if label is not None:
+                    self.asm.bind(label)
+                self._insn(block[position])
+            self._block_end(block[-1], jump=True)
+
+        self.cold.append(copy)
+
+    def _insn_unchecked(self, insn: Insn) -> None:
+        """`insn` as unchecked mode emits it: its access was checked already."""
+        self.checked, self.insn_cache = False, _INSN_CACHE[False]
+        try:
+            self._insn(insn)
+        finally:
+            self.checked, self.insn_cache = True, _INSN_CACHE[True]
 
     def _runtime(self) -> tuple[int, int]:
         """The program-independent code, placed first: epilogues, fault exits,
@@ -703,6 +757,88 @@ _MEMORY_FORMS = frozenset({Form.ST, Form.STX, Form.ATOMIC})
 
 def _sizeof(entry: type[RegionEntry]) -> int:
     return ctypes.sizeof(entry)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Accesses of one block through one base register that no instruction
+    between them writes: `members` are their positions in the block, and
+    [base + low, base + low + span) covers all of them."""
+
+    base: int
+    low: int
+    span: int
+    store: bool
+    members: tuple[int, ...]
+
+
+_FUSABLE = {Form.LDX: "src", Form.ST: "dst", Form.STX: "dst"}
+"""Memory forms whose checks can be fused, and the field naming their base."""
+
+
+def _fused_groups(block: list[Insn]) -> list[_Group]:
+    """The groups of two or more checked accesses in `block` (see _Group)."""
+    open_: dict[int, list[tuple[int, int, int, bool]]] = {}
+    groups: list[_Group] = []
+
+    def close(reg: int) -> None:
+        members = open_.pop(reg, None)
+        if members is not None and len(members) > 1:
+            low = min(off for _, off, _, _ in members)
+            high = max(off + size for _, off, size, _ in members)
+            groups.append(_Group(reg, low, high - low, any(store for *_, store in members),
+                                 tuple(position for position, *_ in members)))
+
+    for position, insn in enumerate(block):
+        row = insn.row
+        if row is None or register_problem(row, insn):
+            for reg in list(open_):
+                close(reg)
+            continue
+        field = _FUSABLE.get(row.form)
+        if field is not None:
+            base = insn.src if field == "src" else insn.dst
+            size = row.size
+            if not (base == MAX_REG and -FRAME_SIZE <= insn.off <= -size):  # else unchecked
+                open_.setdefault(base, []).append(
+                    (position, insn.off, size, row.form is not Form.LDX))
+            if row.form is Form.LDX:
+                close(insn.dst)
+            continue
+        if row.form is Form.ATOMIC:
+            for reg in list(open_):
+                close(reg)
+            continue
+        if row.dst is Reg.WRITE:
+            close(insn.dst)
+        if row.src is Reg.WRITE:
+            close(insn.src)
+    for reg in list(open_):
+        close(reg)
+    return groups
+
+
+def _fused_check(group: _Group) -> Template:
+    """Whether [base + low, base + low + span) lies in the input (and it is
+    writable, for a group with a store). A span of at most 8 bytes is checked
+    like one access of the next access size up (which may refuse a span that
+    ends within the last 7 bytes: the checked copy then decides). A longer
+    span is checked at its first byte, then at its last, which cannot wrap
+    once the first is inside."""
+    fits = [size for size in ACCESS_SIZES if size >= group.span]
+    count = _ctx("p_wcnt" if group.store else "p_cnt", SIZE_INDEX[fits[0] if fits else 1])
+
+    def build(a: X86Assembler, holes: list[Label]) -> None:
+        a.lea(TMP, Mem(REG_MAP[group.base], group.low))
+        a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
+        a.alu_rm(AluOp.CMP, TMP, count)
+        a.jcc(Cond.AE, holes[0])
+        if not fits:
+            a.alu_ri(AluOp.ADD, TMP, group.span - 1)
+            a.alu_rm(AluOp.CMP, TMP, count)
+            a.jcc(Cond.AE, holes[0])
+
+    return _template(("fused", group.base, group.low, group.span, group.store), build)
 
 
 def _falls_through(insn: Insn) -> bool:

@@ -143,6 +143,7 @@ class JitProgram:
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
         self._batching = False
+        self._batch_memory: Region | None = None
 
     # -- region table -----------------------------------------------------------
 
@@ -240,6 +241,9 @@ class JitProgram:
         self._unwound = False
         self._run_obj = owner
         self._batching = True
+        # One view of the whole buffer: each run's input region is a slice of it.
+        self._batch_memory = (Region.of_address(base, limit, "batch", writable)
+                              if 0 < limit < M64 else None)
         self.busy.enter()
         try:
             index = 0
@@ -268,6 +272,7 @@ class JitProgram:
             return results
         finally:
             self._batching = False
+            self._batch_memory = None
             self._release()
 
     def _release(self) -> None:
@@ -336,8 +341,12 @@ class JitProgram:
         if data is None and self._run_obj is not None:
             ctx = self.ctx
             data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
+        whole = self._batch_memory
         if data is None or not data.size:
             mem = Region(0, memoryview(b""), False, "mem")
+        elif whole is not None and whole.start <= data.ptr <= whole.end - data.size:
+            start = data.ptr - whole.start
+            mem = Region(data.ptr, whole.view[start : start + data.size], data.writable, "mem")
         else:
             mem = _input_region(data)
         return [self.stack, mem, *self.extra]
@@ -355,7 +364,8 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
-            self._write_table(space.regions)
+            if not self._batching:  # a batch run's prologue wrote these same entries
+                self._write_table(space.regions)
         return self._machine
 
     def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:

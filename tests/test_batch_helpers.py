@@ -63,3 +63,22 @@ def test_a_helper_that_ends_its_run_does_not_end_the_batch() -> None:
     spans = [(i, 1) for i in range(len(buffer))]
     # Even bytes come back + 1 from the program; odd ones end it in the helper with 100 + b.
     assert list(vm.execute_spans(buffer, spans)) == [3, 103, 5, 105, 105, 9]
+
+
+def test_repeated_runs_do_not_keep_the_regions_helpers_added() -> None:
+    """test_run repeats in one native call; before the fix every repetition kept
+    the regions earlier ones' helpers added, so a map-using program slowed down
+    quadratically."""
+    seen: list[int] = []
+    extra = bytearray(8)
+
+    def add_region(ctx: HelperContext, *_args: int) -> int:
+        seen.append(len(ctx.space.regions))
+        return ctx.add_region(extra, "extra")
+
+    vm = EbpfVmRaw(assemble("call 1\nldxb r0, [r0]\nexit"))
+    vm.register_helper(1, add_region, context=True)
+    vm.jit_compile()
+    r0, _ns = vm.test_run(bytearray(4), repeat=50)
+    assert r0 == 0 and len(seen) == 50
+    assert set(seen) == {seen[0]}  # stack, input: the same count at every repetition

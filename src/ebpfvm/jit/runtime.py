@@ -203,12 +203,14 @@ class JitProgram:
                              r1, r2, NO_BUDGET if budget is None else budget,
                              self.base_nregions, 0, 0)
         self.busy.enter()
+        self._batching = True  # each repetition gets a fresh helper machine
         try:
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
                 return self._stopped(budget)
             return result
         finally:
+            self._batching = False
             self._release()
 
     def batch(self, inputs: Sequence[RunInput], budget: int | None, r1: int | None,

@@ -23,14 +23,17 @@ from make_sample_pcap import write  # noqa: E402
 from ebpfvm import load  # noqa: E402
 from ebpfvm.capture import read_capture, run_capture  # noqa: E402
 
-PROGRAMS = [("proto_count", {}), ("config", {}), ("rate_limit", {}), ("events", {}),
-            ("dispatch", {"handlers": {6: "handle_tcp", 17: "handle_udp"}})]
+PROGRAMS = {"proto_count": ("proto_count", {}), "config": ("config", {}),
+            "rate_limit": ("rate_limit", {}), "events": ("emit_events", {}),
+            "dispatch": ("dispatch", {"handlers": {6: "handle_tcp", 17: "handle_udp"}})}
+"""Object name -> (program function, maps to fill before the run)."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--engines", default="jit,jit-unchecked,interp")
+    parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--interp-count", type=int, default=100_000,
                         help="packets for the interpreter (it is ~100x slower)")
     args = parser.parse_args()
@@ -41,19 +44,18 @@ def main() -> None:
     if not small.exists():
         write(small, args.interp_count)
     print(f"{'program':<12} {'engine':<14} {'packets':>9} {'seconds':>8} {'packets/s':>11}  mode")
-    for name, tables in PROGRAMS:
+    for name in args.programs.split(","):
+        function, tables = PROGRAMS[name]
         for engine in args.engines.split(","):
             obj = load(ROOT / "examples" / "bpf" / f"{name}.o")
             for map_name, entries in tables.items():
                 for key, value in entries.items():
                     obj.maps[map_name][key] = value
-            program = obj.program(name if name != "dispatch" else "dispatch")
-            vm = obj.vm(program.name)
+            program = obj.program(function)
+            vm = obj.vm(function)
             path = small if engine == "interp" else capture
             stats = run_capture(vm, read_capture(path), engine=engine,
                                 helpers=program.helpers)
-            if name == "events":
-                sum(1 for _ in obj.maps["events"].consume())
             print(f"{name:<12} {engine:<14} {stats.packets:>9} {stats.seconds:>8.2f} "
                   f"{stats.packets_per_second:>11,.0f}  {stats.mode}", flush=True)
 

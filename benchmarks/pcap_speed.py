@@ -51,11 +51,9 @@ def main() -> None:
             for map_name, entries in tables.items():
                 for key, value in entries.items():
                     obj.maps[map_name][key] = value
-            program = obj.program(function)
             vm = obj.vm(function)
             path = small if engine == "interp" else capture
-            stats = run_capture(vm, read_capture(path), engine=engine,
-                                helpers=program.helpers)
+            stats = run_capture(vm, read_capture(path), engine=engine)
             print(f"{name:<12} {engine:<14} {stats.packets:>9} {stats.seconds:>8.2f} "
                   f"{stats.packets_per_second:>11,.0f}  {stats.mode}", flush=True)
 

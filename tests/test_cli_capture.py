@@ -131,3 +131,50 @@ def test_a_damaged_capture_is_a_one_line_error(data: bytes, tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("ebpfvm: error: ") and err.count("\n") == 1
     assert "not a pcap or pcapng capture" in err
+
+
+# An XDP program in assembly: swap byte 0 (destination MAC) and byte 6 (source MAC).
+SWAP_BYTES = """
+    ldxw r2, [r1+4]
+    ldxw r1, [r1]
+    mov r3, r1
+    add r3, 14
+    jgt r3, r2, out
+    ldxb r4, [r1]
+    ldxb r5, [r1+6]
+    stxb [r1], r5
+    stxb [r1+6], r4
+out:
+    mov r0, 2
+    exit
+"""
+# bpf_xdp_adjust_head(ctx, 14): the packet now starts after the Ethernet header.
+STRIP_ETHERNET = "mov r2, 14\ncall 44\nmov r0, 2\nexit\n"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_pcap_holds_the_packets_as_the_program_changed_them(
+        engine: str, tmp_path: Path, capsys: Capture) -> None:
+    src, out_pcap = tmp_path / "swap.s", tmp_path / "out.pcap"
+    src.write_text(SWAP_BYTES)
+    assert main(["run", str(src), "--context", "xdp", "--pcap", str(SAMPLE), "--engine", engine,
+                 "--out", str(out_pcap)]) == 0
+    expected = [bytes([p[6], *p[1:6], p[0], *p[7:]]) for p in frames(SAMPLE)]
+    assert frames(out_pcap) == expected
+    out = capsys.readouterr().out
+    assert histogram(out) == {"XDP_PASS": len(expected)}
+    assert ("native batches" in out) == (engine != "interp")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_programs_that_move_the_packet_start_run_per_packet(
+        engine: str, tmp_path: Path, capsys: Capture) -> None:
+    src, out_pcap = tmp_path / "strip.s", tmp_path / "out.pcap"
+    src.write_text(STRIP_ETHERNET)
+    assert main(["run", str(src), "--context", "xdp", "--pcap", str(SAMPLE), "--engine", engine,
+                 "--out", str(out_pcap)]) == 0
+    assert frames(out_pcap) == [p[14:] for p in frames(SAMPLE)]
+    out = capsys.readouterr().out
+    assert "per packet" in out and "native batches" not in out
+    if engine != "interp":
+        assert "[44]" in out  # the reason names bpf_xdp_adjust_head

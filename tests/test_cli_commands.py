@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from ebpfvm import ElfError, VerifierError, verify
+from ebpfvm import BudgetExceeded, ElfError, VerifierError, verify
 from ebpfvm.cli import main
 from ebpfvm.disasm_llvm import format_llvm
 from ebpfvm.encoding import decode
@@ -194,3 +194,34 @@ def test_bench_output_shape(capsys: Capture, tmp_path: Path) -> None:
         assert float(row[1]) > 0
         assert int(row[2]) == (20 if engine == "interp" else 2000)
         assert row[3:] == ["2", "(XDP_PASS)"]  # TCP is not blocked
+
+
+def test_budget_stops_a_loop_with_a_one_line_error(tmp_path: Path, capsys: Capture) -> None:
+    spin = tmp_path / "spin.s"
+    spin.write_text("loop:\nja loop\nexit\n")
+    assert main(["run", str(spin), "--budget", "100"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "100" in err
+    with pytest.raises(BudgetExceeded) as info:
+        main(["run", "--debug", str(spin), "--budget", "100"])
+    assert info.value.count == 100
+
+
+@JIT
+@pytest.mark.parametrize("engine", ["interp", "jit", "jit-unchecked"])
+def test_run_engines_agree_on_raw_input(engine: str, tmp_path: Path, capsys: Capture) -> None:
+    src = tmp_path / "sum.s"
+    src.write_text("mov r0, 0\nloop:\njeq r2, 0, done\nldxb r3, [r1]\nadd r0, r3\nadd r1, 1\n"
+                   "sub r2, 1\nja loop\ndone:\nexit\n")
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(1, 101)))
+    assert main(["run", str(src), "--mem", str(data), "--engine", engine]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "r0 = 0x13ba (5050)"  # 1 + ... + 100
+
+
+@JIT
+def test_jit_dump_of_an_object_program(capsys: Capture) -> None:
+    assert main(["jit-dump", str(EXAMPLES / "dispatch.o"), "--function", "handle_udp"]) == 0
+    out = capsys.readouterr().out
+    pcs = [line.split(":")[0].strip() for line in out.splitlines() if line[:5].strip().isdigit()]
+    assert pcs[0] == "0" and len(pcs) >= 5  # handle_udp in dispatch.c: 7 slots, one lddw

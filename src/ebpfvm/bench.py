@@ -12,15 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .capture import CONTEXT_SLOT, MAX_PACKET
+from .capture import CONTEXT_SLOT, MAX_PACKET, called_helpers
 from .contexts import XDP_HELPERS, XDP_MD, SkbRunner, XdpRunner, _Frame
 
 __all__ = ["bench_engines"]
 
 
 def _uses_bounds_helpers(vm: Any) -> bool:
-    return any(insn.opcode == 0x85 and insn.src == 0 and insn.imm in XDP_HELPERS
-               for insn in vm.decoded())
+    return bool(XDP_HELPERS & called_helpers(vm))
 
 
 def _loop(run: Any, repeat: int) -> tuple[int, float]:

@@ -28,10 +28,12 @@ from typing import Any, BinaryIO
 
 from .contexts import XDP_HELPERS, XDP_MD, SkbRunner, TcAction, XdpAction, XdpRunner, _Frame
 from .errors import EbpfError
+from .isa import Form
 from .jit.execmem import jit_supported
 
 __all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureStats", "CaptureWriter",
-           "passes", "read_capture", "run_capture", "verdict_name"]
+           "batch_blocker", "called_helpers", "passes", "read_capture", "run_capture",
+           "verdict_name"]
 
 CHUNK_PACKETS = 4096
 """Packets per native call."""
@@ -148,7 +150,13 @@ Progress = Callable[[int], None]
 """Called with the number of packets just done."""
 
 
-def batch_blocker(vm: Any, context: str, engine: str, helpers: Iterable[int]) -> str:
+def called_helpers(vm: Any) -> set[int]:
+    """The helper numbers the VM's program calls (``call imm`` instructions)."""
+    return {insn.imm & 0xFFFF_FFFF for insn in vm.decoded()
+            if insn.row is not None and insn.row.form is Form.CALL}
+
+
+def batch_blocker(vm: Any, context: str, engine: str) -> str:
     """Why the native batch cannot run this program ("" when it can)."""
     if context == "skb":
         return "skb programs run one packet at a time (SkbRunner)"
@@ -157,7 +165,7 @@ def batch_blocker(vm: Any, context: str, engine: str, helpers: Iterable[int]) ->
     unsupported = jit_supported()
     if unsupported is not None:
         return unsupported
-    moving = sorted(XDP_HELPERS & set(helpers))
+    moving = sorted(XDP_HELPERS & called_helpers(vm))
     if context == "xdp" and moving:
         return f"the program calls helper(s) {moving} that move the packet bounds"
     if not hasattr(vm, "execute_spans"):
@@ -166,14 +174,14 @@ def batch_blocker(vm: Any, context: str, engine: str, helpers: Iterable[int]) ->
 
 
 def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str = "xdp",
-                verdicts: str = "xdp", engine: str = "jit", helpers: Iterable[int] = (),
+                verdicts: str = "xdp", engine: str = "jit",
                 writer: CaptureWriter | None = None, progress: Progress | None = None,
                 chunk: int = CHUNK_PACKETS) -> CaptureStats:
     """Run `vm`'s program once per frame; count verdicts, write passing frames
     (as the program left them) to `writer`."""
     if context not in CONTEXTS:
         raise ValueError(f"unknown context {context!r}; expected one of {CONTEXTS}")
-    why = batch_blocker(vm, context, engine, helpers)
+    why = batch_blocker(vm, context, engine)
     stats = CaptureStats(context, verdicts, "per-packet" if why else "native", why)
     if not why and (not vm.jit_ready or vm.jit_unchecked != (engine == "jit-unchecked")):
         vm.jit_compile(unchecked=engine == "jit-unchecked")  # not part of the timed run

@@ -305,7 +305,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
     if capture:
-        _run_capture(args, loaded, vm, context, verdicts, engine)
+        _run_capture(args, vm, context, verdicts, engine)
     else:
         r0 = _run_once(vm, context, engine, _input_bytes(args),
                        _tracer(vm) if args.trace else None)
@@ -374,15 +374,14 @@ def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[i
     return bar, advance
 
 
-def _run_capture(args: argparse.Namespace, loaded: Loaded, vm: Any, context: str,
+def _run_capture(args: argparse.Namespace, vm: Any, context: str,
                  verdicts: str, engine: str) -> None:
     writer = CaptureWriter(args.out) if args.out is not None else None
-    helpers = loaded.program.helpers if loaded.program is not None else ()
     with open(args.pcap, "rb") as handle:
         bar, advance = _progress(args.pcap, handle, args.no_progress)
         try:
             stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
-                                verdicts=verdicts, engine=engine, helpers=helpers,
+                                verdicts=verdicts, engine=engine,
                                 writer=writer, progress=advance)
         except EbpfError as error:
             index = getattr(error, "packet_index", None)

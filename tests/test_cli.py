@@ -52,7 +52,9 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_disasm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     binary = tmp_path / "prog.bin"
     binary.write_bytes(assemble("mov r0, 7\nexit"))
-    assert main(["disasm", str(binary)]) == 0
+    assert main(["disasm", str(binary)]) == 0  # the rbpf dialect by default
+    assert capsys.readouterr().out == "mov64 r0, 7\nexit\n"
+    assert main(["disasm", "--style", "ubpf", str(binary)]) == 0
     assert capsys.readouterr().out == "mov %r0, 7\nexit\n"
 
 

@@ -1,86 +1,539 @@
-"""The ``ebpfvm`` command. For now: version, and running an assembly or binary program."""
+"""The ``ebpfvm`` command: run, disasm, asm, verify, maps, jit-dump, bench.
+
+A thin shell over the library. Exit status: 0 success, 1 a program or input
+error (one line on stderr, no traceback unless ``--debug``), 2 a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .asm import assemble
-from .disasm import disassemble
+from .capture import (
+    CONTEXTS,
+    CaptureError,
+    CaptureWriter,
+    read_capture,
+    run_capture,
+    verdict_name,
+)
+from .disasm import disassemble, disassemble_insn
 from .errors import EbpfError
-from .vm import EbpfVmRaw
+from .kernel import KernelEnv
+
+ENGINES = ("interp", "jit", "jit-unchecked")
+ASSEMBLY_SUFFIXES = (".s", ".asm", ".txt")
+ELF_MAGIC = b"\x7fELF"
+TC_SECTIONS = ("tc", "classifier", ".classifier", "action", "socket", "sk_skb", "cgroup_skb")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+TRACE_LINES = 20
+"""trace_printk lines shown over a capture (the rest are counted)."""
+
+EPILOG = """examples:
+  ebpfvm run examples/bpf/proto_count.o --pcap examples/data/sample.pcap
+  ebpfvm run prog.s --hex 'aa bb 11 22' --trace
+  ebpfvm disasm examples/bpf/proto_count.o --style llvm
+  ebpfvm verify examples/bpf/rate_limit.o
+exit status: 0 success, 1 program or input error, 2 usage error"""
 
 
-def _load(path: Path) -> bytes:
+class Loaded:
+    """A program from the command line: bytecode, and the object it came from."""
+
+    def __init__(self, code: bytes, obj: Any = None, program: Any = None) -> None:
+        self.code = code
+        self.obj = obj
+        self.program = program
+
+    @property
+    def section(self) -> str:
+        return self.program.section if self.program is not None else ""
+
+
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == ELF_MAGIC
+
+
+def load_program(path: Path, section: str | None = None, function: str | None = None) -> Loaded:
+    """An ELF object's program (by section/function), assembly text, or raw bytecode."""
+    if _is_elf(path):
+        from .elf import load
+
+        obj = load(path)
+        program = obj.program(function, section=section)
+        return Loaded(program.code, obj, program)
+    if section or function:
+        raise EbpfError(f"{path}: --section/--function need an ELF object")
     data = path.read_bytes()
-    if path.suffix in (".s", ".asm", ".txt"):
-        return assemble(data.decode("utf-8"))
-    return data
+    if path.suffix in ASSEMBLY_SUFFIXES:
+        return Loaded(assemble(data.decode("utf-8")))
+    return Loaded(data)
+
+
+# -- argument parsing ----------------------------------------------------------------
+
+
+def _program_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("program", type=Path, help="ELF object (.o), assembly (.s) or bytecode")
+    parser.add_argument("--section", help="the object's program in this section")
+    parser.add_argument("--function", help="the object's program with this function name")
+
+
+def _input_args(parser: argparse.ArgumentParser, pcap: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--mem", type=Path, metavar="FILE", help="input memory from a file")
+    group.add_argument("--hex", help="input memory as hex bytes ('aa bb 01')")
+    group.add_argument("--packet", type=Path, metavar="FILE", help="one raw Ethernet frame")
+    if pcap:
+        group.add_argument("--pcap", type=Path, metavar="FILE",
+                           help="run once per packet of a pcap or pcapng capture")
+    parser.add_argument("--context", choices=("auto", *CONTEXTS), default="auto",
+                        help="how the program gets its input: xdp (struct xdp_md), skb "
+                             "(struct __sk_buff), mbuff (see --mbuff) or raw (r1 = input, "
+                             "r2 = its length); auto: xdp for xdp* sections, skb for tc/"
+                             "socket ones, else raw")
+    parser.add_argument("--mbuff", metavar="DATA,DATA_END",
+                        help="rbpf fixed mbuff: offsets where the input's start and end "
+                             "pointers go (e.g. 0x40,0x50); implies --context mbuff")
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --debug before or after the command; SUPPRESS keeps the command's parser
+    # from resetting a --debug given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors")
+    parser = argparse.ArgumentParser(
+        prog="ebpfvm", description="A user-space eBPF virtual machine: run, inspect and "
+        "benchmark eBPF programs.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"ebpfvm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run a program on input or a capture",
+                         description="Run a program once on input memory or a packet, or "
+                         "once per packet of a capture. Prints r0 or the verdict, "
+                         "trace_printk output, and for a capture a verdict histogram, "
+                         "packets per second and the maps.")
+    _program_args(run)
+    _input_args(run, pcap=True)
+    run.add_argument("--engine", choices=ENGINES,
+                     help="interp (default for single runs), jit (default for captures) or "
+                          "jit-unchecked (no memory checks: UNSAFE)")
+    run.add_argument("--budget", type=int, help="instruction budget per run")
+    run.add_argument("--trace", action="store_true",
+                     help="print each instruction with its registers (interpreter)")
+    run.add_argument("--map", action="append", default=[], metavar="NAME=JSON",
+                     help="preload a map: JSON text, or @FILE (repeatable)")
+    run.add_argument("--out", type=Path, metavar="FILE",
+                     help="with --pcap: write the passed packets (as the program left them)")
+    run.add_argument("--entries", type=int, default=20, metavar="N",
+                     help="map entries to print per map (default 20)")
+    run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+    dis = sub.add_parser("disasm", parents=[common], help="disassemble a program",
+                         description="Disassemble bytecode or an object's code sections.")
+    _program_args(dis)
+    dis.add_argument("--style", choices=("rbpf", "ubpf", "llvm"), default="rbpf",
+                     help="rbpf/ubpf: our assembler's dialects; llvm: llvm-objdump's syntax, "
+                          "with C source lines from BTF line info")
+    dis.add_argument("--no-source", action="store_true", help="leave out source lines")
+
+    asm = sub.add_parser("asm", parents=[common], help="assemble text to bytecode",
+                         description="Assemble the rbpf/uBPF dialect to raw bytecode.")
+    asm.add_argument("source", type=Path)
+    asm.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+
+    ver = sub.add_parser("verify", parents=[common], help="check a program with the verifier",
+                         description="Verify every program of an object (or one); prints "
+                         "OK or the finding with its pc and reason. Exit 1 when rejected.")
+    _program_args(ver)
+
+    maps = sub.add_parser("maps", parents=[common], help="list an object's maps",
+                          description="The maps of an object with their BTF key and value "
+                          "types.")
+    maps.add_argument("program", type=Path, metavar="OBJ")
+
+    dump = sub.add_parser("jit-dump", parents=[common], help="each instruction beside its "
+                          "x86-64 code", description="Compile with the JIT and print each "
+                          "eBPF instruction beside its x86-64 bytes and disassembly.")
+    _program_args(dump)
+    dump.add_argument("--unchecked", action="store_true", help="dump the unchecked (unsafe) code")
+
+    bench = sub.add_parser("bench", parents=[common], help="nanoseconds per run per engine",
+                           description="Time repeated runs on one input, like the kernel's "
+                           "BPF_PROG_TEST_RUN: the JIT engines repeat in one native call.")
+    _program_args(bench)
+    _input_args(bench, pcap=False)
+    bench.add_argument("--engine", choices=ENGINES, action="append",
+                       help="engine to time (repeatable; default: all available)")
+    bench.add_argument("--repeat", type=int, default=100_000,
+                       help="runs per JIT engine (the interpreter does 1/100 of them)")
+    return parser
+
+
+# -- shared pieces -------------------------------------------------------------------
+
+
+def _input_bytes(args: argparse.Namespace) -> bytes:
+    if args.mem is not None:
+        return bytes(args.mem.read_bytes())
+    if args.packet is not None:
+        return bytes(args.packet.read_bytes())
+    if args.hex is not None:
+        return bytes.fromhex(args.hex)
+    return b""
+
+
+def _mbuff(args: argparse.Namespace) -> tuple[int, int] | None:
+    if args.mbuff is None:
+        return None
+    try:
+        data, end = (int(part, 0) for part in args.mbuff.split(","))
+    except ValueError:
+        raise EbpfError(f"--mbuff {args.mbuff!r}: expected two offsets, DATA,DATA_END") from None
+    return data, end
+
+
+def _context(args: argparse.Namespace, loaded: Loaded) -> str:
+    if args.mbuff is not None:
+        return "mbuff"
+    if args.context != "auto":
+        return str(args.context)
+    section = loaded.section.split("/")[0]
+    if section.startswith("xdp"):
+        return "xdp"
+    if section in TC_SECTIONS:
+        return "skb"
+    return "raw"
+
+
+def _verdicts(context: str, loaded: Loaded) -> str:
+    if context == "xdp":
+        return "xdp"
+    if context == "skb" or loaded.section.split("/")[0] in TC_SECTIONS:
+        return "tc"
+    if loaded.section.startswith("xdp"):
+        return "xdp"
+    return "none"
+
+
+def _make_vm(loaded: Loaded, args: argparse.Namespace, env: KernelEnv) -> Any:
+    from .vm import EbpfVmFixedMbuff, EbpfVmRaw
+
+    mbuff = _mbuff(args)
+    vm: Any
+    if loaded.obj is not None:
+        vm = loaded.obj.vm(loaded.program.name, section=loaded.program.section,
+                           fixed_mbuff=mbuff, env=env)
+    elif mbuff is not None:
+        vm = EbpfVmFixedMbuff(loaded.code, *mbuff)
+    else:
+        vm = EbpfVmRaw(loaded.code)
+    budget = getattr(args, "budget", None)
+    if budget is not None:
+        vm.budget = budget
+    return vm
+
+
+def _preload_maps(loaded: Loaded, specs: list[str]) -> None:
+    from .mapview import preload
+
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        if not sep:
+            raise EbpfError(f"--map {spec!r}: expected NAME=JSON or NAME=@FILE")
+        if loaded.obj is None or name not in loaded.obj.maps:
+            known = ", ".join(loaded.obj.maps) if loaded.obj is not None else "none"
+            raise EbpfError(f"--map: no map {name!r} (maps: {known or 'none'})")
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EbpfError(f"--map {name}: bad JSON: {exc}") from exc
+        preload(loaded.obj.maps[name], data)
+
+
+def _print_maps(loaded: Loaded, limit: int) -> None:
+    from .mapview import describe, entries
+
+    if loaded.obj is None or not loaded.obj.maps:
+        return
+    print("maps:")
+    for m in loaded.obj.maps.values():
+        print(f"  {describe(m)}")
+        for line in entries(m, limit):
+            print(f"    {line}")
+
+
+def _tracer(vm: Any) -> Callable[[int, tuple[int, ...]], None]:
+    by_pc = {insn.pc: insn for insn in vm.decoded()}
+
+    def trace(pc: int, regs: tuple[int, ...]) -> None:
+        shown = " ".join(f"r{i}={v:#x}" for i, v in enumerate(regs) if v)
+        print(f"{pc:5d}: {disassemble_insn(by_pc[pc], 'rbpf'):<32} {shown}")
+
+    return trace
+
+
+# -- run -----------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    capture = args.pcap is not None
+    engine = args.engine or ("jit" if capture and _jit_ok() else "interp")
+    if args.trace and engine != "interp":
+        parser.error("--trace needs --engine interp")
+    if args.trace and capture:
+        parser.error("--trace runs one input, not a capture")
+    if args.out is not None and not capture:
+        parser.error("--out needs --pcap")
+    loaded = load_program(args.program, args.section, args.function)
+    printk = _Printk(TRACE_LINES if capture else None)
+    env = KernelEnv(printk=printk)
+    vm = _make_vm(loaded, args, env)
+    _preload_maps(loaded, args.map)
+    context = _context(args, loaded)
+    verdicts = _verdicts(context, loaded)
+    if capture:
+        _run_capture(args, vm, context, verdicts, engine)
+    else:
+        r0 = _run_once(vm, context, engine, _input_bytes(args),
+                       _tracer(vm) if args.trace else None)
+        name = verdict_name(r0, verdicts)
+        if name != str(r0):
+            print(f"verdict: {name}")
+        print(f"r0 = {r0:#x} ({r0})")
+    if printk.dropped:
+        print(f"... {printk.dropped} more trace_printk lines")
+    _print_maps(loaded, args.entries)
+    return EXIT_OK
+
+
+class _Printk:
+    """Prints trace_printk lines as they come, at most `limit` of them."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.shown = 0
+        self.dropped = 0
+
+    def __call__(self, line: str) -> None:
+        if self.limit is not None and self.shown >= self.limit:
+            self.dropped += 1
+            return
+        self.shown += 1
+        print(f"trace_printk: {line.rstrip()}")
+
+
+def _jit_ok() -> bool:
+    from .jit.execmem import jit_supported
+
+    return jit_supported() is None
+
+
+def _run_once(vm: Any, context: str, engine: str, data: bytes,
+              trace: Callable[[int, tuple[int, ...]], None] | None) -> int:
+    from .contexts import SkbRunner, XdpRunner
+
+    if context in ("xdp", "skb"):
+        runner = (XdpRunner if context == "xdp" else SkbRunner)(vm, engine=engine)
+        try:
+            r0: int = runner.run(data, trace=trace).r0
+        finally:
+            runner.close()
+        return r0
+    mem = bytearray(data)
+    if engine == "interp":
+        result: int = vm.execute_program(mem, trace=trace)
+        return result
+    vm.jit_compile(unchecked=engine == "jit-unchecked")
+    result = vm.execute_program_jit(mem)
+    return result
+
+
+def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[int], None]]:
+    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, file=sys.stderr,
+               disable=True if disabled else None, delay=0.5, leave=False,
+               desc=path.name)
+
+    def advance(_packets: int) -> None:
+        bar.update(handle.tell() - bar.n)
+
+    return bar, advance
+
+
+def _run_capture(args: argparse.Namespace, vm: Any, context: str,
+                 verdicts: str, engine: str) -> None:
+    writer = CaptureWriter(args.out) if args.out is not None else None
+    with open(args.pcap, "rb") as handle:
+        bar, advance = _progress(args.pcap, handle, args.no_progress)
+        try:
+            stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
+                                verdicts=verdicts, engine=engine,
+                                writer=writer, progress=advance)
+        except EbpfError as error:
+            index = getattr(error, "packet_index", None)
+            if index is not None and not isinstance(error, CaptureError):
+                raise EbpfError(f"packet {index}: {error}") from error
+            raise
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+    how = "native batches" if stats.mode == "native" else f"per packet ({stats.why})"
+    print(f"{stats.packets} packets in {stats.seconds:.3f} s: "
+          f"{stats.packets_per_second:,.0f} packets/s ({engine}, {how})")
+    print("verdicts:")
+    width = max((len(name) for name in stats.histogram), default=0)
+    for name, count in stats.histogram.most_common():
+        share = 100 * count / stats.packets if stats.packets else 0.0
+        print(f"  {name:<{width}}  {count:>10}  {share:5.1f}%")
+    if writer is not None:
+        print(f"wrote {writer.count} passed packets to {args.out}")
+
+
+# -- the other commands --------------------------------------------------------------
+
+
+def _disasm(args: argparse.Namespace) -> int:
+    if _is_elf(args.program):
+        from .objdump import disassemble_object
+
+        sys.stdout.write(disassemble_object(args.program.read_bytes(), style=args.style,
+                                            section=args.section, function=args.function,
+                                            source=not args.no_source))
+        return EXIT_OK
+    loaded = load_program(args.program, args.section, args.function)
+    if args.style == "llvm":
+        from .objdump import disassemble_code
+
+        sys.stdout.write(disassemble_code(loaded.code, style="llvm"))
+    else:
+        sys.stdout.write(disassemble(loaded.code, style=args.style))
+    return EXIT_OK
+
+
+def _asm(args: argparse.Namespace) -> int:
+    code = assemble(args.source.read_text())
+    args.output.write_bytes(code)
+    print(f"wrote {len(code) // 8} slots ({len(code)} bytes) to {args.output}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .errors import VerifierError
+    from .verifier import verify
+
+    if _is_elf(args.program):
+        from .elf import load
+
+        obj = load(args.program)
+        programs = [obj.program(args.function, section=args.section)] \
+            if args.section or args.function else obj.programs
+        targets = [(f"{p.section}/{p.name}", p.code) for p in programs]
+    else:
+        targets = [(str(args.program), load_program(args.program).code)]
+    rejected = 0
+    for name, code in targets:
+        try:
+            verify(code)
+        except VerifierError as error:
+            rejected += 1
+            where = f"pc {error.pc}" if error.pc is not None else "program"
+            print(f"{name}: REJECTED at {where}: {error.reason} [{error.rule}]")
+        else:
+            print(f"{name}: OK ({len(code) // 8} slots)")
+    return EXIT_ERROR if rejected else EXIT_OK
+
+
+def _maps(args: argparse.Namespace) -> int:
+    from .elf import load
+    from .mapview import describe
+
+    if not _is_elf(args.program):
+        raise EbpfError(f"{args.program}: maps need an ELF object")
+    obj = load(args.program)
+    for m in obj.maps.values():
+        print(describe(m))
+    if not obj.maps:
+        print("no maps")
+    return EXIT_OK
+
+
+def _jit_dump(args: argparse.Namespace) -> int:
+    from .jit.dump import jit_dump
+    from .vm import EbpfVmRaw
+
+    vm = EbpfVmRaw(load_program(args.program, args.section, args.function).code)
+    vm.jit_compile(unchecked=args.unchecked)
+    sys.stdout.write(jit_dump(vm.jit_code()))
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench_engines
+
+    loaded = load_program(args.program, args.section, args.function)
+    engines = args.engine or [e for e in ENGINES if e == "interp" or _jit_ok()]
+    if args.repeat < 1:
+        raise EbpfError("--repeat must be at least 1")
+    context = _context(args, loaded)
+    verdicts = _verdicts(context, loaded)
+    data = _input_bytes(args)
+    print(f"{'engine':<14} {'ns/run':>12} {'runs':>9}  r0")
+    for engine in engines:
+        vm = _make_vm(loaded, args, KernelEnv(printk=lambda _line: None))
+        repeat = args.repeat if engine != "interp" else max(1, args.repeat // 100)
+        r0, ns = bench_engines(vm, context, engine, data, repeat)
+        name = verdict_name(r0, verdicts)
+        shown = f"{r0} ({name})" if name != str(r0) else str(r0)
+        print(f"{engine:<14} {ns:>12.1f} {repeat:>9}  {shown}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "disasm": _disasm, "asm": _asm, "verify": _verify, "maps": _maps, "jit-dump": _jit_dump,
+    "bench": _bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="ebpfvm", description="A user-space eBPF VM.")
-    parser.add_argument("--version", action="version", version=f"ebpfvm {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run a program (.s assembly or raw bytecode) on memory")
-    run.add_argument("program", type=Path)
-    run.add_argument("--mem", type=Path, help="file whose bytes are the input memory")
-    run.add_argument("--hex", help="input memory as hex bytes")
-    run.add_argument("--budget", type=int, default=None, help="instruction budget")
-    run.add_argument("--trace", action="store_true", help="print each instruction")
-    dis = sub.add_parser("disasm", help="disassemble raw bytecode")
-    dis.add_argument("program", type=Path)
-    dump = sub.add_parser("jit-dump", help="each instruction beside its x86-64 code")
-    dump.add_argument("program", type=Path)
-    dump.add_argument("--unchecked", action="store_true", help="dump the unchecked (unsafe) code")
-    args = parser.parse_args(argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version (0) and usage errors (2)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     if args.command is None:
         print(f"ebpfvm {__version__}")
-        return 0
+        return EXIT_OK
     try:
-        if args.command == "disasm":
-            sys.stdout.write(disassemble(args.program.read_bytes()))
-            return 0
-        if args.command == "jit-dump":
-            from .jit.dump import jit_dump
-
-            vm = EbpfVmRaw(_load(args.program))
-            vm.jit_compile(unchecked=args.unchecked)
-            sys.stdout.write(jit_dump(vm.jit_code()))
-            return 0
-        return _run(args)
-    except (EbpfError, OSError, ValueError) as exc:
-        print(f"ebpfvm: {exc}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
-    code = _load(args.program)
-    mem = bytearray()
-    if args.mem is not None:
-        mem = bytearray(args.mem.read_bytes())
-    elif args.hex is not None:
-        mem = bytearray(bytes.fromhex(args.hex))
-    vm = EbpfVmRaw(code)
-    if args.budget is not None:
-        vm.budget = args.budget
-    trace = None
-    if args.trace:
-        from .disasm import disassemble_insn
-
-        by_pc = {insn.pc: insn for insn in vm.decoded()}
-
-        def trace(pc: int, regs: tuple[int, ...]) -> None:
-            shown = " ".join(f"r{i}={v:#x}" for i, v in enumerate(regs) if v)
-            print(f"{pc:5d}: {disassemble_insn(by_pc[pc]):<32} {shown}")
-
-    result = vm.execute_program(mem, trace=trace)
-    print(f"r0 = {result:#x} ({result})")
-    return 0
+        if args.command == "run":
+            return _run(args, parser)
+        return COMMANDS[args.command](args)
+    except SystemExit as stop:  # parser.error() inside a command
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ebpfvm: interrupted", file=sys.stderr)
+        return 130
+    except (EbpfError, OSError, ValueError, UnicodeDecodeError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).replace("\n", " ") or type(exc).__name__
+        print(f"ebpfvm: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import EbpfError
 from .helpers import HelperContext
+from .interpreter import TraceFn
 from .memory import address_of
 from .vm import EbpfVmRaw
 
@@ -111,9 +112,9 @@ class _Frame:
         self.dirty = end
         return end
 
-    def execute(self, vm: EbpfVmRaw, engine: str) -> int:
-        if engine == "interp":
-            return vm.execute_program(self.view)
+    def execute(self, vm: EbpfVmRaw, engine: str, trace: TraceFn | None = None) -> int:
+        if engine == "interp" or trace is not None:
+            return vm.execute_program(self.view, trace=trace)
         return vm.execute_program_jit(self.view)
 
     def close(self) -> None:
@@ -168,8 +169,9 @@ class XdpRunner:
         self._frame.dirty = max(self._frame.dirty, new - self.base)
         return 0
 
-    def run(self, packet: Any) -> RunResult:
-        """Run once; the context is rebuilt for every packet."""
+    def run(self, packet: Any, *, trace: TraceFn | None = None) -> RunResult:
+        """Run once; the context is rebuilt for every packet. `trace` (the
+        interpreter's per-instruction callback) makes this run interpreted."""
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -179,7 +181,7 @@ class XdpRunner:
         end = frame.load(start, data)
         XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
                          self.ingress_ifindex, self.rx_queue_index, 0)
-        r0 = frame.execute(self.vm, self.engine)
+        r0 = frame.execute(self.vm, self.engine, trace)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
         if not CONTEXT_SIZE <= low <= high <= len(view):
@@ -282,7 +284,9 @@ class SkbRunner:
         ):
             self.vm.register_helper(number, fn, context=True, name=name)
 
-    def run(self, packet: Any, **fields: Any) -> RunResult:
+    def run(self, packet: Any, *, trace: TraceFn | None = None, **fields: Any) -> RunResult:
+        """Run once with the packet and these __sk_buff fields (and `trace`,
+        as for XdpRunner.run)."""
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -302,7 +306,7 @@ class SkbRunner:
             struct.pack_into("<I", frame.view, _SKB_FIELDS[name], int(value) & 0xFFFF_FFFF)
         for index, value in enumerate(cb):
             struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
-        r0 = frame.execute(self.vm, self.engine)
+        r0 = frame.execute(self.vm, self.engine, trace)
         return RunResult(r0, bytes(frame.view[self._start : self._end]), TcAction)
 
     # -- helpers ------------------------------------------------------------------

@@ -142,6 +142,8 @@ class JitProgram:
         self._unwound = False
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
+        self._batching = False
+        self._batch_memory: Region | None = None
 
     # -- region table -----------------------------------------------------------
 
@@ -201,12 +203,14 @@ class JitProgram:
                              r1, r2, NO_BUDGET if budget is None else budget,
                              self.base_nregions, 0, 0)
         self.busy.enter()
+        self._batching = True  # each repetition gets a fresh helper machine
         try:
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
                 return self._stopped(budget)
             return result
         finally:
+            self._batching = False
             self._release()
 
     def batch(self, inputs: Sequence[RunInput], budget: int | None, r1: int | None,
@@ -234,27 +238,43 @@ class JitProgram:
         spans_addr = _buffer_address(view)
         results_addr = _buffer_address(results)
         keep = r1 is not None
-        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
-                             NO_BUDGET if budget is None else budget, self.base_nregions, 0, 0)
         self.ctx.batch_limit = limit
         self._machine = None
         self._unwound = False
         self._run_obj = owner
+        self._batching = True
+        # One view of the whole buffer: each run's input region is a slice of it.
+        self._batch_memory = (Region.of_address(base, limit, "batch", writable)
+                              if 0 < limit < M64 else None)
         self.busy.enter()
         try:
-            left = self._batch(self.ctx_addr, spans_addr, count, results_addr, int(keep), base)
-            if self.ctx.fault:
+            index = 0
+            while index < count:
+                _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0,
+                                     r2 or 0, NO_BUDGET if budget is None else budget,
+                                     self.base_nregions, 0, 0)
+                left = self._batch(self.ctx_addr, spans_addr + 16 * index, count - index,
+                                   results_addr + 8 * index, int(keep), base)
+                if not self.ctx.fault:
+                    break
                 index = count - left
                 if self.ctx.fault == Fault.BATCH:
                     raise ValueError(f"span {index} lies outside the buffer")
                 self._input = input_at(index)
                 try:
-                    self._stopped(budget)
+                    # A helper that ends its program (a tail call) gives that run's
+                    # r0; the batch goes on with the next input.
+                    results[index] = self._stopped(budget) & M64
                 except VmFault as error:
                     error.batch_index = index
                     raise
+                self._input = None
+                self._machine = None
+                index += 1
             return results
         finally:
+            self._batching = False
+            self._batch_memory = None
             self._release()
 
     def _release(self) -> None:
@@ -323,18 +343,31 @@ class JitProgram:
         if data is None and self._run_obj is not None:
             ctx = self.ctx
             data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
+        whole = self._batch_memory
         if data is None or not data.size:
             mem = Region(0, memoryview(b""), False, "mem")
+        elif whole is not None and whole.start <= data.ptr <= whole.end - data.size:
+            start = data.ptr - whole.start
+            mem = Region(data.ptr, whole.view[start : start + data.size], data.writable, "mem")
         else:
-            mem = Region.of_buffer(data.obj, "mem")
+            mem = _input_region(data)
         return [self.stack, mem, *self.extra]
 
     def _get_machine(self) -> Machine:
+        machine = self._machine
+        if machine is not None and self._batching:
+            # In a batch the machine of an earlier run is stale once the input
+            # moved or the run start reset the region count.
+            ctx = self.ctx
+            if (machine.p_lo, len(machine.p_view), len(machine.space.regions)) != \
+                    (ctx.in_ptr, ctx.in_len, ctx.nregions):
+                self._machine = None
         if self._machine is None:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
-            self._write_table(space.regions)
+            if not self._batching:  # a batch run's prologue wrote these same entries
+                self._write_table(space.regions)
         return self._machine
 
     def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
@@ -356,3 +389,15 @@ class JitProgram:
     def close(self) -> None:
         """Free the executable memory."""
         self.memory.close()
+
+
+def _input_region(data: RunInput) -> Region:
+    """The run's input as a region: exactly ``[ptr, ptr + size)``, also when
+    `obj` is a larger buffer holding it (a batch over spans) or no buffer."""
+    try:
+        region = Region.of_buffer(data.obj, "mem")
+    except (TypeError, ValueError):
+        region = None
+    if region is not None and region.start == data.ptr and len(region.view) == data.size:
+        return region
+    return Region.of_address(data.ptr, data.size, "mem", data.writable)

@@ -1,0 +1,94 @@
+"""A reader for the line info of ``.BTF.ext``: which C source line each
+instruction came from, with the line's text (clang -g stores it).
+
+Layout (the kernel's Documentation/bpf/btf.rst, section "BTF.ext"): a header
+``magic u16 (0xeb9f), version u8, flags u8, hdr_len u32, func_info_off u32,
+func_info_len u32, line_info_off u32, line_info_len u32`` (offsets from the
+end of the header); the line info block starts with ``rec_size u32`` and
+then, per code section, ``sec_name_off u32, num_info u32`` followed by
+`num_info` records ``insn_off u32 (bytes into the section), file_name_off
+u32, line_off u32, line_col u32 (line << 10 | column)``. Every name offset
+points into the string table of ``.BTF``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import ElfError
+
+__all__ = ["LineInfo", "parse_line_info"]
+
+BTF_MAGIC = 0xEB9F
+_EXT_HEADER = struct.Struct("<HBBIIIII")
+_BTF_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
+_SECTION = struct.Struct("<II")  # sec_name_off, num_info
+_RECORD = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
+LINE_SHIFT = 10
+"""line_col keeps the line number above this bit and the column below it."""
+COLUMN_MASK = (1 << LINE_SHIFT) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class LineInfo:
+    """Where one instruction's code came from."""
+
+    file: str
+    line: int
+    column: int
+    text: str
+
+
+def _strings(btf: bytes) -> bytes:
+    if len(btf) < _BTF_HEADER.size:
+        raise ElfError("BTF header is cut short", ".BTF")
+    magic, _v, _f, hdr_len, _to, _tl, str_off, str_len = _BTF_HEADER.unpack_from(btf)
+    if magic != BTF_MAGIC:
+        raise ElfError(f"BTF magic is {magic:#x}", ".BTF")
+    start = hdr_len + str_off
+    if start + str_len > len(btf):
+        raise ElfError("BTF strings run past the end of .BTF", ".BTF")
+    return btf[start : start + str_len]
+
+
+def _string(strings: bytes, offset: int) -> str:
+    if offset >= len(strings):
+        raise ElfError(f"BTF.ext string offset {offset} is out of range", ".BTF.ext")
+    end = strings.find(b"\0", offset)
+    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
+
+
+def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
+    """Line info by code section name, then by instruction index (insn_off / 8)."""
+    strings = _strings(btf)
+    if len(ext) < _EXT_HEADER.size:
+        raise ElfError("BTF.ext header is cut short", ".BTF.ext")
+    magic, _v, _f, hdr_len, _fo, _fl, line_off, line_len = _EXT_HEADER.unpack_from(ext)
+    if magic != BTF_MAGIC:
+        raise ElfError(f"BTF.ext magic is {magic:#x}", ".BTF.ext")
+    start = hdr_len + line_off
+    end = start + line_len
+    if end > len(ext):
+        raise ElfError("BTF.ext line info runs past the end of the section", ".BTF.ext")
+    result: dict[str, dict[int, LineInfo]] = {}
+    if line_len == 0:
+        return result
+    (rec_size,) = struct.unpack_from("<I", ext, start)
+    if rec_size < _RECORD.size:
+        raise ElfError(f"BTF.ext line info records of {rec_size} bytes", ".BTF.ext")
+    pos = start + 4
+    while pos < end:
+        if pos + _SECTION.size > end:
+            raise ElfError("BTF.ext line info section header is cut short", ".BTF.ext")
+        name_off, count = _SECTION.unpack_from(ext, pos)
+        pos += _SECTION.size
+        if pos + count * rec_size > end:
+            raise ElfError("BTF.ext line info records run past their block", ".BTF.ext")
+        lines = result.setdefault(_string(strings, name_off), {})
+        for index in range(count):
+            insn_off, file_off, text_off, line_col = _RECORD.unpack_from(ext, pos + index * rec_size)
+            lines[insn_off // 8] = LineInfo(_string(strings, file_off), line_col >> LINE_SHIFT,
+                                            line_col & COLUMN_MASK, _string(strings, text_off))
+        pos += count * rec_size
+    return result

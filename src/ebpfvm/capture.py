@@ -1,0 +1,325 @@
+"""Run a program over a packet capture (pcap or pcapng), streaming.
+
+Captures are read with dpkt, one record at a time, so memory stays bounded
+whatever the file size. XDP programs on a JIT engine run in chunks: up to
+:data:`CHUNK_PACKETS` packets are copied into one buffer below 4 GiB, each
+behind its own ``struct xdp_md``, and the whole chunk runs in one native call
+(:meth:`~ebpfvm.vm.EbpfVmRaw.execute_spans`): r1 = the packet's context, and
+the run may touch only its own span (context + packet), with every check of
+the chosen engine. Helpers (maps, ring buffers, tail calls, trace_printk) are
+called from the native loop as usual. Everything else runs one packet at a
+time through :class:`~ebpfvm.contexts.XdpRunner` or
+:class:`~ebpfvm.contexts.SkbRunner`: the interpreter, skb programs, and
+XDP programs that move the packet's bounds (``bpf_xdp_adjust_head`` and
+``bpf_xdp_adjust_tail`` need headroom and a context the helper can rewrite).
+"""
+
+from __future__ import annotations
+
+import array
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .contexts import XDP_HELPERS, XDP_MD, SkbRunner, TcAction, XdpAction, XdpRunner, _Frame
+from .errors import EbpfError
+from .isa import Form
+from .jit.execmem import jit_supported
+
+__all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureStats", "CaptureWriter",
+           "batch_blocker", "called_helpers", "passes", "read_capture", "run_capture",
+           "verdict_name"]
+
+CHUNK_PACKETS = 4096
+"""Packets per native call."""
+CHUNK_BYTES = 8 << 20
+"""Size of the chunk buffer (contexts and packets)."""
+MAX_PACKET = 65535
+CONTEXT_SLOT = 32
+"""Bytes before each packet in a chunk: its xdp_md (24 bytes), 8-aligned."""
+DLT_EN10MB = 1
+"""Link type of Ethernet captures, the only kind XDP and tc programs see."""
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+CONTEXTS = ("xdp", "skb", "mbuff", "raw")
+"""How a program gets its packet: a ``struct xdp_md``, a ``struct __sk_buff``,
+an rbpf fixed mbuff (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
+
+
+class CaptureError(EbpfError):
+    """A capture file that cannot be read (not pcap/pcapng, cut short, not Ethernet)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def verdict_name(r0: int, verdicts: str) -> str:
+    """``XDP_PASS`` (`verdicts` "xdp"), ``TC_ACT_SHOT`` ("tc"), or the number
+    when r0 names no verdict or `verdicts` is "none"."""
+    actions: type[IntEnum] | None = {"xdp": XdpAction, "tc": TcAction}.get(verdicts)
+    if actions is None:
+        return str(r0)
+    value = r0 & 0xFFFF_FFFF
+    value = value - (1 << 32) if value >> 31 else value
+    try:
+        return ("XDP_" if verdicts == "xdp" else "TC_ACT_") + actions(value).name
+    except ValueError:
+        return str(r0)
+
+
+def passes(r0: int, verdicts: str) -> bool:
+    """Whether the packet goes on: XDP_PASS, TC_ACT_OK, or any nonzero r0
+    (a socket filter's byte count) when r0 names no verdict."""
+    if verdicts == "none":
+        return r0 != 0
+    return r0 & 0xFFFF_FFFF == (XdpAction.PASS if verdicts == "xdp" else TcAction.OK)
+
+
+def read_capture(path: str | Path, handle: BinaryIO | None = None
+                 ) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, frame) of each record of a pcap or pcapng file, one at a time."""
+    import dpkt  # type: ignore[import-untyped,unused-ignore]
+
+    name = str(path)
+    source = handle if handle is not None else open(path, "rb")  # noqa: SIM115
+    try:
+        head = source.read(4)
+        source.seek(-len(head), 1)
+        try:
+            reader: Any = (dpkt.pcapng.Reader(source) if head == PCAPNG_MAGIC
+                           else dpkt.pcap.Reader(source))
+        except (ValueError, dpkt.Error) as exc:
+            raise CaptureError(f"{name}: not a pcap or pcapng capture ({exc})", name) from exc
+        if reader.datalink() != DLT_EN10MB:
+            raise CaptureError(f"{name}: link type {reader.datalink()} is not Ethernet", name)
+        try:
+            for timestamp, frame in reader:
+                yield float(timestamp), bytes(frame)
+        except (dpkt.Error, struct.error, ValueError) as exc:
+            raise CaptureError(f"{name}: damaged record ({exc})", name) from exc
+    finally:
+        if handle is None:
+            source.close()
+
+
+class CaptureWriter:
+    """A pcap file written one packet at a time (dpkt's writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        import dpkt  # type: ignore[import-untyped,unused-ignore]
+
+        self._file = open(path, "wb")  # noqa: SIM115
+        self._writer = dpkt.pcap.Writer(self._file, linktype=DLT_EN10MB, snaplen=MAX_PACKET)
+        self.count = 0
+
+    def write(self, frame: bytes, timestamp: float) -> None:
+        self._writer.writepkt(frame, timestamp)
+        self.count += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+@dataclass
+class CaptureStats:
+    """What a run over a capture did."""
+
+    context: str
+    verdicts: str
+    """How r0 is named: "xdp", "tc" or "none" (see verdict_name)."""
+    mode: str
+    """``"native"`` (JIT batches) or ``"per-packet"``, with the reason in `why`."""
+    why: str = ""
+    packets: int = 0
+    seconds: float = 0.0
+    """Wall time of the run: reading, running and writing (JIT compilation before it)."""
+    histogram: Counter[str] = field(default_factory=Counter)
+    """Packets per verdict name."""
+
+    @property
+    def packets_per_second(self) -> float:
+        return self.packets / self.seconds if self.seconds > 0 else 0.0
+
+
+Progress = Callable[[int], None]
+"""Called with the number of packets just done."""
+
+
+def called_helpers(vm: Any) -> set[int]:
+    """The helper numbers the VM's program calls (``call imm`` instructions)."""
+    return {insn.imm & 0xFFFF_FFFF for insn in vm.decoded()
+            if insn.row is not None and insn.row.form is Form.CALL}
+
+
+def batch_blocker(vm: Any, context: str, engine: str) -> str:
+    """Why the native batch cannot run this program ("" when it can)."""
+    if context == "skb":
+        return "skb programs run one packet at a time (SkbRunner)"
+    if engine == "interp":
+        return "the interpreter runs one packet at a time"
+    unsupported = jit_supported()
+    if unsupported is not None:
+        return unsupported
+    moving = sorted(XDP_HELPERS & called_helpers(vm))
+    if context == "xdp" and moving:
+        return f"the program calls helper(s) {moving} that move the packet bounds"
+    if not hasattr(vm, "execute_spans"):
+        return "this VM kind has no batch entry"
+    return ""
+
+
+def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str = "xdp",
+                verdicts: str = "xdp", engine: str = "jit",
+                writer: CaptureWriter | None = None, progress: Progress | None = None,
+                chunk: int = CHUNK_PACKETS) -> CaptureStats:
+    """Run `vm`'s program once per frame; count verdicts, write passing frames
+    (as the program left them) to `writer`."""
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r}; expected one of {CONTEXTS}")
+    why = batch_blocker(vm, context, engine)
+    stats = CaptureStats(context, verdicts, "per-packet" if why else "native", why)
+    if not why and (not vm.jit_ready or vm.jit_unchecked != (engine == "jit-unchecked")):
+        vm.jit_compile(unchecked=engine == "jit-unchecked")  # not part of the timed run
+    start = time.perf_counter()
+    try:
+        if why:
+            _run_per_packet(vm, frames, stats, engine, writer, progress)
+        else:
+            _run_batches(vm, frames, stats, writer, progress, chunk)
+    finally:
+        stats.seconds = time.perf_counter() - start
+    return stats
+
+
+class _PlainRunner:
+    """mbuff and raw contexts, one packet at a time: the VM runs on the frame."""
+
+    def __init__(self, vm: Any, engine: str) -> None:
+        self.vm = vm
+        self.engine = engine
+        if engine != "interp":
+            vm.jit_compile(unchecked=engine == "jit-unchecked")
+
+    def run(self, frame: bytes) -> tuple[int, bytes]:
+        packet = bytearray(frame)
+        if self.engine == "interp":
+            return self.vm.execute_program(packet), bytes(packet)
+        return self.vm.execute_program_jit(packet), bytes(packet)
+
+    def close(self) -> None:
+        pass
+
+
+class _ContextRunner:
+    """xdp and skb contexts, one packet at a time (XdpRunner, SkbRunner)."""
+
+    def __init__(self, vm: Any, engine: str, context: str) -> None:
+        kind = XdpRunner if context == "xdp" else SkbRunner
+        self.runner: Any = kind(vm, engine=engine, max_packet=MAX_PACKET)
+
+    def run(self, frame: bytes) -> tuple[int, bytes]:
+        result = self.runner.run(frame)
+        return result.r0, result.packet
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
+                    engine: str, writer: CaptureWriter | None, progress: Progress | None) -> None:
+    runner = (_ContextRunner(vm, engine, stats.context) if stats.context in ("xdp", "skb")
+              else _PlainRunner(vm, engine))
+    counts: Counter[int] = Counter()
+    done = 0
+    try:
+        for timestamp, frame in frames:
+            r0, packet = runner.run(frame)
+            counts[r0] += 1
+            done += 1
+            if writer is not None and passes(r0, stats.verdicts):
+                writer.write(packet, timestamp)
+            if progress is not None and done % CHUNK_PACKETS == 0:
+                progress(CHUNK_PACKETS)
+    except EbpfError as error:
+        error.packet_index = done  # type: ignore[attr-defined]
+        raise
+    finally:
+        runner.close()
+        _tally(stats, counts)
+    if progress is not None:
+        progress(done % CHUNK_PACKETS)
+
+
+def _tally(stats: CaptureStats, counts: Counter[int]) -> None:
+    for r0, count in counts.items():
+        stats.histogram[verdict_name(r0, stats.verdicts)] += count
+        stats.packets += count
+
+
+def _run_batches(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
+                 writer: CaptureWriter | None, progress: Progress | None, chunk: int) -> None:
+    buffer = _Frame(CHUNK_BYTES)
+    counts: Counter[int] = Counter()
+    slot = CONTEXT_SLOT if stats.context == "xdp" else 0
+    done = 0
+    try:
+        pending: list[tuple[float, bytes]] = []
+        used = 0
+        for item in frames:
+            size = len(item[1])
+            if size > MAX_PACKET:
+                raise CaptureError(f"packet {done + len(pending)} has {size} bytes, "
+                                   f"more than {MAX_PACKET}")
+            if len(pending) == chunk or used + slot + size + 8 > CHUNK_BYTES:
+                _run_chunk(vm, buffer, slot, pending, counts, writer, stats, done)
+                done += len(pending)
+                if progress is not None:
+                    progress(len(pending))
+                pending, used = [], 0
+            pending.append(item)
+            used += slot + size + 8
+        if pending:
+            _run_chunk(vm, buffer, slot, pending, counts, writer, stats, done)
+            if progress is not None:
+                progress(len(pending))
+    finally:
+        buffer.close()
+        _tally(stats, counts)
+
+
+def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, bytes]],
+               counts: Counter[int], writer: CaptureWriter | None, stats: CaptureStats,
+               done: int) -> None:
+    """Lay out `frames` in `buffer` (each behind its xdp_md when `slot`) and
+    run them all in one native call."""
+    view, base = buffer.view, buffer.base
+    spans = array.array("Q", bytes(16 * len(frames)))
+    offset = 0
+    pack = XDP_MD.pack_into
+    for index, (_timestamp, frame) in enumerate(frames):
+        data = offset + slot
+        end = data + len(frame)
+        if slot:
+            pack(view, offset, base + data, base + end, base + data, 1, 0, 0)
+        view[data:end] = frame
+        spans[2 * index] = offset
+        spans[2 * index + 1] = end - offset
+        offset = (end + 7) & ~7
+    try:
+        results = vm.execute_spans(view, spans)
+    except EbpfError as error:
+        failed: int = getattr(error, "batch_index", None) or 0
+        error.packet_index = done + failed  # type: ignore[attr-defined]
+        raise
+    counts.update(results)
+    if writer is not None:
+        for index, r0 in enumerate(results):
+            if passes(r0, stats.verdicts):
+                start = spans[2 * index] + slot
+                end = spans[2 * index] + spans[2 * index + 1]
+                writer.write(bytes(view[start:end]), frames[index][0])

@@ -1,0 +1,159 @@
+"""Maps as people read and write them: BTF type names, decoded entries, and
+preloading from JSON (for the ``ebpfvm`` command).
+
+JSON for :func:`preload` is an object ``{"key": value}`` (keys are numbers
+written as strings, ``"0x1f"`` allowed) or a list of ``[key, value]`` pairs
+(any key: a struct key is an object of its members). With BTF types, keys
+and values go through the map's codecs (ints, objects for structs, lists for
+arrays); without them, an int fills the key or value little-endian and a
+string is hex bytes. A program array takes program names as values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .btf import Btf, BtfKind
+from .errors import MapError
+from .maps import Map, ProgArray, QueueMap, RingBuf
+
+__all__ = ["btf_type_name", "describe", "entries", "preload"]
+
+_MAX_DEPTH = 8
+
+
+def btf_type_name(btf: Btf, type_id: int, depth: int = 0) -> str:
+    """A C spelling of a BTF type: ``struct proto_key``, ``__u64``, ``__u8[16]``."""
+    if type_id == 0:
+        return "void"
+    found = btf.get(type_id)
+    kind = found.kind
+    if depth > _MAX_DEPTH:
+        return "..."
+    if kind in (BtfKind.STRUCT, BtfKind.UNION, BtfKind.ENUM, BtfKind.ENUM64):
+        word = {BtfKind.STRUCT: "struct", BtfKind.UNION: "union"}.get(kind, "enum")
+        return f"{word} {found.name}" if found.name else f"{word} <anon>"
+    if kind in (BtfKind.CONST, BtfKind.VOLATILE, BtfKind.RESTRICT):
+        return f"{kind.name.lower()} {btf_type_name(btf, found.ref, depth + 1)}"
+    if kind is BtfKind.PTR:
+        return f"{btf_type_name(btf, found.ref, depth + 1)} *"
+    if kind is BtfKind.ARRAY and found.array is not None:
+        return f"{btf_type_name(btf, found.array[0], depth + 1)}[{found.array[2]}]"
+    return found.name or kind.name.lower()
+
+
+def _struct_members(codec: Any) -> str:
+    found = codec.type
+    if found.kind not in (BtfKind.STRUCT, BtfKind.UNION):
+        return ""
+    members = "; ".join(f"{btf_type_name(codec.btf, member)} {name}"
+                        for name, member, _offset in found.items)
+    return f" {{ {members}; }}"
+
+
+def _codec_text(codec: Any, size: int) -> str:
+    if codec is None:
+        return f"{size} bytes"
+    return f"{btf_type_name(codec.btf, codec.type.id)}{_struct_members(codec)} ({size} bytes)"
+
+
+def describe(m: Any) -> str:
+    """One line: name, type, key and value types (BTF when known), sizes, limits."""
+    if isinstance(m, Map):
+        return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
+                f"value {_codec_text(m.value_codec, m.value_size)}, "
+                f"max_entries {m.max_entries}")
+    if isinstance(m, QueueMap):
+        return f"{m.name}: {m.type.name.lower()}, value {m.value_size} bytes, " \
+               f"max_entries {m.max_entries}"
+    if isinstance(m, RingBuf):
+        return f"{m.name}: ringbuf, {m.max_entries} bytes"
+    if isinstance(m, ProgArray):
+        return f"{m.name}: prog_array, max_entries {m.max_entries}"
+    return f"{getattr(m, 'name', '?')}: {type(m).__name__}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if hasattr(value, "_asdict"):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value._asdict().items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def entries(m: Any, limit: int = 20) -> list[str]:
+    """Up to `limit` entries as ``key -> value`` lines, BTF-decoded when possible,
+    then a ``... N more`` line."""
+    lines: list[str] = []
+    total = 0
+    if isinstance(m, Map):
+        typed = m.key_codec is not None and m.value_codec is not None
+        items: Any = m.typed.items() if typed else m.items()
+        if m.type.name.startswith("ARRAY") or m.type.name.startswith("PERCPU_ARRAY"):
+            items = [(k, v) for k, v in items if any(m[m.key_codec.encode(k)] if typed else v)]
+        for key, value in items:
+            total += 1
+            if len(lines) < limit:
+                lines.append(f"{_show(key)} -> {_show(value)}")
+    elif isinstance(m, ProgArray):
+        for index in range(m.max_entries):
+            name = m.get(index)
+            if name is not None:
+                total += 1
+                if len(lines) < limit:
+                    lines.append(f"{index} -> {name}")
+    elif isinstance(m, (QueueMap, RingBuf)):
+        total = len(m)
+        return [f"{total} record(s) waiting"]
+    if total > len(lines):
+        lines.append(f"... {total - len(lines)} more")
+    return lines
+
+
+def _raw(value: Any, size: int, what: str) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise MapError(f"{what} {value!r}: give an int or a hex string (the map has no BTF)")
+    if isinstance(value, int):
+        return (value % (1 << (8 * size))).to_bytes(size, "little")
+    data = bytes.fromhex(value.removeprefix("0x"))
+    if len(data) != size:
+        raise MapError(f"{what} {value!r} has {len(data)} bytes, the map wants {size}")
+    return data
+
+
+def _json_key(key: Any) -> Any:
+    if isinstance(key, str):
+        try:
+            return int(key, 0)
+        except ValueError:
+            return key
+    return key
+
+
+def preload(m: Any, data: Any) -> int:
+    """Put the entries of parsed JSON `data` into `m`; returns how many."""
+    pairs = list(data.items()) if isinstance(data, dict) else data
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise MapError(f"map {getattr(m, 'name', '?')}: JSON must be an object or a list of "
+                       "[key, value] pairs")
+    for key, value in pairs:
+        key = _json_key(key)
+        if isinstance(m, ProgArray):
+            if not isinstance(key, int) or not isinstance(value, str):
+                raise MapError(f"map {m.name}: a program array maps an index to a program name")
+            m[key] = value
+        elif isinstance(m, Map):
+            try:
+                raw_key = (m.key_codec.encode(key) if m.key_codec is not None
+                           else _raw(key, m.key_size, "key"))
+                raw_value = (m.value_codec.encode(value) if m.value_codec is not None
+                             else _raw(value, m.value_size, "value"))
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                raise MapError(f"map {m.name}: cannot encode {key!r} -> {value!r}: {exc}") from exc
+            m[raw_key] = raw_value
+        else:
+            raise MapError(f"map {getattr(m, 'name', '?')}: cannot be preloaded")
+    return len(pairs)

@@ -148,18 +148,6 @@ def _console_script() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ebpfvm.cli"]
 
 
-def _cli_has_issue6_commands() -> bool:
-    """Whether the full command line (issue 6: asm, verify, maps, bench...) is
-    installed. Until it is merged, a documented command that fails is skipped
-    with its error as the reason; once it is, every command must work."""
-    probe = subprocess.run([*_console_script(), "asm", "--help"], capture_output=True,
-                           text=True, timeout=CLI_TIMEOUT)
-    return probe.returncode == 0
-
-
-CLI_MERGED = _cli_has_issue6_commands() if SHELL else True
-
-
 @pytest.mark.parametrize("block", SHELL, ids=lambda b: b.name)
 def test_cli_sample(block: Block, scratch: Path) -> None:
     outputs: list[str] = []
@@ -172,10 +160,6 @@ def test_cli_sample(block: Block, scratch: Path) -> None:
         done = subprocess.run([*_console_script(), *command[1:]], cwd=scratch,
                               capture_output=True, text=True, timeout=CLI_TIMEOUT)
         if done.returncode != expected:
-            error = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            if not CLI_MERGED:
-                pytest.skip(f"the issue 6 command line is not merged yet: {line!r} "
-                            f"exited {done.returncode}: {error}")
             pytest.fail(f"{line!r} exited {done.returncode}, not {expected}: {done.stderr}")
         DOCS_RAN["commands"] += 1
         outputs.append(done.stdout)

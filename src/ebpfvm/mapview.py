@@ -104,9 +104,10 @@ def entries(m: Any, limit: int = 20) -> list[str]:
                 total += 1
                 if len(lines) < limit:
                     lines.append(f"{index} -> {name}")
-    elif isinstance(m, (QueueMap, RingBuf)):
-        total = len(m)
-        return [f"{total} record(s) waiting"]
+    elif isinstance(m, QueueMap):
+        return [f"{len(m)} value(s) waiting"]
+    elif isinstance(m, RingBuf):
+        return [f"{len(m)} of {m.max_entries} bytes waiting (records and their headers)"]
     if total > len(lines):
         lines.append(f"... {total - len(lines)} more")
     return lines

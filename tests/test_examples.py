@@ -185,3 +185,9 @@ def test_config_globals(engine: str) -> None:
     rodata[offset] = TCP
     assert runner.run(frame(proto=TCP)).verdict is XdpAction.DROP
     assert runner.run(frame(proto=UDP)).verdict is XdpAction.PASS
+    # Read back by name (BTF DATASEC, offsets from the symbol table): two
+    # drops, two passes so far; .rodata as changed above.
+    assert obj.variables(".bss") == {"passed": 2, "dropped": 2}
+    assert obj.variables(".rodata") == {"blocked_proto": TCP,
+                                        "label": b"ebpfvm example\0\0"}
+    assert obj.variables(".data") == {"generation": 1}

@@ -83,6 +83,16 @@ class ElfObject:
     maps: dict[str, AnyMap] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list, repr=False)
 
+    def variables(self, section: str) -> dict[str, Any]:
+        """The current values of a global-data section's variables, decoded
+        with the object's BTF (ints, named tuples, lists, bytes)."""
+        found = self.maps.get(section)
+        if section not in self.data or not isinstance(found, Map):
+            raise KeyError(f"no global-data section {section!r}")
+        data = self.data[section]
+        return {name: codec.decode(data[offset : offset + codec.size])
+                for name, (offset, codec) in found.variables.items()}
+
     def xdp(self, name: str | None = None, *, section: str | None = None,
             engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
         """An XdpRunner (ebpfvm.contexts) for one program, with its helpers,
@@ -187,6 +197,7 @@ def _load(data: bytes) -> ElfObject:
     sections = dict(_code_sections(elf, symbols))
     result = ElfObject(license=_license(elf))
     global_data = _data_sections(elf, result)
+    _data_variables(elf, symbols, result)
     map_symbols = _legacy_maps(elf, symbols, result)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
@@ -354,6 +365,33 @@ def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int
         # As libbpf does: each section is also a single-element array map.
         result.maps[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1, slab=buffer)
     return found
+
+
+def _data_variables(elf: Any, symbols: list[Any], result: ElfObject) -> None:
+    """Name the variables of each global-data section from its BTF DATASEC.
+    clang leaves the DATASEC's offsets to the loader (libbpf takes them from
+    the symbol table), so each variable's offset is its symbol's value."""
+    section = elf.get_section_by_name(".BTF")
+    if section is None:
+        return
+    btf = parse_btf(bytes(section.data()))
+    sections = [s.name for s in elf.iter_sections()]
+    offsets = {(sections[sym["st_shndx"]], sym.name): sym["st_value"] for sym in symbols
+               if isinstance(sym["st_shndx"], int) and sym["st_shndx"] < len(sections)}
+    for name, buffer in result.data.items():
+        datasec = btf.datasec(name)
+        found = result.maps.get(name)
+        if datasec is None or not isinstance(found, Map):
+            continue
+        for _, var_id, _offset in datasec.items:
+            var = btf.get(var_id)
+            offset = offsets.get((name, var.name))
+            if var.kind is not BtfKind.VAR or offset is None:
+                continue
+            codec = Codec(btf, var.ref)
+            if offset + codec.size > len(buffer):
+                raise ElfError(f"variable {var.name!r} lies past the end of its section", name)
+            found.variables[var.name] = (offset, codec)
 
 
 def _license(elf: Any) -> str | None:

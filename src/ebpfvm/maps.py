@@ -309,6 +309,9 @@ class Map(MutableMapping[bytes, bytes]):
         self.key_codec: Any = None
         self.value_codec: Any = None
         """BTF codecs (ebpfvm.btf.Codec) when the object describes the types."""
+        self.variables: dict[str, tuple[int, Any]] = {}
+        """For a global-data section's map: each variable's offset in the value
+        and its BTF codec, from the section's BTF DATASEC."""
 
     @property
     def typed(self) -> TypedMap:

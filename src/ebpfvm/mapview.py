@@ -59,6 +59,10 @@ def _codec_text(codec: Any, size: int) -> str:
 
 def describe(m: Any) -> str:
     """One line: name, type, key and value types (BTF when known), sizes, limits."""
+    if isinstance(m, Map) and m.variables:
+        names = ", ".join(f"{btf_type_name(codec.btf, codec.type.id)} {name}"
+                          for name, (_offset, codec) in m.variables.items())
+        return f"{m.name}: global data, {m.value_size} bytes: {names}"
     if isinstance(m, Map):
         return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
                 f"value {_codec_text(m.value_codec, m.value_size)}, "
@@ -71,6 +75,15 @@ def describe(m: Any) -> str:
     if isinstance(m, ProgArray):
         return f"{m.name}: prog_array, max_entries {m.max_entries}"
     return f"{getattr(m, 'name', '?')}: {type(m).__name__}"
+
+
+def _show_variable(value: Any) -> str:
+    """Like _show, but a char array holding a C string shows as one."""
+    if isinstance(value, bytes):
+        text, _nul, rest = value.partition(b"\0")
+        if text and text.isascii() and text.decode().isprintable() and not rest.strip(b"\0"):
+            return '"' + text.decode() + '"'
+    return _show(value)
 
 
 def _show(value: Any) -> str:
@@ -88,7 +101,13 @@ def entries(m: Any, limit: int = 20) -> list[str]:
     then a ``... N more`` line."""
     lines: list[str] = []
     total = 0
-    if isinstance(m, Map):
+    if isinstance(m, Map) and m.variables:  # global data: its variables by name
+        for variable, (offset, codec) in m.variables.items():
+            total += 1
+            if len(lines) < limit:
+                value = codec.decode(m.slab[offset : offset + codec.size])
+                lines.append(f"{variable} = {_show_variable(value)}")
+    elif isinstance(m, Map):
         typed = m.key_codec is not None and m.value_codec is not None
         items: Any = m.typed.items() if typed else m.items()
         if m.type.name.startswith("ARRAY") or m.type.name.startswith("PERCPU_ARRAY"):

@@ -27,6 +27,8 @@ from engines import ALL_ENGINES, CHECKED_ENGINES  # noqa: E402
 
 CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
+KERNEL_DIFF: Counter[str] = Counter()
+"""Programs the kernel differential test generated / the kernel accepted."""
 
 
 @pytest.fixture(params=ALL_ENGINES)
@@ -42,8 +44,12 @@ def checked_engine(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not CONFORMANCE_RAN:
-        return
+    if KERNEL_DIFF:
+        terminalreporter.write_line(
+            f"kernel differential: {KERNEL_DIFF['generated']} random programs, "
+            f"{KERNEL_DIFF['accepted']} accepted by the kernel and compared with "
+            f"{KERNEL_DIFF['engines']} engines"
+        )
     for name in sorted(CONFORMANCE_RAN):
         terminalreporter.write_line(
             f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "

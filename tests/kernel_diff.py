@@ -21,8 +21,9 @@ from ebpfvm.errors import EbpfError
 from ebpfvm.jit.execmem import jit_supported
 from ebpfvm.vm import EbpfVmRaw
 from kprogen import KCase, dump_registers
+from progen import Item, Op, layout
 
-__all__ = ["ENGINES", "Outcome", "Run", "compare", "run_engine", "run_kernel"]
+__all__ = ["ENGINES", "Outcome", "Run", "compare", "reduce", "run_engine", "run_kernel"]
 
 ENGINES = ("interp", "jit", "jit-unchecked") if jit_supported() is None else ("interp",)
 RUN_BUDGET = 1_000_000
@@ -126,3 +127,32 @@ def compare(case: KCase, engines: tuple[str, ...] = ENGINES) -> Outcome:
     finally:
         vm.close()
     return outcome
+
+
+def reduce(case: KCase, engine: str) -> KCase:
+    """Delete instructions of `case` one by one (labels stay, so jumps still
+    resolve) while the kernel still accepts it and `engine` still disagrees
+    with the kernel; repeat until nothing more can go. Runs after hypothesis'
+    shrinking, which works on the generator's choices and so cannot drop an
+    instruction the generator always emits (register set-up, stack writes)."""
+    items = list(case.items)
+    if not items:
+        return case
+
+    def diverges(candidate: list[Item]) -> KCase | None:
+        trial = KCase(layout(candidate), case.packet, case.features, tuple(candidate))
+        return trial if engine in compare(trial, (engine,)).diverging else None
+
+    best = case
+    changed = True
+    while changed:
+        changed = False
+        index = len(items) - 1
+        while index >= 0:
+            if isinstance(items[index], Op):
+                candidate = items[:index] + items[index + 1 :]
+                smaller = diverges(candidate)
+                if smaller is not None:
+                    items, best, changed = candidate, smaller, True
+            index -= 1
+    return best

@@ -159,6 +159,8 @@ class KCase:
     code: bytes
     packet: bytes
     features: frozenset[str] = frozenset()
+    items: tuple[Item, ...] = field(default=(), compare=False, repr=False)
+    """The program before layout (instructions and labels), for reduction."""
 
     def __repr__(self) -> str:
         return f"KCase(packet={self.packet.hex()}, code=\n{self.text()})"
@@ -519,13 +521,13 @@ def _kcases(draw: Callable[[st.SearchStrategy[Any]], Any]) -> KCase:
                                     st.sampled_from(EDGE_U64)), max_size=4))
     for word, value in edges:
         packet[8 * word : 8 * word + 8] = value.to_bytes(8, "little")
-    code, features = build(Choices(draw(st.binary(min_size=CHOICE_BYTES,
-                                                  max_size=CHOICE_BYTES))))
-    return KCase(code, bytes(packet), frozenset(features))
+    items, features = build(Choices(draw(st.binary(min_size=CHOICE_BYTES,
+                                                   max_size=CHOICE_BYTES))))
+    return KCase(layout(items), bytes(packet), frozenset(features), tuple(items))
 
 
-def build(choices: Choices) -> tuple[bytes, set[str]]:
-    """The program `choices` describe, and its features."""
+def build(choices: Choices) -> tuple[list[Item], set[str]]:
+    """The program `choices` describe (before layout), and its features."""
     b = _Builder(choices)
     count = b.int_in(0, MAX_SUBS)
     labels = [Label() for _ in range(count)]
@@ -537,7 +539,7 @@ def build(choices: Choices) -> tuple[bytes, set[str]]:
     items = b.main(tuple(labels), callers.get(-1, []))
     for index, label in enumerate(labels):
         items += b.sub(label, tuple(labels[index + 1:]), callers.get(index, []))
-    return layout(items), b.features
+    return items, b.features
 
 
 def kcases() -> st.SearchStrategy[KCase]:

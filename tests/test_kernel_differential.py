@@ -32,6 +32,7 @@ from kprogen import (
     kcases,
     row_name,
 )
+from progen import layout
 
 UNAVAILABLE = kernel.available()
 needs_bpf = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"bpf(): {UNAVAILABLE}")
@@ -104,6 +105,6 @@ def test_zero_choices_give_the_bare_frame() -> None:
     """What shrinking aims at: an all-zero choice string reads as the smallest
     choice everywhere, so no subprogram, no body unit, every register loaded
     from the packet (the first option) and every stack slot stored with stdw."""
-    code, features = build(Choices(b""))
-    assert len(code) // 8 == FRAME_SLOTS
+    items, features = build(Choices(b""))
+    assert len(layout(items)) // 8 == FRAME_SLOTS
     assert features == {"ldxw/ldx@packet"}

@@ -5,8 +5,9 @@ run in the Linux kernel and in every engine of ours (tests/kernel_diff.py).
 
 Programs are drawn by hypothesis in chunks, each with its own seed (seed,
 seed + 1, ...). A divergence stops its chunk: hypothesis shrinks the program,
-and the shrunk program is printed in assembler text, ready to paste into a
-regression test (tests/test_kernel_regressions.py); the campaign then goes on
+then kernel_diff.reduce deletes instructions while the divergence stays, and
+both are printed in assembler text, ready to paste into a regression test
+(tests/test_kernel_regressions.py); the campaign then goes on
 with the next chunk until `--count` programs have been generated. Progress
 and the final counts (programs generated, accepted by the kernel, rejected
 with the verifier's reasons, divergences per engine) go to stdout.
@@ -30,15 +31,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
 import kernel_oracle
-from kernel_diff import ENGINES, compare
+from kernel_diff import ENGINES, compare, reduce
 from kprogen import KCase, kcases
 
 
 class Divergence(Exception):
     """Raised inside the hypothesis test so that it shrinks the program."""
 
-    def __init__(self, report: str, engines: list[str]) -> None:
+    def __init__(self, case: KCase, report: str, engines: list[str]) -> None:
         super().__init__(report)
+        self.case = case
         self.report = report
         self.engines = engines
 
@@ -81,13 +83,17 @@ def run_chunk(tally: Tally, chunk_seed: int, examples: int) -> None:
             if not diverged:  # the first find, before shrinking
                 tally.divergences.update(outcome.diverging)
             diverged = True
-            raise Divergence(outcome.report(case), outcome.diverging)
+            raise Divergence(case, outcome.report(case), outcome.diverging)
 
     try:
         check()
     except Divergence as exc:
-        tally.found.append(exc.report)
-        print(f"\n== divergence (seed {chunk_seed}), shrunk:\n{exc.report}\n", flush=True)
+        print(f"\n== divergence (seed {chunk_seed}), shrunk by hypothesis:\n{exc.report}\n",
+              flush=True)
+        reduced = reduce(exc.case, exc.engines[0])
+        report = compare(reduced).report(reduced)
+        tally.found.append(report)
+        print(f"== the same, reduced instruction by instruction:\n{report}\n", flush=True)
     except Exception:  # a crash of the harness or an engine: report it, go on
         if not diverged:
             tally.divergences["crash"] += 1

@@ -19,9 +19,10 @@ Shape of a program (``N`` = :data:`PACKET_MIN`, the packet is N..N+32 bytes):
   form), bounded loops (a counter in r6-r8 set to 1..4, a body that never
   writes it, one decrement and one backward conditional jump):
     - every ALU/ALU64 row (K and X forms, neg, le/be/bswap, movsx, signed and
-      unsigned div/mod, with register divisors that may be 0 or -1 at run
-      time); immediate divisors are never 0 and immediate shifts stay below
-      the width, as the verifier demands;
+      unsigned div/mod, with register divisors the verifier does not know,
+      a third of them forced to 0 or -1 and some dividends to INT_MIN by
+      shifts); immediate divisors are never 0 and immediate shifts stay
+      below the width, as the verifier demands;
     - loads (also sign-extending), stores and atomics on the stack, aligned;
     - packet loads and stores, at constant offsets under the prologue's guard,
       or at a variable offset (a register masked to a few bits) under a guard
@@ -130,6 +131,10 @@ ADD64_K = _alu("add", 64, Form.ALU_K)
 SUB64_K = _alu("sub", 64, Form.ALU_K)
 SUB32_K = _alu("sub", 32, Form.ALU_K)
 AND64_K = _alu("and", 64, Form.ALU_K)
+ARSH64_K = _alu("arsh", 64, Form.ALU_K)
+ARSH32_K = _alu("arsh", 32, Form.ALU_K)
+LSH64_K = _alu("lsh", 64, Form.ALU_K)
+LSH32_K = _alu("lsh", 32, Form.ALU_K)
 JGT_X = _row(lambda r: r.op == "jgt" and r.width == 64 and r.form is Form.JCC_X)
 JLT_X = _row(lambda r: r.op == "jlt" and r.width == 64 and r.form is Form.JCC_X)
 SHIFTS = frozenset({"lsh", "rsh", "arsh"})
@@ -304,7 +309,9 @@ class _Builder:
         dst = self.pick(scope.writable)
         self.note(row)
         if row.form is Form.ALU_X:
-            return [Op(row, dst, self.reg(), off=row.off or 0)]
+            src = self.reg()
+            edges = self.edge_operands(row, dst, src, scope) if row.op in DIVISIONS else []
+            return [*edges, Op(row, dst, src, off=row.off or 0)]
         if row.form is Form.ALU_K:
             if row.op in SHIFTS:
                 imm = self.int_in(0, row.width - 1)  # the verifier refuses larger ones
@@ -314,6 +321,20 @@ class _Builder:
                 imm = self.imm()
             return [Op(row, dst, off=row.off or 0, imm=imm)]
         return [Op(row, dst, imm=row.imm or 0)]
+
+    def edge_operands(self, row: OpInfo, dst: int, src: int, scope: _Scope) -> Unit:
+        """Sometimes turn a register divisor into 0 or -1 (an arithmetic shift
+        right by width - 1) and the dividend into 0 or INT_MIN (a shift left
+        by width - 1): the division-by-zero and INT_MIN / -1 cases, with
+        values the verifier still does not know."""
+        if self.int_in(0, 2) != 0 or src not in scope.writable:
+            return []
+        self.features.add("edge-divisor")
+        arsh, lsh = (ARSH64_K, LSH64_K) if row.width == 64 else (ARSH32_K, LSH32_K)
+        out: Unit = [Op(arsh, src, imm=row.width - 1)]
+        if src != dst and self.flag():
+            out.append(Op(lsh, dst, imm=row.width - 1))
+        return out
 
     def _access(self, row: OpInfo, base: int, off: int, writable: Sequence[int],
                 readable: Sequence[int]) -> Op:

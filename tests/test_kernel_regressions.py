@@ -70,8 +70,10 @@ EDGES: list[tuple[str, str, str, dict[int, int]]] = [
         smod r6, r2
         mov r7, r1
         sdiv32 r7, r2
+        mov r8, r1
+        smod32 r8, r2
     """, "", {1: 0x1234_5678_9ABC_DEF0, 3: 0, 4: 0x1234_5678_9ABC_DEF0, 5: 0x9ABC_DEF0,
-              6: 0x1234_5678_9ABC_DEF0, 7: 0}),
+              6: 0x1234_5678_9ABC_DEF0, 7: 0, 8: 0x9ABC_DEF0}),
     ("signed-division-truncates-toward-zero", """
         mov r1, -13
         mov r2, 3

@@ -15,8 +15,9 @@ Shape of a program (``N`` = :data:`PACKET_MIN`, the packet is N..N+32 bytes):
   uses is written in full, then r0-r9 get edge or random values (lddw, mov,
   mov32) or a load from the packet, so the verifier does not know them all.
 * Body: units (runs of instructions that jumps never enter in the middle) with
-  forward jumps between them (ja, ja32, every JMP/JMP32 conditional in K and X
-  form), bounded loops (a counter in r6-r8 set to 1..4, a body that never
+  forward jumps between them (every JMP/JMP32 conditional in K and X form; ja
+  and ja32 behind a conditional jump over them, since code that nothing can
+  reach is refused), bounded loops (a counter in r6-r8 set to 1..4, a body that never
   writes it, one decrement and one backward conditional jump):
     - every ALU/ALU64 row (K and X forms, neg, le/be/bswap, movsx, signed and
       unsigned div/mod, with register divisors the verifier does not know,
@@ -36,6 +37,10 @@ Shape of a program (``N`` = :data:`PACKET_MIN`, the packet is N..N+32 bytes):
 * Epilogue: r0-r9 are stored as 64-bit words at the start of the packet (r9
   through a save slot, the pointer through a fill), then ``exit`` returns r0:
   the kernel's 32-bit retval and its output packet cover all 64-bit state.
+
+All choices are read from one hypothesis byte string per program
+(:class:`Choices`); hypothesis shrinks it, and tests/kernel_diff.py's
+`reduce` then deletes single instructions of a divergent program.
 
 Left out on purpose: atomics on packet memory (the verifier refuses them),
 32-bit cmpxchg (kernel 6.18 may leave r0's upper half set after a successful

@@ -40,8 +40,8 @@ needs_bpf = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"bpf(): {UNAVAIL
 EXAMPLES = int(os.environ.get("EBPFVM_KERNEL_EXAMPLES", "2000"))
 MIN_ACCEPTED = 0.98
 """The generator aims at programs the verifier accepts; refusals are counted
-and must stay rare (the campaign's figure is in PROPOSED_README.md)."""
-SHAPES = ("loop", "call", "packet-var")
+and must stay rare (the README gives the long campaign's figures)."""
+SHAPES = ("loop", "call", "packet-var", "edge-divisor")
 COVERAGE_EXAMPLES = 1000
 """From this many programs on, the test also checks that every row of
 kprogen.TARGET_ROWS ran (the rarest appear in about 2% of programs)."""

@@ -29,6 +29,8 @@ CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
 DOCS_RAN: Counter[str] = Counter()
 """Samples of the docs that ran (tests/test_docs.py): python, python output, commands."""
+KERNEL_DIFF: Counter[str] = Counter()
+"""Programs the kernel differential test generated / the kernel accepted."""
 
 
 @pytest.fixture(params=ALL_ENGINES)
@@ -49,6 +51,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"docs: {DOCS_RAN['python']} python samples ran "
             f"({DOCS_RAN['python output']} with checked output), "
             f"{DOCS_RAN['commands']} commands ran"
+        )
+    if KERNEL_DIFF:
+        terminalreporter.write_line(
+            f"kernel differential: {KERNEL_DIFF['generated']} random programs, "
+            f"{KERNEL_DIFF['accepted']} accepted by the kernel and compared with "
+            f"{KERNEL_DIFF['engines']} engines"
         )
     for name in sorted(CONFORMANCE_RAN):
         terminalreporter.write_line(

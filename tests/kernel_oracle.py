@@ -88,13 +88,28 @@ def map_items(fd: int, key_size: int, value_size: int) -> Iterator[tuple[bytes, 
         yield key, value.raw
 
 
-def prog_load(code: bytes, prog_type: int = BPF_PROG_TYPE_XDP, license: bytes = b"GPL") -> int:
+def prog_load(code: bytes, prog_type: int = BPF_PROG_TYPE_XDP, license: bytes = b"GPL",
+              *, quiet_first: bool = False) -> int:
+    """Load `code`; on refusal, OSError carries the end of the verifier's log.
+
+    `quiet_first`: try with log_level 0 first (faster for big programs, and
+    no ENOSPC from a long log), and only ask for the log when that fails."""
+    if quiet_first:
+        try:
+            return _prog_load(code, prog_type, license, 0)
+        except OSError:
+            pass
+    return _prog_load(code, prog_type, license, 1)
+
+
+def _prog_load(code: bytes, prog_type: int, license: bytes, log_level: int) -> int:
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(license)
-    log = ctypes.create_string_buffer(1 << 16)
+    log = ctypes.create_string_buffer(1 << 16 if log_level else 1)
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into("<IIQQIIQ", attr, 0, prog_type, len(code) // 8, ctypes.addressof(insns),
-                     ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
+                     ctypes.addressof(lic), log_level, len(log) if log_level else 0,
+                     ctypes.addressof(log) if log_level else 0)
     try:
         return bpf(BPF_PROG_LOAD, attr)
     except OSError as exc:

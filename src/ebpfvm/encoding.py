@@ -64,6 +64,7 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     nslots = len(slots)
     insns: list[Insn] = []
     append = insns.append
+    new = tuple.__new__  # Insn's own __new__ is Python code; the tuple's is not
     rows = _ROW_CACHE
     if len(rows) > _ROW_CACHE_LIMIT:
         rows.clear()
@@ -80,10 +81,10 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
             if pc + 1 >= nslots:
                 raise DecodeError("lddw is missing its second slot", pc)
             imm = (imm & _M32) | ((slots[pc + 1][3] & _M32) << 32)
-            append(Insn(pc, opcode, regs & 0xF, src, off, imm, row))
+            append(new(Insn, (pc, opcode, regs & 0xF, src, off, imm, row)))
             pc += 2
         else:
-            append(Insn(pc, opcode, regs & 0xF, src, off, imm, row))
+            append(new(Insn, (pc, opcode, regs & 0xF, src, off, imm, row)))
             pc += 1
     return insns
 

@@ -104,7 +104,7 @@ class CodeBuffer:
         """Bind `label` to the current position; a label is bound only once."""
         if label.position is not None:
             raise ValueError(f"label {label.name!r} is already bound at {label.position}")
-        label.position = self.position
+        label.position = len(self.data)
 
     def emit_rel32(self, label: Label) -> None:
         """Emit a 4-byte placeholder to be patched with ``label - end of field``."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
-from ..isa import MAX_REG, Form, OpInfo, Reg
+from ..isa import MAX_REG, OPS, Form, OpInfo, Reg
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -207,7 +207,7 @@ class _Translator:
             if self.checked:
                 pc_offset((block[0].pc, len(data)))
                 self._charge_budget(index, len(block))
-                groups = _fused_groups(block)
+                groups = _fused_groups(block) if len(block) > 1 else None
                 if groups:
                     self._fused_block(block, groups)
                     continue
@@ -248,16 +248,21 @@ class _Translator:
         """A block whose accesses through one unchanged base are checked once,
         before the first of them, over the span they all cover. If that check
         fails, execution continues at the same instruction in a copy of the
-        rest of the block in which every access is checked on its own (in
-        cold code), so faults and region lookups stay exactly as unfused."""
+        block, up to its last fused access, in which every access is checked
+        on its own (in cold code), then rejoins the block after that access;
+        faults and region lookups stay exactly as unfused."""
         data = self.asm.buf.data
         pc_offset = self.pc_offsets.append
         leaders = {group.members[0]: group for group in groups}
         covered = {member for group in groups for member in group.members}
         retry = {position: Label() for position in leaders}
+        first, last = min(leaders), max(covered)
+        rejoin = Label()  # where the copy comes back, after the last fused access
         for position, insn in enumerate(block):
             if position:
                 pc_offset((insn.pc, len(data)))
+            if position == last + 1:
+                self.asm.bind(rejoin)
             group = leaders.get(position)
             if group is not None:
                 self.place(_fused_check(group), retry[position])
@@ -266,15 +271,17 @@ class _Translator:
             else:
                 self._insn(insn)
         self._block_end(block[-1], jump=False)
-        first = min(leaders)
 
         def copy() -> None:
-            for position in range(first, len(block)):
+            for position in range(first, last + 1):
                 label = retry.get(position)
                 if label is not None:
                     self.asm.bind(label)
                 self._insn(block[position])
-            self._block_end(block[-1], jump=True)
+            if last + 1 < len(block):
+                self.asm.jmp(rejoin)
+            else:
+                self._block_end(block[-1], jump=True)
 
         self.cold.append(copy)
 
@@ -776,45 +783,49 @@ _FUSABLE = {Form.LDX: "src", Form.ST: "dst", Form.STX: "dst"}
 """Memory forms whose checks can be fused, and the field naming their base."""
 
 
+_FUSABLE_ROWS = frozenset(id(row) for row in OPS if row.form in _FUSABLE)
+"""ids of the rows of _FUSABLE forms (hashing a row itself runs Python code)."""
+
+
 def _fused_groups(block: list[Insn]) -> list[_Group]:
     """The groups of two or more checked accesses in `block` (see _Group)."""
-    open_: dict[int, list[tuple[int, int, int, bool]]] = {}
-    groups: list[_Group] = []
-
-    def close(reg: int) -> None:
-        members = open_.pop(reg, None)
-        if members is not None and len(members) > 1:
-            low = min(off for _, off, _, _ in members)
-            high = max(off + size for _, off, size, _ in members)
-            groups.append(_Group(reg, low, high - low, any(store for *_, store in members),
-                                 tuple(position for position, *_ in members)))
-
+    rows = _FUSABLE_ROWS
+    if sum(id(insn.row) in rows for insn in block) < 2:
+        return []
+    open_: dict[int, list[tuple[int, int, int, bool]]] = {}  # by base register
+    closed: list[tuple[int, list[tuple[int, int, int, bool]]]] = []
     for position, insn in enumerate(block):
         row = insn.row
-        if row is None or register_problem(row, insn):
-            for reg in list(open_):
-                close(reg)
+        dst = insn.dst
+        if row is None or dst > MAX_REG or insn.src > MAX_REG or (
+                dst == MAX_REG and row.dst is Reg.WRITE):  # an invalid instruction
+            closed += open_.items()
+            open_.clear()
             continue
-        field = _FUSABLE.get(row.form)
-        if field is not None:
-            base = insn.src if field == "src" else insn.dst
+        form = row.form
+        if id(row) in rows:
+            base = insn.src if form is Form.LDX else dst
             size = row.size
             if not (base == MAX_REG and -FRAME_SIZE <= insn.off <= -size):  # else unchecked
-                open_.setdefault(base, []).append(
-                    (position, insn.off, size, row.form is not Form.LDX))
-            if row.form is Form.LDX:
-                close(insn.dst)
-            continue
-        if row.form is Form.ATOMIC:
-            for reg in list(open_):
-                close(reg)
-            continue
-        if row.dst is Reg.WRITE:
-            close(insn.dst)
-        if row.src is Reg.WRITE:
-            close(insn.src)
-    for reg in list(open_):
-        close(reg)
+                open_.setdefault(base, []).append((position, insn.off, size, form is not Form.LDX))
+            if form is Form.LDX and dst in open_:
+                closed.append((dst, open_.pop(dst)))
+        elif form is Form.ATOMIC:
+            closed += open_.items()
+            open_.clear()
+        else:
+            if row.dst is Reg.WRITE and dst in open_:
+                closed.append((dst, open_.pop(dst)))
+            if row.src is Reg.WRITE and insn.src in open_:
+                closed.append((insn.src, open_.pop(insn.src)))
+    closed += open_.items()
+    groups: list[_Group] = []
+    for base, members in closed:
+        if len(members) > 1:
+            low = min(off for _, off, _, _ in members)
+            high = max(off + size for _, off, size, _ in members)
+            groups.append(_Group(base, low, high - low, any(store for *_, store in members),
+                                 tuple(position for position, *_ in members)))
     return groups
 
 

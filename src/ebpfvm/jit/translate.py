@@ -160,6 +160,10 @@ class _Translator:
                 if nxt in self.starts:
                     continue  # the next block follows directly
                 self._to_invalid(last, "execution falls off the end of the program")
+        if not self.blocks:  # an empty program (unverified): pc 0 is already past the end
+            self.invalid[0] = "execution falls off the end of the program"
+            a.mov_ri(TMP, 0, w64=False)
+            a.jmp(self.invalid_fail)
         body_end = a.buf.position
         for emit in self.cold:
             emit()

@@ -14,8 +14,10 @@ import pytest
 
 from ebpfvm import (
     MAX_CALL_DEPTH,
+    STACK_SIZE,
     BudgetExceeded,
     CallDepthExceeded,
+    EbpfVmNoData,
     EbpfVmRaw,
     HelperFault,
     MemoryFault,
@@ -344,3 +346,40 @@ def test_stack_is_not_visible_after_a_faulted_run(checked_engine: str) -> None:
     with pytest.raises(MemoryFault):
         run(vm, checked_engine, bytearray([1]))
     assert run(vm, checked_engine, bytearray([0])) == 0
+
+
+def _stack_top(vm: EbpfVmNoData) -> int:
+    return buffer_address(vm._stack) + STACK_SIZE
+
+
+def test_stack_outside_what_r10_reaches_is_not_accessible(checked_engine: str) -> None:
+    """A pointer into the stack that does not come from r10 (a literal address
+    here, as a pointer kept in memory would be) reaches only the part of the
+    stack the program addresses through r10, which every run clears. Before,
+    the interpreter let it read zeros there and the JIT, which clears only
+    that part, let it read what an earlier run had left."""
+    vm = EbpfVmNoData(assemble("exit"))
+    below = _stack_top(vm) - 64
+    code = assemble(f"stdw [r10-8], 0\nlddw r1, {below:#x}\nldxdw r0, [r1]\nexit")
+    vm.set_program(code)
+    for _ in range(2):
+        with pytest.raises(MemoryFault) as info:
+            run(vm, checked_engine)
+        assert (info.value.pc, info.value.address, info.value.size) == (3, below, 8)
+
+
+def test_stack_read_through_an_absolute_address_is_cleared(checked_engine: str) -> None:
+    """When r10 escapes, the whole frame is the run's stack and is cleared."""
+    vm = EbpfVmNoData(assemble("exit"))
+    below = _stack_top(vm) - 64
+    code = assemble(f"""
+        mov r3, r10
+        lddw r1, {below:#x}
+        ldxdw r0, [r1]
+        lddw r2, {SECRET:#x}
+        stxdw [r1], r2
+        exit
+    """)
+    vm.set_program(code)
+    assert run(vm, checked_engine) == 0  # and leaves the secret 64 bytes below the top
+    assert run(vm, checked_engine) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def checked_engine(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _fuzz_summary(terminalreporter)
     if not CONFORMANCE_RAN:
         return
     for name in sorted(CONFORMANCE_RAN):
@@ -49,3 +51,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "
             f"{CONFORMANCE_PASSED[name]} passed"
         )
+
+
+def _fuzz_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The outcome counts of tests/test_robustness.py's bounded fuzzing."""
+    module = sys.modules.get("test_robustness")
+    for target, classes in sorted(getattr(module, "FUZZ_RAN", {}).items()):
+        counts = ", ".join(f"{n} {kind}" for (_t, kind), n in sorted(classes.items()))
+        terminalreporter.write_line(f"fuzzing [{target}]: {sum(classes.values())} inputs: {counts}")

@@ -3,14 +3,23 @@ memory over many compile cycles, and regression tests for what fuzzing found."""
 
 from __future__ import annotations
 
-from collections import deque
+import mmap
+import os
+import signal
+from collections import Counter, deque
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+import fuzzing
 from ebpfvm import EbpfVmRaw, InvalidInstruction, MapError
+from ebpfvm.jit.execmem import jit_supported
 from ebpfvm.maps import BPF_ANY, MapType, ProgArray, QueueMap, RingBuf, create_map
 from engines import ALL_ENGINES, run
+
+FUZZ_RAN: dict[str, Counter[tuple[str, str]]] = {}
+"""Outcome counts of the bounded fuzzing runs, for the terminal summary (conftest)."""
 
 # -- regressions found by the fuzzer -----------------------------------------------------------
 
@@ -83,3 +92,80 @@ def test_ring_and_program_array_arguments_are_checked() -> None:
     with pytest.raises(MapError, match="named by a str"):
         jumps[1] = 7  # type: ignore[assignment]
     assert len(jumps) == 0 and deque(ring.consume()) == deque()
+
+
+# -- bounded fuzzing (tools/fuzz.py runs the long campaigns) ------------------------------------
+
+FUZZ_SEED = int(os.environ.get("EBPFVM_FUZZ_SEED", "20251125"))
+"""Fixed so CI is repeatable; set EBPFVM_FUZZ_SEED to explore other inputs."""
+FUZZ_COUNTS = {"program": 1500, "asm": 3000, "elf": 400, "maps": 3000}
+"""Inputs per target in the test suite, about 30 s in all."""
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[fuzzing.Worker]:
+    with fuzzing.Worker() as child:
+        yield child
+
+
+def _findings(report: fuzzing.Report) -> str:
+    return "\n\n".join(f"{kind} in {target} on {payload!r:.300}\n{detail[:3000]}"
+                       for target, kind, payload, detail in report.bugs)
+
+
+@pytest.mark.parametrize("target", fuzzing.TARGETS)
+def test_fuzzing_gives_only_results_and_typed_errors(target: str,
+                                                     worker: fuzzing.Worker) -> None:
+    count = FUZZ_COUNTS[target]
+    report = fuzzing.campaign([target], count, None, FUZZ_SEED, worker=worker)
+    FUZZ_RAN[target] = report.classes
+    assert not report.bugs, _findings(report)
+    assert report.count(target) == count
+    # Both allowed outcomes occur, stage by stage: inputs reach past the first error.
+    outcomes = Counter(outcome == "ok" for _t, _stage, outcome in report.stages.elements())
+    assert outcomes[True] > count // 10 and outcomes[False] > count // 10, report.format()
+
+
+@pytest.mark.parametrize(("what", "kind", "outcome"), [
+    ("crash", fuzzing.CRASH, f"CRASH:{-signal.SIGSEGV}"),
+    ("hang", fuzzing.HANG, "HANG"),
+    ("raise", fuzzing.BUG, "BUG:TypeError"),
+    ("typed", fuzzing.TYPED, "EbpfError"),
+    ("fine", fuzzing.RESULT, "ok"),
+])
+def test_the_harness_sees_crashes_hangs_and_other_exceptions(what: str, kind: str,
+                                                             outcome: str) -> None:
+    with fuzzing.Worker(timeout=3) as child:
+        found, stages = child.check("selftest", what)
+        assert (found, stages[0][1]) == (kind, outcome)
+        # The child is replaced after a crash or hang, and the next input runs.
+        assert child.check("selftest", "fine") == (fuzzing.RESULT, [("selftest", "ok", "")])
+        assert child.restarts == (1 if kind in (fuzzing.CRASH, fuzzing.HANG) else 0)
+    if what == "crash":
+        assert "Segmentation fault" in stages[0][2]  # faulthandler's report from the child
+
+
+# -- JIT memory over many compile cycles --------------------------------------------------------
+
+JIT_CYCLES = 2000
+MAPPED_SLACK = 2 << 20
+"""Bytes of mappings the process may gain over JIT_CYCLES compiles (allocator
+arenas); one leaked code page per compile would be 8 MB."""
+
+
+@pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
+@pytest.mark.parametrize("close", [True, False], ids=["close", "gc"])
+def test_jit_compile_cycles_leak_no_mappings(close: bool) -> None:
+    before, after = fuzzing.jit_cycles(JIT_CYCLES, close)
+    assert after[0] - before[0] <= 16, (before, after)  # number of mappings
+    assert after[1] - before[1] <= MAPPED_SLACK, (before, after)
+    assert after[2] - before[2] <= 4 * MAPPED_SLACK, (before, after)  # resident memory
+
+
+@pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
+def test_the_mapping_measure_sees_a_leak() -> None:
+    kept: list[object] = []
+    before, after = fuzzing.jit_cycles(JIT_CYCLES // 4, close=False, keep=kept)
+    assert after[1] - before[1] >= (JIT_CYCLES // 4) * mmap.PAGESIZE
+    for vm in kept:
+        vm.close()  # type: ignore[attr-defined]

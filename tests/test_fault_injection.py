@@ -383,3 +383,49 @@ def test_stack_read_through_an_absolute_address_is_cleared(checked_engine: str) 
     vm.set_program(code)
     assert run(vm, checked_engine) == 0  # and leaves the secret 64 bytes below the top
     assert run(vm, checked_engine) == 0
+
+
+# -- what a faulted run leaves behind ----------------------------------------------------------------
+
+def test_registers_of_a_faulted_run_are_not_an_earlier_runs(checked_engine: str) -> None:
+    # Found while writing these tests: after a fault, last_registers still
+    # showed the previous successful run's registers in both engines.
+    vm = EbpfVmRaw(assemble(f"ldxb r0, [r1]\njeq r0, 0, +2\nlddw r1, {WILD:#x}\nldxb r0, [r1]\nexit"))
+    assert run(vm, checked_engine, bytearray([0])) == 0
+    assert len(vm.last_registers) == 11
+    with pytest.raises(MemoryFault):
+        run(vm, checked_engine, bytearray([1]))
+    assert vm.last_registers == []
+    assert run(vm, checked_engine, bytearray([0])) == 0 and vm.last_registers[0] == 0
+
+
+def test_map_value_stores_before_a_fault_stay(checked_engine: str) -> None:
+    """A store through a looked-up value pointer takes effect at once, like a helper update."""
+    table = create_map("counters", MapType.ARRAY, 4, 8, 2)
+    table.handle = 0x7B
+    code = assemble(f"""
+        ldxb r6, [r1]
+        stw [r10-4], 1
+        lddw r1, {table.handle}
+        mov r2, r10
+        add r2, -4
+        call 1
+        jeq r0, 0, out
+        ldxdw r1, [r0]
+        add r1, 5
+        stxdw [r0], r1
+        jeq r6, 0, out
+        lddw r1, {WILD:#x}
+        ldxb r0, [r1]
+    out:
+        exit
+    """)
+    vm = EbpfVmRaw(code)
+    for key, helper in map_helpers({table.handle: table}).items():
+        vm.register_helper(key, helper)
+    for _ in range(2):
+        with pytest.raises(MemoryFault):
+            run(vm, checked_engine, bytearray([1]))
+    assert table[(1).to_bytes(4, "little")] == (10).to_bytes(8, "little")
+    run(vm, checked_engine, bytearray([0]))
+    assert table[(1).to_bytes(4, "little")] == (15).to_bytes(8, "little")

@@ -265,6 +265,7 @@ class _VmBase:
         packet = mem.view if mem is not None else None
         machine = Machine(space, stack, mem, self._helpers, packet)
         regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
+        self.last_registers = []  # stays empty when the run stops early
         self._busy.enter()
         try:
             result = program.run(machine, regs, self.budget, trace)

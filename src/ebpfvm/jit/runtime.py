@@ -267,7 +267,8 @@ class JitProgram:
 
     @property
     def registers(self) -> list[int]:
-        """r0..r10 at the end of the last run; empty when a helper ended it."""
+        """r0..r10 at the end of the last run; empty when it stopped early (a
+        fault, or a helper ended it)."""
         return [] if self._unwound else list(self.ctx.regs_out)
 
     def instruction_count(self, budget: int | None) -> int:
@@ -283,6 +284,7 @@ class JitProgram:
     def _stopped(self, budget: int | None) -> int:
         ctx = self.ctx
         kind = Fault(ctx.fault)
+        self._unwound = True  # regs_out still holds an earlier run's registers
         if kind is Fault.HELPER:
             pending, self._pending = self._pending, None
             if isinstance(pending, Unwind):

@@ -387,6 +387,50 @@ def test_stack_read_through_an_absolute_address_is_cleared(checked_engine: str) 
 
 # -- what a faulted run leaves behind ----------------------------------------------------------------
 
+RING_PROGRAM = """
+    ldxb r6, [r1]
+    lddw r1, {handle}
+    mov r2, 8
+    mov r3, 0
+    call 131
+    jeq r0, 0, out
+    stxdw [r0], r6
+    jeq r6, 0, submit
+    lddw r1, {wild}
+    ldxb r0, [r1]
+submit:
+    mov r1, r0
+    mov r2, 0
+    call 132
+out:
+    mov r0, 0
+    exit
+"""
+"""Reserves an 8-byte record holding mem[0]; with mem[0] set, faults before submitting it."""
+
+
+def test_ring_record_reserved_by_a_faulted_run_is_discarded(checked_engine: str) -> None:
+    # Found while writing these tests: the faulted run's busy record blocked
+    # consume() for every record after it, and the ring filled up for good.
+    ring = create_map("events", MapType.RINGBUF, 0, 0, 4096)
+    ring.handle = 0x5A
+    vm = EbpfVmRaw(assemble(RING_PROGRAM.format(handle=ring.handle, wild=WILD)))
+    for key, helper in map_helpers({ring.handle: ring}).items():
+        vm.register_helper(key, helper)
+    with pytest.raises(MemoryFault):
+        run(vm, checked_engine, bytearray([1]))
+    assert list(ring.consume()) == []  # the record was discarded, not left busy
+    assert run(vm, checked_engine, bytearray([0])) == 0
+    assert list(ring.consume()) == [bytes(8)]
+    assert len(ring) == 0
+    for _ in range(300):  # more records than the ring holds: none stays busy
+        with pytest.raises(MemoryFault):
+            run(vm, checked_engine, bytearray([2]))
+        assert list(ring.consume()) == []
+    assert run(vm, checked_engine, bytearray([0])) == 0
+    assert list(ring.consume()) == [bytes(8)]
+
+
 def test_registers_of_a_faulted_run_are_not_an_earlier_runs(checked_engine: str) -> None:
     # Found while writing these tests: after a fault, last_registers still
     # showed the previous successful run's registers in both engines.

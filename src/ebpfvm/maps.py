@@ -524,6 +524,10 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         ring = find_ring(handle)
         address = ring.reserve(size)
         if address:
+            # A record the run neither submits nor discards (it faulted, or it
+            # was not verified) is discarded when the run ends, or it would
+            # block the ring for every later record.
+            ctx.at_exit(lambda: ring.commit(address, discard=True))
             start = address - ring.base
             ctx.space.add(Region(address, memoryview(ring.slab)[start : start + size], True,
                                  f"ringbuf {ring.name} record"))

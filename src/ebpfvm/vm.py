@@ -271,6 +271,7 @@ class _VmBase:
             result = program.run(machine, regs, self.budget, trace)
         finally:
             self._busy.on = False
+            machine.context.finish()
         self.last_registers = machine.regs_out
         self.last_instruction_count = machine.count
         return result

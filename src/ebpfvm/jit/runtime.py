@@ -258,8 +258,11 @@ class JitProgram:
             self._release()
 
     def _release(self) -> None:
-        """Drop this run's buffer views so callers may resize or close their buffers."""
+        """Drop this run's buffer views so callers may resize or close their
+        buffers, and tell the run's helpers it has ended."""
         self.busy.on = False
+        if self._machine is not None:
+            self._machine.context.finish()
         self._input = None
         self._run_obj = None
         self._machine = None

@@ -142,6 +142,9 @@ class JitProgram:
         self._unwound = False
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
+        self._batching = False
+        self._batch_key: tuple[int, int, int] | None = None
+        """During a batch: the input and region count the machine was last used with."""
 
     # -- region table -----------------------------------------------------------
 
@@ -241,6 +244,7 @@ class JitProgram:
         self._unwound = False
         self._run_obj = owner
         self.busy.enter()
+        self._batching = True
         try:
             left = self._batch(self.ctx_addr, spans_addr, count, results_addr, int(keep), base)
             if self.ctx.fault:
@@ -261,6 +265,8 @@ class JitProgram:
         """Drop this run's buffer views so callers may resize or close their
         buffers, and tell the run's helpers it has ended."""
         self.busy.on = False
+        self._batching = False
+        self._batch_key = None
         if self._machine is not None:
             self._machine.context.finish()
         self._input = None
@@ -325,6 +331,13 @@ class JitProgram:
 
     def _current_regions(self) -> list[Region]:
         data = self._input
+        if data is None and self._batching:
+            # The input the batch driver set up for the current run, inside the owner's memory.
+            ctx = self.ctx
+            if not ctx.in_len:
+                return [self.stack, Region(0, memoryview(b""), False, "mem"), *self.extra]
+            mem = Region.of_address(ctx.in_ptr, ctx.in_len, "mem", bool(ctx.in_wmask))
+            return [self.stack, mem, *self.extra]
         if data is None and self._run_obj is not None:
             ctx = self.ctx
             data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
@@ -335,6 +348,12 @@ class JitProgram:
         return [self.stack, mem, *self.extra]
 
     def _get_machine(self) -> Machine:
+        if self._machine is not None and self._batching:
+            ctx = self.ctx
+            if self._batch_key != (ctx.in_ptr, ctx.in_len, ctx.nregions):
+                # The batch has moved on to another run: its helpers start afresh.
+                self._machine.context.finish()
+                self._machine = None
         if self._machine is None:
             regions = self._current_regions()
             space = AddressSpace(regions)
@@ -353,6 +372,9 @@ class JitProgram:
                 if len(machine.space.regions) != before:
                     self._write_table(machine.space.regions)
                     self.ctx.nregions = len(machine.space.regions)
+                if self._batching:
+                    ctx = self.ctx
+                    self._batch_key = (ctx.in_ptr, ctx.in_len, ctx.nregions)
         except BaseException as exc:  # recorded, re-raised by run() after the native code stops
             self._pending = exc
             self.ctx.fault = Fault.HELPER

@@ -116,6 +116,22 @@ def test_helpers_in_a_jit_batch_see_each_runs_own_input_and_regions() -> None:
     assert (info.value.batch_index, info.value.address) == (1, buffer_address(extra))
 
 
+@pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
+def test_a_helper_ending_one_run_of_a_jit_batch_does_not_end_the_batch() -> None:
+    # Found by fuzzing execute_batch: a run that a helper ended
+    # (HelperContext.stop, as bpf_tail_call does) ended the whole batch, and
+    # every later input reported 0 without running.
+    obj = load(Path(__file__).parent / "data" / "elf" / "tailcall.o")
+    obj.maps["jumps"][0] = "double_it"
+    vm = obj.vm("dispatch")
+    vm.jit_compile()
+    packets = [bytearray([0, 21]), bytearray([2, 0]), bytearray([0, 5]), bytearray([1, 0])]
+    # Slot 0 doubles data[1]; slots 1 and 2 are empty, so dispatch returns 99.
+    assert vm.execute_batch(packets) == [42, 99, 10, 99]
+    spans = vm.execute_spans(b"".join(packets), [(0, 2), (2, 2), (4, 2), (6, 2)])
+    assert spans.tolist() == [42, 99, 10, 99]
+
+
 def test_base_exception_in_a_helper_passes_through_and_the_vm_stays_usable(engine: str) -> None:
     def helper(a: int, b: int, c: int, d: int, e: int) -> int:
         if a == 1:

@@ -246,17 +246,29 @@ class JitProgram:
         self.busy.enter()
         self._batching = True
         try:
-            left = self._batch(self.ctx_addr, spans_addr, count, results_addr, int(keep), base)
-            if self.ctx.fault:
+            done = 0
+            while done < count:
+                left = self._batch(self.ctx_addr, spans_addr + 16 * done, count - done,
+                                   results_addr + 8 * done, int(keep), base)
+                if not self.ctx.fault:
+                    break
                 index = count - left
                 if self.ctx.fault == Fault.BATCH:
                     raise ValueError(f"span {index} lies outside the buffer")
                 self._input = input_at(index)
                 try:
-                    self._stopped(budget)
+                    # Returns when a helper ended the run (HelperContext.stop):
+                    # that run's result; the batch goes on with the next input.
+                    results[index] = self._stopped(budget) & M64
                 except VmFault as error:
                     error.batch_index = index
                     raise
+                done = index + 1
+                self.ctx.fault = Fault.NONE
+                self._input = None
+                if self._machine is not None:
+                    self._machine.context.finish()
+                    self._machine = None
             return results
         finally:
             self._release()

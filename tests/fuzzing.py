@@ -4,7 +4,8 @@ Four targets, each fed random inputs and mutations of valid ones:
 
 * ``program``: eBPF bytes -> verifier, disassembler, interpreter and checked
   JIT (verifier off for the runs, small instruction budget), and the two
-  engines must agree on the result, the error type and pc, and the memory.
+  engines must agree on the result, the error type and pc, and the memory;
+  then the JIT's execute_batch over the same input twice must end the same way.
 * ``asm``: text -> assembler; text that assembles is disassembled and
   assembled again, which must give the same bytes.
 * ``elf``: object bytes -> loader; every program of an object that loads
@@ -499,6 +500,27 @@ def _engine_run(vm: Any, mem: bytearray, jit: bool) -> tuple[int, bytes]:
     return result, bytes(mem)
 
 
+def _batch_stage(vm: Any, mem: bytearray, jit: Stage, jit_value: Any) -> Stage:
+    """execute_batch over the same input twice: the first run must end as the
+    single JIT run did; the second too when that run left the input unchanged."""
+    from ebpfvm.errors import VmFault
+
+    pattern = bytes(range(len(mem)))
+    mem[:] = pattern
+    stage, value = _stage("batch", lambda: vm.execute_batch([mem, mem]))
+    if stage[1].startswith("BUG"):
+        return stage
+    if jit[1] == "ok":
+        result, after = jit_value
+        same = stage[1] == "ok" and value[0] == result and (
+            after != pattern or value[1] == result)
+    else:
+        same = (stage[1], stage[2]) == (jit[1], jit[2]) and (
+            not isinstance(value, VmFault) or value.batch_index == 0)
+    detail = "" if same else f"batch {stage[1:]} {value!r:.100} / jit {jit[1:]} {jit_value!r:.100}"
+    return ("batch", stage[1] if same else "BUG:BatchDisagreement", detail)
+
+
 def check_program(code: bytes) -> list[Stage]:
     """Both engines run on one VM and one input buffer, so the addresses a
     program computes (stack, input) are the same in both."""
@@ -512,6 +534,8 @@ def check_program(code: bytes) -> list[Stage]:
     try:
         interp, interp_value = _stage("interp", lambda: _engine_run(vm, mem, False))
         jit, jit_value = _stage("jit", lambda: _engine_run(vm, mem, True))
+        if vm.jit_ready:
+            stages.append(_batch_stage(vm, mem, jit, jit_value))
     finally:
         vm.close()
     stages += [interp, jit]

@@ -145,6 +145,25 @@ def test_base_exception_in_a_helper_passes_through_and_the_vm_stays_usable(engin
     assert run(vm, engine, bytearray([3])) == 43
 
 
+def test_region_a_helper_added_before_failing_is_gone_in_the_next_run(checked_engine: str) -> None:
+    extra = bytearray([55])
+
+    def helper(ctx: HelperContext, a: int, b: int, c: int, d: int, e: int) -> int:
+        if a == 1:
+            ctx.add_region(extra)
+            raise ValueError("after adding a region")
+        return ctx.add_region(extra) if a == 2 else buffer_address(extra)
+
+    vm = EbpfVmRaw(assemble("ldxb r1, [r1]\ncall 9\nldxb r0, [r0]\nexit"))
+    vm.register_helper(9, helper, context=True)
+    assert run(vm, checked_engine, bytearray([2])) == 55
+    with pytest.raises(HelperFault):
+        run(vm, checked_engine, bytearray([1]))
+    with pytest.raises(MemoryFault) as info:
+        run(vm, checked_engine, bytearray([0]))
+    assert (info.value.pc, info.value.address, info.value.size) == (2, buffer_address(extra), 1)
+
+
 @pytest.mark.parametrize(("access", "offset", "size", "line"), [
     ("load", 8, 8, "ldxdw r0, [r0+8]"),
     ("store", 0, 4, "stw [r0+0], 1"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import struct
 from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
@@ -13,9 +14,19 @@ from typing import Any
 import pytest
 
 import fuzzing
-from ebpfvm import EbpfVmRaw, InvalidInstruction, MapError
+from conftest import REPO
+from ebpfvm import EbpfVmRaw, ElfError, InvalidInstruction, MapError, load
 from ebpfvm.jit.execmem import jit_supported
-from ebpfvm.maps import BPF_ANY, MapType, ProgArray, QueueMap, RingBuf, create_map
+from ebpfvm.maps import (
+    BPF_ANY,
+    MAX_MAP_BYTES,
+    MAX_VALUE_SIZE,
+    MapType,
+    ProgArray,
+    QueueMap,
+    RingBuf,
+    create_map,
+)
 from engines import ALL_ENGINES, run
 
 FUZZ_RAN: dict[str, Counter[tuple[str, str]]] = {}
@@ -169,3 +180,35 @@ def test_the_mapping_measure_sees_a_leak() -> None:
     assert after[1] - before[1] >= (JIT_CYCLES // 4) * mmap.PAGESIZE
     for vm in kept:
         vm.close()  # type: ignore[attr-defined]
+
+
+def test_object_with_a_huge_bss_is_refused_before_allocating() -> None:
+    # Found by fuzzing ELF objects: a corrupted sh_size of .bss made the
+    # loader allocate 1.6 GB for a 2 KB object (and MemoryError near the limit).
+    blob = bytearray((REPO / "examples" / "bpf" / "config.o").read_bytes())
+    ehdr = struct.unpack_from("<16sHHIQQQIHHHHHH", blob)
+    shoff, shentsize, shnum, shstrndx = ehdr[6], ehdr[11], ehdr[12], ehdr[13]
+    names = struct.unpack_from("<IIQQQQIIQQ", blob, shoff + shstrndx * shentsize)[4]
+    for index in range(shnum):
+        at = shoff + index * shentsize
+        name_offset = struct.unpack_from("<I", blob, at)[0]
+        if blob[names + name_offset : names + name_offset + 5] == b".bss\0":
+            struct.pack_into("<Q", blob, at + 32, 1_694_498_832)  # sh_size
+            break
+    else:
+        pytest.fail("config.o has no .bss")
+    with pytest.raises(ElfError) as info:
+        load(bytes(blob))
+    assert info.value.section == ".bss"
+
+
+@pytest.mark.parametrize(("map_type", "key", "value", "entries"), [
+    (MapType.ARRAY, 4, MAX_VALUE_SIZE + 1, 1),
+    (MapType.HASH, 8, 1024, (MAX_MAP_BYTES // 1024) + 1),
+    (MapType.QUEUE, 0, MAX_VALUE_SIZE + 8, 2),
+    (MapType.RINGBUF, 0, 0, MAX_MAP_BYTES),
+])
+def test_maps_too_large_to_allocate_are_map_errors(map_type: MapType, key: int, value: int,
+                                                   entries: int) -> None:
+    with pytest.raises(MapError):
+        create_map("big", map_type, key, value, entries)

@@ -26,6 +26,8 @@ __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "MAX_MAP_BYTES",
+    "MAX_VALUE_SIZE",
     "AnyMap",
     "Map",
     "MapType",
@@ -47,6 +49,21 @@ E2BIG = 7
 EEXIST = 17
 ENOENT = 2
 EINVAL = 22
+
+MAX_VALUE_SIZE = 4 << 20
+"""The largest map value (and global-data section): the kernel refuses array
+and hash values above KMALLOC_MAX_SIZE, 4 MiB on x86-64, with E2BIG."""
+MAX_MAP_BYTES = 1 << 30
+"""The most memory one map may preallocate (values times entries, or a ring)."""
+
+
+def _check_size(name: str, value_size: int, max_entries: int) -> None:
+    """MapError for a value or a whole map too large to allocate."""
+    if value_size > MAX_VALUE_SIZE:
+        raise MapError(f"map {name!r}: value size {value_size} exceeds {MAX_VALUE_SIZE}")
+    if value_size * max_entries > MAX_MAP_BYTES:
+        raise MapError(f"map {name!r}: {max_entries} values of {value_size} bytes exceed "
+                       f"{MAX_MAP_BYTES} bytes")
 
 
 def _as_bytes(owner: str, what: str, data: Any) -> bytes:
@@ -145,6 +162,7 @@ class RingBuf:
         if size <= 0 or size & (size - 1) or size % 4096:
             raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
                            "and a multiple of 4096")
+        _check_size(name, 1, 2 * size)
         self.name = name
         self.type = MapType.RINGBUF
         self.key_size = 0
@@ -247,6 +265,7 @@ class QueueMap:
                  flags: int = 0) -> None:
         if value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: value size and entry count must be positive")
+        _check_size(name, value_size, 1)
         self.name = name
         self.type = map_type
         self.key_size = 0
@@ -312,6 +331,7 @@ class Map(MutableMapping[bytes, bytes]):
                  max_entries: int, flags: int = 0, slab: bytearray | None = None) -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
+        _check_size(name, value_size, max_entries)
         self.name = name
         self.type = map_type
         self.key_size = key_size

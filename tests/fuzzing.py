@@ -227,31 +227,40 @@ def check_asm(text: str) -> list[Stage]:
     return stages
 
 
-def _run_object_program(obj: Any, name: str, jit: bool) -> int:
-    vm = obj.vm(name, budget=BUDGET)
+def _run_object_program(blob: bytes, name: str, jit: bool) -> tuple[int, bytes]:
+    from ebpfvm import load
+
+    vm = load(blob).vm(name, budget=BUDGET)  # a fresh object: its maps and data start empty
     mem = bytearray(range(64))
     try:
         if jit:
             vm.jit_compile()
-            return int(vm.execute_program_jit(mem))
-        return int(vm.execute_program(mem))
+            return int(vm.execute_program_jit(mem)), bytes(mem)
+        return int(vm.execute_program(mem)), bytes(mem)
     finally:
         vm.close()
 
 
 def check_elf(blob: bytes) -> list[Stage]:
+    """Load; then run each program (up to 4) on both engines, each on a fresh
+    copy of the object; they must agree on the result or the error."""
     from ebpfvm import load
 
     stage, obj = _stage("load", lambda: load(blob))
     stages = [stage]
-    if stage[1] == "ok":
-        for program in obj.programs[:4]:
-            for jit in (False, True):
-
-                def one(name: str = program.name, jit: bool = jit) -> int:
-                    return _run_object_program(obj, name, jit)
-
-                stages.append(_stage("jit" if jit else "interp", one)[0])
+    if stage[1] != "ok":
+        return stages
+    for program in obj.programs[:4]:
+        name = program.name
+        interp, interp_value = _stage("interp", lambda: _run_object_program(blob, name, False))  # noqa: B023
+        jit, jit_value = _stage("jit", lambda: _run_object_program(blob, name, True))  # noqa: B023
+        stages += [interp, jit]
+        if not interp[1].startswith("BUG") and not jit[1].startswith("BUG"):
+            same = (interp[1], interp[2]) == (jit[1], jit[2]) and (
+                interp[1] != "ok" or interp_value == jit_value)
+            detail = "" if same else (f"{name}: interp {interp[1:]} {interp_value!r:.80} / "
+                                      f"jit {jit[1:]} {jit_value!r:.80}")
+            stages.append(("agree", "ok" if same else "BUG:Disagreement", detail))
     return stages
 
 

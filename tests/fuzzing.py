@@ -243,7 +243,7 @@ def _run_object_program(blob: bytes, name: str, jit: bool) -> tuple[int, bytes]:
 
 def check_elf(blob: bytes) -> list[Stage]:
     """Load; then run each program (up to 4) on both engines, each on a fresh
-    copy of the object; they must agree on the result or the error."""
+    copy of the object, and count whether they agree on the result or error."""
     from ebpfvm import load
 
     stage, obj = _stage("load", lambda: load(blob))
@@ -260,7 +260,10 @@ def check_elf(blob: bytes) -> list[Stage]:
                 interp[1] != "ok" or interp_value == jit_value)
             detail = "" if same else (f"{name}: interp {interp[1:]} {interp_value!r:.80} / "
                                       f"jit {jit[1:]} {jit_value!r:.80}")
-            stages.append(("agree", "ok" if same else "BUG:Disagreement", detail))
+            # Counted, not a bug: the two copies of the object sit at different
+            # addresses, and a mutated program may compute with them (the
+            # program target compares the engines strictly, on one VM).
+            stages.append(("agree", "ok" if same else "differs", detail))
     return stages
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -58,8 +59,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{KERNEL_DIFF['accepted']} accepted by the kernel and compared with "
             f"{KERNEL_DIFF['engines']} engines"
         )
+    _fuzz_summary(terminalreporter)
     for name in sorted(CONFORMANCE_RAN):
         terminalreporter.write_line(
             f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "
             f"{CONFORMANCE_PASSED[name]} passed"
         )
+
+
+def _fuzz_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The outcome counts of tests/test_robustness.py's bounded fuzzing."""
+    module = sys.modules.get("test_robustness")
+    for target, classes in sorted(getattr(module, "FUZZ_RAN", {}).items()):
+        counts = ", ".join(f"{n} {kind}" for (_t, kind), n in sorted(classes.items()))
+        terminalreporter.write_line(f"fuzzing [{target}]: {sum(classes.values())} inputs: {counts}")

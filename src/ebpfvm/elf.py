@@ -33,7 +33,7 @@ from .errors import ElfError, MapError
 from .helpers import HelperContext
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
-from .maps import AnyMap, Map, MapType, create_map, map_helpers
+from .maps import MAX_VALUE_SIZE, AnyMap, Map, MapType, create_map, map_helpers
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -351,6 +351,9 @@ def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int
         if not name.startswith(DATA_PREFIXES) or not section["sh_flags"] & SHF_ALLOC:
             continue
         size = section["sh_size"]
+        if size > MAX_VALUE_SIZE:  # it becomes one map value, as in libbpf
+            raise ElfError(f"section of {size} bytes exceeds the largest map value "
+                           f"({MAX_VALUE_SIZE})", name)
         if section["sh_type"] == "SHT_NOBITS":
             content = bytearray(size)
         else:

@@ -77,12 +77,24 @@ def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context:
 class HelperContext:
     """What a context helper can do during a run. `pc` is the calling instruction."""
 
-    __slots__ = ("pc", "space", "stdout")
+    __slots__ = ("_at_exit", "pc", "space", "stdout")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
         self.pc = 0
         self.stdout = stdout
+        self._at_exit: list[Callable[[], object]] = []
+
+    def at_exit(self, fn: Callable[[], object]) -> None:
+        """Call `fn` once when the run ends, whether it returned or faulted
+        (to release what the program took and did not give back)."""
+        self._at_exit.append(fn)
+
+    def finish(self) -> None:
+        """The engines call this when the run has ended."""
+        pending, self._at_exit = self._at_exit, []
+        for fn in pending:
+            fn()
 
     def read(self, addr: int, size: int) -> bytes:
         """Checked read of `size` bytes of guest memory."""

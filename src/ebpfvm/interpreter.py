@@ -197,6 +197,8 @@ class _Translator:
             emit(1, line)
         emit(1, "while True:")
         blocks = basic_blocks(self.insns)
+        if not blocks:  # an empty program (unverified): pc 0 is already past the end
+            emit(2, f"raise INVALID(0, 0, {_FALLS_OFF!r})")
         self._tree(blocks, 2)
         return "\n".join(self.lines) + "\n"
 
@@ -232,7 +234,7 @@ class _Translator:
                 self.emit(indent, f"pc = {nxt}")
                 self.emit(indent, "continue")
             else:
-                self._invalid(indent, last, "execution falls off the end of the program")
+                self._invalid(indent, last, _FALLS_OFF)
 
     def _invalid(self, indent: int, insn: Insn, reason: str) -> None:
         self.emit(indent, f"raise INVALID({insn.pc}, {insn.opcode}, {reason!r})")
@@ -440,6 +442,7 @@ _EMITTERS: dict[Form, Callable[[_Translator, int, Insn, OpInfo], None]] = {
 }
 """One emitter per form; the completeness test checks every form has one."""
 
+_FALLS_OFF = "execution falls off the end of the program"
 _TERMINATORS = frozenset({Form.EXIT, Form.CALL_LOCAL})
 """Forms after which the block's own code never falls through to the next pc."""
 _PROLOGUE = (

@@ -26,6 +26,8 @@ __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "MAX_MAP_BYTES",
+    "MAX_VALUE_SIZE",
     "AnyMap",
     "Map",
     "MapType",
@@ -47,6 +49,35 @@ E2BIG = 7
 EEXIST = 17
 ENOENT = 2
 EINVAL = 22
+
+MAX_VALUE_SIZE = 4 << 20
+"""The largest map value (and global-data section): the kernel refuses array
+and hash values above KMALLOC_MAX_SIZE, 4 MiB on x86-64, with E2BIG."""
+MAX_MAP_BYTES = 1 << 30
+"""The most memory one map may preallocate (values times entries, or a ring)."""
+
+
+def _check_size(name: str, value_size: int, max_entries: int) -> None:
+    """MapError for a value or a whole map too large to allocate."""
+    if value_size > MAX_VALUE_SIZE:
+        raise MapError(f"map {name!r}: value size {value_size} exceeds {MAX_VALUE_SIZE}")
+    if value_size * max_entries > MAX_MAP_BYTES:
+        raise MapError(f"map {name!r}: {max_entries} values of {value_size} bytes exceed "
+                       f"{MAX_MAP_BYTES} bytes")
+
+
+def _as_bytes(owner: str, what: str, data: Any) -> bytes:
+    """`data` (bytes, bytearray or memoryview) as bytes; MapError for any other
+    type, so wrong arguments from Python fail like wrong sizes do."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MapError(f"map {owner!r}: {what} must be bytes, not {type(data).__name__}")
+    return bytes(data)
+
+
+def _as_int(owner: str, what: str, value: Any) -> int:
+    if not isinstance(value, int):
+        raise MapError(f"map {owner!r}: {what} must be an int, not {type(value).__name__}")
+    return value
 
 
 class MapType(IntEnum):
@@ -81,9 +112,14 @@ class ProgArray:
         self.handle = 0
 
     def get(self, index: int) -> str | None:
+        index = _as_int(self.name, "index", index)
         return self.slots[index] if 0 <= index < self.max_entries else None
 
     def __setitem__(self, index: int, program: str) -> None:
+        index = _as_int(self.name, "index", index)
+        if not isinstance(program, str):
+            raise MapError(f"map {self.name!r}: a program is named by a str, "
+                           f"not {type(program).__name__}")
         if not 0 <= index < self.max_entries:
             raise MapError(f"map {self.name!r}: index {index} is out of range")
         self.slots[index] = program
@@ -126,6 +162,7 @@ class RingBuf:
         if size <= 0 or size & (size - 1) or size % 4096:
             raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
                            "and a multiple of 4096")
+        _check_size(name, 1, 2 * size)
         self.name = name
         self.type = MapType.RINGBUF
         self.key_size = 0
@@ -141,6 +178,7 @@ class RingBuf:
 
     def reserve(self, size: int) -> int:
         """Address of `size` bytes in a new busy record, or 0 when full."""
+        size = _as_int(self.name, "size", size)
         total = (RINGBUF_HEADER + size + 7) & ~7
         if size <= 0 or size >= RINGBUF_DISCARD or \
                 self.producer - self.consumer + total > self.max_entries:
@@ -153,6 +191,7 @@ class RingBuf:
 
     def commit(self, address: int, discard: bool) -> bool:
         """Submit or discard the record whose data starts at `address`."""
+        address = _as_int(self.name, "address", address)
         offset = address - self.base - RINGBUF_HEADER
         if not 0 <= offset < self.max_entries:
             return False
@@ -167,6 +206,7 @@ class RingBuf:
 
     def output(self, data: bytes) -> int:
         """bpf_ringbuf_output: reserve, copy, submit; 0 or -EAGAIN."""
+        data = _as_bytes(self.name, "data", data)
         address = self.reserve(len(data))
         if not address:
             return -EAGAIN
@@ -225,6 +265,7 @@ class QueueMap:
                  flags: int = 0) -> None:
         if value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: value size and entry count must be positive")
+        _check_size(name, value_size, 1)
         self.name = name
         self.type = map_type
         self.key_size = 0
@@ -236,6 +277,7 @@ class QueueMap:
 
     def push_elem(self, value: bytes, flags: int = BPF_ANY) -> int:
         """0, or -E2BIG when full (unless BPF_EXIST, which drops the oldest)."""
+        value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size or flags not in (BPF_ANY, BPF_EXIST):
             return -EINVAL
         if len(self.items) == self.max_entries:
@@ -256,7 +298,7 @@ class QueueMap:
         return self.items.popleft() if self.type is MapType.QUEUE else self.items.pop()
 
     def push(self, value: bytes) -> None:
-        if self.push_elem(bytes(value)):
+        if self.push_elem(value):
             raise MapError(f"map {self.name!r}: push failed (full, or wrong value size)")
 
     def pop(self) -> bytes:
@@ -289,6 +331,7 @@ class Map(MutableMapping[bytes, bytes]):
                  max_entries: int, flags: int = 0, slab: bytearray | None = None) -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
+        _check_size(name, value_size, max_entries)
         self.name = name
         self.type = map_type
         self.key_size = key_size
@@ -330,6 +373,7 @@ class Map(MutableMapping[bytes, bytes]):
 
     def lookup_elem(self, key: bytes) -> int:
         """The address of the value for `key`, or 0."""
+        key = _as_bytes(self.name, "key", key)
         slot = self._slot(key)
         if slot is None:
             return 0
@@ -339,6 +383,8 @@ class Map(MutableMapping[bytes, bytes]):
 
     def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> int:
         """Store `value` under `key`; 0 or a negative errno."""
+        key = _as_bytes(self.name, "key", key)
+        value = _as_bytes(self.name, "value", value)
         if len(key) != self.key_size or len(value) != self.value_size or flags not in (
                 BPF_ANY, BPF_NOEXIST, BPF_EXIST):
             return -EINVAL
@@ -368,6 +414,7 @@ class Map(MutableMapping[bytes, bytes]):
 
     def delete_elem(self, key: bytes) -> int:
         """Remove `key`; 0 or a negative errno (arrays cannot delete)."""
+        key = _as_bytes(self.name, "key", key)
         if self._is_array:
             return -EINVAL
         slot = self._slots.pop(key, None)
@@ -399,10 +446,11 @@ class Map(MutableMapping[bytes, bytes]):
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         key = self._key(key)
+        value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size:
             raise MapError(f"map {self.name!r}: value is {len(value)} bytes, "
                            f"not {self.value_size}")
-        error = self.update_elem(key, bytes(value))
+        error = self.update_elem(key, value)
         if error:
             raise MapError(f"map {self.name!r}: update failed with errno {-error}")
 
@@ -419,9 +467,10 @@ class Map(MutableMapping[bytes, bytes]):
         return self.max_entries if self._is_array else len(self._slots)
 
     def _key(self, key: bytes) -> bytes:
+        key = _as_bytes(self.name, "key", key)
         if len(key) != self.key_size:
             raise MapError(f"map {self.name!r}: key is {len(key)} bytes, not {self.key_size}")
-        return bytes(key)
+        return key
 
     def __repr__(self) -> str:
         return (f"Map({self.name!r}, {self.type.name}, key_size={self.key_size}, "
@@ -498,6 +547,10 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         ring = find_ring(handle)
         address = ring.reserve(size)
         if address:
+            # A record the run neither submits nor discards (it faulted, or it
+            # was not verified) is discarded when the run ends, or it would
+            # block the ring for every later record.
+            ctx.at_exit(lambda: ring.commit(address, discard=True))
             start = address - ring.base
             ctx.space.add(Region(address, memoryview(ring.slab)[start : start + size], True,
                                  f"ringbuf {ring.name} record"))

@@ -29,6 +29,7 @@ from .helpers import Helper, as_helper
 from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
 from .jit.context import IN_BYTEARRAY, IN_OFFSET_SHIFT, IN_R1_IS_INPUT
 from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, Busy, JitProgram, RunInput
+from .jit.translate import observable_stack
 from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
 from .verifier import Verifier, verify
 
@@ -66,6 +67,7 @@ class _VmBase:
         self._stack = bytearray(STACK_SIZE)
         self._stack_region = Region.of_buffer(self._stack, "stack")
         self._stack_regions: dict[int, Region] = {}
+        self._interpreter_stack: int | None = None
         self.budget = budget
         self._jit: JitProgram | None = None
         self._busy = Busy()
@@ -84,6 +86,7 @@ class _VmBase:
         self._prog = code
         self._compiled = None
         self._traced = None
+        self._interpreter_stack = None
         self._drop_jit()
 
     def set_verifier(self, verifier: Verifier) -> None:
@@ -143,7 +146,7 @@ class _VmBase:
         insns = decode(self._prog)
         self._drop_jit()
         self._jit = JitProgram(
-            insns, checked=not unchecked, stack=self._stack_for(stack_size(insns)),
+            insns, checked=not unchecked, stack=self._stack_for(_run_stack(insns)),
             helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
             fixed_mbuff=self._fixed_mbuff(), busy=self._busy)
 
@@ -245,8 +248,11 @@ class _VmBase:
         program = self._program(trace is not None)
         if self._busy.on:
             self._busy.enter()  # raises: do not clear the stack of the run in progress
-        stack = self._stack_for(program.stack_size)
-        stack.view[:] = _ZERO_STACK[: program.stack_size]
+        size = self._interpreter_stack
+        if size is None:
+            size = self._interpreter_stack = _run_stack(program.insns)
+        stack = self._stack_for(size)
+        stack.view[:] = _ZERO_STACK[:size]
         space = AddressSpace([stack])
         if mem is not None:
             space.add(mem)
@@ -259,14 +265,24 @@ class _VmBase:
         packet = mem.view if mem is not None else None
         machine = Machine(space, stack, mem, self._helpers, packet)
         regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
+        self.last_registers = []  # stays empty when the run stops early
         self._busy.enter()
         try:
             result = program.run(machine, regs, self.budget, trace)
         finally:
             self._busy.on = False
+            machine.context.finish()
         self.last_registers = machine.regs_out
         self.last_instruction_count = machine.count
         return result
+
+
+def _run_stack(insns: tuple[Insn, ...] | list[Insn]) -> int:
+    """The stack bytes a run may touch, cleared before each run in every engine:
+    what the program can observe through r10 (all of its frames when it makes
+    local calls or r10 escapes into another register), so that no run, even
+    through a pointer that does not come from r10, sees an earlier run's data."""
+    return observable_stack(insns, stack_size(insns))
 
 
 def _is_buffer(obj: Any) -> bool:

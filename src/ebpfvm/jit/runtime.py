@@ -143,7 +143,11 @@ class JitProgram:
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
         self._batching = False
+        self._batch_key: tuple[int, int, int] | None = None
+        """During a batch: the input and region count the machine was last used with."""
         self._batch_memory: Region | None = None
+        """During a batch over one buffer: all of it, so each run's input region
+        is a slice of one view instead of a new mapping of its own."""
 
     # -- region table -----------------------------------------------------------
 
@@ -210,7 +214,6 @@ class JitProgram:
                 return self._stopped(budget)
             return result
         finally:
-            self._batching = False
             self._release()
 
     def batch(self, inputs: Sequence[RunInput], budget: int | None, r1: int | None,
@@ -238,23 +241,21 @@ class JitProgram:
         spans_addr = _buffer_address(view)
         results_addr = _buffer_address(results)
         keep = r1 is not None
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
+                             NO_BUDGET if budget is None else budget, self.base_nregions, 0, 0)
         self.ctx.batch_limit = limit
         self._machine = None
         self._unwound = False
         self._run_obj = owner
-        self._batching = True
-        # One view of the whole buffer: each run's input region is a slice of it.
         self._batch_memory = (Region.of_address(base, limit, "batch", writable)
                               if 0 < limit < M64 else None)
         self.busy.enter()
+        self._batching = True
         try:
-            index = 0
-            while index < count:
-                _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0,
-                                     r2 or 0, NO_BUDGET if budget is None else budget,
-                                     self.base_nregions, 0, 0)
-                left = self._batch(self.ctx_addr, spans_addr + 16 * index, count - index,
-                                   results_addr + 8 * index, int(keep), base)
+            done = 0
+            while done < count:
+                left = self._batch(self.ctx_addr, spans_addr + 16 * done, count - done,
+                                   results_addr + 8 * done, int(keep), base)
                 if not self.ctx.fault:
                     break
                 index = count - left
@@ -262,24 +263,31 @@ class JitProgram:
                     raise ValueError(f"span {index} lies outside the buffer")
                 self._input = input_at(index)
                 try:
-                    # A helper that ends its program (a tail call) gives that run's
-                    # r0; the batch goes on with the next input.
+                    # Returns when a helper ended the run (HelperContext.stop):
+                    # that run's result; the batch goes on with the next input.
                     results[index] = self._stopped(budget) & M64
                 except VmFault as error:
                     error.batch_index = index
                     raise
+                done = index + 1
+                self.ctx.fault = Fault.NONE
                 self._input = None
-                self._machine = None
-                index += 1
+                if self._machine is not None:
+                    self._machine.context.finish()
+                    self._machine = None
             return results
         finally:
-            self._batching = False
-            self._batch_memory = None
             self._release()
 
     def _release(self) -> None:
-        """Drop this run's buffer views so callers may resize or close their buffers."""
+        """Drop this run's buffer views so callers may resize or close their
+        buffers, and tell the run's helpers it has ended."""
         self.busy.on = False
+        self._batching = False
+        self._batch_key = None
+        self._batch_memory = None
+        if self._machine is not None:
+            self._machine.context.finish()
         self._input = None
         self._run_obj = None
         self._machine = None
@@ -287,7 +295,8 @@ class JitProgram:
 
     @property
     def registers(self) -> list[int]:
-        """r0..r10 at the end of the last run; empty when a helper ended it."""
+        """r0..r10 at the end of the last run; empty when it stopped early (a
+        fault, or a helper ended it)."""
         return [] if self._unwound else list(self.ctx.regs_out)
 
     def instruction_count(self, budget: int | None) -> int:
@@ -303,6 +312,7 @@ class JitProgram:
     def _stopped(self, budget: int | None) -> int:
         ctx = self.ctx
         kind = Fault(ctx.fault)
+        self._unwound = True  # regs_out still holds an earlier run's registers
         if kind is Fault.HELPER:
             pending, self._pending = self._pending, None
             if isinstance(pending, Unwind):
@@ -340,6 +350,19 @@ class JitProgram:
 
     def _current_regions(self) -> list[Region]:
         data = self._input
+        if data is None and self._batching:
+            # The input the batch driver set up for the current run, inside the owner's memory.
+            ctx = self.ctx
+            if not ctx.in_len:
+                return [self.stack, Region(0, memoryview(b""), False, "mem"), *self.extra]
+            whole = self._batch_memory
+            if whole is not None and whole.start <= ctx.in_ptr <= whole.end - ctx.in_len:
+                start = ctx.in_ptr - whole.start
+                mem = Region(ctx.in_ptr, whole.view[start : start + ctx.in_len],
+                             bool(ctx.in_wmask), "mem")
+            else:
+                mem = Region.of_address(ctx.in_ptr, ctx.in_len, "mem", bool(ctx.in_wmask))
+            return [self.stack, mem, *self.extra]
         if data is None and self._run_obj is not None:
             ctx = self.ctx
             data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
@@ -354,20 +377,17 @@ class JitProgram:
         return [self.stack, mem, *self.extra]
 
     def _get_machine(self) -> Machine:
-        machine = self._machine
-        if machine is not None and self._batching:
-            # In a batch the machine of an earlier run is stale once the input
-            # moved or the run start reset the region count.
+        if self._machine is not None and self._batching:
             ctx = self.ctx
-            if (machine.p_lo, len(machine.p_view), len(machine.space.regions)) != \
-                    (ctx.in_ptr, ctx.in_len, ctx.nregions):
+            if self._batch_key != (ctx.in_ptr, ctx.in_len, ctx.nregions):
+                # The batch has moved on to another run: its helpers start afresh.
+                self._machine.context.finish()
                 self._machine = None
         if self._machine is None:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
-            if not self._batching:  # a batch run's prologue wrote these same entries
-                self._write_table(space.regions)
+            self._write_table(space.regions)
         return self._machine
 
     def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
@@ -381,6 +401,9 @@ class JitProgram:
                 if len(machine.space.regions) != before:
                     self._write_table(machine.space.regions)
                     self.ctx.nregions = len(machine.space.regions)
+                if self._batching:
+                    ctx = self.ctx
+                    self._batch_key = (ctx.in_ptr, ctx.in_len, ctx.nregions)
         except BaseException as exc:  # recorded, re-raised by run() after the native code stops
             self._pending = exc
             self.ctx.fault = Fault.HELPER

@@ -220,6 +220,10 @@ class _Translator:
                     pc_offset((insn.pc, len(data)))
                     emit_insn(insn)
             self._block_end(block[-1], jump=False)
+        if not self.blocks:  # an empty program (unverified): pc 0 is already past the end
+            self.invalid[0] = "execution falls off the end of the program"
+            a.mov_ri(TMP, 0, w64=False)
+            a.jmp(self.invalid_fail)
         body_end = a.buf.position
         self._budget_stubs()
         for emit in self.cold:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
 from ..isa import MAX_REG, OPS, Form, OpInfo, Reg
+from .codebuf import REL32_SIZE
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -119,6 +120,8 @@ def _template(key: tuple[object, ...], build: Callable[[X86Assembler, list[Label
     return template
 
 
+_ENDS_BLOCK = frozenset(id(row) for row in OPS if row.form in (Form.JA, Form.JA32, Form.EXIT))
+"""ids of the rows that never fall through to the next instruction."""
 _CHARGES: dict[int, Template] = {}
 """Budget charges by block length (a shortcut past _template's key building)."""
 _PROLOGUES: dict[int, tuple[bytes, int]] = {}
@@ -201,12 +204,21 @@ class _Translator:
         pc_offset = self.pc_offsets.append
         block_pcs = self.block_pcs.append
         emit_insn = self._insn
+        checked = self.checked
+        fixups = a.buf.fixups
+        budget_stubs = self.budget_stubs.append
+        ends_block = _ENDS_BLOCK
         for index, block in enumerate(self.blocks):
             block_pcs([insn.pc for insn in block])
-            a.bind(labels[block[0].pc])
-            if self.checked:
+            labels[block[0].pc].position = len(data)  # a block label, bound once here
+            if checked:
                 pc_offset((block[0].pc, len(data)))
-                self._charge_budget(index, len(block))
+                # The budget charge (see _charge_template), inlined: blocks are many.
+                charge = _CHARGES.get(len(block)) or self._charge_template(len(block))
+                stub = Label()
+                data += charge[0]
+                fixups.append((len(data) - REL32_SIZE, stub))
+                budget_stubs((stub, index))
                 groups = _fused_groups(block) if len(block) > 1 else None
                 if groups:
                     self._fused_block(block, groups)
@@ -219,7 +231,9 @@ class _Translator:
                 for insn in block:
                     pc_offset((insn.pc, len(data)))
                     emit_insn(insn)
-            self._block_end(block[-1], jump=False)
+            last = block[-1]
+            if id(last.row) not in ends_block:
+                self._block_end(last, jump=False)
         if not self.blocks:  # an empty program (unverified): pc 0 is already past the end
             self.invalid[0] = "execution falls off the end of the program"
             a.mov_ri(TMP, 0, w64=False)
@@ -466,20 +480,19 @@ class _Translator:
             a.store_imm(_ctx("fault"), kind, QWORD)
             a.jmp(self.fault_exit)
 
-    def _charge_budget(self, block_index: int, length: int) -> None:
-        """Take the block's length off the budget; when that goes below zero,
-        the cold stub reports the block (placed by _budget_stubs)."""
-        stub = Label()
-        template = _CHARGES.get(length)
-        if template is None:
+    @staticmethod
+    def _charge_template(length: int) -> Template:
+        """Take a block's length off the budget; when that goes below zero, the
+        jump (its rel32 ends the code) goes to the block's cold stub, which
+        _budget_stubs places and which reports the block."""
 
-            def charge(a: X86Assembler, holes: list[Label]) -> None:
-                a.alu_ri(AluOp.SUB, BUDGET, length)
-                a.jcc(Cond.B, holes[0])
+        def charge(a: X86Assembler, holes: list[Label]) -> None:
+            a.alu_ri(AluOp.SUB, BUDGET, length)
+            a.jcc(Cond.B, holes[0])
 
-            template = _CHARGES[length] = _template(("charge", length), charge)
-        self.place(template, stub)
-        self.budget_stubs.append((stub, block_index))
+        template = _CHARGES[length] = _template(("charge", length), charge)
+        assert template[1] == ((len(template[0]) - REL32_SIZE, 0),), "one branch, at the end"
+        return template
 
     def _budget_stubs(self) -> None:
         fail = self.budget_fail

@@ -157,16 +157,29 @@ class JitProgram:
         self._write_table([self.stack, Region(0, memoryview(b""), False, "input"), *self.extra])
         self.base_nregions = 2 + len(self.extra)
 
-    def _write_table(self, regions: Sequence[Region]) -> None:
+    def _write_table(self, regions: Sequence[Region], first: int = 0) -> None:
+        """Write the table's entries from index `first` on (the ones before it
+        already hold the same regions)."""
         if len(regions) > len(self._table):
             self._table = (RegionEntry * (2 * len(regions)))()
-        for index, region in enumerate(regions):
+            first = 0
+        for index in range(first, len(regions)):
+            region = regions[index]
             entry = self._table[index]
             entry.start = region.start
             entry.size = len(region.view)
             entry.writable = M64 if region.writable else 0
         self.ctx.regions = ctypes.addressof(self._table)
         self._table_regions = list(regions)
+
+    def _update_table(self, regions: Sequence[Region]) -> None:
+        """After a helper added or dropped regions: rewrite from the first entry
+        past the run's fixed ones (stack, input, extra) that changed."""
+        old = self._table_regions
+        first = self.base_nregions
+        while first < len(regions) and first < len(old) and regions[first] is old[first]:
+            first += 1
+        self._write_table(regions, first)
 
     # -- running ----------------------------------------------------------------
 
@@ -387,7 +400,10 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
-            self._write_table(space.regions)
+            # Entries 0 and 2.. hold the stack and the extra regions since
+            # set_extra; the entry code wrote the input's, entry 1. Only the
+            # regions helpers add from here on need writing.
+            self._table_regions = list(space.regions)
         return self._machine
 
     def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
@@ -399,7 +415,7 @@ class JitProgram:
                 return machine.call(helper_id, a, b, c, d, e, self.ctx.helper_pc)
             finally:
                 if len(machine.space.regions) != before:
-                    self._write_table(machine.space.regions)
+                    self._update_table(machine.space.regions)
                     self.ctx.nregions = len(machine.space.regions)
                 if self._batching:
                     ctx = self.ctx

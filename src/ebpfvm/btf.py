@@ -107,8 +107,21 @@ class Btf:
                     None)
 
 
-def parse_btf(data: bytes) -> Btf:
-    """Parse a ``.BTF`` section; ElfError on anything malformed."""
+def btf_strings(data: bytes) -> bytes:
+    """The string table of a ``.BTF`` section, after the header checks."""
+    return _checked_header(data)[2]
+
+
+def string_at(strings: bytes, offset: int, section: str = ".BTF") -> str:
+    """The NUL-terminated string at `offset` of a BTF string table."""
+    if offset >= len(strings):
+        raise ElfError(f"BTF string offset {offset} is out of range", section)
+    end = strings.find(b"\0", offset)
+    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
+
+
+def _checked_header(data: bytes) -> tuple[int, int, bytes]:
+    """(start of the types, their length, the string table) of a ``.BTF`` section."""
     if len(data) < _HEADER.size:
         raise ElfError("BTF header is cut short", ".BTF")
     magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = \
@@ -118,13 +131,15 @@ def parse_btf(data: bytes) -> Btf:
     types_start, strings_start = hdr_len + type_off, hdr_len + str_off
     if types_start + type_len > len(data) or strings_start + str_len > len(data):
         raise ElfError("BTF sections run past the end of .BTF", ".BTF")
-    strings = data[strings_start : strings_start + str_len]
+    return types_start, type_len, data[strings_start : strings_start + str_len]
+
+
+def parse_btf(data: bytes) -> Btf:
+    """Parse a ``.BTF`` section; ElfError on anything malformed."""
+    types_start, type_len, strings = _checked_header(data)
 
     def name_at(offset: int) -> str:
-        if offset >= len(strings):
-            raise ElfError(f"BTF string offset {offset} is out of range", ".BTF")
-        return strings[offset : strings.index(b"\0", offset)].decode("utf-8", "replace") \
-            if b"\0" in strings[offset:] else ""
+        return string_at(strings, offset)
 
     types = [BtfType(0, BtfKind.INT, "void", 0, 0)]
     pos, end = types_start, types_start + type_len

@@ -16,13 +16,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .btf import BTF_MAGIC, btf_strings, string_at
+from .encoding import SLOT
 from .errors import ElfError
 
 __all__ = ["LineInfo", "parse_line_info"]
 
-BTF_MAGIC = 0xEB9F
+EXT = ".BTF.ext"
 _EXT_HEADER = struct.Struct("<HBBIIIII")
-_BTF_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
 _SECTION = struct.Struct("<II")  # sec_name_off, num_info
 _RECORD = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
 LINE_SHIFT = 10
@@ -40,28 +41,9 @@ class LineInfo:
     text: str
 
 
-def _strings(btf: bytes) -> bytes:
-    if len(btf) < _BTF_HEADER.size:
-        raise ElfError("BTF header is cut short", ".BTF")
-    magic, _v, _f, hdr_len, _to, _tl, str_off, str_len = _BTF_HEADER.unpack_from(btf)
-    if magic != BTF_MAGIC:
-        raise ElfError(f"BTF magic is {magic:#x}", ".BTF")
-    start = hdr_len + str_off
-    if start + str_len > len(btf):
-        raise ElfError("BTF strings run past the end of .BTF", ".BTF")
-    return btf[start : start + str_len]
-
-
-def _string(strings: bytes, offset: int) -> str:
-    if offset >= len(strings):
-        raise ElfError(f"BTF.ext string offset {offset} is out of range", ".BTF.ext")
-    end = strings.find(b"\0", offset)
-    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
-
-
 def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
     """Line info by code section name, then by instruction index (insn_off / 8)."""
-    strings = _strings(btf)
+    strings = btf_strings(btf)
     if len(ext) < _EXT_HEADER.size:
         raise ElfError("BTF.ext header is cut short", ".BTF.ext")
     magic, _v, _f, hdr_len, _fo, _fl, line_off, line_len = _EXT_HEADER.unpack_from(ext)
@@ -85,10 +67,10 @@ def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
         pos += _SECTION.size
         if pos + count * rec_size > end:
             raise ElfError("BTF.ext line info records run past their block", ".BTF.ext")
-        lines = result.setdefault(_string(strings, name_off), {})
+        lines = result.setdefault(string_at(strings, name_off, EXT), {})
         for index in range(count):
             insn_off, file_off, text_off, line_col = _RECORD.unpack_from(ext, pos + index * rec_size)
-            lines[insn_off // 8] = LineInfo(_string(strings, file_off), line_col >> LINE_SHIFT,
-                                            line_col & COLUMN_MASK, _string(strings, text_off))
+            lines[insn_off // SLOT] = LineInfo(string_at(strings, file_off, EXT), line_col >> LINE_SHIFT,
+                                            line_col & COLUMN_MASK, string_at(strings, text_off, EXT))
         pos += count * rec_size
     return result

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .btf import BtfKind, Codec, parse_btf
+from .btf import Btf, BtfKind, Codec, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import ElfError, MapError
 from .helpers import HelperContext
@@ -197,8 +197,11 @@ def _load(data: bytes) -> ElfObject:
     sections = dict(_code_sections(elf, symbols))
     result = ElfObject(license=_license(elf))
     global_data = _data_sections(elf, result)
-    _data_variables(elf, symbols, result)
-    map_symbols = _legacy_maps(elf, symbols, result)
+    btf_section = elf.get_section_by_name(".BTF")
+    btf = parse_btf(bytes(btf_section.data())) if btf_section is not None else None
+    if btf is not None:
+        _data_variables(elf, symbols, btf, result)
+    map_symbols = _legacy_maps(elf, symbols, btf, result)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
         if sym["st_info"]["type"] != "STT_FUNC":
@@ -277,12 +280,13 @@ class _TailCalls:
         ctx.stop(result)
 
 
-def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, AnyMap]:
+def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None,
+                 result: ElfObject) -> dict[str, AnyMap]:
     """Maps defined in the legacy ``maps`` section, by symbol name."""
     found: dict[str, AnyMap] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
-            found.update(_btf_maps(elf, result))
+            found.update(_btf_maps(btf, result))
             continue
         if section.name != "maps":
             continue
@@ -303,13 +307,11 @@ def _legacy_maps(elf: Any, symbols: list[Any], result: ElfObject) -> dict[str, A
     return found
 
 
-def _btf_maps(elf: Any, result: ElfObject) -> dict[str, AnyMap]:
+def _btf_maps(btf: Btf | None, result: ElfObject) -> dict[str, AnyMap]:
     """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
     ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
-    section = elf.get_section_by_name(".BTF")
-    if section is None:
+    if btf is None:
         raise ElfError("BTF-defined maps need a .BTF section", ".maps")
-    btf = parse_btf(bytes(section.data()))
     datasec = btf.datasec(".maps")
     if datasec is None:
         raise ElfError("no BTF DATASEC describes .maps", ".maps")
@@ -370,14 +372,10 @@ def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int
     return found
 
 
-def _data_variables(elf: Any, symbols: list[Any], result: ElfObject) -> None:
+def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -> None:
     """Name the variables of each global-data section from its BTF DATASEC.
     clang leaves the DATASEC's offsets to the loader (libbpf takes them from
     the symbol table), so each variable's offset is its symbol's value."""
-    section = elf.get_section_by_name(".BTF")
-    if section is None:
-        return
-    btf = parse_btf(bytes(section.data()))
     sections = [s.name for s in elf.iter_sections()]
     offsets = {(sections[sym["st_shndx"]], sym.name): sym["st_value"] for sym in symbols
                if isinstance(sym["st_shndx"], int) and sym["st_shndx"] < len(sections)}

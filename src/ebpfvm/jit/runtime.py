@@ -363,20 +363,9 @@ class JitProgram:
 
     def _current_regions(self) -> list[Region]:
         data = self._input
-        if data is None and self._batching:
-            # The input the batch driver set up for the current run, inside the owner's memory.
-            ctx = self.ctx
-            if not ctx.in_len:
-                return [self.stack, Region(0, memoryview(b""), False, "mem"), *self.extra]
-            whole = self._batch_memory
-            if whole is not None and whole.start <= ctx.in_ptr <= whole.end - ctx.in_len:
-                start = ctx.in_ptr - whole.start
-                mem = Region(ctx.in_ptr, whole.view[start : start + ctx.in_len],
-                             bool(ctx.in_wmask), "mem")
-            else:
-                mem = Region.of_address(ctx.in_ptr, ctx.in_len, "mem", bool(ctx.in_wmask))
-            return [self.stack, mem, *self.extra]
         if data is None and self._run_obj is not None:
+            # The input the native code set up for the current run (in a batch,
+            # a span of the owner's memory).
             ctx = self.ctx
             data = RunInput(self._run_obj, ctx.in_ptr, ctx.in_len, bool(ctx.in_wmask))
         whole = self._batch_memory

@@ -165,7 +165,6 @@ class _Translator:
         self.blocks = basic_blocks(self.insns)
         self.labels = {block[0].pc: Label() for block in self.blocks}
         """Labels of block starts: the only places jumps and calls go."""
-        self.starts = {insn.pc for insn in self.insns}
         self.invalid: dict[int, str] = {}
         self.cold: list[Callable[[], None]] = []
         a = self.asm
@@ -796,12 +795,10 @@ class _Group:
     members: tuple[int, ...]
 
 
-_FUSABLE = {Form.LDX: "src", Form.ST: "dst", Form.STX: "dst"}
-"""Memory forms whose checks can be fused, and the field naming their base."""
-
-
-_FUSABLE_ROWS = frozenset(id(row) for row in OPS if row.form in _FUSABLE)
-"""ids of the rows of _FUSABLE forms (hashing a row itself runs Python code)."""
+_FUSABLE_ROWS = frozenset(id(row) for row in OPS
+                          if row.form in (Form.LDX, Form.ST, Form.STX))
+"""ids of the rows whose access checks can be fused (hashing a row itself
+runs Python code). The base is src for LDX, dst for ST and STX."""
 
 
 def _fused_groups(block: list[Insn]) -> list[_Group]:
@@ -870,10 +867,7 @@ def _fused_check(group: _Group) -> Template:
 
 
 def _falls_through(insn: Insn) -> bool:
-    row = insn.row
-    if row is None:
-        return False
-    return row.form not in (Form.JA, Form.JA32, Form.EXIT)
+    return insn.row is not None and id(insn.row) not in _ENDS_BLOCK
 
 
 # -- emitters, one per form ----------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from itertools import compress, repeat
 from typing import NamedTuple
 
 from .errors import DecodeError
@@ -21,7 +22,11 @@ _SLOT = SLOT_LAYOUT
 _LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
 _M32 = 0xFFFF_FFFF
 _ROW_CACHE: dict[tuple[int, int, int, int], OpInfo | None] = {}
-"""find_row results by (opcode, src, off, imm): programs repeat their instructions."""
+"""find_row results by slot (opcode, registers byte, off, imm): programs repeat
+their instructions."""
+_DST = bytes(value & 0xF for value in range(256))
+_SRC = bytes(value >> 4 for value in range(256))
+"""Translation tables from a registers byte to its dst and its src."""
 _ROW_CACHE_LIMIT = 1 << 16
 
 
@@ -61,32 +66,35 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     if len(code) % SLOT:
         raise DecodeError(f"program length {len(code)} is not a multiple of {SLOT}")
     slots = list(_SLOT.iter_unpack(code))
-    nslots = len(slots)
-    insns: list[Insn] = []
-    append = insns.append
-    new = tuple.__new__  # Insn's own __new__ is Python code; the tuple's is not
+    if not slots:
+        return []
     rows = _ROW_CACHE
-    if len(rows) > _ROW_CACHE_LIMIT:
-        rows.clear()
-    pc = 0
-    while pc < nslots:
-        opcode, regs, off, imm = slots[pc]
-        src = regs >> 4
-        key = (opcode, src, off, imm)
-        if key in rows:
-            row = rows[key]
-        else:
-            row = rows[key] = find_row(opcode, src, off, imm)
-        if opcode == _LDDW_OPCODE:
-            if pc + 1 >= nslots:
-                raise DecodeError("lddw is missing its second slot", pc)
-            imm = (imm & _M32) | ((slots[pc + 1][3] & _M32) << 32)
-            append(new(Insn, (pc, opcode, regs & 0xF, src, off, imm, row)))
-            pc += 2
-        else:
-            append(new(Insn, (pc, opcode, regs & 0xF, src, off, imm, row)))
-            pc += 1
-    return insns
+    missing = set(slots).difference(rows)
+    if missing:
+        if len(rows) + len(missing) > _ROW_CACHE_LIMIT:
+            rows.clear()
+            missing = set(slots)
+        for opcode, regs, off, imm in missing:
+            rows[opcode, regs, off, imm] = find_row(opcode, regs >> 4, off, imm)
+    # Every slot as an instruction, built by C code only: a program has many.
+    opcodes, regs, offs, imms = zip(*slots, strict=True)
+    packed = bytes(regs)
+    insns = list(map(tuple.__new__, repeat(Insn), zip(
+        range(len(slots)), opcodes, packed.translate(_DST), packed.translate(_SRC), offs, imms,
+        map(rows.__getitem__, slots), strict=True)))
+    ops = bytes(opcodes)
+    pc = ops.find(_LDDW_OPCODE)
+    if pc < 0:
+        return insns
+    keep = bytearray(b"\1") * len(slots)
+    while pc >= 0:  # each lddw takes the next slot's imm as its high half
+        if pc + 1 >= len(slots):
+            raise DecodeError("lddw is missing its second slot", pc)
+        first = insns[pc]
+        insns[pc] = first._replace(imm=(first.imm & _M32) | ((imms[pc + 1] & _M32) << 32))
+        keep[pc + 1] = 0
+        pc = ops.find(_LDDW_OPCODE, pc + 2)
+    return list(compress(insns, keep))
 
 
 def lddw_second_slot(code: bytes | bytearray | memoryview, pc: int) -> tuple[int, int, int, int]:

@@ -23,7 +23,7 @@ def jit_dump(program: JitProgram, *, style: str = "ubpf") -> str:
     """One section per eBPF pc: its disassembly, then its machine code."""
     code = program.jit.code
     by_pc = {insn.pc: insn for insn in program.insns}
-    offsets = program.jit.pc_offsets
+    offsets = program.pc_offsets()
     base = program.memory.address
     decoder = _capstone()
     lines = [f"; {'checked' if program.checked else 'UNCHECKED'} x86-64 code, "

@@ -18,6 +18,7 @@ from ..errors import (
     CallDepthExceeded,
     EbpfError,
     InvalidInstruction,
+    JitError,
     MemoryFault,
     VmFault,
 )
@@ -117,7 +118,8 @@ class JitProgram:
         self.ctx = JitContext()
         self.ctx_addr = ctypes.addressof(self.ctx)
         self._ctx_bytes = (ctypes.c_char * ctypes.sizeof(self.ctx)).from_address(self.ctx_addr)
-        self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr)
+        self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr,
+                                     stack_clear=len(stack.view))
         self.memory = ExecMemory(self.jit.code)
         base = self.memory.address
         self._entry = _ENTRY(base + self.jit.entry)
@@ -150,6 +152,15 @@ class JitProgram:
         is a slice of one view instead of a new mapping of its own."""
 
     # -- region table -----------------------------------------------------------
+
+    def pc_offsets(self) -> list[tuple[int, int]]:
+        """(eBPF pc, offset of its first x86 byte) for each instruction, in
+        order. Translation does not record them; this translates again."""
+        again = translate(self.insns, checked=self.checked, context=self.ctx_addr,
+                          stack_clear=len(self.stack.view), record=True)
+        if again.code != self.jit.code:
+            raise JitError("translating again gave different code")
+        return again.pc_offsets
 
     def set_extra(self, extra: Sequence[Region]) -> None:
         """Regions after the stack and the input (entry 0 and 1 of the table)."""
@@ -342,7 +353,7 @@ class JitProgram:
                 ctx.fault_addr, size, access))
         if kind is Fault.BUDGET:
             total = NO_BUDGET if budget is None else budget
-            block = self.jit.block_pcs[ctx.budget_block]
+            block = [insn.pc for insn in self.jit.blocks[ctx.budget_block]]
             remaining = (ctx.budget_left + len(block)) & M64
             raise BudgetExceeded(block[remaining], total)
         if kind is Fault.DEPTH:

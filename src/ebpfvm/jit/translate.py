@@ -38,13 +38,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import operator
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
-from ..isa import MAX_REG, OPS, Form, OpInfo, Reg
+from ..isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg
 from .codebuf import REL32_SIZE
 from .context import (
     FAULT_INFO_SHIFT,
@@ -99,6 +101,7 @@ def _ctx(name: str, index: int = 0) -> Mem:
     return Mem(CTX, field_offset(name) + index * QWORD)
 
 
+_T = TypeVar("_T")
 Template = tuple[bytes, tuple[tuple[int, int], ...]]
 """Machine code whose only branches go to labels given when it is placed:
 (bytes, (offset of a rel32 field, index of its label) for each branch)."""
@@ -131,6 +134,59 @@ _INSN_CACHE: dict[bool, dict[tuple[int, ...], bytes]] = {True: {}, False: {}}
 """Per mode (checked or not): the code of instructions whose code depends on
 their fields only, by (opcode, dst, src, off, imm)."""
 _INSN_CACHE_LIMIT = 1 << 16
+_Holed = tuple[bytes, int] | tuple[bytes, int, int, int, int]
+_HOLED_CACHE: dict[bool, dict[tuple[int, ...], _Holed]] = {True: {}, False: {}}
+"""Per mode, by the same key: instructions whose code depends on their fields
+only but which need something placed per use.
+- Jumps: (code, target - pc); the code ends in the rel32 to the target block.
+- Checked loads and stores: (code, offset of the check's rel32, base, off,
+  fault info without the pc); each needs its own cold stub."""
+_JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
+_INFO_LOW_MASK = (1 << FAULT_INFO_SHIFT) - 1
+_REL32 = struct.Struct("<i")
+_U32 = struct.Struct("<I")
+_ACCESS_STUBS: dict[tuple[int, int], tuple[bytes, int, int, int]] = {}
+_INFO_MARK = 0x7A5A_5A5A
+"""An imm32 that stub templates are built with, to find where they keep it."""
+
+
+def _remember(cache: dict[tuple[int, ...], _T], key: tuple[int, ...], value: _T) -> None:
+    if len(cache) > _INSN_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+@functools.cache
+def _budget_stub() -> tuple[bytes, int, int]:
+    """A block's budget stub: (code, offset of the block index u32, of the
+    jump's rel32), see _Translator._budget_stubs."""
+    a = X86Assembler()
+    a.mov_ri(TMP, _INFO_MARK, w64=False)  # imm32 last
+    index_at = a.buf.position - 4
+    a.jmp(Label("hole"))
+    code = bytes(a.buf.data)
+    assert _U32.unpack_from(code, index_at)[0] == _INFO_MARK, "mov r32, imm32 ends in imm32"
+    return code, index_at, len(code) - REL32_SIZE
+
+
+def _access_stub(base: int, off: int) -> tuple[bytes, int, int, int]:
+    """The cold stub of a checked access through ``[base + off]``: (code,
+    offset of its fault info u32, of its call's rel32, of its jump's rel32)."""
+    stub = _ACCESS_STUBS.get((base, off))
+    if stub is None:
+        a = X86Assembler()
+        hole = Label("hole")
+        a.lea(ADDR, Mem(REG_MAP[base], off))
+        a.mov_ri(TMP, _INFO_MARK, w64=False)  # imm32 last
+        info_at = a.buf.position - 4
+        a.call(hole)
+        call_at = a.buf.position - REL32_SIZE
+        a.jmp(hole)
+        jmp_at = a.buf.position - REL32_SIZE
+        code = bytes(a.buf.data)
+        assert _U32.unpack_from(code, info_at)[0] == _INFO_MARK, "mov r32, imm32 ends in imm32"
+        stub = _ACCESS_STUBS[(base, off)] = (code, info_at, call_at, jmp_at)
+    return stub
 _POSITION_FREE_FORMS = frozenset({
     Form.ALU_K, Form.ALU_X, Form.NEG, Form.ENDIAN, Form.LDDW, Form.LDX, Form.ST, Form.STX,
     Form.ATOMIC,
@@ -147,20 +203,25 @@ class JitCode:
     entry: int
     repeat_entry: int
     batch_entry: int
-    block_pcs: list[list[int]]
+    blocks: list[list[Insn]]
+    """The basic blocks, by the index a budget stop reports."""
     invalid: dict[int, str]
     pc_offsets: list[tuple[int, int]] = field(default_factory=list)
-    """(eBPF pc, offset of its first x86 byte), in order, for jit-dump."""
+    """(eBPF pc, offset of its first x86 byte), in order: only when asked for
+    (see translate), for jit-dump."""
     body_end: int = 0
     """Offset where the code of the last instruction ends."""
 
 
 class _Translator:
-    def __init__(self, insns: Sequence[Insn], checked: bool, context: int) -> None:
+    def __init__(self, insns: Sequence[Insn], checked: bool, context: int,
+                 stack_clear: int | None, record: bool) -> None:
         self.context = context
+        self.record = record
         self.insns = list(insns)
         self.checked = checked
-        self.stack_size = stack_size(self.insns)
+        self.stack_clear = (observable_stack(self.insns, stack_size(self.insns))
+                            if stack_clear is None else stack_clear)
         self.asm = X86Assembler()
         self.blocks = basic_blocks(self.insns)
         self.labels = {block[0].pc: Label() for block in self.blocks}
@@ -176,9 +237,13 @@ class _Translator:
         self.invalid_fail = a.new_label()
         self.depth_fail = a.new_label()
         self.pc_offsets: list[tuple[int, int]] = []
-        self.block_pcs: list[list[int]] = []
         self.insn_cache = _INSN_CACHE[checked]
-        self.budget_stubs: list[tuple[Label, int]] = []
+        self.holed_cache = _HOLED_CACHE[checked]
+        self.budget_stubs: list[int] = []
+        """Per block, the offset of its budget charge's rel32 (see _budget_stubs)."""
+        self.access_stubs: list[tuple[int, int, int, int]] = []
+        """The checked accesses, whose stubs go in cold code: (offset of the
+        check's rel32, base, off, fault info), see _access_stubs."""
 
     def place(self, template: Template, *labels: Label) -> None:
         """Emit `template` with its branches going to `labels`."""
@@ -200,35 +265,37 @@ class _Translator:
         self._prologue()
         data = a.buf.data
         labels = self.labels
+        record = self.record
         pc_offset = self.pc_offsets.append
-        block_pcs = self.block_pcs.append
         emit_insn = self._insn
         checked = self.checked
-        fixups = a.buf.fixups
         budget_stubs = self.budget_stubs.append
         ends_block = _ENDS_BLOCK
-        for index, block in enumerate(self.blocks):
-            block_pcs([insn.pc for insn in block])
-            labels[block[0].pc].position = len(data)  # a block label, bound once here
+        fusable = bytes(map(_FUSABLE_OPCODE.__getitem__, map(_OPCODE_OF, self.insns)))
+        at = 0  # index of the block's first instruction
+        for block in self.blocks:
+            first = block[0]
+            labels[first.pc].position = len(data)  # a block label, bound once here
+            if record:
+                pc_offset((first.pc, len(data)))
             if checked:
-                pc_offset((block[0].pc, len(data)))
                 # The budget charge (see _charge_template), inlined: blocks are many.
                 charge = _CHARGES.get(len(block)) or self._charge_template(len(block))
-                stub = Label()
                 data += charge[0]
-                fixups.append((len(data) - REL32_SIZE, stub))
-                budget_stubs((stub, index))
-                groups = _fused_groups(block) if len(block) > 1 else None
-                if groups:
-                    self._fused_block(block, groups)
-                    continue
-                for position, insn in enumerate(block):
-                    if position:
+                budget_stubs(len(data) - REL32_SIZE)
+                at += len(block)
+                if fusable.count(1, at - len(block), at) > 1:  # two accesses, maybe fusable
+                    groups = _fused_groups(block)
+                    if groups:
+                        self._fused_block(block, groups)
+                        continue
+            if record:
+                for insn in block:
+                    if insn is not first:
                         pc_offset((insn.pc, len(data)))
                     emit_insn(insn)
             else:
                 for insn in block:
-                    pc_offset((insn.pc, len(data)))
                     emit_insn(insn)
             last = block[-1]
             if id(last.row) not in ends_block:
@@ -241,11 +308,12 @@ class _Translator:
         self._budget_stubs()
         for emit in self.cold:
             emit()
+        self._access_stubs()  # last: cold code (fused blocks' copies) adds some
         code = a.code()
         if _RUNTIME_CACHE is None:
             _cache_runtime(code[:entry], {name: _position(getattr(self, name))
                                           for name in _RUNTIME_LABELS}, repeat_entry, batch_entry)
-        return JitCode(code, entry, repeat_entry, batch_entry, self.block_pcs,
+        return JitCode(code, entry, repeat_entry, batch_entry, self.blocks,
                        self.invalid, self.pc_offsets, body_end)
 
     def _block_end(self, last: Insn, jump: bool) -> None:
@@ -275,8 +343,9 @@ class _Translator:
         retry = {position: Label() for position in leaders}
         first, last = min(leaders), max(covered)
         rejoin = Label()  # where the copy comes back, after the last fused access
+        record = self.record
         for position, insn in enumerate(block):
-            if position:
+            if position and record:
                 pc_offset((insn.pc, len(data)))
             if position == last + 1:
                 self.asm.bind(rejoin)
@@ -305,10 +374,12 @@ class _Translator:
     def _insn_unchecked(self, insn: Insn) -> None:
         """`insn` as unchecked mode emits it: its access was checked already."""
         self.checked, self.insn_cache = False, _INSN_CACHE[False]
+        self.holed_cache = _HOLED_CACHE[False]
         try:
             self._insn(insn)
         finally:
             self.checked, self.insn_cache = True, _INSN_CACHE[True]
+            self.holed_cache = _HOLED_CACHE[True]
 
     def _runtime(self) -> tuple[int, int]:
         """The program-independent code, placed first: epilogues, fault exits,
@@ -339,7 +410,7 @@ class _Translator:
         a = self.asm
         buf = a.buf
         start = len(buf.data)
-        clear = observable_stack(self.insns, self.stack_size)
+        clear = self.stack_clear
         cached = _PROLOGUES.get(clear)
         if cached is not None:
             code, context_at = cached
@@ -494,16 +565,18 @@ class _Translator:
         return template
 
     def _budget_stubs(self) -> None:
-        fail = self.budget_fail
+        """Each block's budget stub: its index into ecx, then the budget fault."""
+        code, index_at, jmp_at = _budget_stub()
+        fail = _position(self.budget_fail)
         data = self.asm.buf.data
-        for stub, block_index in self.budget_stubs:
-
-            def build_stub(a: X86Assembler, holes: list[Label]) -> None:
-                a.mov_ri(TMP, block_index, w64=False)  # noqa: B023 (used at once)
-                a.jmp(holes[0])
-
-            stub.position = len(data)
-            self.place(_template(("charge stub", block_index), build_stub), fail)
+        rel32 = _REL32.pack_into
+        u32 = _U32.pack_into
+        for block_index, hole in enumerate(self.budget_stubs):
+            at = len(data)
+            rel32(data, hole, at - (hole + REL32_SIZE))
+            data += code
+            u32(data, at + index_at, block_index)
+            rel32(data, at + jmp_at, fail - (at + jmp_at + REL32_SIZE))
 
     def _to_invalid(self, insn: Insn, reason: str) -> None:
         """Stop with InvalidInstruction at `insn` when this point is reached."""
@@ -518,35 +591,46 @@ class _Translator:
 
         An r10-based access inside the current frame needs none: the frame
         always lies in the stack. Any other access is checked against the
-        input inline (four instructions); a miss goes to a cold stub that walks
-        the whole region table and either resumes or faults."""
+        input inline (four instructions); a miss goes to a cold stub (see
+        _access_stubs) that walks the whole region table and either resumes
+        or faults."""
         operand = Mem(REG_MAP[base], off)
         if not self.checked or (base == MAX_REG and -FRAME_SIZE <= off <= -size):
             return operand
-        cold, resume = Label(), Label()
+        template = _TEMPLATES.get(("check", base, off, size, store))
+        if template is None:
 
-        def check(a: X86Assembler, holes: list[Label]) -> None:
-            a.lea(TMP, operand)
-            a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
-            a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
-            a.jcc(Cond.AE, holes[0])
+            def check(a: X86Assembler, holes: list[Label]) -> None:
+                a.lea(TMP, operand)
+                a.alu_rm(AluOp.SUB, TMP, _ctx("in_ptr"))
+                a.alu_rm(AluOp.CMP, TMP, _ctx("p_wcnt" if store else "p_cnt", SIZE_INDEX[size]))
+                a.jcc(Cond.AE, holes[0])
 
-        self.place(_template(("check", base, off, size, store), check), cold)
-        self.asm.bind(resume)
-        info = (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store)
-
-        def build_stub(a: X86Assembler, holes: list[Label]) -> None:
-            a.lea(ADDR, operand)
-            a.mov_ri(TMP, info, w64=False)
-            a.call(holes[0])
-            a.jmp(holes[1])
-
-        def stub() -> None:
-            self.asm.bind(cold)
-            self.place(_template(("stub", base, off, info), build_stub), self.slowpath, resume)
-
-        self.cold.append(stub)
+            template = _template(("check", base, off, size, store), check)
+            assert template[1] == ((len(template[0]) - REL32_SIZE, 0),), "one branch, at the end"
+        data = self.asm.buf.data
+        data += template[0]
+        self.access_stubs.append((len(data) - REL32_SIZE, base, off,
+                                  (pc << FAULT_INFO_SHIFT) | (size << 1) | int(store)))
         return operand
+
+    def _access_stubs(self) -> None:
+        """The cold stubs of the checked accesses: the address into r11, the
+        fault info into ecx, a call of the region-table walk (which returns
+        when some region allows the access), then back to the access, which
+        follows its check's rel32."""
+        data = self.asm.buf.data
+        slowpath = _position(self.slowpath)
+        rel32 = _REL32.pack_into
+        u32 = _U32.pack_into
+        for hole, base, off, info in self.access_stubs:
+            stub = len(data)
+            rel32(data, hole, stub - (hole + REL32_SIZE))
+            code, info_at, call_at, jmp_at = _access_stub(base, off)
+            data += code
+            u32(data, stub + info_at, info)
+            rel32(data, stub + call_at, slowpath - (stub + call_at + REL32_SIZE))
+            rel32(data, stub + jmp_at, hole + REL32_SIZE - (stub + jmp_at + REL32_SIZE))
 
     def _slowpath(self) -> None:
         """Walk the region table for [r11, r11 + size); return if allowed, else
@@ -601,6 +685,22 @@ class _Translator:
         if code is not None:
             buf.data += code
             return
+        holed = self.holed_cache.get(key)
+        if holed is not None:
+            data = buf.data
+            if len(holed) == 2:  # a jump: its code, ending in the rel32 to its target
+                label = self.labels.get(insn.pc + holed[1])
+                if label is not None:
+                    data += holed[0]
+                    buf.fixups.append((len(data) - REL32_SIZE, label))
+                    return
+            else:  # a checked access: its code, and a stub to place later
+                code, hole, base, off, info = holed
+                start = len(data)
+                data += code
+                self.access_stubs.append((start + hole, base, off,
+                                          (insn.pc << FAULT_INFO_SHIFT) | info))
+                return
         row = insn.row
         if row is None:
             self._to_invalid(insn, "no such instruction")
@@ -609,14 +709,27 @@ class _Translator:
         if problem:
             self._to_invalid(insn, problem)
             return
-        start, fixups, cold = len(buf.data), len(buf.fixups), len(self.cold)
+        stubs = self.access_stubs
+        start, fixups, cold, nstubs = len(buf.data), len(buf.fixups), len(self.cold), len(stubs)
         _EMITTERS[row.form](self, insn, row)
-        if row.form in _POSITION_FREE_FORMS and len(self.cold) == cold:
-            code = buf.local_bytes(start, fixups)
-            if code is not None:
-                if len(self.insn_cache) > _INSN_CACHE_LIMIT:
-                    self.insn_cache.clear()
-                self.insn_cache[key] = code
+        if len(self.cold) != cold:
+            return
+        form = row.form
+        if form in _POSITION_FREE_FORMS:
+            if len(stubs) == nstubs:
+                code = buf.local_bytes(start, fixups)
+                if code is not None:
+                    _remember(self.insn_cache, key, code)
+            elif (len(stubs) == nstubs + 1 and id(row) in _FUSABLE_ROWS
+                  and len(buf.fixups) == fixups):
+                hole, base, off, info = stubs[-1]
+                _remember(self.holed_cache, key, (bytes(buf.data[start:]), hole - start, base, off,
+                                                  info & _INFO_LOW_MASK))
+        elif form in _JUMP_FORMS and len(buf.fixups) == fixups + 1:
+            delta = 1 + (insn.imm if form is Form.JA32 else insn.off)
+            at, label = buf.fixups[-1]
+            if at == len(buf.data) - REL32_SIZE and label is self.labels.get(insn.pc + delta):
+                _remember(self.holed_cache, key, (bytes(buf.data[start:]), delta))
 
     def jump_to(self, insn: Insn, target: int, cond: Cond | None) -> None:
         a = self.asm
@@ -782,8 +895,7 @@ def _sizeof(entry: type[RegionEntry]) -> int:
     return ctypes.sizeof(entry)
 
 
-@dataclass(frozen=True)
-class _Group:
+class _Group(NamedTuple):
     """Accesses of one block through one base register that no instruction
     between them writes: `members` are their positions in the block, and
     [base + low, base + low + span) covers all of them."""
@@ -800,46 +912,61 @@ _FUSABLE_ROWS = frozenset(id(row) for row in OPS
 """ids of the rows whose access checks can be fused (hashing a row itself
 runs Python code). The base is src for LDX, dst for ST and STX."""
 
+_LOAD, _STORE, _BARRIER, _WRITES_DST, _WRITES_SRC = 1, 2, 4, 8, 16
+"""What _fused_groups needs to know of a row, as bits."""
+_ACCESS = _LOAD | _STORE
+
+
+def _fuse_kind(row: OpInfo) -> int:
+    if row.form is Form.LDX:
+        return _LOAD | _WRITES_DST
+    if row.form in (Form.ST, Form.STX):
+        return _STORE
+    if row.form is Form.ATOMIC:
+        return _BARRIER  # it may write its source register, and r0
+    return (_WRITES_DST if row.dst is Reg.WRITE else 0) | (
+        _WRITES_SRC if row.src is Reg.WRITE else 0)
+
+
+_FUSE_KINDS = {id(row): _fuse_kind(row) for row in OPS}
+_FUSABLE_OPCODE = bytes(
+    any(id(row) in _FUSABLE_ROWS for row in BY_OPCODE[opcode]) for opcode in range(256))
+"""1 for the opcodes some fusable row has: a cheap first filter."""
+_OPCODE_OF = operator.itemgetter(1)  # Insn.opcode, read from C
+
 
 def _fused_groups(block: list[Insn]) -> list[_Group]:
     """The groups of two or more checked accesses in `block` (see _Group)."""
-    rows = _FUSABLE_ROWS
-    if sum(id(insn.row) in rows for insn in block) < 2:
-        return []
+    kinds = _FUSE_KINDS
     open_: dict[int, list[tuple[int, int, int, bool]]] = {}  # by base register
     closed: list[tuple[int, list[tuple[int, int, int, bool]]]] = []
-    for position, insn in enumerate(block):
-        row = insn.row
-        dst = insn.dst
-        if row is None or dst > MAX_REG or insn.src > MAX_REG or (
-                dst == MAX_REG and row.dst is Reg.WRITE):  # an invalid instruction
+    for position, (_pc, _opcode, dst, src, off, _imm, row) in enumerate(block):
+        kind = kinds.get(id(row), _BARRIER)  # no row: an invalid instruction
+        if kind & _BARRIER or dst > MAX_REG or src > MAX_REG or (
+                dst == MAX_REG and kind & _WRITES_DST):  # r10 written: invalid too
             closed += open_.items()
             open_.clear()
             continue
-        form = row.form
-        if id(row) in rows:
-            base = insn.src if form is Form.LDX else dst
-            size = row.size
-            if not (base == MAX_REG and -FRAME_SIZE <= insn.off <= -size):  # else unchecked
-                open_.setdefault(base, []).append((position, insn.off, size, form is not Form.LDX))
-            if form is Form.LDX and dst in open_:
-                closed.append((dst, open_.pop(dst)))
-        elif form is Form.ATOMIC:
-            closed += open_.items()
-            open_.clear()
-        else:
-            if row.dst is Reg.WRITE and dst in open_:
-                closed.append((dst, open_.pop(dst)))
-            if row.src is Reg.WRITE and insn.src in open_:
-                closed.append((insn.src, open_.pop(insn.src)))
+        if kind & _ACCESS:
+            base = src if kind & _LOAD else dst
+            size = row.size  # type: ignore[union-attr]
+            if base != MAX_REG or not -FRAME_SIZE <= off <= -size:  # else unchecked
+                if base in open_:
+                    open_[base].append((position, off, size, kind == _STORE))
+                else:
+                    open_[base] = [(position, off, size, kind == _STORE)]
+        if kind & _WRITES_DST and dst in open_:
+            closed.append((dst, open_.pop(dst)))
+        if kind & _WRITES_SRC and src in open_:
+            closed.append((src, open_.pop(src)))
     closed += open_.items()
     groups: list[_Group] = []
     for base, members in closed:
         if len(members) > 1:
-            low = min(off for _, off, _, _ in members)
-            high = max(off + size for _, off, size, _ in members)
-            groups.append(_Group(base, low, high - low, any(store for *_, store in members),
-                                 tuple(position for position, *_ in members)))
+            low = min(member[1] for member in members)
+            high = max(member[1] + member[2] for member in members)
+            groups.append(_Group(base, low, high - low, any(member[3] for member in members),
+                                 tuple(member[0] for member in members)))
     return groups
 
 
@@ -1204,7 +1331,10 @@ _EMITTERS: dict[Form, Callable[[_Translator, Insn, OpInfo], None]] = {
 """One emitter per form; the completeness test checks every form has one."""
 
 
-def translate(insns: Sequence[Insn], *, context: int, checked: bool = True) -> JitCode:
+def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
+              stack_clear: int | None = None, record: bool = False) -> JitCode:
     """Translate decoded instructions to x86-64 machine code that runs with the
-    JitContext at address `context`."""
-    return _Translator(insns, checked, context).translate()
+    JitContext at address `context`. Each run clears `stack_clear` bytes below
+    r10 (by default what the program can observe, see observable_stack).
+    `record` fills JitCode.pc_offsets; the code is the same either way."""
+    return _Translator(insns, checked, context, stack_clear, record).translate()

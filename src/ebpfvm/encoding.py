@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterable
 from itertools import compress, repeat
 from typing import NamedTuple
@@ -21,9 +23,10 @@ SLOT_LAYOUT = struct.Struct("<BBhi")
 _SLOT = SLOT_LAYOUT
 _LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
 _M32 = 0xFFFF_FFFF
-_ROW_CACHE: dict[tuple[int, int, int, int], OpInfo | None] = {}
-"""find_row results by slot (opcode, registers byte, off, imm): programs repeat
-their instructions."""
+_ROW_CACHE: dict[int, OpInfo | None] = {}
+"""find_row results by slot (its 8 bytes as a little-endian int): programs
+repeat their instructions."""
+_BIG_ENDIAN = sys.byteorder == "big"
 _DST = bytes(value & 0xF for value in range(256))
 _SRC = bytes(value >> 4 for value in range(256))
 """Translation tables from a registers byte to its dst and its src."""
@@ -56,6 +59,14 @@ def _unpack(code: bytes | bytearray | memoryview, slot: int) -> tuple[int, int, 
     return opcode, regs & 0xF, regs >> 4, off, imm
 
 
+def _words(data: bytes, typecode: str) -> array[int]:
+    """`data` as little-endian integers of the array type `typecode`."""
+    words = array(typecode, data)
+    if _BIG_ENDIAN:
+        words.byteswap()
+    return words
+
+
 def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     """Decode a program into instructions, one per instruction (lddw fused).
 
@@ -65,30 +76,33 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     """
     if len(code) % SLOT:
         raise DecodeError(f"program length {len(code)} is not a multiple of {SLOT}")
-    slots = list(_SLOT.iter_unpack(code))
-    if not slots:
+    data = bytes(code)
+    nslots = len(data) // SLOT
+    if not nslots:
         return []
+    # Every slot as an instruction, built by C code only: a program has many.
+    words = _words(data, "Q")  # a slot's 8 bytes as one int: a cheap key
     rows = _ROW_CACHE
-    missing = set(slots).difference(rows)
+    missing = set(words).difference(rows)
     if missing:
         if len(rows) + len(missing) > _ROW_CACHE_LIMIT:
             rows.clear()
-            missing = set(slots)
-        for opcode, regs, off, imm in missing:
-            rows[opcode, regs, off, imm] = find_row(opcode, regs >> 4, off, imm)
-    # Every slot as an instruction, built by C code only: a program has many.
-    opcodes, regs, offs, imms = zip(*slots, strict=True)
-    packed = bytes(regs)
+            missing = set(words)
+        for word in missing:
+            opcode, regs, off, imm = _SLOT.unpack(word.to_bytes(SLOT, "little"))
+            rows[word] = find_row(opcode, regs >> 4, off, imm)
+    ops = data[::SLOT]
+    regs = data[1::SLOT]
+    imms = _words(data, "i")[1::2]
     insns = list(map(tuple.__new__, repeat(Insn), zip(
-        range(len(slots)), opcodes, packed.translate(_DST), packed.translate(_SRC), offs, imms,
-        map(rows.__getitem__, slots), strict=True)))
-    ops = bytes(opcodes)
+        range(nslots), ops, regs.translate(_DST), regs.translate(_SRC),
+        _words(data, "h")[1::4], imms, map(rows.__getitem__, words), strict=True)))
     pc = ops.find(_LDDW_OPCODE)
     if pc < 0:
         return insns
-    keep = bytearray(b"\1") * len(slots)
+    keep = bytearray(b"\1") * nslots
     while pc >= 0:  # each lddw takes the next slot's imm as its high half
-        if pc + 1 >= len(slots):
+        if pc + 1 >= nslots:
             raise DecodeError("lddw is missing its second slot", pc)
         first = insns[pc]
         insns[pc] = first._replace(imm=(first.imm & _M32) | ((imms[pc + 1] & _M32) << 32))

@@ -224,8 +224,14 @@ class _Translator:
                             if stack_clear is None else stack_clear)
         self.asm = X86Assembler()
         self.blocks = basic_blocks(self.insns)
-        self.labels = {block[0].pc: Label() for block in self.blocks}
-        """Labels of block starts: the only places jumps and calls go."""
+        self.starts = {block[0].pc for block in self.blocks}
+        """Block starts: the only places jumps and calls go."""
+        self.positions: dict[int, int] = {}
+        """Code offset of each block start, by pc, once placed."""
+        self.labels: dict[int, Label] = {}
+        """Labels of block starts that code built by the assembler goes to."""
+        self.block_fixups: list[tuple[int, int]] = []
+        """rel32 fields (offset) that go to a block start (pc): cached jumps."""
         self.invalid: dict[int, str] = {}
         self.cold: list[Callable[[], None]] = []
         a = self.asm
@@ -264,7 +270,7 @@ class _Translator:
         a.bind(self.entry_label)
         self._prologue()
         data = a.buf.data
-        labels = self.labels
+        positions = self.positions
         record = self.record
         pc_offset = self.pc_offsets.append
         emit_insn = self._insn
@@ -275,7 +281,7 @@ class _Translator:
         at = 0  # index of the block's first instruction
         for block in self.blocks:
             first = block[0]
-            labels[first.pc].position = len(data)  # a block label, bound once here
+            positions[first.pc] = len(data)
             if record:
                 pc_offset((first.pc, len(data)))
             if checked:
@@ -298,8 +304,8 @@ class _Translator:
                 for insn in block:
                     emit_insn(insn)
             last = block[-1]
-            if id(last.row) not in ends_block:
-                self._block_end(last, jump=False)
+            if id(last.row) not in ends_block and last.pc + last.slots not in self.starts:
+                self._block_end(last, jump=False)  # falls off the end
         if not self.blocks:  # an empty program (unverified): pc 0 is already past the end
             self.invalid[0] = "execution falls off the end of the program"
             a.mov_ri(TMP, 0, w64=False)
@@ -309,6 +315,7 @@ class _Translator:
         for emit in self.cold:
             emit()
         self._access_stubs()  # last: cold code (fused blocks' copies) adds some
+        self._place_blocks()
         code = a.code()
         if _RUNTIME_CACHE is None:
             _cache_runtime(code[:entry], {name: _position(getattr(self, name))
@@ -316,12 +323,29 @@ class _Translator:
         return JitCode(code, entry, repeat_entry, batch_entry, self.blocks,
                        self.invalid, self.pc_offsets, body_end)
 
+    def label(self, pc: int) -> Label | None:
+        """The label of the block starting at `pc`, None when no block does."""
+        label = self.labels.get(pc)
+        if label is None and pc in self.starts:
+            label = self.labels[pc] = Label(f"pc {pc}")
+        return label
+
+    def _place_blocks(self) -> None:
+        """Once every block is placed: bind the block labels, patch the cached jumps."""
+        positions = self.positions
+        for pc, label in self.labels.items():
+            label.position = positions[pc]
+        data = self.asm.buf.data
+        rel32 = _REL32.pack_into
+        for at, pc in self.block_fixups:
+            rel32(data, at, positions[pc] - (at + REL32_SIZE))
+
     def _block_end(self, last: Insn, jump: bool) -> None:
         """After a block's last instruction: when it can fall through, go on
         to the next block (with a jump unless it follows directly)."""
         if not _falls_through(last):
             return
-        label = self.labels.get(last.pc + last.slots)
+        label = self.label(last.pc + last.slots)
         if label is None:
             self._to_invalid(last, "execution falls off the end of the program")
         elif jump:
@@ -689,10 +713,10 @@ class _Translator:
         if holed is not None:
             data = buf.data
             if len(holed) == 2:  # a jump: its code, ending in the rel32 to its target
-                label = self.labels.get(insn.pc + holed[1])
-                if label is not None:
+                target = insn.pc + holed[1]
+                if target in self.starts:
                     data += holed[0]
-                    buf.fixups.append((len(data) - REL32_SIZE, label))
+                    self.block_fixups.append((len(data) - REL32_SIZE, target))
                     return
             else:  # a checked access: its code, and a stub to place later
                 code, hole, base, off, info = holed
@@ -733,7 +757,7 @@ class _Translator:
 
     def jump_to(self, insn: Insn, target: int, cond: Cond | None) -> None:
         a = self.asm
-        label = self.labels.get(target)
+        label = self.label(target)
         if label is None:
             what = "outside the program" if target < 0 or target >= self._nslots() else "into an lddw"
             if cond is None:
@@ -1246,7 +1270,7 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
 
 def _emit_call_local(t: _Translator, insn: Insn, _row: OpInfo) -> None:
     a = t.asm
-    target = t.labels.get(insn.pc + 1 + insn.imm)
+    target = t.label(insn.pc + 1 + insn.imm)
     if target is None:
         t._to_invalid(insn, f"local call to {insn.pc + 1 + insn.imm}, which is not an instruction")
         return

@@ -298,7 +298,7 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
     """Lay out `frames` in `buffer` (each behind its xdp_md when `slot`) and
     run them all in one native call."""
     view, base = buffer.view, buffer.base
-    spans = array.array("Q", bytes(16 * len(frames)))
+    spans = array.array("Q", [0]) * (2 * len(frames))
     offset = 0
     pack = XDP_MD.pack_into
     for index, (_timestamp, frame) in enumerate(frames):

@@ -408,11 +408,12 @@ class EbpfVmRaw(_VmBase):
                 self._last_jit = jit
                 size = len(mem)
                 return jit.run(mem, id(mem), size, True, 0, size, self.budget, _RAW_BYTEARRAY)
-            if kind is memoryview and MEMORYVIEW_BUF and mem.c_contiguous and mem.nbytes:
-                self._last_jit = jit
+            if kind is memoryview and MEMORYVIEW_BUF and mem.c_contiguous:
                 size = mem.nbytes
-                return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self.budget,
-                               _RAW_MEMORYVIEW)
+                if size:
+                    self._last_jit = jit
+                    return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self.budget,
+                                   _RAW_MEMORYVIEW)
         data = _run_input(mem)
         return self._run_jit(data, data.ptr, data.size)
 

@@ -35,6 +35,7 @@ NO_BUDGET = 1 << 63
 """Budget value that never runs out (2**63 instructions)."""
 M64 = (1 << 64) - 1
 _REGION_CAPACITY = 16
+_FAULT_WORD = field_offset("fault") // 8
 _U64_ZERO = array.array("Q", [0])
 """Repeated to make zeroed uint64 arrays: no zeroed bytes object to copy first."""
 _IN_LAYOUT = struct.Struct("<9Q")
@@ -120,6 +121,8 @@ class JitProgram:
         self.ctx = JitContext()
         self.ctx_addr = ctypes.addressof(self.ctx)
         self._ctx_bytes = (ctypes.c_char * ctypes.sizeof(self.ctx)).from_address(self.ctx_addr)
+        self._fault = memoryview(self._ctx_bytes).cast("B").cast("Q")[_FAULT_WORD:_FAULT_WORD + 1]
+        """ctx.fault as a one-item view: reads faster than the ctypes field."""
         self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr,
                                      stack_clear=len(stack.view))
         self.memory = ExecMemory(self.jit.code)
@@ -214,7 +217,7 @@ class JitProgram:
             result: int = self._entry()
         finally:
             busy.on = False
-        if self.ctx.fault:
+        if self._fault[0]:
             try:
                 return self._stopped(budget)
             finally:

@@ -222,3 +222,41 @@ def test_observable_stack() -> None:
     assert seen("mov r1, r10\nexit") == 512
     assert seen("stxdw [r10-8], r10\nexit") == 512  # stores the frame pointer itself
     assert seen("jeq r10, 0, +0\nexit") == 512
+
+
+def _clear_translation_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ebpfvm.jit import translate as t
+    monkeypatch.setattr(t, "_INSN_CACHE", {True: {}, False: {}})
+    monkeypatch.setattr(t, "_HOLED_CACHE", {True: {}, False: {}})
+    for name in ("_TEMPLATES", "_CHARGES", "_PROLOGUES", "_ACCESS_STUBS"):
+        monkeypatch.setattr(t, name, {})
+    monkeypatch.setattr(t, "_RUNTIME_CACHE", None)
+    t._budget_stub.cache_clear()
+
+
+def _corpus() -> list[bytes]:
+    from conftest import conformance_dir
+    from ebpfvm.testdata import read_data_file
+    programs = [read_data_file(path).program() for path in sorted(conformance_dir().glob("*.data"))]
+    bench = Path(__file__).resolve().parents[2] / "shared" / "bench" / "out"
+    programs += [path.read_bytes() for path in sorted(bench.glob("*.bin"))]
+    return [SUM, *programs]
+
+
+@pytest.mark.parametrize("checked", [True, False], ids=["checked", "unchecked"])
+def test_cached_translation_is_the_code_a_cold_translation_makes(
+        checked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instructions, jumps, checked accesses, stubs and the entry are placed
+    from caches filled by earlier programs; each program's code must be what a
+    translation with every cache empty makes."""
+    from ebpfvm.encoding import decode
+    from ebpfvm.jit.translate import translate
+    programs = [decode(program) for program in _corpus()]
+    assert len(programs) > 300
+    context = 0x7F12_3456_7000
+    warm = [translate(insns, context=context, checked=checked).code for insns in programs]
+    for insns, code in zip(programs, warm, strict=True):
+        with monkeypatch.context() as patch:
+            _clear_translation_caches(patch)
+            cold = translate(insns, context=context, checked=checked).code
+        assert cold == code

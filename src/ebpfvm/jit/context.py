@@ -55,10 +55,10 @@ class JitContext(ctypes.Structure):
         ("in_wmask", U64),  # all ones when the input is writable, else 0
         ("in_r1", U64),
         ("in_r2", U64),
+        ("in_flags", U64),  # IN_* flags below
         ("in_budget", U64),
         ("in_nregions", U64),  # region-table entries valid at the start of the run
         ("fault", U64),
-        ("in_flags", U64),  # IN_* flags below
         # per-VM constants
         ("s_lo", U64),  # stack region start
         ("s_top", U64),  # stack region end: r10 at entry

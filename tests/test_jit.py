@@ -260,3 +260,21 @@ def test_cached_translation_is_the_code_a_cold_translation_makes(
             _clear_translation_caches(patch)
             cold = translate(insns, context=context, checked=checked).code
         assert cold == code
+
+
+def test_a_run_after_a_batch_or_test_run_uses_its_own_input() -> None:
+    """A run with the same input as the run before it writes nothing into the
+    context; a batch or test_run in between must not leave theirs behind."""
+    vm = EbpfVmRaw(SUM)
+    vm.jit_compile()
+    mine = memoryview(bytearray([1, 2, 3]))  # sum 6
+    others = bytearray([10, 20, 30, 40])  # sum 100
+    assert vm.execute_program_jit(mine) == 6
+    assert list(vm.execute_spans(others, [(0, 4), (1, 3)])) == [100, 90]
+    assert vm.execute_program_jit(mine) == 6
+    assert vm.execute_batch([bytes([50, 50]), bytes([7])]) == [100, 7]
+    assert vm.execute_program_jit(mine) == 6
+    assert vm.test_run(others, repeat=3)[0] == 100
+    assert vm.execute_program_jit(mine) == 6
+    mine[0] = 4  # same object, new contents: read afresh
+    assert vm.execute_program_jit(mine) == 9

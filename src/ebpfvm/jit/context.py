@@ -28,7 +28,7 @@ class Fault(IntEnum):
 
 
 IN_BYTEARRAY = 1
-"""in_ptr holds a CPython buffer object (bytearray, memoryview): the code reads
+"""in_arg holds a CPython buffer object (bytearray, memoryview): the code reads
 its data pointer at the offset in_flags >> IN_OFFSET_SHIFT."""
 IN_R1_IS_INPUT = 2
 """With IN_BYTEARRAY: r1 is the input's address (EbpfVmRaw)."""
@@ -50,7 +50,7 @@ class JitContext(ctypes.Structure):
 
     _fields_ = [
         # inputs of one run, written together by Python (or by the batch driver)
-        ("in_ptr", U64),  # input memory address
+        ("in_arg", U64),  # input memory address, or its buffer object (IN_BYTEARRAY)
         ("in_len", U64),  # input memory length
         ("in_wmask", U64),  # all ones when the input is writable, else 0
         ("in_r1", U64),
@@ -70,6 +70,8 @@ class JitContext(ctypes.Structure):
         ("data_end_off", U64),
         ("batch_limit", U64),  # batch: every span must end at or below this offset
         # run state
+        ("in_ptr", U64),  # input memory address (in_arg, resolved)
+        ("r1_run", U64),  # r1 at entry: in_r1, or in_ptr with IN_R1_IS_INPUT
         ("p_cnt", U64 * 4),  # valid offsets in the input for sizes 1, 2, 4, 8 (loads)
         ("p_wcnt", U64 * 4),  # the same for stores; 0 when read-only
         ("nregions", U64),

@@ -36,11 +36,10 @@ NO_BUDGET = 1 << 63
 M64 = (1 << 64) - 1
 _REGION_CAPACITY = 16
 _FAULT_WORD = field_offset("fault") // 8
-_UNSETTLED = object()
 _U64_ZERO = array.array("Q", [0])
 """Repeated to make zeroed uint64 arrays: no zeroed bytes object to copy first."""
 _IN_LAYOUT = struct.Struct("<9Q")
-"""in_ptr, in_len, in_wmask, in_r1, in_r2, in_flags, in_budget, in_nregions, fault."""
+"""in_arg, in_len, in_wmask, in_r1, in_r2, in_flags, in_budget, in_nregions, fault."""
 assert _IN_LAYOUT.size == field_offset("s_lo")
 _RUN_LAYOUT = struct.Struct("<6Q")
 """Its first six fields, which change from run to run: the rest (budget, region
@@ -174,10 +173,11 @@ class JitProgram:
 
     def set_extra(self, extra: Sequence[Region]) -> None:
         """Regions after the stack and the input (entry 0 and 1 of the table)."""
-        self._settled_budget: object = _UNSETTLED
-        """The budget the context's in_budget holds, with in_nregions =
-        base_nregions and fault = 0, as the last run() left them; _UNSETTLED
-        when anything else may have changed them since."""
+        self._settled: tuple[int, int, bool, int, int, int, int | None] | None = None
+        """The inputs, flags and budget the context's in_* block holds (with
+        in_nregions = base_nregions and fault = 0), as the last run() wrote and
+        left them: generated code only reads that block. None when anything
+        else may have changed it since."""
         self.extra = list(extra)
         self._write_table([self.stack, Region(0, memoryview(b""), False, "input"), *self.extra])
         self.base_nregions = 2 + len(self.extra)
@@ -219,20 +219,23 @@ class JitProgram:
         busy.on = True
         self._run_obj = obj
         self._unwound = False
-        if budget == self._settled_budget:  # and the region count too (see _settled_budget)
-            _RUN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1, r2,
-                                  flags)
-        else:
-            _IN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1, r2,
-                                 flags, NO_BUDGET if budget is None else budget,
-                                 self.base_nregions, 0)
-            self._settled_budget = budget
+        key = (ptr, size, writable, r1, r2, flags, budget)
+        settled = self._settled
+        if key != settled:  # else the context holds these inputs already
+            if settled is not None and settled[6] == budget:
+                _RUN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1,
+                                      r2, flags)
+            else:
+                _IN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1,
+                                     r2, flags, NO_BUDGET if budget is None else budget,
+                                     self.base_nregions, 0)
+            self._settled = key
         try:
             result: int = self._entry()
         finally:
             busy.on = False
         if self._fault[0]:
-            self._settled_budget = _UNSETTLED
+            self._settled = None
             try:
                 return self._stopped(budget)
             finally:
@@ -247,7 +250,7 @@ class JitProgram:
         self._input = data
         self._unwound = False
         self._machine = None
-        self._settled_budget = _UNSETTLED
+        self._settled = None
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
                              r1, r2, 0, NO_BUDGET if budget is None else budget,
                              self.base_nregions, 0)
@@ -286,7 +289,7 @@ class JitProgram:
         spans_addr = _buffer_address(view)
         results_addr = _buffer_address(results)
         keep = r1 is not None
-        self._settled_budget = _UNSETTLED
+        self._settled = None
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
                              0, NO_BUDGET if budget is None else budget, self.base_nregions, 0)
         self.ctx.batch_limit = limit

@@ -453,7 +453,7 @@ class _Translator:
         self._input_bounds()
         a.store_imm(_ctx("depth"), 0, QWORD)
         self._fixed_mbuff()
-        a.load(REG_MAP[1], _ctx("in_r1"), QWORD)
+        a.load(REG_MAP[1], _ctx("r1_run"), QWORD)
         a.load(REG_MAP[2], _ctx("in_r2"), QWORD)
         a.load(REG_MAP[10], _ctx("s_top"), QWORD)
         a.load(BUDGET, _ctx("in_budget"), QWORD)
@@ -485,18 +485,23 @@ class _Translator:
         Python holds the GIL during the run, so nothing moves the data."""
         a = self.asm
         done = a.new_label()
+        a.load(X.RAX, _ctx("in_arg"), QWORD)
+        a.load(X.RDX, _ctx("in_r1"), QWORD)
         a.load(X.RCX, _ctx("in_flags"), QWORD)
         a.test_ri(X.RCX, IN_BYTEARRAY, w64=False)
         a.jcc(Cond.E, done)
-        a.mov_rr(X.RAX, X.RCX)
-        a.shift_ri(ShiftOp.SHR, X.RAX, IN_OFFSET_SHIFT)
-        a.alu_rm(AluOp.ADD, X.RAX, _ctx("in_ptr"))
-        a.load(X.RAX, Mem(X.RAX, 0), QWORD)
-        a.store(_ctx("in_ptr"), X.RAX, QWORD)
+        a.mov_rr(ADDR, X.RCX)
+        a.shift_ri(ShiftOp.SHR, ADDR, IN_OFFSET_SHIFT)
+        a.alu_rr(AluOp.ADD, ADDR, X.RAX)
+        a.load(X.RAX, Mem(ADDR, 0), QWORD)
         a.test_ri(X.RCX, IN_R1_IS_INPUT, w64=False)
         a.jcc(Cond.E, done)
-        a.store(_ctx("in_r1"), X.RAX, QWORD)
+        a.mov_rr(X.RDX, X.RAX)
         a.bind(done)
+        # Python's in_* fields stay as Python wrote them: a run with the same
+        # input needs no writes at all (see JitProgram.run).
+        a.store(_ctx("in_ptr"), X.RAX, QWORD)
+        a.store(_ctx("r1_run"), X.RDX, QWORD)
 
     def _input_bounds(self) -> None:
         """Valid-offset counts of the input per access size, and its region entry."""
@@ -838,7 +843,7 @@ class _Translator:
         a.alu_rr(AluOp.CMP, X.RAX, X.RCX)
         a.jcc(Cond.A, bad_span)
         a.alu_rm(AluOp.ADD, X.RAX, Mem(X.RSP, ALIGN_PAD))
-        a.store(Mem(X.R12, field_offset("in_ptr")), X.RAX, QWORD)
+        a.store(Mem(X.R12, field_offset("in_arg")), X.RAX, QWORD)
         a.store(Mem(X.R12, field_offset("in_len")), X.RDX, QWORD)
         a.test_rr(X.RBX, X.RBX)
         a.jcc(Cond.NE, regs_set)

@@ -278,3 +278,15 @@ def test_a_run_after_a_batch_or_test_run_uses_its_own_input() -> None:
     assert vm.execute_program_jit(mine) == 6
     mine[0] = 4  # same object, new contents: read afresh
     assert vm.execute_program_jit(mine) == 9
+
+
+def test_translation_layer_has_no_hex_literals() -> None:
+    """Machine code comes from the encoder; the translation layer names
+    registers, operations and fields, never bytes (the issue's rule)."""
+    import io
+    import tokenize
+    source = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "jit" / "translate.py"
+    tokens = tokenize.generate_tokens(io.StringIO(source.read_text()).readline)
+    hex_literals = [(token.start[0], token.string) for token in tokens
+                    if token.type == tokenize.NUMBER and token.string.lower().startswith("0x")]
+    assert hex_literals == []

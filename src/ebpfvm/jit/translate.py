@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
+from ..alu import M32
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
 from ..isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg
@@ -146,8 +147,8 @@ _INFO_LOW_MASK = (1 << FAULT_INFO_SHIFT) - 1
 _REL32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _ACCESS_STUBS: dict[tuple[int, int], tuple[bytes, int, int, int]] = {}
-_INFO_MARK = 0x7A5A_5A5A
-"""An imm32 that stub templates are built with, to find where they keep it."""
+_INFO_MARK = (1 << 31) - 1
+"""The imm32 stub templates are built with; their builders assert where it sits."""
 
 
 def _remember(cache: dict[tuple[int, ...], _T], key: tuple[int, ...], value: _T) -> None:
@@ -675,7 +676,7 @@ class _Translator:
         a.load(X.RDI, _ctx("nregions"), QWORD)
         a.mov_rr(X.RDX, TMP, w64=False)
         a.shift_ri(ShiftOp.SHR, X.RDX, 1, w64=False)
-        a.alu_ri(AluOp.AND, X.RDX, 0xF, w64=False)  # the access size
+        a.alu_ri(AluOp.AND, X.RDX, _INFO_LOW_MASK >> 1, w64=False)  # the access size
         a.bind(loop)
         a.test_rr(X.RDI, X.RDI)
         a.jcc(Cond.E, fail)
@@ -1253,7 +1254,7 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     if row.form is Form.CALLX:
         a.mov_rr(ADDR, REG_MAP[insn.dst])
     else:
-        a.mov_ri(ADDR, insn.imm & 0xFFFF_FFFF, w64=False)
+        a.mov_ri(ADDR, insn.imm & M32, w64=False)
     a.store_imm(_ctx("helper_pc"), insn.pc, QWORD)
     for reg in HELPER_SAVED:
         a.push(reg)

@@ -26,18 +26,9 @@ from ebpfvm.jit.execmem import ExecMemory, jit_supported
 
 pytestmark = pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))
 
-SUM = assemble("""
-    mov r0, 0
-    jeq r2, 0, done
-loop:
-    ldxb r3, [r1]
-    add r0, r3
-    add r1, 1
-    sub r2, 1
-    jne r2, 0, loop
-done:
-    exit
-""")
+SUM = assemble((Path(__file__).resolve().parents[1] / "examples" / "asm" / "sum_bytes.s")
+               .read_text())
+"""Sums the input's bytes: the example the CLI's asm command assembles."""
 
 
 def _mapping(address: int) -> str | None:
@@ -235,11 +226,10 @@ def _clear_translation_caches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _corpus() -> list[bytes]:
-    from conftest import conformance_dir
+    from conftest import bench_dir, conformance_dir
     from ebpfvm.testdata import read_data_file
     programs = [read_data_file(path).program() for path in sorted(conformance_dir().glob("*.data"))]
-    bench = Path(__file__).resolve().parents[2] / "shared" / "bench" / "out"
-    programs += [path.read_bytes() for path in sorted(bench.glob("*.bin"))]
+    programs += [path.read_bytes() for path in sorted((bench_dir() / "out").glob("*.bin"))]
     return [SUM, *programs]
 
 

@@ -18,7 +18,7 @@ import struct
 
 from ebpfvm.errors import JitError
 
-__all__ = ["CodeBuffer", "Fixup", "Label", "UnboundLabelError"]
+__all__ = ["CodeBuffer", "Fixup", "Label", "UnboundLabelError", "patch_rel32"]
 
 REL32_SIZE = 4
 _REL32_HOLE = bytes(REL32_SIZE)
@@ -54,6 +54,12 @@ class Label:
 Fixup = tuple[int, Label]
 """A rel32 field at an offset in the buffer that must point at a label (a plain
 tuple: programs make many, and a tuple display is the cheapest to build)."""
+
+
+def patch_rel32(data: bytearray, at: int, target: int) -> None:
+    """Point the rel32 field at offset `at` of `data` at offset `target` (both
+    in `data`, which machine code never makes 2 GiB long)."""
+    _REL32.pack_into(data, at, target - (at + REL32_SIZE))
 
 
 def _check_range(value: int, low: int, high: int, what: str) -> None:
@@ -124,7 +130,7 @@ class CodeBuffer:
             target = label.position
             if target is None or not start <= target <= end:
                 return None
-            _REL32.pack_into(piece, offset - start, target - (offset + REL32_SIZE))
+            patch_rel32(piece, offset - start, target - start)
         return bytes(piece)
 
     def resolve(self) -> None:

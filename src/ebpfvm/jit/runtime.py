@@ -144,6 +144,11 @@ class JitProgram:
             self.ctx.mbuff = mbuff.start
             self.ctx.data_off = data_off
             self.ctx.data_end_off = data_end_off
+        self._settled: tuple[int, int, bool, int, int, int, int | None] | None = None
+        """The inputs, flags and budget the context's in_* block holds (with
+        in_nregions = base_nregions and fault = 0), as the last run() wrote and
+        left them: generated code only reads that block. None when anything
+        else may have changed it since."""
         self.extra: list[Region] = list(extra)
         self._table_regions: list[Region] = []
         self._table = (RegionEntry * _REGION_CAPACITY)()
@@ -173,11 +178,7 @@ class JitProgram:
 
     def set_extra(self, extra: Sequence[Region]) -> None:
         """Regions after the stack and the input (entry 0 and 1 of the table)."""
-        self._settled: tuple[int, int, bool, int, int, int, int | None] | None = None
-        """The inputs, flags and budget the context's in_* block holds (with
-        in_nregions = base_nregions and fault = 0), as the last run() wrote and
-        left them: generated code only reads that block. None when anything
-        else may have changed it since."""
+        self._settled = None
         self.extra = list(extra)
         self._write_table([self.stack, Region(0, memoryview(b""), False, "input"), *self.extra])
         self.base_nregions = 2 + len(self.extra)
@@ -226,9 +227,7 @@ class JitProgram:
                 _RUN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1,
                                       r2, flags)
             else:
-                _IN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1,
-                                     r2, flags, NO_BUDGET if budget is None else budget,
-                                     self.base_nregions, 0)
+                self._write_inputs(ptr, size, writable, r1, r2, flags, budget)
             self._settled = key
         try:
             result: int = self._entry()
@@ -245,15 +244,19 @@ class JitProgram:
             self._release()
         return result
 
+    def _write_inputs(self, arg: int, size: int, writable: bool, r1: int, r2: int, flags: int,
+                      budget: int | None) -> None:
+        """Write the context's whole in_* block (no fault) for the runs to come."""
+        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, arg, size, M64 if writable else 0, r1, r2, flags,
+                             NO_BUDGET if budget is None else budget, self.base_nregions, 0)
+        self._settled = None  # run() says otherwise when it wrote them
+
     def repeat(self, data: RunInput, r1: int, r2: int, budget: int | None, count: int) -> int:
         """Run `count` times in one native call; returns the last r0."""
         self._input = data
         self._unwound = False
         self._machine = None
-        self._settled = None
-        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, data.ptr, data.size, M64 if data.writable else 0,
-                             r1, r2, 0, NO_BUDGET if budget is None else budget,
-                             self.base_nregions, 0)
+        self._write_inputs(data.ptr, data.size, data.writable, r1, r2, 0, budget)
         self.busy.enter()
         self._batching = True  # each repetition gets a fresh helper machine
         try:
@@ -289,9 +292,7 @@ class JitProgram:
         spans_addr = _buffer_address(view)
         results_addr = _buffer_address(results)
         keep = r1 is not None
-        self._settled = None
-        _IN_LAYOUT.pack_into(self._ctx_bytes, 0, 0, 0, M64 if writable else 0, r1 or 0, r2 or 0,
-                             0, NO_BUDGET if budget is None else budget, self.base_nregions, 0)
+        self._write_inputs(0, 0, writable, r1 or 0, r2 or 0, 0, budget)
         self.ctx.batch_limit = limit
         self._machine = None
         self._unwound = False

@@ -48,7 +48,7 @@ from ..alu import M32
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
 from ..encoding import Insn
 from ..isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg
-from .codebuf import REL32_SIZE
+from .codebuf import REL32_SIZE, patch_rel32
 from .context import (
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
@@ -144,7 +144,6 @@ only but which need something placed per use.
   fault info without the pc); each needs its own cold stub."""
 _JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
 _INFO_LOW_MASK = (1 << FAULT_INFO_SHIFT) - 1
-_REL32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _ACCESS_STUBS: dict[tuple[int, int], tuple[bytes, int, int, int]] = {}
 _INFO_MARK = (1 << 31) - 1
@@ -157,17 +156,22 @@ def _remember(cache: dict[tuple[int, ...], _T], key: tuple[int, ...], value: _T)
     cache[key] = value
 
 
+def _mov_tmp_imm32(a: X86Assembler) -> int:
+    """``mov ecx, imm32`` with a placeholder imm32; returns where the imm32 sits."""
+    a.mov_ri(TMP, _INFO_MARK, w64=False)
+    at = a.buf.position - _U32.size
+    assert _U32.unpack_from(a.buf.data, at)[0] == _INFO_MARK, "mov r32, imm32 ends in imm32"
+    return at
+
+
 @functools.cache
 def _budget_stub() -> tuple[bytes, int, int]:
     """A block's budget stub: (code, offset of the block index u32, of the
     jump's rel32), see _Translator._budget_stubs."""
     a = X86Assembler()
-    a.mov_ri(TMP, _INFO_MARK, w64=False)  # imm32 last
-    index_at = a.buf.position - 4
+    index_at = _mov_tmp_imm32(a)
     a.jmp(Label("hole"))
-    code = bytes(a.buf.data)
-    assert _U32.unpack_from(code, index_at)[0] == _INFO_MARK, "mov r32, imm32 ends in imm32"
-    return code, index_at, len(code) - REL32_SIZE
+    return bytes(a.buf.data), index_at, a.buf.position - REL32_SIZE
 
 
 def _access_stub(base: int, off: int) -> tuple[bytes, int, int, int]:
@@ -178,16 +182,15 @@ def _access_stub(base: int, off: int) -> tuple[bytes, int, int, int]:
         a = X86Assembler()
         hole = Label("hole")
         a.lea(ADDR, Mem(REG_MAP[base], off))
-        a.mov_ri(TMP, _INFO_MARK, w64=False)  # imm32 last
-        info_at = a.buf.position - 4
+        info_at = _mov_tmp_imm32(a)
         a.call(hole)
         call_at = a.buf.position - REL32_SIZE
         a.jmp(hole)
         jmp_at = a.buf.position - REL32_SIZE
-        code = bytes(a.buf.data)
-        assert _U32.unpack_from(code, info_at)[0] == _INFO_MARK, "mov r32, imm32 ends in imm32"
-        stub = _ACCESS_STUBS[(base, off)] = (code, info_at, call_at, jmp_at)
+        stub = _ACCESS_STUBS[(base, off)] = (bytes(a.buf.data), info_at, call_at, jmp_at)
     return stub
+
+
 _POSITION_FREE_FORMS = frozenset({
     Form.ALU_K, Form.ALU_X, Form.NEG, Form.ENDIAN, Form.LDDW, Form.LDX, Form.ST, Form.STX,
     Form.ATOMIC,
@@ -337,9 +340,8 @@ class _Translator:
         for pc, label in self.labels.items():
             label.position = positions[pc]
         data = self.asm.buf.data
-        rel32 = _REL32.pack_into
         for at, pc in self.block_fixups:
-            rel32(data, at, positions[pc] - (at + REL32_SIZE))
+            patch_rel32(data, at, positions[pc])
 
     def _block_end(self, last: Insn, jump: bool) -> None:
         """After a block's last instruction: when it can fall through, go on
@@ -599,14 +601,13 @@ class _Translator:
         code, index_at, jmp_at = _budget_stub()
         fail = _position(self.budget_fail)
         data = self.asm.buf.data
-        rel32 = _REL32.pack_into
         u32 = _U32.pack_into
         for block_index, hole in enumerate(self.budget_stubs):
             at = len(data)
-            rel32(data, hole, at - (hole + REL32_SIZE))
+            patch_rel32(data, hole, at)
             data += code
             u32(data, at + index_at, block_index)
-            rel32(data, at + jmp_at, fail - (at + jmp_at + REL32_SIZE))
+            patch_rel32(data, at + jmp_at, fail)
 
     def _to_invalid(self, insn: Insn, reason: str) -> None:
         """Stop with InvalidInstruction at `insn` when this point is reached."""
@@ -651,16 +652,15 @@ class _Translator:
         follows its check's rel32."""
         data = self.asm.buf.data
         slowpath = _position(self.slowpath)
-        rel32 = _REL32.pack_into
         u32 = _U32.pack_into
         for hole, base, off, info in self.access_stubs:
             stub = len(data)
-            rel32(data, hole, stub - (hole + REL32_SIZE))
+            patch_rel32(data, hole, stub)
             code, info_at, call_at, jmp_at = _access_stub(base, off)
             data += code
             u32(data, stub + info_at, info)
-            rel32(data, stub + call_at, slowpath - (stub + call_at + REL32_SIZE))
-            rel32(data, stub + jmp_at, hole + REL32_SIZE - (stub + jmp_at + REL32_SIZE))
+            patch_rel32(data, stub + call_at, slowpath)
+            patch_rel32(data, stub + jmp_at, hole + REL32_SIZE)  # back to the access
 
     def _slowpath(self) -> None:
         """Walk the region table for [r11, r11 + size); return if allowed, else

@@ -21,7 +21,11 @@ from .errors import (
     JitUnsupported,
     MapError,
     MemoryFault,
+    ResourceLimit,
+    RunInterrupted,
+    TailCallFault,
     VerifierError,
+    VmBusy,
     VmFault,
 )
 from .helpers import Helper, HelperContext
@@ -66,7 +70,11 @@ __all__ = [
     "MemoryFault",
     "Program",
     "QueueMap",
+    "ResourceLimit",
+    "RunInterrupted",
+    "TailCallFault",
     "VerifierError",
+    "VmBusy",
     "VmFault",
     "__version__",
     "assemble",

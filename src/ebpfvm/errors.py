@@ -9,12 +9,16 @@ on the type and the fields, never on the wording of the message.
     ├── VerifierError(pc, reason)
     ├── ElfError(section)
     ├── MapError
+    ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)
+    ├── VmBusy                        (the VM is running: re-entry, close, set_program)
     ├── JitError ── JitUnsupported(opcode)
     └── VmFault(pc)
         ├── MemoryFault(address, size, access)
-        ├── HelperFault(helper_id)      (exception inside a helper, or unknown helper)
+        ├── HelperFault(helper_id, cause, chain)  (exception inside a helper, or unknown helper)
         ├── BudgetExceeded(count)
         ├── CallDepthExceeded(depth)
+        ├── TailCallFault(chain)        (a fault inside a tail-called program)
+        ├── RunInterrupted              (Ctrl-C; also a KeyboardInterrupt)
         └── InvalidInstruction(opcode)  (reached an instruction it cannot run)
 """
 
@@ -33,7 +37,11 @@ __all__ = [
     "JitUnsupported",
     "MapError",
     "MemoryFault",
+    "ResourceLimit",
+    "RunInterrupted",
+    "TailCallFault",
     "VerifierError",
+    "VmBusy",
     "VmFault",
 ]
 
@@ -91,6 +99,25 @@ class MapError(EbpfError):
     """Invalid map definition or operation."""
 
 
+class ResourceLimit(EbpfError):
+    """A request over one of the configured resource bounds (see the guide's
+    resource model): `resource` names the bound, `limit` is its value and
+    `requested` what was asked for, in the same unit."""
+
+    def __init__(self, resource: str, limit: int, requested: int, detail: str = "") -> None:
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"{resource} limit of {limit} exceeded (asked for {requested}){extra}")
+        self.resource = resource
+        self.limit = limit
+        self.requested = requested
+
+
+class VmBusy(EbpfError):
+    """The VM is in the middle of a run, and the call would disturb it: a
+    helper running the same VM again, closing it or loading another program,
+    or a second thread using a VM that is running."""
+
+
 class JitError(EbpfError):
     """The JIT compiler cannot be used or failed."""
 
@@ -138,6 +165,7 @@ class HelperFault(VmFault):
         self.helper_id = helper_id
         self.helper_name = helper_name
         self.cause: BaseException | None = None
+        """The exception the helper raised, when it raised one."""
 
 
 class BudgetExceeded(VmFault):
@@ -155,6 +183,30 @@ class CallDepthExceeded(VmFault):
     def __init__(self, pc: int, depth: int) -> None:
         super().__init__(f"call depth exceeds {depth} frames", pc)
         self.depth = depth
+
+
+class TailCallFault(VmFault):
+    """A program reached by tail calls faulted. `pc` is the pc of the tail
+    call in the outermost program; `chain` names the programs from the
+    outermost caller to the one that faulted; `fault` is that program's own
+    typed error (its pc is a pc of the last program in `chain`). The message
+    stays short however long the chain is."""
+
+    def __init__(self, pc: int, chain: tuple[str, ...], fault: VmFault) -> None:
+        shown = " -> ".join(chain) if len(chain) <= 6 else \
+            " -> ".join((*chain[:3], f"... {len(chain) - 5} more ...", *chain[-2:]))
+        super().__init__(f"in tail-called program {chain[-1]!r} ({shown}): "
+                         f"{type(fault).__name__} at pc {fault.pc}: {fault.reason[:200]}", pc)
+        self.chain = chain
+        self.fault = fault
+
+
+class RunInterrupted(VmFault, KeyboardInterrupt):
+    """The run was interrupted (SIGINT, Ctrl-C) at or near `pc`. It is also a
+    KeyboardInterrupt, so ``except KeyboardInterrupt`` still stops a script."""
+
+    def __init__(self, pc: int) -> None:
+        super().__init__("run interrupted", pc)
 
 
 class InvalidInstruction(VmFault):

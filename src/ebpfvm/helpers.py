@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
+from .errors import BudgetExceeded
 from .memory import AddressSpace, Region
 
 __all__ = [
     "BPF_KTIME_GETNS_IDX",
     "BPF_TRACE_PRINTK_IDX",
+    "HELPER_BYTES_PER_UNIT",
+    "NO_BUDGET",
     "Helper",
     "HelperContext",
     "Unwind",
@@ -74,16 +77,44 @@ def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context:
     return Helper(fn, label, context)
 
 
-class HelperContext:
-    """What a context helper can do during a run. `pc` is the calling instruction."""
+NO_BUDGET = 1 << 62
+"""HelperContext.budget of a run without a budget: it never runs out."""
+HELPER_BYTES_PER_UNIT = 64
+"""Helper work is charged to the run's instruction budget at one instruction
+per this many bytes a helper reads, writes or copies (see HelperContext.charge)."""
 
-    __slots__ = ("_at_exit", "pc", "space", "stdout")
+
+class HelperContext:
+    """What a context helper can do during a run. `pc` is the calling instruction.
+
+    `budget` is what is left of the run's instruction budget when the helper
+    is called (NO_BUDGET for a run without one): the engines write it before
+    every helper call and take back what the helper left. `budget_total` is
+    the whole run's budget, for BudgetExceeded. One budget covers the whole
+    run: tail calls and callbacks draw on it too."""
+
+    __slots__ = ("_at_exit", "budget", "budget_total", "pc", "space", "stdout")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
         self.pc = 0
         self.stdout = stdout
         self._at_exit: list[Callable[[], object]] = []
+        self.budget = NO_BUDGET
+        self.budget_total = NO_BUDGET
+
+    def charge(self, units: int) -> None:
+        """Take `units` instructions of helper work off the run's budget;
+        BudgetExceeded at the calling pc when that leaves it below zero."""
+        self.budget -= units
+        if self.budget < 0:
+            self.budget = 0
+            raise BudgetExceeded(self.pc, self.budget_total)
+
+    def charge_bytes(self, size: int) -> None:
+        """charge() for `size` bytes of helper work (HELPER_BYTES_PER_UNIT a unit)."""
+        if size >= HELPER_BYTES_PER_UNIT:
+            self.charge(size // HELPER_BYTES_PER_UNIT)
 
     def at_exit(self, fn: Callable[[], object]) -> None:
         """Call `fn` once when the run ends, whether it returned or faulted

@@ -246,8 +246,14 @@ class _VmBase:
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
         program = self._program(trace is not None)
-        if self._busy.on:
-            self._busy.enter()  # raises: do not clear the stack of the run in progress
+        self._busy.enter()  # VmBusy: do not clear the stack of the run in progress
+        try:
+            return self._run_entered(program, mem, extra, r1, r2, trace)
+        finally:
+            self._busy.leave()
+
+    def _run_entered(self, program: CompiledProgram, mem: Region | None, extra: Iterable[Region],
+                     r1: int, r2: int, trace: TraceFn | None) -> int:
         size = self._interpreter_stack
         if size is None:
             size = self._interpreter_stack = _run_stack(program.insns)
@@ -266,11 +272,9 @@ class _VmBase:
         machine = Machine(space, stack, mem, self._helpers, packet)
         regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
         self.last_registers = []  # stays empty when the run stops early
-        self._busy.enter()
         try:
             result = program.run(machine, regs, self.budget, trace)
         finally:
-            self._busy.on = False
             machine.context.finish()
         self.last_registers = machine.regs_out
         self.last_instruction_count = machine.count

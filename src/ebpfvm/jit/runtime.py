@@ -8,6 +8,7 @@ import array
 import ctypes
 import platform
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,10 +17,10 @@ from ..encoding import Insn
 from ..errors import (
     BudgetExceeded,
     CallDepthExceeded,
-    EbpfError,
     InvalidInstruction,
     JitError,
     MemoryFault,
+    VmBusy,
     VmFault,
 )
 from ..helpers import Helper, Unwind
@@ -79,18 +80,35 @@ def _buffer_address(buffer: Any) -> int:
 
 class Busy:
     """Whether a VM is in the middle of a run. Shared by the VM's interpreter
-    and JIT paths: a helper that calls back into the running VM gets an error
-    instead of clobbering the stack and context the outer run is using."""
+    and JIT paths. `enter` is atomic (a lock taken without waiting), so a
+    helper that calls back into the running VM, or a second thread using the
+    same VM, gets VmBusy instead of clobbering the stack and context the run
+    in progress is using."""
 
-    __slots__ = ("on",)
+    __slots__ = ("_lock", "owner")
 
     def __init__(self) -> None:
-        self.on = False
+        self._lock = threading.Lock()
+        self.owner = 0
+        """threading.get_ident() of the thread running, while one is."""
+
+    @property
+    def on(self) -> bool:
+        return self._lock.locked()
 
     def enter(self) -> None:
-        if self.on:
-            raise EbpfError("re-entrant run: a helper called back into the VM that is running it")
-        self.on = True
+        """Mark the VM running; VmBusy when it already is."""
+        if not self._lock.acquire(blocking=False):
+            who = ("a helper called back into the VM that is running it"
+                   if self.owner == threading.get_ident() else "another thread is running this VM")
+            raise VmBusy(f"the VM is running: {who}")
+        self.owner = threading.get_ident()
+
+    def leave(self) -> None:
+        """Mark the run ended (only the code that entered calls this)."""
+        self.owner = 0
+        if self._lock.locked():
+            self._lock.release()
 
 
 class RunInput:
@@ -215,9 +233,7 @@ class JitProgram:
         With IN_BYTEARRAY in `flags`, `ptr` is id(obj) of a bytearray. Raises
         the interpreter's typed errors."""
         busy = self.busy
-        if busy.on:
-            busy.enter()  # raises
-        busy.on = True
+        busy.enter()
         self._run_obj = obj
         self._unwound = False
         key = (ptr, size, writable, r1, r2, flags, budget)
@@ -232,7 +248,7 @@ class JitProgram:
         try:
             result: int = self._entry()
         finally:
-            busy.on = False
+            busy.leave()
         if self._fault[0]:
             self._settled = None
             try:
@@ -332,7 +348,7 @@ class JitProgram:
     def _release(self) -> None:
         """Drop this run's buffer views so callers may resize or close their
         buffers, and tell the run's helpers it has ended."""
-        self.busy.on = False
+        self.busy.leave()
         self._batching = False
         self._batch_key = None
         self._batch_memory = None

@@ -80,12 +80,13 @@ STACK_SIZE = FRAME_SIZE * MAX_CALL_DEPTH
 M64 = alu.M64
 _NO_BUDGET = NO_BUDGET
 
-MAX_TRANSLATED_SLOTS = 65_536
+MAX_TRANSLATED_SLOTS = 32_768
 """The default bound on the instruction slots the interpreter translates
 (``vm.interpreter_slot_limit``; None lifts it). Translation keeps about 1 KB
-of code per slot and takes about 0.1 ms per slot, so the default stays under
-about 100 MB and seconds; larger programs get ResourceLimit at their first
-interpreted run (the JIT is not bound by it)."""
+of code per slot and takes 0.1 to 0.25 ms per slot (on a loaded 2-core
+machine), so a program at the bound costs about 35 MB and 3 to 8 seconds;
+a longer one gets ResourceLimit at its first interpreted run, at once (the
+JIT is not bound by it)."""
 CHUNK_SLOTS = 2048
 """Programs longer than this are translated one chunk of blocks at a time,
 each chunk a function of its own: peak memory while compiling stays that of

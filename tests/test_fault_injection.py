@@ -22,6 +22,7 @@ from ebpfvm import (
     HelperContext,
     HelperFault,
     MemoryFault,
+    TailCallFault,
     assemble,
     buffer_address,
     load,
@@ -254,15 +255,15 @@ def test_budget_exhausted_in_a_tail_called_program(engine: str) -> None:
     vm = obj.vm("entry", budget=500)
     entry_code = obj.program("entry").code
     spin_code = obj.program("spin").code
-    with pytest.raises(HelperFault) as info:
+    with pytest.raises(TailCallFault) as info:
         run(vm, engine, bytearray([0, 5, 1, 0]))
     fault = info.value
-    # The caller sees its tail call fail; the cause is the callee's own budget stop.
-    assert (fault.pc, fault.helper_id, fault.helper_name) == (
-        *_pcs(entry_code, "call", 12), 12, "bpf_tail_call")
-    assert isinstance(fault.cause, BudgetExceeded) and fault.cause.count == 500
+    # The caller's tail call names the chain; the fault is the callee's own budget
+    # stop, of the whole run's budget (one budget covers the tail calls).
+    assert (fault.pc, fault.chain) == (*_pcs(entry_code, "call", 12), ("entry", "spin"))
+    assert isinstance(fault.fault, BudgetExceeded) and fault.fault.count == 500
     (loop,) = _pcs(spin_code, "jne")
-    assert loop - 2 <= fault.cause.pc <= loop  # inside the spin loop (add, ldxb, jne)
+    assert loop - 2 <= fault.fault.pc <= loop  # inside the spin loop (add, ldxb, jne)
     # Both updates committed before the fault stay; nothing else was written.
     assert _steps(obj) == {1: 5, 2: 5}
     # The next run on the same VM works and goes through the same tail call.
@@ -274,9 +275,11 @@ def test_memory_fault_in_a_tail_called_program(checked_engine: str) -> None:
     obj = load(FAULTS)
     obj.maps["jumps"][1] = "wild"
     vm = obj.vm("entry")
-    with pytest.raises(HelperFault) as info:
+    with pytest.raises(TailCallFault) as info:
         run(vm, checked_engine, bytearray([1, 9, 0, 3]))
-    cause = info.value.cause
+    assert (info.value.pc, info.value.chain) == (
+        *_pcs(obj.program("entry").code, "call", 12), ("entry", "wild"))
+    cause = info.value.fault
     assert isinstance(cause, MemoryFault)
     assert (cause.pc, cause.address, cause.size, cause.access) == (
         *_pcs(obj.program("wild").code, "ldxdw"), 3 << 40, 8, "load")

@@ -23,14 +23,23 @@ from __future__ import annotations
 import io
 import os
 import struct
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
-from .errors import ElfError, MapError
-from .helpers import HelperContext
+from .errors import (
+    BudgetExceeded,
+    ElfError,
+    JitError,
+    MapError,
+    RunInterrupted,
+    TailCallFault,
+    VmFault,
+)
+from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
 from .maps import MAX_VALUE_SIZE, AnyMap, Map, MapType, create_map, map_helpers
@@ -133,8 +142,10 @@ class ElfObject:
             for key, helper in map_helpers(used).items():
                 vm.register_helper(key, helper)
         settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
-        vm.register_helper(BPF_TAIL_CALL, _TailCalls(self, settings).helper, context=True,
-                           name="bpf_tail_call")
+        tail_calls = _TailCalls(self, settings, program.name, vm)
+        vm.register_helper(BPF_TAIL_CALL, tail_calls.helper, context=True, name="bpf_tail_call")
+        tail_calls.own = dict(vm._helpers)
+        vm._tail_calls = tail_calls
         return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
@@ -238,23 +249,37 @@ E2BIG = 7
 
 
 class _TailCalls:
-    """bpf_tail_call for the VMs of one object. The called program runs on the
-    same input (in a VM of the same kind, one per chain depth) and its r0
-    ends the caller, so the call never returns, as in the kernel. A missing
-    program or a chain longer than 33 makes the helper fail and the caller
-    go on."""
+    """bpf_tail_call for one VM of an object. The called program runs on the
+    same input, in a VM of the same kind kept per (program, chain depth), on
+    the caller's engine, and its r0 ends the caller: the call never returns,
+    as in the kernel. A missing program or a chain longer than 33 makes the
+    helper fail and the caller go on.
 
-    depth = 0  # shared by every VM of the process: chains nest through helpers
+    The chain belongs to the run, as in the kernel's one program run per
+    packet: its depth is passed down to each callee (never shared by other
+    runs or threads), the callee runs on what is left of the caller's
+    instruction budget and what it used is taken off, and it gets the helpers
+    a runner or the user registered on the caller (they work on the same
+    context). A fault in a callee, BudgetExceeded included, surfaces as
+    TailCallFault(pc of the tail call in the outermost program, program
+    names outermost first, the innermost program's fault); RunInterrupted
+    stays what it is (a KeyboardInterrupt), at that pc."""
 
-    def __init__(self, obj: ElfObject, settings: dict[str, Any]) -> None:
+    def __init__(self, obj: ElfObject, settings: dict[str, Any], name: str, vm: Any) -> None:
         self.obj = obj
         self.settings = settings
+        self.name = name
+        self.vm = weakref.ref(vm)
+        self.own: dict[int, Any] = {}
+        """The helpers ElfObject.vm registered; any other one a callee inherits."""
+        self.depth = 0
+        """Tail calls made before this VM's current run in its chain."""
         self.pool: dict[tuple[str, int], Any] = {}
+        """Callee VMs by (program, depth), shared along the chain from its root."""
 
     def helper(self, ctx: HelperContext, _ctx_ptr: int, handle: int, index: int, _d: int,
                _e: int) -> int:
         from .maps import ProgArray
-        from .vm import EbpfVmNoData
 
         array = next((m for m in self.obj.maps.values() if m.handle == handle), None)
         if not isinstance(array, ProgArray):
@@ -262,22 +287,72 @@ class _TailCalls:
         target = array.get(index & 0xFFFF_FFFF)
         if target is None:
             return -ENOENT & 0xFFFF_FFFF_FFFF_FFFF
-        if _TailCalls.depth >= MAX_TAIL_CALLS:
+        if self.depth >= MAX_TAIL_CALLS:
             return -E2BIG & 0xFFFF_FFFF_FFFF_FFFF
-        key = (target, _TailCalls.depth)
-        if key not in self.pool:
-            self.pool[key] = self.obj.vm(target, **self.settings)
-        callee = self.pool[key]
-        mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
-        _TailCalls.depth += 1
+        caller = self.vm()
+        callee = self._callee(target, caller)
+        left, total = ctx.budget, ctx.budget_total
+        if total >= NO_BUDGET and caller is not None and caller.budget is not None:
+            # An engine that does not keep the run's budget in ctx (the
+            # protocol of HelperContext.budget): the callee gets the caller's.
+            left = total = caller.budget
+        callee.budget = None if total >= NO_BUDGET else left
         try:
-            if isinstance(callee, EbpfVmNoData):
-                result = callee.execute_program()
-            else:
-                result = callee.execute_program(mem if mem is not None else b"")
-        finally:
-            _TailCalls.depth -= 1
+            result = self._run(callee, caller, ctx)
+        except RunInterrupted:
+            ctx.budget = max(0, left - callee.last_instruction_count)
+            raise RunInterrupted(ctx.pc) from None
+        except VmFault as fault:
+            ctx.budget = max(0, left - callee.last_instruction_count)
+            raise self._fault(ctx.pc, total, target, fault) from None
+        ctx.budget = max(0, left - callee.last_instruction_count)
         ctx.stop(result)
+
+    def _fault(self, pc: int, total: int, target: str, fault: VmFault) -> TailCallFault:
+        """The TailCallFault this level raises for a callee's `fault`: its chain
+        starts here, its fault is the innermost program's (a BudgetExceeded
+        names the budget of this level's run, the whole run's at the top)."""
+        if isinstance(fault, TailCallFault):
+            chain, inner = (self.name, *fault.chain), fault.fault
+        else:
+            chain, inner = (self.name, target), fault
+        if isinstance(inner, BudgetExceeded) and inner.count != total:
+            inner = BudgetExceeded(inner.pc, total)
+        return TailCallFault(pc, chain, inner)
+
+    def _callee(self, target: str, caller: Any) -> Any:
+        """The VM that runs `target` one level down this chain, set up for it."""
+        depth = self.depth + 1
+        callee = self.pool.get((target, depth))
+        if callee is None:
+            callee = self.pool[(target, depth)] = self.obj.vm(target, **self.settings)
+        below: _TailCalls = callee._tail_calls
+        below.depth = depth
+        below.pool = self.pool
+        if caller is not None:
+            for key, helper in caller._helpers.items():
+                if self.own.get(key) is not helper:  # a runner's or the user's
+                    callee.register_helper(key, helper)
+        return callee
+
+    @staticmethod
+    def _run(callee: Any, caller: Any, ctx: HelperContext) -> int:
+        """Run `callee` on the caller's input, with the caller's engine: JIT
+        code when the caller runs JIT code (checked code also under unchecked
+        code, so that the budget still ends the chain), else the interpreter."""
+        from .vm import EbpfVmNoData
+
+        mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
+        args = () if isinstance(callee, EbpfVmNoData) else (mem if mem is not None else b"",)
+        jit = caller is not None and caller.jit_ready and caller._last_jit is not None
+        if jit and not callee.jit_ready:
+            try:
+                callee.jit_compile()
+            except JitError:
+                jit = False  # stated fallback: the interpreter runs what the JIT cannot
+        if jit:
+            return int(callee.execute_program_jit(*args))
+        return int(callee.execute_program(*args))
 
 
 def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None,

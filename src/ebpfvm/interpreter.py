@@ -16,6 +16,22 @@ pc of the first instruction beyond the budget and the budget itself. So a
 program that runs exactly `budget` instructions succeeds, and one that would
 run more stops at the same pc in every engine.
 
+Helpers and the budget: before each helper call the generated code writes
+what is left of the budget into ``HelperContext.budget`` and takes back what
+the helper left, so helper work (``HelperContext.charge``) and tail-called
+programs draw on the same budget as the program's own instructions.
+
+Host memory: compiling one Python function costs about 23 KB of peak memory
+per instruction slot, so a program of more than ``CHUNK_SLOTS`` slots is
+translated in chunks, one function per chunk, with a small dispatch loop that
+moves between them; and a program of more than ``MAX_TRANSLATED_SLOTS`` slots
+(configurable per VM: ``vm.interpreter_slot_limit``) is refused with
+:class:`ResourceLimit` instead of growing without bound.
+
+A fault sets ``Machine.count`` to the instructions that ran, the faulting one
+included (the budget for :class:`BudgetExceeded`), and a KeyboardInterrupt
+during a run becomes :class:`RunInterrupted` at the pc being run.
+
 Tracing compiles a second function that calls ``trace(pc, regs)`` before
 every instruction; the fast function has no trace hook at all.
 """
@@ -23,8 +39,10 @@ every instruction; the fast function has no trace hook at all.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from . import alu
@@ -35,14 +53,20 @@ from .errors import (
     CallDepthExceeded,
     HelperFault,
     InvalidInstruction,
+    ResourceLimit,
+    RunInterrupted,
+    TailCallFault,
+    VmFault,
 )
-from .helpers import Helper, HelperContext, Unwind
+from .helpers import NO_BUDGET, Helper, HelperContext, Unwind
 from .isa import MAX_REG, Form, OpInfo, Reg
 from .memory import AddressSpace, Region
 
 __all__ = [
+    "CHUNK_SLOTS",
     "FRAME_SIZE",
     "MAX_CALL_DEPTH",
+    "MAX_TRANSLATED_SLOTS",
     "STACK_SIZE",
     "CompiledProgram",
     "Machine",
@@ -54,7 +78,23 @@ STACK_SIZE = FRAME_SIZE * MAX_CALL_DEPTH
 """The stack buffer a VM owns; a call-free program uses only its top frame."""
 
 M64 = alu.M64
-_NO_BUDGET = 1 << 62
+_NO_BUDGET = NO_BUDGET
+
+MAX_TRANSLATED_SLOTS = 32_768
+"""The default bound on the instruction slots the interpreter translates
+(``vm.interpreter_slot_limit``; None lifts it). Translation keeps about 1 KB
+of code per slot and takes 0.1 to 0.25 ms per slot (on a loaded 2-core
+machine), so a program at the bound costs about 35 MB and 3 to 8 seconds;
+a longer one gets ResourceLimit at its first interpreted run, at once (the
+JIT is not bound by it)."""
+CHUNK_SLOTS = 2048
+"""Programs longer than this are translated one chunk of blocks at a time,
+each chunk a function of its own: peak memory while compiling stays that of
+one chunk (about 23 KB per slot) instead of growing with the program."""
+MAX_CAUSE_TEXT = 200
+"""Characters of a helper's exception text a HelperFault message keeps."""
+_GUEST_FILE = "<ebpf>"
+"""The file name of generated code, how a traceback's guest frames are found."""
 
 TraceFn = Callable[[int, tuple[int, ...]], None]
 """Called before each instruction with its pc and the registers r0..r10."""
@@ -97,7 +137,11 @@ class Machine:
         self.packet = packet if packet is not None else _NO_REGION.view
 
     def call(self, helper_id: int, a: int, b: int, c: int, d: int, e: int, pc: int) -> int:
-        """Run helper `helper_id`; any exception becomes a HelperFault."""
+        """Run helper `helper_id`. Its exceptions become a HelperFault (with the
+        exception as `cause`), except the run's own outcomes, which pass through:
+        Unwind (the helper ended the run), BudgetExceeded (the helper charged
+        more than is left), TailCallFault and RunInterrupted; a KeyboardInterrupt
+        becomes RunInterrupted at `pc`."""
         helper = self.helpers.get(helper_id)
         if helper is None:
             raise HelperFault(pc, helper_id, "no helper registered with this id")
@@ -108,10 +152,12 @@ class Machine:
                 result = helper.fn(ctx, a, b, c, d, e)
             else:
                 result = helper.fn(a, b, c, d, e)
-        except Unwind:
+        except _PASS_THROUGH:
             raise
+        except KeyboardInterrupt:
+            raise RunInterrupted(pc) from None
         except Exception as exc:
-            fault = HelperFault(pc, helper_id, f"raised {exc!r}", helper.name)
+            fault = HelperFault(pc, helper_id, f"raised {describe_exception(exc)}", helper.name)
             fault.cause = exc
             raise fault from exc
         if not isinstance(result, int):
@@ -147,18 +193,39 @@ class Machine:
         return old
 
 
+_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted)
+"""What Machine.call lets out of a helper unwrapped."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The exception's type name and its text cut to MAX_CAUSE_TEXT characters:
+    a message that embeds it stays short however the text was made."""
+    text = str(exc)
+    if len(text) > MAX_CAUSE_TEXT:
+        text = text[:MAX_CAUSE_TEXT] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _budget_error(block_pcs: Sequence[int], count_before: int, budget: int) -> BudgetExceeded:
-    return BudgetExceeded(block_pcs[budget - count_before], budget)
+    # A helper may leave less budget than the block already started needs.
+    return BudgetExceeded(block_pcs[max(0, budget - count_before)], budget)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledProgram:
-    """A program translated to Python. `run(machine, regs, budget, trace)`."""
+    """A program translated to Python. `run(machine, regs, budget, trace)`.
+
+    `source` is the generated code of a program translated as one function
+    (empty for one translated in chunks). `block_pcs` lists the pcs of each
+    basic block; `unit_block` maps the first pc of every piece of code the
+    dispatch can reach to its block's index."""
 
     insns: tuple[Insn, ...]
     source: str
     fn: Callable[..., int]
     stack_size: int
+    block_pcs: list[list[int]] = field(default_factory=list)
+    unit_block: dict[int, int] = field(default_factory=dict)
 
     def run(
         self,
@@ -167,67 +234,164 @@ class CompiledProgram:
         budget: int | None,
         trace: TraceFn | None = None,
     ) -> int:
+        """Run the program; sets machine.count also when the run faults."""
         limit = _NO_BUDGET if budget is None else budget
+        ctx = machine.context
+        ctx.budget = ctx.budget_total = limit
         try:
             return self.fn(machine, list(regs), limit, trace)
         except Unwind as unwind:
+            machine.count = limit - ctx.budget
             return unwind.value
+        except VmFault as fault:
+            machine.count = self._count_at(fault, fault.__traceback__, limit, ctx)
+            raise
+        except KeyboardInterrupt as interrupt:
+            pc, _ = _guest_position(interrupt.__traceback__)
+            stop = RunInterrupted(pc)
+            machine.count = self._count_at(stop, interrupt.__traceback__, limit, ctx)
+            raise stop from None
+
+    def _count_at(self, fault: VmFault, tb: TracebackType | None, limit: int,
+                  ctx: HelperContext) -> int:
+        """Instructions that ran up to `fault`, the faulting one included: the
+        count at the start of its block plus its place in the block, or what
+        the helpers it called took (the budget left after a helper call)."""
+        if isinstance(fault, BudgetExceeded):
+            return limit
+        start, n = _guest_position(tb)
+        exact = n
+        index = self.unit_block.get(start)
+        if index is not None:
+            pcs = self.block_pcs[index]
+            if fault.pc in pcs:
+                exact = n - len(pcs) + pcs.index(fault.pc) + 1
+        return max(exact, limit - ctx.budget)
+
+
+def _guest_position(tb: TracebackType | None) -> tuple[int, int]:
+    """(pc, n) of the innermost generated frame in the traceback: the first
+    pc of the piece of code it was running and the instructions counted."""
+    pc, n = 0, 0
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename == _GUEST_FILE:
+            values = frame.f_locals
+            pc, n = values.get("pc", pc), values.get("n", n)
+        tb = tb.tb_next
+    return pc, n
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """A piece of one basic block that the dispatch can reach: the whole block,
+    or a part of a block longer than a chunk. Only a block's first piece
+    charges the budget, for the whole block, as in every engine."""
+
+    block: int
+    insns: list[Insn]
+    first: bool
+    last: bool
+
+    @property
+    def pc(self) -> int:
+        return self.insns[0].pc
+
+
+def _units(blocks: list[list[Insn]], most: int) -> list[_Unit]:
+    """The blocks cut into pieces of at most `most` instructions."""
+    units = []
+    for index, block in enumerate(blocks):
+        for start in range(0, len(block), most):
+            units.append(_Unit(index, block[start : start + most], start == 0,
+                               start + most >= len(block)))
+    return units
+
+
+def _chunks(units: list[_Unit], most: int) -> list[list[_Unit]]:
+    """Consecutive units grouped into chunks of at most `most` instructions."""
+    chunks: list[list[_Unit]] = []
+    size = most
+    for unit in units:
+        if size + len(unit.insns) > most:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(unit)
+        size += len(unit.insns)
+    return chunks
 
 
 class _Translator:
-    """Builds the Python source of one program."""
+    """Builds the Python source of one program, as one function or per chunk."""
 
-    def __init__(self, insns: Sequence[Insn], nslots: int, trace: bool) -> None:
+    def __init__(self, insns: Sequence[Insn], nslots: int, trace: bool,
+                 blocks: list[list[Insn]]) -> None:
         self.insns = list(insns)
         self.nslots = nslots
         self.trace = trace
         self.by_pc = {insn.pc: insn for insn in self.insns}
         self.lines: list[str] = []
-        self.block_pcs: list[list[int]] = []
+        self.block_pcs: list[list[int]] = [[insn.pc for insn in block] for block in blocks]
 
     # -- emission --------------------------------------------------------
 
     def emit(self, indent: int, text: str) -> None:
         self.lines.append("    " * indent + text)
 
-    def translate(self) -> str:
+    def translate(self, name: str, units: list[_Unit], bounds: tuple[int, int] | None) -> str:
+        """The source of function `name` running `units`: the whole program
+        (`bounds` None), or one chunk, which returns its state to the
+        dispatch loop when pc leaves ``[low, high)``."""
+        self.lines = []
         emit = self.emit
-        emit(0, "def run(M, regs, B, TRACE):")
+        if bounds is None:
+            emit(0, f"def {name}(M, regs, B, TRACE):")
+            for line in _ENTRY:
+                emit(1, line)
+        else:
+            emit(0, f"def {name}(M, st, B, TRACE):")
+            emit(1, f"{_REGS}, pc, n, frames = st")
         for line in _PROLOGUE:
             emit(1, line)
         emit(1, "while True:")
-        blocks = basic_blocks(self.insns)
-        if not blocks:  # an empty program (unverified): pc 0 is already past the end
+        if bounds is not None:
+            emit(2, f"if pc < {bounds[0]} or pc >= {bounds[1]}:")
+            emit(3, f"return ({_REGS}, pc, n, frames)")
+        if not units:  # an empty program (unverified): pc 0 is already past the end
             emit(2, f"raise INVALID(0, 0, {_FALLS_OFF!r})")
-        self._tree(blocks, 2)
+        self._tree(units, 2)
         return "\n".join(self.lines) + "\n"
 
-    def _tree(self, blocks: list[list[Insn]], indent: int) -> None:
-        if len(blocks) <= 3:
-            for i, block in enumerate(blocks):
-                if i == len(blocks) - 1:
+    def _tree(self, units: list[_Unit], indent: int) -> None:
+        if len(units) <= 3:
+            for i, unit in enumerate(units):
+                if i == len(units) - 1:
                     self.emit(indent, "else:" if i else "if True:")
                 else:
-                    self.emit(indent, f"{'if' if i == 0 else 'elif'} pc == {block[0].pc}:")
-                self._block(block, indent + 1)
+                    self.emit(indent, f"{'if' if i == 0 else 'elif'} pc == {unit.pc}:")
+                self._block(unit, indent + 1)
             return
-        mid = len(blocks) // 2
-        self.emit(indent, f"if pc < {blocks[mid][0].pc}:")
-        self._tree(blocks[:mid], indent + 1)
+        mid = len(units) // 2
+        self.emit(indent, f"if pc < {units[mid].pc}:")
+        self._tree(units[:mid], indent + 1)
         self.emit(indent, "else:")
-        self._tree(blocks[mid:], indent + 1)
+        self._tree(units[mid:], indent + 1)
 
-    def _block(self, block: list[Insn], indent: int) -> None:
-        index = len(self.block_pcs)
-        self.block_pcs.append([insn.pc for insn in block])
-        n = len(block)
-        self.emit(indent, f"n += {n}")
-        self.emit(indent, f"if n > B: raise BUDGET(BLOCK_PCS[{index}], n - {n}, B)")
-        for insn in block:
+    def _block(self, unit: _Unit, indent: int) -> None:
+        if unit.first:
+            index = unit.block
+            n = len(self.block_pcs[index])
+            self.emit(indent, f"n += {n}")
+            self.emit(indent, f"if n > B: raise BUDGET(BLOCK_PCS[{index}], n - {n}, B)")
+        for insn in unit.insns:
             if self.trace:
-                self.emit(indent, f"TRACE({insn.pc}, (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10))")
+                self.emit(indent, f"TRACE({insn.pc}, ({_REGS}))")
             self._insn(insn, indent)
-        last = block[-1]
+        last = unit.insns[-1]
+        if not unit.last:
+            self.emit(indent, f"pc = {last.pc + last.slots}")
+            self.emit(indent, "continue")
+            return
         if last.row is None or not (last.row.is_jump or last.row.form in _TERMINATORS):
             nxt = last.pc + last.slots
             if nxt in self.by_pc:
@@ -372,7 +536,11 @@ def _emit_jcc(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
 
 def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     helper = str(insn.imm & 0xFFFFFFFF) if row.form is Form.CALL else f"r{insn.dst}"
+    # The budget protocol: a call ends its block, so B - n is exactly what is
+    # left; the helper may charge work or run tail-called programs from it.
+    t.emit(indent, "CTX.budget = B - n")
     t.emit(indent, f"r0 = CALL({helper}, r1, r2, r3, r4, r5, {insn.pc})")
+    t.emit(indent, "n = B - CTX.budget")
 
 
 def _emit_call_local(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:
@@ -396,7 +564,7 @@ def _emit_exit(t: _Translator, indent: int, _insn: Insn, _row: OpInfo) -> None:
     t.emit(indent, "if frames:")
     t.emit(indent + 1, "pc, r6, r7, r8, r9, r10 = frames.pop()")
     t.emit(indent + 1, "continue")
-    t.emit(indent, "M.regs_out = [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10]")
+    t.emit(indent, f"M.regs_out = [{_REGS}]")
     t.emit(indent, "M.count = n")
     t.emit(indent, "return r0")
 
@@ -445,8 +613,15 @@ _EMITTERS: dict[Form, Callable[[_Translator, int, Insn, OpInfo], None]] = {
 _FALLS_OFF = "execution falls off the end of the program"
 _TERMINATORS = frozenset({Form.EXIT, Form.CALL_LOCAL})
 """Forms after which the block's own code never falls through to the next pc."""
+_REGS = "r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10"
+_ENTRY = (
+    f"{_REGS} = regs",
+    "frames = []",
+    "n = 0",
+    "pc = 0",
+)
+"""The start of a whole-program function; a chunk gets these from its caller."""
 _PROLOGUE = (
-    "r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10 = regs",
     "S_v = M.s_view; S_lo = M.s_lo",
     "S_l1, S_l2, S_l4, S_l8 = M.s_lim",
     "P_v = M.p_view; P_lo = M.p_lo",
@@ -455,9 +630,7 @@ _PROLOGUE = (
     "K_v = M.packet; K_len = len(K_v)",
     "LOAD = M.load; STORE = M.store; CALL = M.call",
     "ATOMIC = M.atomic; CMPXCHG = M.cmpxchg",
-    "frames = []",
-    "n = 0",
-    "pc = 0",
+    "CTX = M.context",
 )
 
 _GLOBALS_BASE: dict[str, Any] = {
@@ -474,14 +647,57 @@ _GLOBALS_BASE: dict[str, Any] = {
 }
 
 
-def compile_program(code: bytes, *, trace: bool = False) -> CompiledProgram:
-    """Translate `code` into a Python function. Never fails on a decodable
-    program: an invalid instruction becomes code that raises when reached."""
+def compile_program(code: bytes, *, trace: bool = False,
+                    max_slots: int | None = MAX_TRANSLATED_SLOTS,
+                    chunk_slots: int = CHUNK_SLOTS) -> CompiledProgram:
+    """Translate `code` into Python. Never fails on a decodable program of at
+    most `max_slots` slots (None: no bound): an invalid instruction becomes code
+    that raises when reached. A longer program raises ResourceLimit. Programs
+    of more than `chunk_slots` slots are translated chunk by chunk."""
+    nslots = len(code) // 8
+    if max_slots is not None and nslots > max_slots:
+        raise ResourceLimit("interpreter translation", max_slots, nslots,
+                            "instruction slots; raise vm.interpreter_slot_limit to run it")
     insns = decode(code)
-    translator = _Translator(insns, len(code) // 8, trace)
-    source = translator.translate()
+    blocks = basic_blocks(insns)
+    translator = _Translator(insns, nslots, trace, blocks)
+    units = _units(blocks, max(1, chunk_slots))
     namespace = dict(_GLOBALS_BASE)
     namespace["BLOCK_PCS"] = translator.block_pcs
-    exec(compile(source, "<ebpf>", "exec"), namespace)
-    return CompiledProgram(tuple(insns), source, namespace["run"], stack_size(insns))
+    unit_block = {unit.pc: unit.block for unit in units}
+    chunks = _chunks(units, max(1, chunk_slots))
+    if len(chunks) <= 1:
+        source = translator.translate("run", units, None)
+        exec(compile(source, _GUEST_FILE, "exec"), namespace)
+        return CompiledProgram(tuple(insns), source, namespace["run"], stack_size(insns),
+                               translator.block_pcs, unit_block)
+    starts = [chunk[0].pc for chunk in chunks]
+    functions = []
+    for index, chunk in enumerate(chunks):
+        high = starts[index + 1] if index + 1 < len(chunks) else nslots + 1
+        name = f"chunk{index}"
+        source = translator.translate(name, chunk, (starts[index], high))
+        exec(compile(source, _GUEST_FILE, "exec"), namespace)
+        functions.append(namespace.pop(name))
+    del source
+    translator.lines = []
+    return CompiledProgram(tuple(insns), "", _dispatch(functions, starts), stack_size(insns),
+                           translator.block_pcs, unit_block)
 
+
+_STATE_PC = MAX_REG + 1
+"""Where pc sits in a chunk's state: after r0..r10."""
+
+
+def _dispatch(functions: list[Callable[..., Any]], starts: list[int]) -> Callable[..., int]:
+    """The run function of a chunked program: calls the chunk holding pc until
+    one returns r0 (an int) instead of the state to go on with."""
+
+    def run(machine: Machine, regs: list[int], budget: int, trace: TraceFn | None) -> int:
+        state: Any = (*regs, 0, 0, [])
+        while True:
+            state = functions[bisect_right(starts, state[_STATE_PC]) - 1](machine, state, budget, trace)
+            if state.__class__ is int:
+                return int(state)
+
+    return run

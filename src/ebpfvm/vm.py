@@ -26,7 +26,14 @@ from .cfg import stack_size
 from .encoding import Insn, decode
 from .errors import JitError
 from .helpers import Helper, as_helper
-from .interpreter import STACK_SIZE, CompiledProgram, Machine, TraceFn, compile_program
+from .interpreter import (
+    MAX_TRANSLATED_SLOTS,
+    STACK_SIZE,
+    CompiledProgram,
+    Machine,
+    TraceFn,
+    compile_program,
+)
 from .jit.context import IN_BYTEARRAY, IN_OFFSET_SHIFT, IN_R1_IS_INPUT
 from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, Busy, JitProgram, RunInput
 from .jit.translate import observable_stack
@@ -69,6 +76,9 @@ class _VmBase:
         self._stack_regions: dict[int, Region] = {}
         self._interpreter_stack: int | None = None
         self.budget = budget
+        self.interpreter_slot_limit: int | None = MAX_TRANSLATED_SLOTS
+        """Longest program (in slots) the interpreter translates; a longer one
+        raises ResourceLimit at its first interpreted run. None: no bound."""
         self._jit: JitProgram | None = None
         self._busy = Busy()
         self._last_jit: JitProgram | None = None
@@ -130,7 +140,11 @@ class _VmBase:
 
     def decoded(self) -> tuple[Insn, ...]:
         """The loaded program's decoded instructions."""
-        return self._program(False).insns
+        if self._compiled is not None:
+            return self._compiled.insns
+        if self._prog is None:
+            raise ValueError("no program loaded: call set_program() first")
+        return tuple(decode(self._prog))
 
     # -- JIT ------------------------------------------------------------------
 
@@ -227,10 +241,11 @@ class _VmBase:
             raise ValueError("no program loaded: call set_program() first")
         if trace:
             if self._traced is None:
-                self._traced = compile_program(self._prog, trace=True)
+                self._traced = compile_program(self._prog, trace=True,
+                                               max_slots=self.interpreter_slot_limit)
             return self._traced
         if self._compiled is None:
-            self._compiled = compile_program(self._prog)
+            self._compiled = compile_program(self._prog, max_slots=self.interpreter_slot_limit)
         return self._compiled
 
     def _stack_for(self, size: int) -> Region:
@@ -275,9 +290,10 @@ class _VmBase:
         try:
             result = program.run(machine, regs, self.budget, trace)
         finally:
+            # After a fault too: the instructions that ran, the faulting one included.
+            self.last_instruction_count = machine.count
             machine.context.finish()
         self.last_registers = machine.regs_out
-        self.last_instruction_count = machine.count
         return result
 
 

@@ -28,8 +28,14 @@ from ..errors import (
 )
 from ..helpers import NO_BUDGET, Helper, HelperContext, Unwind
 from ..interpreter import Machine
-from ..memory import AddressSpace, Region, _PyBuffer, _PyBuffer_Release, _PyObject_GetBuffer
-from ..memory import address_of
+from ..memory import (
+    AddressSpace,
+    Region,
+    _PyBuffer,
+    _PyBuffer_Release,
+    _PyObject_GetBuffer,
+    address_of,
+)
 from .context import (
     BUDGET_SLICE,
     FAULT_INFO_SHIFT,
@@ -473,6 +479,7 @@ class JitProgram:
         self._run_obj = None
         self._pending = None
         self._lost = None
+        self._table_regions = []  # held the run's input view (an export of its buffer)
         pin, self._pin = self._pin, None
         try:
             if machine is not None:

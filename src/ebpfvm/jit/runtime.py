@@ -231,6 +231,16 @@ class JitProgram:
     stops a run with RunInterrupted. Unchecked code has no budget charges:
     it can be interrupted only at its helper calls."""
 
+    # Slots: attribute reads on the per-call path stay fast however many
+    # attributes there are (a plain instance dict slows down past about 30).
+    __slots__ = (
+        "_batch", "_batch_key", "_batch_memory", "_batching", "_block_at", "_ctx_bytes",
+        "_entry", "_fault", "_input", "_lost", "_machine", "_pending", "_pin", "_poller",
+        "_repeat", "_run_obj", "_settled", "_table", "_table_regions", "_trampoline",
+        "_unwound", "_words", "base_nregions", "busy", "checked", "ctx", "ctx_addr", "extra",
+        "helpers", "insns", "jit", "memory", "stack",
+    )
+
     def __init__(self, insns: Sequence[Insn], *, checked: bool, stack: Region,
                  helpers: dict[int, Helper], extra: Sequence[Region] = (),
                  fixed_mbuff: tuple[Region, int, int] | None = None,

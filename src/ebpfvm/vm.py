@@ -163,7 +163,12 @@ class _VmBase:
         By default the code checks every memory access, the budget and the
         call depth exactly as the interpreter does. ``unchecked=True`` drops
         the memory and budget checks for speed: UNSAFE, a wild pointer in the
-        program can then crash the process."""
+        program can then crash the process.
+
+        Ctrl-C stops a checked run with RunInterrupted (also with budget=None:
+        the code polls between slices of the budget). Unchecked code has no
+        budget charges, so it can be interrupted only at its helper calls: a
+        loop without one runs until it ends. VmBusy during a run."""
         if self._prog is None:
             raise ValueError("no program loaded: call set_program() first")
         insns = decode(self._prog)

@@ -642,6 +642,9 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
+            if self.checked:
+                words = self._words
+                self._machine.context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
             # Entries 0 and 2.. hold the stack and the extra regions since
             # set_extra; the entry code wrote the input's, entry 1. Only the
             # regions helpers add from here on need writing.
@@ -674,9 +677,8 @@ class JitProgram:
             return
         left = min(max(left, 0), before)
         words = self._words
-        first = min(left, BUDGET_SLICE)
-        words[_W_LEFT] = first
-        words[_W_RESERVE] = left - first
+        words[_W_LEFT] = left  # the code takes the reserve off for its register
+        words[_W_RESERVE] = left - min(left, BUDGET_SLICE)
 
     def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
         """The trampoline generated code calls. Never lets an exception out.
@@ -691,11 +693,9 @@ class JitProgram:
                 self._pin_input(pc)
             machine = self._get_machine()
             context = machine.context
-            if self.checked:  # the run's budget, for helpers that charge their work
-                left = context.budget = words[_W_LEFT] + words[_W_RESERVE]
-                context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
-            else:
-                left = context.budget = NO_BUDGET
+            # The run's budget, for helpers that charge their work: the code
+            # stored what is left (budget_total: see _get_machine).
+            left = context.budget = words[_W_LEFT] if self.checked else NO_BUDGET
             before = len(machine.space.regions)
             try:
                 return machine.call(helper_id, a, b, c, d, e, pc)

@@ -1305,8 +1305,10 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     else:
         a.mov_ri(ADDR, insn.imm & M32, w64=False)
     a.store_imm(_ctx("helper_pc"), insn.pc, QWORD)
-    if t.checked:  # the budget left, for the helper (HelperContext.budget)
-        a.store(_ctx("budget_left"), BUDGET, QWORD)
+    if t.checked:  # the run's budget left (register + reserve), for the helper
+        a.load(TMP, _ctx("budget_reserve"), QWORD)
+        a.alu_rr(AluOp.ADD, TMP, BUDGET)
+        a.store(_ctx("budget_left"), TMP, QWORD)
     # The trampoline clears this mark first thing: if a signal handler raised
     # at its entry, its body never ran (and its return value is garbage).
     a.store_imm(_ctx("fault"), Fault.INTERRUPT, QWORD)
@@ -1324,8 +1326,9 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     a.call_r(ADDR)
     for reg in reversed(HELPER_SAVED):
         a.pop(reg)
-    if t.checked:  # what the helper left of the budget
+    if t.checked:  # what the helper left of it, less the reserve it may have cut
         a.load(BUDGET, _ctx("budget_left"), QWORD)
+        a.alu_rm(AluOp.SUB, BUDGET, _ctx("budget_reserve"))
     a.alu_mi(AluOp.CMP, _ctx("fault"), 0)
     a.jcc(Cond.NE, t.fault_exit)
 

@@ -16,10 +16,11 @@ makes stores into it fail with :class:`~ebpfvm.errors.MemoryFault`.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .cfg import stack_size
@@ -89,21 +90,36 @@ class _VmBase:
 
     # -- rbpf API ---------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _idle(self) -> Iterator[None]:
+        """Hold the VM as a run does: VmBusy while a run is in progress (a
+        helper of the run calling this, or another thread), and no run starts
+        until the block ends. What would pull the program, its code or its
+        memory from under a run (set_program, jit_compile, close...) runs here."""
+        self._busy.enter()
+        try:
+            yield
+        finally:
+            self._busy.leave()
+
     def set_program(self, prog: bytes | bytearray | memoryview) -> None:
-        """Load a program, after the verifier accepts it."""
+        """Load a program, after the verifier accepts it (VmBusy during a run)."""
         code = bytes(prog)
-        self._verifier(code)
-        self._prog = code
-        self._compiled = None
-        self._traced = None
-        self._interpreter_stack = None
-        self._drop_jit()
+        with self._idle():
+            self._verifier(code)
+            self._prog = code
+            self._compiled = None
+            self._traced = None
+            self._interpreter_stack = None
+            self._drop_jit()
 
     def set_verifier(self, verifier: Verifier) -> None:
-        """Replace the verifier; it runs at once on an already loaded program."""
-        if self._prog is not None:
-            verifier(self._prog)
-        self._verifier = verifier
+        """Replace the verifier; it runs at once on an already loaded program
+        (VmBusy during a run)."""
+        with self._idle():
+            if self._prog is not None:
+                verifier(self._prog)
+            self._verifier = verifier
 
     def register_helper(self, key: int, fn: Callable[..., int] | Helper, *,
                         name: str | None = None, context: bool = False) -> None:
@@ -114,15 +130,22 @@ class _VmBase:
     def register_allowed_memory(self, memory: Any, *, writable: bool = True) -> None:
         """Let programs access more memory: a buffer object, a ``range`` of
         addresses, or rbpf's form, an iterable of single byte addresses
-        (consecutive ones are merged). Every byte of an access must be allowed."""
+        (consecutive ones are merged). Every byte of an access must be allowed.
+        VmBusy during a run."""
+        with self._idle():
+            self._allow(memory, writable)
+
+    def _allow(self, memory: Any, writable: bool) -> None:
         if isinstance(memory, range):
             if memory.step != 1:
                 raise ValueError("allowed memory ranges must have step 1")
             runs = [(memory.start, len(memory))]
         elif _is_buffer(memory):
             # writable=True means "if the buffer allows it"; False forces read-only.
+            # A view of our own: releasing the caller's memoryview cannot free
+            # the memory under JIT code that holds its address.
             self._allowed_buffers.append(
-                Region.of_buffer(memory, "allowed", None if writable else False))
+                Region.of_buffer(memoryview(memory), "allowed", None if writable else False))
             if self._jit is not None:
                 self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
             return
@@ -154,15 +177,21 @@ class _VmBase:
         By default the code checks every memory access, the budget and the
         call depth exactly as the interpreter does. ``unchecked=True`` drops
         the memory and budget checks for speed: UNSAFE, a wild pointer in the
-        program can then crash the process."""
+        program can then crash the process.
+
+        Ctrl-C stops a checked run with RunInterrupted (also with budget=None:
+        the code polls between slices of the budget). Unchecked code has no
+        budget charges, so it can be interrupted only at its helper calls: a
+        loop without one runs until it ends. VmBusy during a run."""
         if self._prog is None:
             raise ValueError("no program loaded: call set_program() first")
         insns = decode(self._prog)
-        self._drop_jit()
-        self._jit = JitProgram(
-            insns, checked=not unchecked, stack=self._stack_for(_run_stack(insns)),
-            helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
-            fixed_mbuff=self._fixed_mbuff(), busy=self._busy)
+        with self._idle():  # VmBusy during a run: its code stays mapped
+            self._drop_jit()
+            self._jit = JitProgram(
+                insns, checked=not unchecked, stack=self._stack_for(_run_stack(insns)),
+                helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
+                fixed_mbuff=self._fixed_mbuff(), busy=self._busy)
 
     @property
     def jit_ready(self) -> bool:
@@ -181,8 +210,10 @@ class _VmBase:
         return self._jit
 
     def close(self) -> None:
-        """Free the JIT code. The VM still interprets; jit_compile() again to JIT."""
-        self._drop_jit()
+        """Free the JIT code. The VM still interprets; jit_compile() again to JIT.
+        VmBusy during a run (a helper of the run cannot unmap its code)."""
+        with self._idle():
+            self._drop_jit()
 
     def __enter__(self) -> _VmBase:
         return self
@@ -191,9 +222,10 @@ class _VmBase:
         self.close()
 
     def _drop_jit(self) -> None:
+        """Free the JIT code (the caller holds the VM: see _idle)."""
         if getattr(self, "_jit", None) is not None:
             assert self._jit is not None
-            self._jit.close()
+            self._jit.free()
         self._jit = None
 
     def _jit_mbuff(self) -> Region | None:
@@ -227,7 +259,7 @@ class _VmBase:
     def last_instruction_count(self) -> int:
         """Instructions the last run executed (0 for unchecked JIT code)."""
         if self._last_jit is not None:
-            return self._last_jit.instruction_count(self.budget)
+            return self._last_jit.instruction_count()
         return self._last_count
 
     @last_instruction_count.setter
@@ -322,7 +354,9 @@ def _run_input(mem: Any) -> RunInput:
     if not size:
         return RunInput(view, 0, 0, False)
     if view.readonly:
-        return RunInput(view, address_of(view), size, False)
+        # A view of our own: the caller releasing theirs cannot free the memory.
+        own = memoryview(view)
+        return RunInput(own, address_of(own), size, False)
     pin = _BYTE.from_buffer(view)  # pins the buffer while the run holds `pin`
     return RunInput(pin, _addressof(pin), size, True)
 
@@ -353,10 +387,13 @@ class EbpfVmMbuff(_VmBase):
         """execute_program() in JIT code (after jit_compile())."""
         jit = self.jit_code()
         data = _run_input(mem)
-        mbuff_region = Region.of_buffer(mbuff, "mbuff")
-        jit.set_extra(self._jit_extra(mbuff_region))
+        mbuff_region = Region.of_buffer(memoryview(mbuff), "mbuff")  # our own view: pinned
         r1 = mbuff_region.start if len(mbuff_region.view) else data.ptr
-        return self._run_jit(data, r1, 0)
+        self._last_jit = jit
+        # The run sets the mbuff region once it holds the VM (not under a run
+        # in progress: a helper calling this gets VmBusy, the table stays).
+        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, 0, self.budget,
+                       extra=self._jit_extra(mbuff_region))
 
 
 class EbpfVmFixedMbuff(_VmBase):
@@ -490,15 +527,43 @@ def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tup
     return result, elapsed / repeat
 
 
+def _span_words(spans: Any) -> memoryview:
+    """`spans` as a flat memoryview of uint64s: a list of (offset, length)
+    pairs, or a buffer of 8-byte unsigned items (array 'Q', or 'L' where that
+    is 8 bytes; a numpy uint64 array). Anything else: TypeError or ValueError,
+    before any run (the native loop reads 16 bytes per pair)."""
+    if isinstance(spans, list | tuple):
+        if any(not isinstance(pair, list | tuple) or len(pair) != 2 for pair in spans):
+            raise ValueError("spans must be (offset, length) pairs")
+        try:
+            spans = array.array("Q", [value for pair in spans for value in pair])
+        except OverflowError as exc:
+            raise ValueError("span offsets and lengths must fit in 64 unsigned bits") from exc
+    try:
+        view = memoryview(spans)
+    except TypeError:
+        raise TypeError(f"spans must be a list of pairs or a uint64 buffer, "
+                        f"not {type(spans).__name__}") from None
+    if view.itemsize != _SPAN_ITEM or view.format.lstrip("@=<") not in _SPAN_FORMATS:
+        raise TypeError(f"spans must hold 8-byte unsigned items, not format {view.format!r} "
+                        f"of {view.itemsize} bytes")
+    if not view.c_contiguous:
+        raise ValueError("spans must be C-contiguous")
+    words = view.cast("B").cast("Q")
+    if len(words) % 2:
+        raise ValueError("spans must hold (offset, length) pairs")
+    return words
+
+
+_SPAN_ITEM = 8
+_SPAN_FORMATS = ("Q", "L")
+
+
 def _execute_spans(vm: _VmBase, buffer: Any, spans: Any, r1: int | None,
                    r2: int | None) -> array.array[int]:
     jit = vm.jit_code()
+    view = _span_words(spans)
     data = _run_input(buffer)
-    if isinstance(spans, list):
-        spans = array.array("Q", [value for pair in spans for value in pair])
-    view = spans if isinstance(spans, array.array) else as_view(spans).cast("Q")
-    if len(view) % 2:
-        raise ValueError("spans must hold (offset, length) pairs")
 
     def input_at(index: int) -> RunInput:
         offset, size = view[2 * index], view[2 * index + 1]

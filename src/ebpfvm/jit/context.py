@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 from enum import IntEnum
 
-__all__ = ["FAULT_INFO_SHIFT", "IN_BYTEARRAY", "IN_OFFSET_SHIFT", "IN_R1_IS_INPUT", "Fault", "JitContext", "RegionEntry", "field_offset"]
+__all__ = ["BUDGET_SLICE", "FAULT_INFO_SHIFT", "IN_BYTEARRAY", "IN_OFFSET_SHIFT", "IN_R1_IS_INPUT", "Fault", "JitContext", "RegionEntry", "field_offset"]
 
 U64 = ctypes.c_uint64
 
@@ -25,6 +25,8 @@ class Fault(IntEnum):
     DEPTH = 4  # fault_pc
     INVALID = 5  # fault_pc
     BATCH = 6  # internal: the batch driver stopped at element fault_pc
+    INTERRUPT = 7  # helper_pc: the trampoline never ran its body (a signal handler raised)
+    POLL = 8  # budget_block: the same for the poll between budget slices
 
 
 IN_BYTEARRAY = 1
@@ -36,6 +38,13 @@ IN_OFFSET_SHIFT = 8
 
 FAULT_INFO_SHIFT = 8
 """fault_info keeps the pc above this bit; size << 1 and the store flag below."""
+
+BUDGET_SLICE = 1 << 22
+"""The budget register holds at most this many instructions; the rest of the
+run's budget waits in budget_reserve. When a block's charge runs past the
+slice, the code calls the poll (Python code runs, so a pending Ctrl-C stops
+the run) and refills the register: a native loop stays interruptible even
+without a budget, at no cost on the path that charges blocks."""
 
 
 class RegionEntry(ctypes.Structure):
@@ -56,7 +65,8 @@ class JitContext(ctypes.Structure):
         ("in_r1", U64),
         ("in_r2", U64),
         ("in_flags", U64),  # IN_* flags below
-        ("in_budget", U64),
+        ("in_budget", U64),  # the budget register at entry: at most BUDGET_SLICE
+        ("in_reserve", U64),  # the rest of the run's budget
         ("in_nregions", U64),  # region-table entries valid at the start of the run
         ("fault", U64),
         # per-VM constants
@@ -65,6 +75,7 @@ class JitContext(ctypes.Structure):
         ("s_qwords", U64),  # stack size / 8, zeroed at entry
         ("regions", U64),  # address of the RegionEntry table
         ("helper_fn", U64),  # address of the helper trampoline
+        ("poll_fn", U64),  # address of the poll (see BUDGET_SLICE)
         ("mbuff", U64),  # FixedMbuff: the VM's metadata buffer, else 0
         ("data_off", U64),
         ("data_end_off", U64),
@@ -78,11 +89,12 @@ class JitContext(ctypes.Structure):
         ("saved_rsp", U64),
         ("depth", U64),
         ("helper_pc", U64),
+        ("budget_reserve", U64),  # budget beyond the register (in_reserve at entry)
         # outputs
         ("fault_pc", U64),
         ("fault_addr", U64),
         ("fault_info", U64),
-        ("budget_left", U64),
+        ("budget_left", U64),  # the budget register: at exit, at a fault, around helper calls
         ("budget_block", U64),
         ("regs_out", U64 * 11),
     ]

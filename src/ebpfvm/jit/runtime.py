@@ -8,6 +8,7 @@ import array
 import ctypes
 import platform
 import struct
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,54 +18,147 @@ from ..encoding import Insn
 from ..errors import (
     BudgetExceeded,
     CallDepthExceeded,
+    HelperFault,
     InvalidInstruction,
     JitError,
     MemoryFault,
+    RunInterrupted,
     VmBusy,
     VmFault,
 )
-from ..helpers import Helper, Unwind
+from ..helpers import NO_BUDGET, Helper, HelperContext, Unwind
 from ..interpreter import Machine
-from ..memory import AddressSpace, Region, address_of
-from .context import FAULT_INFO_SHIFT, Fault, JitContext, RegionEntry, field_offset
+from ..memory import (
+    AddressSpace,
+    Region,
+    _PyBuffer,
+    _PyBuffer_Release,
+    _PyObject_GetBuffer,
+    address_of,
+)
+from .context import (
+    BUDGET_SLICE,
+    FAULT_INFO_SHIFT,
+    IN_BYTEARRAY,
+    Fault,
+    JitContext,
+    RegionEntry,
+    field_offset,
+)
 from .execmem import ExecMemory
 from .translate import JitCode, translate
 
 __all__ = ["BYTEARRAY_START", "MEMORYVIEW_BUF", "NO_BUDGET", "Busy", "JitProgram", "RunInput"]
 
-NO_BUDGET = 1 << 63
-"""Budget value that never runs out (2**63 instructions)."""
 M64 = (1 << 64) - 1
 _REGION_CAPACITY = 16
-_FAULT_WORD = field_offset("fault") // 8
+_W_FAULT = field_offset("fault") // 8
+"""Index of a JitContext field among its uint64 words (JitProgram._words)."""
+_W_IN_PTR = field_offset("in_ptr") // 8
+_W_IN_LEN = field_offset("in_len") // 8
+_W_IN_FLAGS = field_offset("in_flags") // 8
+_W_IN_BUDGET = field_offset("in_budget") // 8
+_W_IN_RESERVE = field_offset("in_reserve") // 8
+_W_LEFT = field_offset("budget_left") // 8
+_W_RESERVE = field_offset("budget_reserve") // 8
+_W_HELPER_PC = field_offset("helper_pc") // 8
 _U64_ZERO = array.array("Q", [0])
 """Repeated to make zeroed uint64 arrays: no zeroed bytes object to copy first."""
-_IN_LAYOUT = struct.Struct("<9Q")
-"""in_arg, in_len, in_wmask, in_r1, in_r2, in_flags, in_budget, in_nregions, fault."""
+_IN_LAYOUT = struct.Struct("<10Q")
+"""in_arg, in_len, in_wmask, in_r1, in_r2, in_flags, in_budget, in_reserve,
+in_nregions, fault."""
 assert _IN_LAYOUT.size == field_offset("s_lo")
 _RUN_LAYOUT = struct.Struct("<6Q")
 """Its first six fields, which change from run to run: the rest (budget, region
 count, no fault) stays as one run leaves it for the next, unless it stopped."""
 assert _RUN_LAYOUT.size == field_offset("in_budget")
+_SPAN_BYTES = 16
+"""One (offset, length) pair of uint64s in a batch's span array."""
+_OBJECT_HEADER = 16
+"""ob_refcnt and ob_type: no data pointer there."""
+_POINTER = ctypes.sizeof(ctypes.c_void_p)
 
 
-def _data_pointer_offset(probe: Any) -> int:
-    """Where CPython keeps `probe`'s data pointer inside the object (0: unknown)."""
+def _data_pointer_offset(kind: type, probes: Sequence[Any]) -> int:
+    """Where CPython keeps the data pointer of a `kind` object (0: unknown).
+
+    Each probe's data starts somewhere else relative to its allocation (a
+    bytearray after ``del b[:k]`` keeps its allocation in ob_bytes and its data
+    in ob_start; a memoryview slice points into its base). The offset is the
+    one field inside the object that holds every probe's data address; when
+    no field or more than one does, the fast path stays off."""
     if platform.python_implementation() != "CPython":
         return 0
-    pin = ctypes.c_char.from_buffer(probe)
-    data = ctypes.addressof(pin)
-    del pin
-    for offset in range(16, 96, 8):
-        if ctypes.c_void_p.from_address(id(probe) + offset).value == data:
-            return offset
-    return 0
+    end = kind.__basicsize__ - _POINTER
+    candidates = set(range(_OBJECT_HEADER, end + 1, _POINTER))
+    for probe in probes:
+        if type(probe) is not kind:
+            return 0
+        data = address_of(probe)
+        candidates = {offset for offset in candidates
+                      if ctypes.c_void_p.from_address(id(probe) + offset).value == data}
+    return candidates.pop() if len(candidates) == 1 else 0
 
 
-BYTEARRAY_START = _data_pointer_offset(bytearray(64))
-"""Nonzero when the JIT may be handed bytearray objects directly (the fast path)."""
-MEMORYVIEW_BUF = _data_pointer_offset(memoryview(bytearray(64)))
-"""The same for memoryview objects."""
+def _shifted_bytearray(size: int, shift: int) -> bytearray:
+    """A bytearray whose data starts `shift` bytes into its allocation."""
+    probe = bytearray(size + shift)
+    del probe[:shift]
+    return probe
+
+
+_PROBE_SIZE = 64
+_PROBE_SHIFTS = (8, 24)
+BYTEARRAY_START = _data_pointer_offset(bytearray, [
+    bytearray(_PROBE_SIZE), *(_shifted_bytearray(_PROBE_SIZE, n) for n in _PROBE_SHIFTS)])
+"""Nonzero when the JIT may be handed bytearray objects directly (the fast path):
+where a bytearray keeps the address its data starts at (ob_start)."""
+MEMORYVIEW_BUF = _data_pointer_offset(memoryview, [
+    memoryview(bytearray(_PROBE_SIZE)), memoryview(bytearray(_PROBE_SIZE))[_PROBE_SHIFTS[0]:],
+    memoryview(bytes(_PROBE_SIZE))[_PROBE_SHIFTS[1]:]])
+"""The same for memoryview objects (view.buf)."""
+
+
+class _Pin:
+    """A buffer export held on an object (PyObject_GetBuffer) until release():
+    meanwhile a bytearray cannot be resized, a memoryview cannot be released
+    and an mmap cannot be closed (each raises BufferError)."""
+
+    __slots__ = ("_buffer", "address", "size")
+
+    def __init__(self, obj: Any) -> None:
+        buffer = _PyBuffer()
+        _PyObject_GetBuffer(obj, ctypes.byref(buffer), 0)  # PyBUF_SIMPLE
+        self._buffer: _PyBuffer | None = buffer
+        self.address: int = buffer.buf or 0
+        self.size: int = buffer.len
+
+    def release(self) -> None:
+        """Give the export back (once)."""
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            _PyBuffer_Release(ctypes.byref(buffer))
+
+
+_TRAMPOLINES = frozenset({"_call_helper", "_poll"})
+
+
+def _unraisable_hook(unraisable: Any) -> None:
+    """sys.unraisablehook, chained to the one it replaced. A signal handler
+    that raises at the entry of one of our trampolines (before its body) makes
+    ctypes report the exception as unraisable and return garbage; the native
+    code sees the mark the body did not clear and stops the run. Here the
+    exception is kept, silently, for the JitProgram to raise. Every other
+    unraisable exception goes to the previous hook."""
+    owner = getattr(unraisable.object, "__self__", None)
+    if isinstance(owner, JitProgram) and \
+            getattr(unraisable.object, "__name__", "") in _TRAMPOLINES:
+        owner._lost = unraisable.exc_value
+        return
+    _PREVIOUS_HOOK(unraisable)
+
+
+_PREVIOUS_HOOK = sys.unraisablehook
 
 _ENTRY = ctypes.PYFUNCTYPE(ctypes.c_uint64)
 """The entry keeps the GIL: no other thread can resize the input during a run."""
@@ -72,6 +166,7 @@ _REPEAT = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
 _BATCH = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
                           ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _TRAMPOLINE = ctypes.CFUNCTYPE(ctypes.c_uint64, *([ctypes.c_uint64] * 6))
+_POLL = ctypes.CFUNCTYPE(None)
 
 
 def _buffer_address(buffer: Any) -> int:
@@ -129,7 +224,22 @@ class JitProgram:
 
     `stack` is the VM's stack region for this program; `extra` lists the
     regions besides stack and input (mbuff, allowed memory) in the order the
-    interpreter searches them."""
+    interpreter searches them.
+
+    Interruption: the checked code polls Python between budget slices (see
+    context.BUDGET_SLICE) and every helper call enters Python, so Ctrl-C
+    stops a run with RunInterrupted. Unchecked code has no budget charges:
+    it can be interrupted only at its helper calls."""
+
+    # Slots: attribute reads on the per-call path stay fast however many
+    # attributes there are (a plain instance dict slows down past about 30).
+    __slots__ = (
+        "_batch", "_batch_key", "_batch_memory", "_batching", "_block_at", "_ctx_bytes",
+        "_entry", "_fault", "_input", "_lost", "_machine", "_pending", "_pin", "_poller",
+        "_repeat", "_run_obj", "_settled", "_table", "_table_regions", "_trampoline",
+        "_unwound", "_words", "base_nregions", "busy", "checked", "ctx", "ctx_addr", "extra",
+        "helpers", "insns", "jit", "memory", "stack",
+    )
 
     def __init__(self, insns: Sequence[Insn], *, checked: bool, stack: Region,
                  helpers: dict[int, Helper], extra: Sequence[Region] = (),
@@ -143,8 +253,10 @@ class JitProgram:
         self.ctx = JitContext()
         self.ctx_addr = ctypes.addressof(self.ctx)
         self._ctx_bytes = (ctypes.c_char * ctypes.sizeof(self.ctx)).from_address(self.ctx_addr)
-        self._fault = memoryview(self._ctx_bytes).cast("B").cast("Q")[_FAULT_WORD:_FAULT_WORD + 1]
-        """ctx.fault as a one-item view: reads faster than the ctypes field."""
+        self._words = memoryview(self._ctx_bytes).cast("B").cast("Q")
+        """The context as uint64 words (index _W_*): reads faster than ctypes fields."""
+        self._fault = self._words[_W_FAULT:_W_FAULT + 1]
+        """ctx.fault as a one-item view: the cheapest read, for run()."""
         self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr,
                                      stack_clear=len(stack.view))
         self.memory = ExecMemory(self.jit.code)
@@ -153,7 +265,9 @@ class JitProgram:
         self._repeat = _REPEAT(base + self.jit.repeat_entry)
         self._batch = _BATCH(base + self.jit.batch_entry)
         self._trampoline = _TRAMPOLINE(self._call_helper)
+        self._poller = _POLL(self._poll)
         self.ctx.helper_fn = ctypes.cast(self._trampoline, ctypes.c_void_p).value or 0
+        self.ctx.poll_fn = ctypes.cast(self._poller, ctypes.c_void_p).value or 0
         self.ctx.s_lo = stack.start
         self.ctx.s_top = stack.end
         self.ctx.s_qwords = len(stack.view) // 8
@@ -173,15 +287,22 @@ class JitProgram:
         self.set_extra(self.extra)
         self._input: RunInput | None = None
         self._run_obj: Any = None
+        self._pin: _Pin | None = None
+        """The export that pins a fast-path input (a bytearray or memoryview the
+        code reads through its object) once Python code runs during the run."""
         self._unwound = False
         self._machine: Machine | None = None
         self._pending: BaseException | None = None
+        self._lost: BaseException | None = None
+        """What a signal handler raised at a trampoline's entry (_unraisable_hook)."""
         self._batching = False
         self._batch_key: tuple[int, int, int] | None = None
         """During a batch: the input and region count the machine was last used with."""
         self._batch_memory: Region | None = None
         """During a batch over one buffer: all of it, so each run's input region
         is a slice of one view instead of a new mapping of its own."""
+        self._block_at: dict[int, tuple[int, int]] | None = None
+        """pc -> (length of its block, its index in the block), built at the first fault."""
 
     # -- region table -----------------------------------------------------------
 
@@ -228,60 +349,64 @@ class JitProgram:
     # -- running ----------------------------------------------------------------
 
     def run(self, obj: Any, ptr: int, size: int, writable: bool, r1: int, r2: int,
-            budget: int | None, flags: int = 0) -> int:
+            budget: int | None, flags: int = 0, extra: Sequence[Region] | None = None) -> int:
         """One run on the input at `ptr` (`obj` is the buffer, kept for helpers).
-        With IN_BYTEARRAY in `flags`, `ptr` is id(obj) of a bytearray. Raises
-        the interpreter's typed errors."""
+        With IN_BYTEARRAY in `flags`, `ptr` is id(obj) of a bytearray or
+        memoryview. `extra`, when given, replaces the regions after the input
+        (see set_extra) once the run holds the VM. Raises the interpreter's
+        typed errors; VmBusy while the VM is running."""
         busy = self.busy
         busy.enter()
-        self._run_obj = obj
-        self._unwound = False
-        key = (ptr, size, writable, r1, r2, flags, budget)
-        settled = self._settled
-        if key != settled:  # else the context holds these inputs already
-            if settled is not None and settled[6] == budget:
-                _RUN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0, r1,
-                                      r2, flags)
-            else:
-                self._write_inputs(ptr, size, writable, r1, r2, flags, budget)
-            self._settled = key
         try:
+            if extra is not None:
+                self.set_extra(extra)
+            self._run_obj = obj
+            self._unwound = False
+            key = (ptr, size, writable, r1, r2, flags, budget)
+            settled = self._settled
+            if key != settled:  # else the context holds these inputs already
+                if settled is not None and settled[6] == budget:
+                    _RUN_LAYOUT.pack_into(self._ctx_bytes, 0, ptr, size, M64 if writable else 0,
+                                          r1, r2, flags)
+                else:
+                    self._write_inputs(ptr, size, writable, r1, r2, flags, budget)
+                self._settled = key
             result: int = self._entry()
+            if self._fault[0]:
+                self._settled = None
+                return self._stopped()
+            return result
         finally:
-            busy.leave()
-        if self._fault[0]:
-            self._settled = None
-            try:
-                return self._stopped(budget)
-            finally:
+            self._run_obj = None
+            if self._machine is not None:
                 self._release()
-        self._run_obj = None
-        if self._machine is not None:
-            self._release()
-        return result
+            busy.leave()
 
     def _write_inputs(self, arg: int, size: int, writable: bool, r1: int, r2: int, flags: int,
                       budget: int | None) -> None:
         """Write the context's whole in_* block (no fault) for the runs to come."""
+        total = NO_BUDGET if budget is None else budget
+        first = min(total, BUDGET_SLICE)
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, arg, size, M64 if writable else 0, r1, r2, flags,
-                             NO_BUDGET if budget is None else budget, self.base_nregions, 0)
+                             first, total - first, self.base_nregions, 0)
         self._settled = None  # run() says otherwise when it wrote them
 
     def repeat(self, data: RunInput, r1: int, r2: int, budget: int | None, count: int) -> int:
         """Run `count` times in one native call; returns the last r0."""
-        self._input = data
-        self._unwound = False
-        self._machine = None
-        self._write_inputs(data.ptr, data.size, data.writable, r1, r2, 0, budget)
         self.busy.enter()
-        self._batching = True  # each repetition gets a fresh helper machine
         try:
+            self._input = data
+            self._unwound = False
+            self._machine = None
+            self._write_inputs(data.ptr, data.size, data.writable, r1, r2, 0, budget)
+            self._batching = True  # each repetition gets a fresh helper machine
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
-                return self._stopped(budget)
+                return self._stopped()
             return result
         finally:
             self._release()
+            self.busy.leave()
 
     def batch(self, inputs: Sequence[RunInput], budget: int | None, r1: int | None,
               r2: int | None) -> list[int]:
@@ -299,65 +424,79 @@ class JitProgram:
     def batch_spans(self, owner: Any, base: int, limit: int, spans: Any, writable: bool,
                     budget: int | None, r1: int | None, r2: int | None,
                     input_at: Callable[[int], RunInput]) -> array.array[int]:
-        """Run once per (offset, length) pair of `spans` (uint64s) on the memory
-        at base + offset, in one native call; returns every r0. `owner` keeps
-        the memory alive; `input_at(i)` describes input i for error reports."""
-        view = memoryview(spans).cast("B").cast("Q") if not isinstance(spans, array.array) else spans
-        count = len(view) // 2
+        """Run once per (offset, length) pair of `spans` (a buffer of uint64s)
+        on the memory at base + offset, in one native call; returns every r0.
+        `owner` keeps the memory alive; `input_at(i)` describes input i for
+        error reports."""
+        view = memoryview(spans).cast("B")  # held: the pairs cannot move during the batch
+        count = len(view) // _SPAN_BYTES
         results = _U64_ZERO * count  # bytes(8 * count) first would cost 6 ns per input
         spans_addr = _buffer_address(view)
         results_addr = _buffer_address(results)
         keep = r1 is not None
-        self._write_inputs(0, 0, writable, r1 or 0, r2 or 0, 0, budget)
-        self.ctx.batch_limit = limit
-        self._machine = None
-        self._unwound = False
-        self._run_obj = owner
-        self._batch_memory = (Region.of_address(base, limit, "batch", writable)
-                              if 0 < limit < M64 else None)
         self.busy.enter()
-        self._batching = True
         try:
+            self._write_inputs(0, 0, writable, r1 or 0, r2 or 0, 0, budget)
+            self.ctx.batch_limit = limit
+            self._machine = None
+            self._unwound = False
+            self._run_obj = owner
+            self._batch_memory = (Region.of_address(base, limit, "batch", writable)
+                                  if 0 < limit < M64 else None)
+            self._batching = True
             done = 0
             while done < count:
-                left = self._batch(self.ctx_addr, spans_addr + 16 * done, count - done,
+                left = self._batch(self.ctx_addr, spans_addr + _SPAN_BYTES * done, count - done,
                                    results_addr + 8 * done, int(keep), base)
                 if not self.ctx.fault:
                     break
-                index = count - left
-                if self.ctx.fault == Fault.BATCH:
-                    raise ValueError(f"span {index} lies outside the buffer")
-                self._input = input_at(index)
-                try:
-                    # Returns when a helper ended the run (HelperContext.stop):
-                    # that run's result; the batch goes on with the next input.
-                    results[index] = self._stopped(budget) & M64
-                except VmFault as error:
-                    error.batch_index = index
-                    raise
-                done = index + 1
-                self.ctx.fault = Fault.NONE
-                self._input = None
-                if self._machine is not None:
-                    self._machine.context.finish()
-                    self._machine = None
+                done = self._batch_stop(count - left, results, input_at)
             return results
         finally:
             self._release()
+            self.busy.leave()
+
+    def _batch_stop(self, index: int, results: array.array[int],
+                    input_at: Callable[[int], RunInput]) -> int:
+        """The batch stopped at input `index`: raise its fault, or keep the
+        result a helper ended that run with; returns where the batch goes on."""
+        if self.ctx.fault == Fault.BATCH:
+            raise ValueError(f"span {index} lies outside the buffer")
+        self._input = input_at(index)
+        try:
+            # Returns when a helper ended the run (HelperContext.stop):
+            # that run's result; the batch goes on with the next input.
+            results[index] = self._stopped() & M64
+        except VmFault as error:
+            error.batch_index = index
+            raise
+        self.ctx.fault = Fault.NONE
+        self._input = None
+        if self._machine is not None:
+            self._machine.context.finish()
+            self._machine = None
+        return index + 1
 
     def _release(self) -> None:
-        """Drop this run's buffer views so callers may resize or close their
-        buffers, and tell the run's helpers it has ended."""
-        self.busy.leave()
+        """Drop this run's buffer views and pin so callers may resize or close
+        their buffers, and tell the run's helpers it has ended. The caller
+        leaves `busy` after this."""
         self._batching = False
         self._batch_key = None
         self._batch_memory = None
-        if self._machine is not None:
-            self._machine.context.finish()
+        machine, self._machine = self._machine, None
         self._input = None
         self._run_obj = None
-        self._machine = None
         self._pending = None
+        self._lost = None
+        self._table_regions = []  # held the run's input view (an export of its buffer)
+        pin, self._pin = self._pin, None
+        try:
+            if machine is not None:
+                machine.context.finish()
+        finally:
+            if pin is not None:
+                pin.release()
 
     @property
     def registers(self) -> list[int]:
@@ -365,44 +504,105 @@ class JitProgram:
         fault, or a helper ended it)."""
         return [] if self._unwound else list(self.ctx.regs_out)
 
-    def instruction_count(self, budget: int | None) -> int:
-        """Instructions the last successful run executed (checked mode only)."""
+    def instruction_count(self) -> int:
+        """Instructions the last run executed (checked mode only): all of them
+        when it returned; up to the one that stopped it, that one included,
+        when it faulted (the budget, for BudgetExceeded). Helper work charged
+        to the budget (HelperContext.charge) counts too."""
         if not self.checked:
             return 0
-        total = NO_BUDGET if budget is None else budget
-        left: int = self.ctx.budget_left
-        return total - left
+        words = self._words
+        total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
+        return (total - words[_W_LEFT] - words[_W_RESERVE]) & M64
 
     # -- stops ------------------------------------------------------------------
 
-    def _stopped(self, budget: int | None) -> int:
+    def _set_count(self, count: int) -> None:
+        """Make instruction_count() report `count` for the run that stopped."""
+        words = self._words
+        total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
+        words[_W_LEFT] = (total - count - words[_W_RESERVE]) & M64
+
+    def _count_at(self, pc: int) -> int:
+        """Instructions run up to the one at `pc`, that one included: the
+        budget register holds what was left after its block's charge."""
+        if self._block_at is None:
+            self._block_at = {insn.pc: (len(block), index) for block in self.jit.blocks
+                              for index, insn in enumerate(block)}
+        where = self._block_at.get(pc)
+        if where is None:  # no block: an empty program
+            return 0
+        length, index = where
+        words = self._words
+        total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
+        return (total - words[_W_LEFT] - words[_W_RESERVE] - length + index + 1) & M64
+
+    def _stopped(self) -> int:
+        """The native code stopped early. Sets the instruction count, then
+        raises the run's typed error, or returns the value a helper ended the
+        run with (HelperContext.stop)."""
         ctx = self.ctx
         kind = Fault(ctx.fault)
         self._unwound = True  # regs_out still holds an earlier run's registers
+        total = self._words[_W_IN_BUDGET] + self._words[_W_IN_RESERVE]
+        if kind is Fault.BUDGET:
+            block = [insn.pc for insn in self.jit.blocks[ctx.budget_block]]
+            remaining = (ctx.budget_left + ctx.budget_reserve + len(block)) & M64
+            self._set_count(total)
+            raise BudgetExceeded(block[remaining], total)
+        if kind is Fault.POLL:
+            block = self.jit.blocks[ctx.budget_block]
+            self._set_count(self._count_at(block[0].pc) - 1)  # none of the block ran
+            raise self._interruption(block[0].pc)
+        if kind is Fault.INTERRUPT:
+            self._set_count(self._count_at(ctx.helper_pc))
+            raise self._interruption(ctx.helper_pc)
         if kind is Fault.HELPER:
-            pending, self._pending = self._pending, None
-            if isinstance(pending, Unwind):
-                self._unwound = True
-                return pending.value
-            assert pending is not None
-            raise pending
+            return self._helper_stopped()
         if kind is Fault.MEMORY:
             info = ctx.fault_info
             pc = info >> FAULT_INFO_SHIFT
             size = (info >> 1) & 0xF
             access = "store" if info & 1 else "load"
+            self._set_count(self._count_at(pc))
             raise MemoryFault(pc, ctx.fault_addr, size, access, self._read_only_detail(
                 ctx.fault_addr, size, access))
-        if kind is Fault.BUDGET:
-            total = NO_BUDGET if budget is None else budget
-            block = [insn.pc for insn in self.jit.blocks[ctx.budget_block]]
-            remaining = (ctx.budget_left + len(block)) & M64
-            raise BudgetExceeded(block[remaining], total)
-        if kind is Fault.DEPTH:
-            raise CallDepthExceeded(ctx.fault_pc, MAX_CALL_DEPTH)
         pc = ctx.fault_pc
+        self._set_count(self._count_at(pc))
+        if kind is Fault.DEPTH:
+            raise CallDepthExceeded(pc, MAX_CALL_DEPTH)
         opcode = next((insn.opcode for insn in self.insns if insn.pc == pc), 0)
         raise InvalidInstruction(pc, opcode, self.jit.invalid.get(pc, "invalid instruction"))
+
+    def _helper_stopped(self) -> int:
+        """The trampoline (or the poll) recorded an exception, or a helper
+        ended the run: raise it as the run's error, or return that value."""
+        pc = self.ctx.helper_pc
+        pending, self._pending = self._pending, None
+        if isinstance(pending, BudgetExceeded):  # a helper charged past the budget
+            self._set_count(self._words[_W_IN_BUDGET] + self._words[_W_IN_RESERVE])
+            raise pending
+        self._set_count(self._count_at(pc))
+        if isinstance(pending, Unwind):
+            return pending.value
+        if isinstance(pending, KeyboardInterrupt) or (
+                isinstance(pending, HelperFault) and isinstance(pending.cause, KeyboardInterrupt)):
+            raise RunInterrupted(pc) from pending
+        assert pending is not None, "a helper stop records what stopped it"
+        raise pending
+
+    def _interruption(self, pc: int) -> BaseException:
+        """The error for a trampoline or poll whose body never ran: what a
+        signal handler raised at its entry, RunInterrupted for Ctrl-C (also
+        when the hook that keeps it was replaced: nothing else stops a body
+        before its first line)."""
+        lost = self._lost if self._lost is not None else self._pending
+        self._lost = self._pending = None
+        if lost is None or isinstance(lost, KeyboardInterrupt):
+            error = RunInterrupted(pc)
+            error.__cause__ = lost
+            return error
+        return lost
 
     def _read_only_detail(self, addr: int, size: int, access: str) -> str:
         if access != "store":
@@ -442,20 +642,71 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
+            if self.checked:
+                words = self._words
+                self._machine.context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
             # Entries 0 and 2.. hold the stack and the extra regions since
             # set_extra; the entry code wrote the input's, entry 1. Only the
             # regions helpers add from here on need writing.
             self._table_regions = list(space.regions)
         return self._machine
 
-    def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
-        """The trampoline generated code calls. Never lets an exception out."""
+    def _pin_input(self, pc: int) -> None:
+        """Pin a fast-path input (the code read its data pointer from the
+        object at entry) before any other Python code runs in this run: a
+        helper that resizes it, releases it or closes its mmap then gets
+        BufferError instead of moving memory under the running code. A VmFault
+        when it already moved (another thread, at the trampoline's entry)."""
+        words = self._words
         try:
+            pin = _Pin(self._run_obj)
+        except (BufferError, ValueError, TypeError) as exc:
+            raise VmFault("the input buffer was released during the run", pc) from exc
+        try:
+            if pin.address != words[_W_IN_PTR] or pin.size != words[_W_IN_LEN]:
+                raise VmFault("the input buffer was resized during the run", pc)
+            self._get_machine()  # run() releases the pin with the machine
+        except BaseException:
+            pin.release()
+            raise
+        self._pin = pin
+
+    def _set_budget(self, left: int, before: int) -> None:
+        """Take back what a helper left of the budget (a helper only spends)."""
+        if not self.checked:
+            return
+        left = min(max(left, 0), before)
+        words = self._words
+        words[_W_LEFT] = left  # the code takes the reserve off for its register
+        words[_W_RESERVE] = left - min(left, BUDGET_SLICE)
+
+    def _call_helper(self, helper_id: int, a: int, b: int, c: int, d: int, e: int) -> int:
+        """The trampoline generated code calls. Never lets an exception out.
+        Its first line clears the mark the code set before the call (see
+        translate._emit_call): a signal handler that raised before it ran
+        leaves the mark, and the code stops the run (Fault.INTERRUPT)."""
+        try:
+            words = self._words
+            words[_W_FAULT] = 0
+            pc = words[_W_HELPER_PC]
+            if self._pin is None and words[_W_IN_FLAGS] & IN_BYTEARRAY:
+                self._pin_input(pc)
             machine = self._get_machine()
+            context = machine.context
+            # The run's budget, for helpers that charge their work: the code
+            # stored what is left (budget_total: see _get_machine).
+            left = context.budget = words[_W_LEFT] if self.checked else NO_BUDGET
             before = len(machine.space.regions)
             try:
-                return machine.call(helper_id, a, b, c, d, e, self.ctx.helper_pc)
+                return machine.call(helper_id, a, b, c, d, e, pc)
+            except HelperFault as fault:
+                spent = _charged_out(fault, context)
+                if spent is None:
+                    raise
+                raise spent from None
             finally:
+                if context.budget != left:
+                    self._set_budget(context.budget, left)
                 if len(machine.space.regions) != before:
                     self._update_table(machine.space.regions)
                     self.ctx.nregions = len(machine.space.regions)
@@ -464,12 +715,42 @@ class JitProgram:
                     self._batch_key = (ctx.in_ptr, ctx.in_len, ctx.nregions)
         except BaseException as exc:  # recorded, re-raised by run() after the native code stops
             self._pending = exc
-            self.ctx.fault = Fault.HELPER
+            self._fault[0] = Fault.HELPER
             return 0
 
+    def _poll(self) -> None:
+        """What the checked code calls between budget slices. Entering Python
+        runs pending signal handlers: one that raises (Ctrl-C) does it before
+        the first line, which then never clears the mark (Fault.POLL)."""
+        try:
+            self._fault[0] = 0
+            if self._pin is None and self._words[_W_IN_FLAGS] & IN_BYTEARRAY:
+                self._pin_input(self.jit.blocks[self.ctx.budget_block][0].pc)
+        except BaseException as exc:
+            self._pending = exc
+            self._fault[0] = Fault.POLL
+
     def close(self) -> None:
-        """Free the executable memory."""
+        """Free the executable memory; VmBusy while the VM is running."""
+        self.busy.enter()
+        try:
+            self.free()
+        finally:
+            self.busy.leave()
+
+    def free(self) -> None:
+        """close() for a caller that holds `busy` already (the VM's close)."""
         self.memory.close()
+
+
+def _charged_out(fault: HelperFault, context: HelperContext) -> BudgetExceeded | None:
+    """The helper's own BudgetExceeded (HelperContext.charge spent the run's
+    budget) when Machine.call wrapped it in a HelperFault; else None."""
+    cause = fault.cause
+    if isinstance(cause, BudgetExceeded) and context.budget == 0 and \
+            (cause.pc, cause.count) == (context.pc, context.budget_total):
+        return cause
+    return None
 
 
 def _input_region(data: RunInput) -> Region:
@@ -482,3 +763,6 @@ def _input_region(data: RunInput) -> Region:
     if region is not None and region.start == data.ptr and len(region.view) == data.size:
         return region
     return Region.of_address(data.ptr, data.size, "mem", data.writable)
+
+
+sys.unraisablehook = _unraisable_hook

@@ -50,6 +50,7 @@ from ..encoding import Insn
 from ..isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg
 from .codebuf import REL32_SIZE, patch_rel32
 from .context import (
+    BUDGET_SLICE,
     FAULT_INFO_SHIFT,
     IN_BYTEARRAY,
     IN_OFFSET_SHIFT,
@@ -165,13 +166,15 @@ def _mov_tmp_imm32(a: X86Assembler) -> int:
 
 
 @functools.cache
-def _budget_stub() -> tuple[bytes, int, int]:
+def _budget_stub() -> tuple[bytes, int, int, int]:
     """A block's budget stub: (code, offset of the block index u32, of the
-    jump's rel32), see _Translator._budget_stubs."""
+    call's rel32, of the jump's rel32), see _Translator._budget_stubs."""
     a = X86Assembler()
     index_at = _mov_tmp_imm32(a)
+    a.call(Label("hole"))
+    call_at = a.buf.position - REL32_SIZE
     a.jmp(Label("hole"))
-    return bytes(a.buf.data), index_at, a.buf.position - REL32_SIZE
+    return bytes(a.buf.data), index_at, call_at, a.buf.position - REL32_SIZE
 
 
 def _access_stub(base: int, off: int) -> tuple[bytes, int, int, int]:
@@ -244,6 +247,7 @@ class _Translator:
         self.fault_exit = a.new_label()
         self.slowpath = a.new_label()
         self.budget_fail = a.new_label()
+        self.budget_refill = a.new_label()
         self.invalid_fail = a.new_label()
         self.depth_fail = a.new_label()
         self.pc_offsets: list[tuple[int, int]] = []
@@ -423,6 +427,7 @@ class _Translator:
             return repeat_entry, batch_entry
         self._epilogues()
         self._slowpath()
+        self._refill()
         repeat_entry = a.buf.position
         self._repeat_driver()
         batch_entry = a.buf.position
@@ -460,6 +465,8 @@ class _Translator:
         a.load(REG_MAP[2], _ctx("in_r2"), QWORD)
         a.load(REG_MAP[10], _ctx("s_top"), QWORD)
         a.load(BUDGET, _ctx("in_budget"), QWORD)
+        a.load(X.RAX, _ctx("in_reserve"), QWORD)
+        a.store(_ctx("budget_reserve"), X.RAX, QWORD)
         for ebpf in (0, 3, 4, 5, 6, 7, 8, 9):
             a.xor_zero(REG_MAP[ebpf])
         built = buf.local_bytes(start, fixups)
@@ -566,8 +573,10 @@ class _Translator:
         a.bind(self.terminate)
         a.load(X.RSP, _ctx("saved_rsp"), QWORD)
         a.jmp(self.exit_main)
-        # Faults: the reason is in the context; unwind the native stack.
+        # Faults: the reason is in the context; unwind the native stack. The
+        # budget register tells Python how many instructions ran.
         a.bind(self.fault_exit)
+        a.store(_ctx("budget_left"), BUDGET, QWORD)
         a.load(X.RSP, _ctx("saved_rsp"), QWORD)
         a.xor_zero(X.RAX)
         a.jmp(restore)
@@ -576,7 +585,6 @@ class _Translator:
             a.bind(label)
             if kind is Fault.BUDGET:
                 a.store(_ctx("budget_block"), TMP, QWORD)
-                a.store(_ctx("budget_left"), BUDGET, QWORD)
             else:
                 a.store(_ctx("fault_pc"), TMP, QWORD)
             a.store_imm(_ctx("fault"), kind, QWORD)
@@ -597,9 +605,11 @@ class _Translator:
         return template
 
     def _budget_stubs(self) -> None:
-        """Each block's budget stub: its index into ecx, then the budget fault."""
-        code, index_at, jmp_at = _budget_stub()
-        fail = _position(self.budget_fail)
+        """Each block's budget stub: its index into ecx, a call of the refill
+        (which returns when the run's budget holds the block), then back to
+        the block, past its charge."""
+        code, index_at, call_at, jmp_at = _budget_stub()
+        refill = _position(self.budget_refill)
         data = self.asm.buf.data
         u32 = _U32.pack_into
         for block_index, hole in enumerate(self.budget_stubs):
@@ -607,7 +617,46 @@ class _Translator:
             patch_rel32(data, hole, at)
             data += code
             u32(data, at + index_at, block_index)
-            patch_rel32(data, at + jmp_at, fail)
+            patch_rel32(data, at + call_at, refill)
+            patch_rel32(data, at + jmp_at, hole + REL32_SIZE)
+
+    def _refill(self) -> None:
+        """A block's charge took the budget register below zero (in: ecx =
+        the block's index). When the run's budget (register + reserve) is
+        spent too: the budget fault. Else call the poll, which lets Python
+        handle a pending signal, and refill the register with up to
+        BUDGET_SLICE instructions of the reserve (see context.BUDGET_SLICE)."""
+        a = self.asm
+        spent, full = a.new_label(), a.new_label()
+        live = (X.RAX, X.RDI, X.RSI, X.RDX, X.R8, X.R9, ADDR)  # seven: the call stays aligned
+        a.bind(self.budget_refill)
+        a.load(ADDR, _ctx("budget_reserve"), QWORD)
+        a.alu_rr(AluOp.ADD, ADDR, BUDGET)  # what the run has left after this block
+        a.jcc(Cond.S, spent)
+        a.store(_ctx("budget_block"), TMP, QWORD)
+        for reg in live:
+            a.push(reg)
+        a.store_imm(_ctx("fault"), Fault.POLL, QWORD)  # the poll clears it when it runs
+        a.load(TMP, _ctx("poll_fn"), QWORD)
+        a.call_r(TMP)
+        for reg in reversed(live):
+            a.pop(reg)
+        a.mov_rr(BUDGET, ADDR)  # the call clobbered it: the charged value, for a fault
+        a.alu_rm(AluOp.SUB, BUDGET, _ctx("budget_reserve"))
+        a.alu_mi(AluOp.CMP, _ctx("fault"), 0)
+        a.jcc(Cond.NE, self.fault_exit)
+        a.mov_ri(BUDGET, BUDGET_SLICE, w64=False)
+        a.alu_rr(AluOp.CMP, ADDR, BUDGET)
+        a.jcc(Cond.AE, full)
+        a.mov_rr(BUDGET, ADDR)
+        a.bind(full)
+        a.alu_rr(AluOp.SUB, ADDR, BUDGET)
+        a.store(_ctx("budget_reserve"), ADDR, QWORD)
+        a.ret()
+        a.bind(spent)  # the register holds what the run has left, below zero
+        a.mov_rr(BUDGET, ADDR)
+        a.store_imm(_ctx("budget_reserve"), 0, QWORD)
+        a.jmp(self.budget_fail)
 
     def _to_invalid(self, insn: Insn, reason: str) -> None:
         """Stop with InvalidInstruction at `insn` when this point is reached."""
@@ -880,7 +929,7 @@ class _Translator:
 
 
 _RUNTIME_LABELS = ("exit_main", "terminate", "fault_exit", "slowpath", "budget_fail",
-                   "invalid_fail", "depth_fail")
+                   "invalid_fail", "depth_fail", "budget_refill")
 """Labels inside the shared runtime code that program code jumps to."""
 _RUNTIME_CACHE: tuple[bytes, dict[str, int], int, int] | None = None
 
@@ -1256,6 +1305,13 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     else:
         a.mov_ri(ADDR, insn.imm & M32, w64=False)
     a.store_imm(_ctx("helper_pc"), insn.pc, QWORD)
+    if t.checked:  # the run's budget left (register + reserve), for the helper
+        a.load(TMP, _ctx("budget_reserve"), QWORD)
+        a.alu_rr(AluOp.ADD, TMP, BUDGET)
+        a.store(_ctx("budget_left"), TMP, QWORD)
+    # The trampoline clears this mark first thing: if a signal handler raised
+    # at its entry, its body never ran (and its return value is garbage).
+    a.store_imm(_ctx("fault"), Fault.INTERRUPT, QWORD)
     for reg in HELPER_SAVED:
         a.push(reg)
     # Arguments: rdi = id, rsi = r1, rdx = r2, rcx = r3, r8 = r4, r9 = r5.
@@ -1270,6 +1326,9 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     a.call_r(ADDR)
     for reg in reversed(HELPER_SAVED):
         a.pop(reg)
+    if t.checked:  # what the helper left of it, less the reserve it may have cut
+        a.load(BUDGET, _ctx("budget_left"), QWORD)
+        a.alu_rm(AluOp.SUB, BUDGET, _ctx("budget_reserve"))
     a.alu_mi(AluOp.CMP, _ctx("fault"), 0)
     a.jcc(Cond.NE, t.fault_exit)
 

@@ -178,10 +178,7 @@ def _budget_vm(budget: int | None, units: int) -> tuple[EbpfVmRaw, list[tuple[in
     return vm, seen
 
 
-_INTERP_PROTOCOL = pytest.mark.xfail(
-    strict=True, reason="the interpreter's side of the budget protocol is another branch's")
-_BUDGET_ENGINES = [pytest.param(name, marks=_INTERP_PROTOCOL) if name == "interp" else name
-                   for name in CHECKED_ENGINES]
+_BUDGET_ENGINES = list(CHECKED_ENGINES)
 
 
 @pytest.mark.parametrize("engine", _BUDGET_ENGINES)

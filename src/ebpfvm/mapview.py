@@ -117,12 +117,10 @@ def entries(m: Any, limit: int = 20) -> list[str]:
             if len(lines) < limit:
                 lines.append(f"{_show(key)} -> {_show(value)}")
     elif isinstance(m, ProgArray):
-        for index in range(m.max_entries):
-            name = m.get(index)
-            if name is not None:
-                total += 1
-                if len(lines) < limit:
-                    lines.append(f"{index} -> {name}")
+        for index, name in sorted(m.slots.items()):
+            total += 1
+            if len(lines) < limit:
+                lines.append(f"{index} -> {name}")
     elif isinstance(m, QueueMap):
         return [f"{len(m)} value(s) waiting"]
     elif isinstance(m, RingBuf):

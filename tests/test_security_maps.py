@@ -394,6 +394,22 @@ def test_map_creation_builds_nothing_per_entry() -> None:
     assert outcome.result() == [200_000_000, 1, 1, "last"]
 
 
+def test_listing_a_large_array_scans_its_slab() -> None:
+    """F20: listing an array's entries (the CLI prints them after a run) took
+    a Python step per entry, a minute for an array at the map memory limit;
+    now the slab is compared in chunks. 64 million 4-byte values, two set."""
+    outcome = run_bounded("""
+        from ebpfvm.mapview import entries
+        from ebpfvm.maps import MapType, create_map
+        array = create_map("a", MapType.ARRAY, 4, 4, 64 << 20)
+        array[(5).to_bytes(4, "little")] = (0x11).to_bytes(4, "little")
+        array[((64 << 20) - 1).to_bytes(4, "little")] = (0x22).to_bytes(4, "little")
+        report(entries(array, limit=1))
+    """, memory_mb=800, timeout=20)
+    assert not outcome.timed_out and outcome.returncode == 0, outcome.stderr[-2000:]
+    assert outcome.result() == ["05000000 -> 11000000", "... 1 more"]
+
+
 def test_lazy_slots_keep_the_old_order() -> None:
     """F20: lazily handed-out slots fill the slab from the start, and a freed
     slot is reused first (the addresses lookups return show which slot)."""

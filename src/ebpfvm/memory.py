@@ -167,7 +167,7 @@ class AddressSpace:
 
     def __init__(self, regions: Sequence[Region] = ()) -> None:
         self.regions: list[Region] = list(regions)
-        self._once: set[int] = set()
+        self._once: dict[int, Region] = {}
 
     def add(self, region: Region) -> None:
         """Append `region` (an empty one is ignored)."""
@@ -176,12 +176,11 @@ class AddressSpace:
 
     def add_once(self, region: Region) -> bool:
         """Append `region` unless this very object was added with add_once
-        before (O(1)); True when it was appended now. The region must stay
-        alive while the space does (maps keep theirs)."""
+        before (O(1)); True when it was appended now."""
         key = id(region)
         if key in self._once:
             return False
-        self._once.add(key)
+        self._once[key] = region  # held, so its id is not reused
         self.add(region)
         return True
 

@@ -198,8 +198,11 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         returns the bytes copied including the NUL, or -EFAULT."""
         if size == 0:
             return 0
+        # Never copy more than the destination can take: a longer string
+        # faults on the write below, as it did when it was copied whole.
+        region, offset = ctx.space.find(dst, 1, "store", ctx.pc)
         try:
-            out, _ended = ctx.read_string(src, size - 1)
+            out, _ended = ctx.read_string(src, min(size - 1, len(region.view) - offset))
         except MemoryFault as fault:
             # What the kernel's copy reached before the fault is not kept.
             ctx.charge_bytes(fault.address - src)

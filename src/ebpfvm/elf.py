@@ -42,7 +42,17 @@ from .errors import (
 from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv, helper_name, kernel_helpers
-from .maps import MAX_VALUE_SIZE, AnyMap, Map, MapType, create_map, map_helpers
+from .maps import (
+    MAX_MAP_BYTES,
+    MAX_OBJECT_MAP_BYTES,
+    MAX_VALUE_SIZE,
+    AnyMap,
+    Map,
+    MapMemory,
+    MapType,
+    create_map,
+    map_helpers,
+)
 from .memory import address_of
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
@@ -171,12 +181,22 @@ class _Section:
     relocations: dict[int, tuple[int, str, int, int]]  # insn index -> (type, symbol, value, shndx)
 
 
-def load(source: str | os.PathLike[str] | bytes | bytearray) -> ElfObject:
+def load(source: str | os.PathLike[str] | bytes | bytearray, *,
+         max_map_bytes: int = MAX_MAP_BYTES,
+         max_object_map_bytes: int = MAX_OBJECT_MAP_BYTES) -> ElfObject:
     """Read an object file (a path or its bytes). Malformed or unsupported input
-    raises ElfError naming the section when there is one."""
+    raises ElfError naming the section when there is one.
+
+    Memory: each map may hold at most `max_map_bytes` (ebpfvm.maps.map_bytes:
+    its slab, and its keys and entries' bookkeeping), and the maps and
+    global-data sections together at most `max_object_map_bytes`; a map over
+    either is an ElfError naming it, caused by a MapTooLarge (a
+    ResourceLimit) with the limit and the bytes asked for. The defaults
+    (MAX_MAP_BYTES, 256 MiB, and MAX_OBJECT_MAP_BYTES, 512 MiB) keep a hostile
+    object within a few hundred MB."""
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source)
     try:
-        return _load(data)
+        return _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)))
     except ElfError:
         raise
     except Exception as exc:  # pyelftools raises many types on corrupt input
@@ -191,7 +211,15 @@ def _read(path: str | os.PathLike[str]) -> bytes:
         raise ElfError(f"cannot read {os.fspath(path)!r}: {exc.strerror}") from exc
 
 
-def _load(data: bytes) -> ElfObject:
+@dataclass(frozen=True)
+class _MapLimits:
+    """The memory limits of one load: per map, and the object's shared budget."""
+
+    per_map: int
+    memory: MapMemory
+
+
+def _load(data: bytes, limits: _MapLimits) -> ElfObject:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
@@ -207,12 +235,12 @@ def _load(data: bytes) -> ElfObject:
     symbols = list(symtab.iter_symbols()) if isinstance(symtab, SymbolTableSection) else []
     sections = dict(_code_sections(elf, symbols))
     result = ElfObject(license=_license(elf))
-    global_data = _data_sections(elf, result)
+    global_data = _data_sections(elf, result, limits)
     btf_section = elf.get_section_by_name(".BTF")
     btf = parse_btf(bytes(btf_section.data())) if btf_section is not None else None
     if btf is not None:
         _data_variables(elf, symbols, btf, result)
-    map_symbols = _legacy_maps(elf, symbols, btf, result)
+    map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
         if sym["st_info"]["type"] != "STT_FUNC":
@@ -355,13 +383,13 @@ class _TailCalls:
         return int(callee.execute_program(*args))
 
 
-def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None,
-                 result: ElfObject) -> dict[str, AnyMap]:
+def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None, result: ElfObject,
+                 limits: _MapLimits) -> dict[str, AnyMap]:
     """Maps defined in the legacy ``maps`` section, by symbol name."""
     found: dict[str, AnyMap] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
-            found.update(_btf_maps(btf, result))
+            found.update(_btf_maps(btf, result, limits))
             continue
         if section.name != "maps":
             continue
@@ -374,7 +402,8 @@ def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None,
             if start + MAP_DEF.size > len(content):
                 raise ElfError(f"map {sym.name!r} is cut short", section.name)
             try:
-                created = create_map(sym.name, *MAP_DEF.unpack_from(content, start))
+                created = create_map(sym.name, *MAP_DEF.unpack_from(content, start),
+                                     max_bytes=limits.per_map, memory=limits.memory)
             except MapError as exc:
                 raise ElfError(str(exc), section.name) from exc
             created.handle = id(created)
@@ -382,7 +411,7 @@ def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None,
     return found
 
 
-def _btf_maps(btf: Btf | None, result: ElfObject) -> dict[str, AnyMap]:
+def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[str, AnyMap]:
     """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
     ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
     if btf is None:
@@ -409,7 +438,8 @@ def _btf_maps(btf: Btf | None, result: ElfObject) -> dict[str, AnyMap]:
         try:
             created = create_map(var.name, fields.get("type", 0), fields.get("key_size", 0),
                                  fields.get("value_size", 0), fields.get("max_entries", 0),
-                                 fields.get("map_flags", 0))
+                                 fields.get("map_flags", 0), max_bytes=limits.per_map,
+                                 memory=limits.memory)
         except MapError as exc:
             raise ElfError(str(exc), ".maps") from exc
         created.handle = id(created)
@@ -420,8 +450,10 @@ def _btf_maps(btf: Btf | None, result: ElfObject) -> dict[str, AnyMap]:
     return found
 
 
-def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int]]:
-    """Global-data sections as pinned bytearrays: section index -> (name, address, size)."""
+def _data_sections(elf: Any, result: ElfObject,
+                   limits: _MapLimits) -> dict[int, tuple[str, int, int]]:
+    """Global-data sections as pinned bytearrays: section index -> (name, address,
+    size). Each counts against the object's map memory before it is allocated."""
     found: dict[int, tuple[str, int, int]] = {}
     for index, section in enumerate(elf.iter_sections()):
         name = section.name
@@ -431,6 +463,10 @@ def _data_sections(elf: Any, result: ElfObject) -> dict[int, tuple[str, int, int
         if size > MAX_VALUE_SIZE:  # it becomes one map value, as in libbpf
             raise ElfError(f"section of {size} bytes exceeds the largest map value "
                            f"({MAX_VALUE_SIZE})", name)
+        try:
+            limits.memory.charge(name, max(size, 1))
+        except MapError as exc:
+            raise ElfError(str(exc), name) from exc
         if section["sh_type"] == "SHT_NOBITS":
             content = bytearray(size)
         else:

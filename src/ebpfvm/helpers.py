@@ -136,8 +136,14 @@ class HelperContext:
         self.space.write_bytes(addr, data, self.pc)
 
     def read_cstring(self, addr: int, limit: int = 1 << 16) -> bytes:
-        """Checked read of a NUL-terminated string."""
+        """Checked read of a NUL-terminated string (MemoryFault when no NUL
+        comes within `limit` bytes)."""
         return self.space.read_cstring(addr, self.pc, limit)
+
+    def read_string(self, addr: int, limit: int) -> tuple[bytes, bool]:
+        """Checked read of at most `limit` bytes before a NUL, and whether the
+        NUL came (a string cut at `limit` is not an error)."""
+        return self.space.read_string(addr, limit, self.pc)
 
     def add_region(self, buffer: Any, name: str = "helper", writable: bool | None = None) -> int:
         """Let the program access `buffer` for the rest of this run; returns
@@ -170,6 +176,7 @@ def gather_bytes(a: int, b: int, c: int, d: int, e: int) -> int:
 
 def memfrob(ctx: HelperContext, ptr: int, length: int, _c: int, _d: int, _e: int) -> int:
     """XOR `length` bytes at `ptr` with 42 (checked); returns 0."""
+    ctx.charge_bytes(2 * length)
     data = ctx.read(ptr, length)
     ctx.write(ptr, bytes(byte ^ 42 for byte in data))
     return 0
@@ -186,6 +193,7 @@ def strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int
     if a == 0 or b == 0:
         return M64
     left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
+    ctx.charge_bytes(len(left) + len(right))
     for x, y in zip(left, right, strict=False):
         if x != y or x == 0:
             return abs(x - y)
@@ -211,6 +219,7 @@ def _ubpf_no_op(_a: int, _b: int, _c: int, _d: int, _e: int) -> int:
 
 def _ubpf_strcmp(ctx: HelperContext, a: int, b: int, _c: int, _d: int, _e: int) -> int:
     left, right = ctx.read_cstring(a) + b"\0", ctx.read_cstring(b) + b"\0"
+    ctx.charge_bytes(len(left) + len(right))
     for x, y in zip(left, right, strict=False):
         if x != y or x == 0:
             return (x - y) & M64

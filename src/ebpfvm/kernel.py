@@ -4,6 +4,13 @@ The process-related helpers return deterministic, configurable values
 (:class:`KernelEnv`), so tests of such programs are repeatable.
 trace_printk follows the kernel's format rules: at most three arguments and
 the conversions %d %i %u %x %X %c %s %p %%, with l or ll length modifiers.
+
+Bounds, as the kernel's: the strings of one trace_printk call take at most
+TRACE_PRINTK_STRING_BYTES bytes in all (longer ones are cut), a line at most
+TRACE_PRINTK_LINE_BYTES; probe_read_str reads at most its size argument. Every
+helper charges the bytes it touches to the run's budget
+(HelperContext.charge_bytes), and KernelEnv keeps only the last
+``max_lines`` trace lines.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from .errors import MemoryFault
 from .helpers import Helper, HelperContext
 from .kernel_helper_names import KERNEL_HELPER_NAMES
 
-__all__ = ["KERNEL_HELPER_NAMES", "KernelEnv", "format_trace_printk", "helper_name",
+__all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
+           "TRACE_PRINTK_STRING_BYTES", "KernelEnv", "format_trace_printk", "helper_name",
            "kernel_helpers"]
 
 M64 = (1 << 64) - 1
@@ -28,6 +36,15 @@ EFAULT = 14
 _TRACE_LOG = logging.getLogger("ebpfvm.trace_printk")
 _SPEC = re.compile(rb"%(%|(l{0,2})([diuxXc])|s|p[xKs]?)")
 _MAX_ARGS = 3
+TRACE_PRINTK_STRING_BYTES = 512
+"""What the %s strings of one trace_printk call may take in all, NULs
+included: the kernel copies them into a per-call buffer of
+MAX_BPRINTF_BIN_ARGS (512) bytes and cuts what does not fit."""
+TRACE_PRINTK_LINE_BYTES = 1023
+"""The longest trace_printk line: the kernel formats into a buffer of
+MAX_BPRINTF_BUF (1024) bytes, the NUL included, and cuts the rest."""
+MAX_TRACE_LINES = 4096
+"""KernelEnv.max_lines by default: the trace lines kept (about 0.5 MB)."""
 
 
 def helper_name(number: int) -> str:
@@ -51,12 +68,26 @@ class KernelEnv:
     boot_offset_ns: int = 0
     printk: Callable[[str], None] | None = None
     lines: list[str] = field(default_factory=list)
-    """Every trace_printk line of the VM's runs, in order."""
+    """The last `max_lines` trace_printk lines of the VM's runs, in order."""
+    max_lines: int = MAX_TRACE_LINES
+    """How many lines `lines` keeps; older ones are dropped (and counted)."""
+    dropped_lines: int = 0
+    """How many lines were dropped from `lines` to keep it at `max_lines`."""
+
+    def keep_line(self, line: str) -> None:
+        """Append `line` to `lines`, dropping the oldest past `max_lines`."""
+        self.lines.append(line)
+        excess = len(self.lines) - max(self.max_lines, 0)
+        if excess > 0:
+            del self.lines[:excess]
+            self.dropped_lines += excess
 
 
 def format_trace_printk(fmt: bytes, args: tuple[int, int, int],
                         read_string: Callable[[int], bytes]) -> str:
-    """The kernel's bpf_trace_printk formatting; ValueError for a bad format."""
+    """The kernel's bpf_trace_printk formatting; ValueError for a bad format.
+    `read_string` reads the string of a %s argument (kernel_helpers' reads at
+    most TRACE_PRINTK_STRING_BYTES for all of a call's strings)."""
     out = bytearray()
     pos = 0
     used = 0
@@ -93,6 +124,25 @@ def format_trace_printk(fmt: bytes, args: tuple[int, int, int],
     return out.decode("utf-8", "replace")
 
 
+class _StringBudget:
+    """The %s reads of one trace_printk call: at most `limit` bytes in all,
+    NULs included; a string that does not fit is cut, as the kernel does."""
+
+    def __init__(self, ctx: HelperContext, limit: int) -> None:
+        self.ctx = ctx
+        self.left = limit
+        self.used = 0
+
+    def read(self, address: int) -> bytes:
+        """The string at `address`, cut to what is left of the budget."""
+        if self.left <= 0:
+            return b""
+        data, _ended = self.ctx.read_string(address, self.left - 1)
+        self.left -= len(data) + 1
+        self.used += len(data) + 1
+        return data
+
+
 def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
     """Helpers 4-8, 14-16, 45, 112-115, 118 and 125 (the map helpers come
     with the maps). probe_read* only read memory the program may read."""
@@ -109,28 +159,38 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
 
     def trace_printk(ctx: HelperContext, fmt: int, size: int, a: int, b: int, c: int) -> int:
         raw = ctx.read(fmt, size)
+        ctx.charge_bytes(size)
         if b"\0" not in raw:
             return -EINVAL & M64
+        strings = _StringBudget(ctx, TRACE_PRINTK_STRING_BYTES)
         try:
-            text = format_trace_printk(raw.split(b"\0", 1)[0], (a, b, c), ctx.read_cstring)
+            text = format_trace_printk(raw.split(b"\0", 1)[0], (a, b, c), strings.read)
         except ValueError:
             return -EINVAL & M64  # as the kernel answers a format it refuses
-        env.lines.append(text.rstrip("\n"))
+        line = text.encode()[:TRACE_PRINTK_LINE_BYTES]
+        ctx.charge_bytes(strings.used + len(line))
+        text = line.decode("utf-8", "replace")
+        env.keep_line(text.rstrip("\n"))
         if env.printk is not None:
             env.printk(text)
         else:
             _TRACE_LOG.info("%s", text.rstrip("\n"))
-        return len(text.encode())
+        return len(line)
 
     def probe_read(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
         """Copy `size` bytes; a source outside every region gives -EFAULT and a
-        zeroed destination, as the kernel's probe_read does."""
+        zeroed destination, as the kernel's probe_read does. The destination
+        is checked first, so nothing larger than it is ever built."""
+        if size == 0:
+            return 0
+        region, offset = ctx.space.find(dst, size, "store", ctx.pc)
+        ctx.charge_bytes(size)
         try:
             data = ctx.read(src, size)
         except MemoryFault:
-            ctx.write(dst, bytes(size))
+            region.view[offset : offset + size] = bytes(size)
             return -EFAULT & M64
-        ctx.write(dst, data)
+        region.view[offset : offset + size] = data
         return 0
 
     def probe_read_str(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
@@ -138,23 +198,30 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         returns the bytes copied including the NUL, or -EFAULT."""
         if size == 0:
             return 0
-        out = bytearray()
+        # Never copy more than the destination can take: a longer string
+        # faults on the write below, as it did when it was copied whole.
+        region, offset = ctx.space.find(dst, 1, "store", ctx.pc)
         try:
-            while len(out) < size - 1:
-                byte = ctx.read(src + len(out), 1)
-                if byte == b"\0":
-                    break
-                out += byte
-        except MemoryFault:
+            out, _ended = ctx.read_string(src, min(size - 1, len(region.view) - offset))
+        except MemoryFault as fault:
+            # What the kernel's copy reached before the fault is not kept.
+            ctx.charge_bytes(fault.address - src)
             ctx.write(dst, bytes(1))
             return -EFAULT & M64
-        ctx.write(dst, bytes(out) + b"\0")
+        ctx.charge_bytes(2 * len(out))
+        ctx.write(dst, out + b"\0")
         return len(out) + 1
 
     def get_current_comm(ctx: HelperContext, buf: int, size: int, *_rest: int) -> int:
         if size == 0:
             return -EINVAL & M64
-        ctx.write(buf, (env.comm[: size - 1] + b"\0").ljust(size, b"\0"))
+        # The destination first: only then is anything built, and never more
+        # than the destination holds.
+        region, offset = ctx.space.find(buf, size, "store", ctx.pc)
+        ctx.charge_bytes(size)
+        name = env.comm[: size - 1]
+        region.view[offset : offset + len(name)] = name
+        region.view[offset + len(name) : offset + size] = bytes(size - len(name))
         return 0
 
     return {

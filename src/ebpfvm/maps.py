@@ -2,8 +2,19 @@
 
 Each map keeps all its values in one bytearray (a slab of ``max_entries``
 slots), so a program gets real, stable addresses for the values it looks up,
-and the VM needs one memory region per map. From Python a map is a
-``MutableMapping[bytes, bytes]``.
+and the VM needs one memory region per map: the first successful lookup of a
+run registers the whole slab, once (a ring buffer's data area likewise). From
+Python a map is a ``MutableMapping[bytes, bytes]``.
+
+Memory: every map type counts the host memory it may come to hold
+(:func:`map_bytes`: the slab, and for hash and queue maps each entry's keys
+and Python bookkeeping) against a per-map limit, ``max_bytes`` of
+:func:`create_map` (:data:`MAX_MAP_BYTES` by default), and the maps of one
+object together against a :class:`MapMemory` (ebpfvm.load's
+``max_object_map_bytes``, :data:`MAX_OBJECT_MAP_BYTES` by default). A map over
+either is a :class:`MapTooLarge`, which is both a MapError and a
+ResourceLimit. Slots are handed out lazily, so creating a map costs its slab
+and nothing per entry.
 
 Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU),
 lru_hash and lru_percpu_hash (one CPU; the least recently used entry is
@@ -18,7 +29,7 @@ from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
 from typing import Any
 
-from .errors import MapError
+from .errors import MapError, ResourceLimit
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
@@ -26,15 +37,20 @@ __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "MAX_KEY_SIZE",
     "MAX_MAP_BYTES",
+    "MAX_OBJECT_MAP_BYTES",
     "MAX_VALUE_SIZE",
     "AnyMap",
     "Map",
+    "MapMemory",
+    "MapTooLarge",
     "MapType",
     "ProgArray",
     "QueueMap",
     "RingBuf",
     "create_map",
+    "map_bytes",
     "map_helpers",
 ]
 
@@ -53,17 +69,84 @@ EINVAL = 22
 MAX_VALUE_SIZE = 4 << 20
 """The largest map value (and global-data section): the kernel refuses array
 and hash values above KMALLOC_MAX_SIZE, 4 MiB on x86-64, with E2BIG."""
-MAX_MAP_BYTES = 1 << 30
-"""The most memory one map may preallocate (values times entries, or a ring)."""
+MAX_KEY_SIZE = 512
+"""The largest hash-map key: the kernel refuses keys above MAX_BPF_STACK (a
+program builds its keys on its 512-byte stack) with E2BIG."""
+MAX_MAP_BYTES = 256 << 20
+"""The most host memory one map may hold by default (:func:`map_bytes`):
+256 MiB, the ``max_bytes`` default of :func:`create_map` and ebpfvm.load's
+``max_map_bytes``. Large enough for a hash map of a million 64-byte entries
+or a 64 MiB ring buffer; small enough that a hostile object's map costs at
+most a few hundred MB."""
+MAX_OBJECT_MAP_BYTES = 512 << 20
+"""The most host memory the maps and global data of one object may hold
+together by default (ebpfvm.load's ``max_object_map_bytes``): 512 MiB, two
+maps at the per-map limit. With it a hostile object stays within a few
+hundred MB however many maps it declares."""
+HASH_ENTRY_BYTES = 192
+"""Python's cost of one hash-map entry besides its key bytes (the key's
+bytes object, its OrderedDict node and slot number): about 175 bytes measured
+on CPython 3.11, rounded up."""
+QUEUE_ENTRY_BYTES = 64
+"""Python's cost of one queued value besides its bytes (a bytes object and
+its deque slot): about 50 bytes measured, rounded up."""
+PROG_ARRAY_SLOT_BYTES = 8
+"""What one program-array slot counts for (the kernel's: one pointer)."""
 
 
-def _check_size(name: str, value_size: int, max_entries: int) -> None:
-    """MapError for a value or a whole map too large to allocate."""
+class MapTooLarge(ResourceLimit, MapError):
+    """A map (or the maps of one object) over its memory limit. `resource` is
+    "map memory" for one map, "object map memory" for one object's maps;
+    `limit` and `requested` are bytes; `map_name` is the map refused."""
+
+    def __init__(self, resource: str, limit: int, requested: int, map_name: str) -> None:
+        super().__init__(resource, limit, requested, f"map {map_name!r}")
+        self.map_name = map_name
+
+
+class MapMemory:
+    """The memory budget shared by the maps of one object: each map (or
+    global-data section) is charged its :func:`map_bytes` before it is
+    allocated, and one over `limit` bytes in all is a MapTooLarge."""
+
+    def __init__(self, limit: int = MAX_OBJECT_MAP_BYTES) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, name: str, size: int) -> None:
+        """Count `size` more bytes for map `name`, or raise MapTooLarge."""
+        if self.used + size > self.limit:
+            raise MapTooLarge("object map memory", self.limit, self.used + size, name)
+        self.used += size
+
+
+def map_bytes(map_type: MapType, key_size: int, value_size: int, max_entries: int) -> int:
+    """The host memory a map of these parameters may come to hold: its slab,
+    plus for hash maps each entry's key and bookkeeping, for queues each
+    value's, for a ring buffer its double-size data area."""
+    if map_type is MapType.RINGBUF:
+        return 2 * max_entries
+    if map_type is MapType.PROG_ARRAY:
+        return PROG_ARRAY_SLOT_BYTES * max_entries
+    if map_type in (MapType.QUEUE, MapType.STACK):
+        return (value_size + QUEUE_ENTRY_BYTES) * max_entries
+    if map_type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+        return value_size * max_entries
+    return (value_size + key_size + HASH_ENTRY_BYTES) * max_entries
+
+
+def _check_size(name: str, map_type: MapType, key_size: int, value_size: int,
+                max_entries: int, max_bytes: int = MAX_MAP_BYTES) -> int:
+    """The map's :func:`map_bytes`; MapError for a value or key too large,
+    MapTooLarge for a whole map over `max_bytes`."""
     if value_size > MAX_VALUE_SIZE:
         raise MapError(f"map {name!r}: value size {value_size} exceeds {MAX_VALUE_SIZE}")
-    if value_size * max_entries > MAX_MAP_BYTES:
-        raise MapError(f"map {name!r}: {max_entries} values of {value_size} bytes exceed "
-                       f"{MAX_MAP_BYTES} bytes")
+    if key_size > MAX_KEY_SIZE:
+        raise MapError(f"map {name!r}: key size {key_size} exceeds {MAX_KEY_SIZE}")
+    size = map_bytes(map_type, key_size, value_size, max_entries)
+    if size > max_bytes:
+        raise MapTooLarge("map memory", max_bytes, size, name)
+    return size
 
 
 def _as_bytes(owner: str, what: str, data: Any) -> bytes:
@@ -99,21 +182,25 @@ class ProgArray:
     """A program array for tail calls: slot -> program name. From Python:
     ``jumps[0] = "handler"``, ``del jumps[0]``, ``jumps.get(0)``."""
 
-    def __init__(self, name: str, max_entries: int, flags: int = 0) -> None:
+    def __init__(self, name: str, max_entries: int, flags: int = 0,
+                 max_bytes: int = MAX_MAP_BYTES) -> None:
         if max_entries <= 0:
             raise MapError(f"map {name!r}: entry count must be positive")
+        _check_size(name, MapType.PROG_ARRAY, 4, 4, max_entries, max_bytes)
         self.name = name
         self.type = MapType.PROG_ARRAY
         self.key_size = 4
         self.value_size = 4
         self.max_entries = max_entries
         self.flags = flags
-        self.slots: list[str | None] = [None] * max_entries
+        self.slots: dict[int, str] = {}
+        """The programs set, by slot (slots never set take no memory)."""
         self.handle = 0
 
     def get(self, index: int) -> str | None:
+        """The program in slot `index`, or None."""
         index = _as_int(self.name, "index", index)
-        return self.slots[index] if 0 <= index < self.max_entries else None
+        return self.slots.get(index)
 
     def __setitem__(self, index: int, program: str) -> None:
         index = _as_int(self.name, "index", index)
@@ -133,10 +220,10 @@ class ProgArray:
     def __delitem__(self, index: int) -> None:
         if self.get(index) is None:
             raise KeyError(index)
-        self.slots[index] = None
+        del self.slots[index]
 
     def __len__(self) -> int:
-        return sum(slot is not None for slot in self.slots)
+        return len(self.slots)
 
     def __repr__(self) -> str:
         return f"ProgArray({self.name!r}, max_entries={self.max_entries})"
@@ -156,13 +243,19 @@ class RingBuf:
 
     The data area is mapped twice in the kernel so records never wrap; here the
     slab is twice the ring size for the same effect. Python consumes with
-    :meth:`consume`, which yields each submitted record once."""
+    :meth:`consume`, which yields each submitted record once.
 
-    def __init__(self, name: str, size: int, flags: int = 0) -> None:
+    A program that reserves a record may touch the whole slab (one region,
+    registered once per run), so it can scribble on record headers: the ring
+    keeps which records are reserved itself, and consume() trusts a header's
+    length only when it fits in what was produced."""
+
+    def __init__(self, name: str, size: int, flags: int = 0,
+                 max_bytes: int = MAX_MAP_BYTES) -> None:
         if size <= 0 or size & (size - 1) or size % 4096:
             raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
                            "and a multiple of 4096")
-        _check_size(name, 1, 2 * size)
+        _check_size(name, MapType.RINGBUF, 0, 0, size, max_bytes)
         self.name = name
         self.type = MapType.RINGBUF
         self.key_size = 0
@@ -172,12 +265,18 @@ class RingBuf:
         self.slab = bytearray(2 * size)
         self._pin = memoryview(self.slab)
         self.base = address_of(self.slab)
+        self.region = Region(self.base, memoryview(self.slab), True, f"ringbuf {name}")
+        """The data area, the one region programs get for the records they reserve."""
         self.producer = 0
         self.consumer = 0
         self.handle = 0
+        self._busy: dict[int, tuple[int, object]] = {}
+        """Reserved records not yet submitted or discarded: header offset ->
+        (length, the run that reserved it)."""
 
-    def reserve(self, size: int) -> int:
-        """Address of `size` bytes in a new busy record, or 0 when full."""
+    def reserve(self, size: int, owner: object = None) -> int:
+        """Address of `size` bytes in a new busy record, or 0 when full.
+        `owner` names the run reserving it (see :meth:`discard_owned`)."""
         size = _as_int(self.name, "size", size)
         total = (RINGBUF_HEADER + size + 7) & ~7
         if size <= 0 or size >= RINGBUF_DISCARD or \
@@ -187,22 +286,27 @@ class RingBuf:
         self.slab[offset : offset + RINGBUF_HEADER] = (size | RINGBUF_BUSY).to_bytes(4, "little") \
             + offset.to_bytes(4, "little")
         self.producer += total
+        self._busy[offset] = (size, owner)
         return self.base + offset + RINGBUF_HEADER
 
     def commit(self, address: int, discard: bool) -> bool:
-        """Submit or discard the record whose data starts at `address`."""
+        """Submit or discard the record whose data starts at `address`;
+        False when no reserved record starts there."""
         address = _as_int(self.name, "address", address)
         offset = address - self.base - RINGBUF_HEADER
-        if not 0 <= offset < self.max_entries:
+        found = self._busy.pop(offset, None)
+        if found is None:
             return False
-        header = int.from_bytes(self.slab[offset : offset + 4], "little")
-        if not header & RINGBUF_BUSY:
-            return False
-        header &= ~RINGBUF_BUSY
-        if discard:
-            header |= RINGBUF_DISCARD
+        header = found[0] | (RINGBUF_DISCARD if discard else 0)
         self.slab[offset : offset + 4] = header.to_bytes(4, "little")
         return True
+
+    def discard_owned(self, owner: object) -> None:
+        """Discard every record `owner` reserved and did not submit (a run
+        that ended, returned or faulted, without giving them back)."""
+        for offset, (_size, who) in list(self._busy.items()):
+            if who is owner:
+                self.commit(self.base + offset + RINGBUF_HEADER, discard=True)
 
     def output(self, data: bytes) -> int:
         """bpf_ringbuf_output: reserve, copy, submit; 0 or -EAGAIN."""
@@ -216,14 +320,24 @@ class RingBuf:
         return 0
 
     def consume(self) -> Iterator[bytes]:
-        """Yield submitted records in order, up to the first busy one."""
+        """Yield submitted records in order, up to the first busy one.
+
+        A header a program overwrote with a length past what was produced is
+        a MapError; the ring then drops what was left to read, so the next
+        consume() starts clean. Each step moves on by at least one header,
+        and no read leaves the slab."""
         while self.consumer < self.producer:
             offset = self.consumer % self.max_entries
-            header = int.from_bytes(self.slab[offset : offset + 4], "little")
-            if header & RINGBUF_BUSY:
+            if offset in self._busy:
                 return
+            header = int.from_bytes(self.slab[offset : offset + 4], "little")
             size = header & (RINGBUF_DISCARD - 1)
-            self.consumer += (RINGBUF_HEADER + size + 7) & ~7
+            total = (RINGBUF_HEADER + size + 7) & ~7
+            if total > self.producer - self.consumer:
+                self.consumer = self.producer
+                raise MapError(f"map {self.name!r}: record header at offset {offset} was "
+                               f"overwritten (length {size}); the unread records are dropped")
+            self.consumer += total
             if not header & RINGBUF_DISCARD:
                 yield bytes(self.slab[offset + RINGBUF_HEADER : offset + RINGBUF_HEADER + size])
 
@@ -262,10 +376,10 @@ class QueueMap:
     From Python: push(), pop(), peek(), len() and iteration (next out first)."""
 
     def __init__(self, name: str, map_type: MapType, value_size: int, max_entries: int,
-                 flags: int = 0) -> None:
+                 flags: int = 0, max_bytes: int = MAX_MAP_BYTES) -> None:
         if value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: value size and entry count must be positive")
-        _check_size(name, value_size, 1)
+        _check_size(name, map_type, 0, value_size, max_entries, max_bytes)
         self.name = name
         self.type = map_type
         self.key_size = 0
@@ -328,10 +442,11 @@ class Map(MutableMapping[bytes, bytes]):
     """One map: fixed key and value sizes, at most `max_entries` entries."""
 
     def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
-                 max_entries: int, flags: int = 0, slab: bytearray | None = None) -> None:
+                 max_entries: int, flags: int = 0, slab: bytearray | None = None,
+                 max_bytes: int = MAX_MAP_BYTES) -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
-        _check_size(name, value_size, max_entries)
+        _check_size(name, map_type, key_size, value_size, max_entries, max_bytes)
         self.name = name
         self.type = map_type
         self.key_size = key_size
@@ -346,8 +461,13 @@ class Map(MutableMapping[bytes, bytes]):
         self._pin = memoryview(self.slab)  # the slab never moves
         self.base = address_of(self.slab)
         self.region = Region(self.base, memoryview(self.slab), True, f"map {name}")
+        """The slab: the one region a program gets for every value it looks up."""
         self._slots: OrderedDict[bytes, int] = OrderedDict()
-        self._free = list(range(max_entries - 1, -1, -1))
+        # Slots are handed out lazily: never used ones from the high-water
+        # mark, then freed ones (last freed first), so creating a map costs
+        # its slab and nothing per entry.
+        self._fresh = 0
+        self._free: list[int] = []
         self.handle = 0  # set by the VM or loader that gives programs this map
         self.key_codec: Any = None
         self.value_codec: Any = None
@@ -364,12 +484,6 @@ class Map(MutableMapping[bytes, bytes]):
         return TypedMap(self)
 
     # -- what helpers call (errors are negative errno values, as the kernel's) ----
-
-    def value_region(self, address: int) -> Region:
-        """The region of exactly one value, at an address lookup_elem returned."""
-        start = address - self.base
-        return Region(address, memoryview(self.slab)[start : start + self.value_size], True,
-                      f"map {self.name} value")
 
     def lookup_elem(self, key: bytes) -> int:
         """The address of the value for `key`, or 0."""
@@ -397,12 +511,15 @@ class Map(MutableMapping[bytes, bytes]):
         elif slot is None:
             if flags == BPF_EXIST:
                 return -ENOENT
-            if not self._free:
-                if not self._lru:
-                    return -E2BIG
-                _oldest, freed = self._slots.popitem(last=False)
-                self._free.append(freed)
-            slot = self._free.pop()
+            if self._free:
+                slot = self._free.pop()
+            elif self._fresh < self.max_entries:
+                slot = self._fresh
+                self._fresh += 1
+            elif self._lru:
+                _oldest, slot = self._slots.popitem(last=False)
+            else:
+                return -E2BIG
             self._slots[key] = slot
         elif flags == BPF_NOEXIST:
             return -EEXIST
@@ -478,27 +595,35 @@ class Map(MutableMapping[bytes, bytes]):
 
 
 def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
-               flags: int = 0) -> AnyMap:
-    """A map of a kernel type number; MapError for the types not supported yet."""
+               flags: int = 0, *, max_bytes: int = MAX_MAP_BYTES,
+               memory: MapMemory | None = None) -> AnyMap:
+    """A map of a kernel type number; MapError for the types not supported yet
+    and for bad sizes. The map's :func:`map_bytes` must fit in `max_bytes`
+    and, when given, in what is left of `memory` (the object's budget), or
+    MapTooLarge is raised before anything is allocated."""
     try:
         kind = MapType(map_type)
     except ValueError:
         raise MapError(f"map {name!r}: map type {map_type} is not supported yet") from None
-    if kind in (MapType.QUEUE, MapType.STACK):
-        if key_size:
-            raise MapError(f"map {name!r}: queue and stack maps have no key")
-        return QueueMap(name, kind, value_size, max_entries, flags)
-    if kind is MapType.PROG_ARRAY:
-        if key_size != 4 or value_size != 4:
-            raise MapError(f"map {name!r}: program arrays have 4-byte keys and values")
-        return ProgArray(name, max_entries, flags)
-    if kind is MapType.RINGBUF:
-        if key_size or value_size:
-            raise MapError(f"map {name!r}: ring buffers have no key or value size")
-        return RingBuf(name, max_entries, flags)
+    if kind in (MapType.QUEUE, MapType.STACK) and key_size:
+        raise MapError(f"map {name!r}: queue and stack maps have no key")
+    if kind is MapType.PROG_ARRAY and (key_size != 4 or value_size != 4):
+        raise MapError(f"map {name!r}: program arrays have 4-byte keys and values")
+    if kind is MapType.RINGBUF and (key_size or value_size):
+        raise MapError(f"map {name!r}: ring buffers have no key or value size")
     if kind in (MapType.ARRAY, MapType.PERCPU_ARRAY) and key_size != 4:
         raise MapError(f"map {name!r}: array keys are 4 bytes, not {key_size}")
-    return Map(name, kind, key_size, value_size, max_entries, flags)
+    if max_entries > 0 and value_size >= 0:
+        size = _check_size(name, kind, key_size, value_size, max_entries, max_bytes)
+        if memory is not None:
+            memory.charge(name, size)
+    if kind in (MapType.QUEUE, MapType.STACK):
+        return QueueMap(name, kind, value_size, max_entries, flags, max_bytes)
+    if kind is MapType.PROG_ARRAY:
+        return ProgArray(name, max_entries, flags, max_bytes)
+    if kind is MapType.RINGBUF:
+        return RingBuf(name, max_entries, flags, max_bytes)
+    return Map(name, kind, key_size, value_size, max_entries, flags, max_bytes=max_bytes)
 
 
 BPF_MAP_LOOKUP_ELEM = 1
@@ -540,20 +665,20 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
     def ring_output(ctx: HelperContext, handle: int, data: int, size: int, _f: int,
                     _e: int) -> int:
-        return find_ring(handle).output(ctx.read(data, size)) & _M64
+        ring = find_ring(handle)
+        ctx.charge_bytes(size)
+        return ring.output(ctx.read(data, size)) & _M64
 
     def ring_reserve(ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
-        """The record's address; the program may then write exactly that record."""
+        """The record's address; the program may then write the ring's data
+        area (one region for the whole run)."""
         ring = find_ring(handle)
-        address = ring.reserve(size)
-        if address:
-            # A record the run neither submits nor discards (it faulted, or it
-            # was not verified) is discarded when the run ends, or it would
+        address = ring.reserve(size, owner=ctx)
+        if address and ctx.space.add_once(ring.region):
+            # Records the run neither submits nor discards (it faulted, or it
+            # was not verified) are discarded when the run ends, or they would
             # block the ring for every later record.
-            ctx.at_exit(lambda: ring.commit(address, discard=True))
-            start = address - ring.base
-            ctx.space.add(Region(address, memoryview(ring.slab)[start : start + size], True,
-                                 f"ringbuf {ring.name} record"))
+            ctx.at_exit(lambda: ring.discard_owned(ctx))
         return address
 
     def ring_commit(address: int, discard: bool) -> int:
@@ -564,33 +689,43 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
     def push(ctx: HelperContext, handle: int, value: int, flags: int, _d: int, _e: int) -> int:
         target = find_queue(handle)
+        ctx.charge_bytes(target.value_size)
         return target.push_elem(ctx.read(value, target.value_size), flags) & _M64
 
     def take(ctx: HelperContext, handle: int, value: int, remove: bool) -> int:
+        """peek or pop: the value is written first, and only a written value
+        leaves the map (a bad pointer faults with the map unchanged)."""
         target = find_queue(handle)
-        item = target.pop_elem() if remove else target.peek_elem()
+        ctx.charge_bytes(target.value_size)
+        item = target.peek_elem()
         if item is None:
             return -ENOENT & _M64
         ctx.write(value, item)
+        if remove:
+            target.pop_elem()
         return 0
 
     def lookup(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
-        """The value's address; the program may then touch exactly that value."""
+        """The value's address; the program may then touch the map's slab
+        (one region, registered once per run)."""
         target = find(handle)
+        ctx.charge_bytes(target.key_size)
         address = target.lookup_elem(ctx.read(key, target.key_size))
         if address:
-            ctx.space.add(target.value_region(address))
+            ctx.space.add_once(target.region)
         return address
 
     def update(ctx: HelperContext, handle: int, key: int, value: int, flags: int,
                _e: int) -> int:
         target = find(handle)
+        ctx.charge_bytes(target.key_size + target.value_size)
         result = target.update_elem(ctx.read(key, target.key_size),
-                               ctx.read(value, target.value_size), flags)
+                                    ctx.read(value, target.value_size), flags)
         return result & _M64
 
     def delete(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
         target = find(handle)
+        ctx.charge_bytes(target.key_size)
         return target.delete_elem(ctx.read(key, target.key_size)) & _M64
 
     return {

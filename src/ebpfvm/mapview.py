@@ -11,11 +11,12 @@ string is hex bytes. A program array takes program names as values.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from .btf import Btf, BtfKind
 from .errors import MapError
-from .maps import Map, ProgArray, QueueMap, RingBuf
+from .maps import Map, MapType, ProgArray, QueueMap, RingBuf
 
 __all__ = ["btf_type_name", "describe", "entries", "preload"]
 
@@ -96,6 +97,30 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+_SCAN_BYTES = 1 << 16
+"""How much of an array's slab _nonzero_slots compares at once."""
+
+
+def _nonzero_slots(m: Map) -> Iterator[int]:
+    """The slots of an array map whose value is not all zero, in order. The
+    slab is compared a chunk at a time, so a large, mostly empty array (up to
+    the map memory limit) is scanned in a fraction of a second, not a Python
+    step per entry."""
+    size = m.value_size
+    step = max(1, _SCAN_BYTES // size)
+    zero = bytes(step * size)
+    view = memoryview(m.slab)
+    for first in range(0, m.max_entries, step):
+        last = min(first + step, m.max_entries)
+        chunk = bytes(view[first * size : last * size])
+        if chunk == zero[: len(chunk)]:
+            continue
+        for slot in range(first, last):
+            start = (slot - first) * size
+            if chunk[start : start + size] != zero[:size]:
+                yield slot
+
+
 def entries(m: Any, limit: int = 20) -> list[str]:
     """Up to `limit` entries as ``key -> value`` lines, BTF-decoded when possible,
     then a ``... N more`` line."""
@@ -109,20 +134,21 @@ def entries(m: Any, limit: int = 20) -> list[str]:
                 lines.append(f"{variable} = {_show_variable(value)}")
     elif isinstance(m, Map):
         typed = m.key_codec is not None and m.value_codec is not None
-        items: Any = m.typed.items() if typed else m.items()
-        if m.type.name.startswith("ARRAY") or m.type.name.startswith("PERCPU_ARRAY"):
-            items = [(k, v) for k, v in items if any(m[m.key_codec.encode(k)] if typed else v)]
-        for key, value in items:
+        keys: Any = m
+        if m.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+            keys = (slot.to_bytes(m.key_size, "little") for slot in _nonzero_slots(m))
+        for key in keys:
             total += 1
             if len(lines) < limit:
+                value = m[key]
+                if typed:
+                    key, value = m.key_codec.decode(key), m.value_codec.decode(value)
                 lines.append(f"{_show(key)} -> {_show(value)}")
     elif isinstance(m, ProgArray):
-        for index in range(m.max_entries):
-            name = m.get(index)
-            if name is not None:
-                total += 1
-                if len(lines) < limit:
-                    lines.append(f"{index} -> {name}")
+        for index, name in sorted(m.slots.items()):
+            total += 1
+            if len(lines) < limit:
+                lines.append(f"{index} -> {name}")
     elif isinstance(m, QueueMap):
         return [f"{len(m)} value(s) waiting"]
     elif isinstance(m, RingBuf):

@@ -9,6 +9,7 @@ one region; stores also need a writable region.
 from __future__ import annotations
 
 import ctypes
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ _PACK = {
     8: struct.Struct("<Q").pack_into,
 }
 _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: 0xFFFF_FFFF_FFFF_FFFF}
+_NUL = re.compile(b"\\0")
+"""Finds a NUL in a buffer without copying it (re searches any buffer)."""
 
 
 class _PyBuffer(ctypes.Structure):
@@ -155,16 +158,31 @@ class AddressSpace:
     """The regions one run may touch, searched in order.
 
     `load` and `store` are the slow path of every engine; the interpreter
-    inlines the check for the two hottest regions (stack and input memory)."""
+    inlines the check for the two hottest regions (stack and input memory).
+    Helpers that hand a program memory it may already have (a map's values,
+    a ring buffer) register it with :meth:`add_once`, so the list stays as
+    short as the set of distinct buffers a run uses."""
 
-    __slots__ = ("regions",)
+    __slots__ = ("_once", "regions")
 
     def __init__(self, regions: Sequence[Region] = ()) -> None:
         self.regions: list[Region] = list(regions)
+        self._once: dict[int, Region] = {}
 
     def add(self, region: Region) -> None:
+        """Append `region` (an empty one is ignored)."""
         if len(region.view):
             self.regions.append(region)
+
+    def add_once(self, region: Region) -> bool:
+        """Append `region` unless this very object was added with add_once
+        before (O(1)); True when it was appended now."""
+        key = id(region)
+        if key in self._once:
+            return False
+        self._once[key] = region  # held, so its id is not reused
+        self.add(region)
+        return True
 
     def find(self, addr: int, size: int, access: str, pc: int) -> tuple[Region, int]:
         """The first region holding the whole access (a writable one for a
@@ -207,11 +225,27 @@ class AddressSpace:
         region.view[offset : offset + len(data)] = data
 
     def read_cstring(self, addr: int, pc: int, limit: int = 1 << 16) -> bytes:
-        """Checked read of a NUL-terminated string (without the NUL)."""
-        out = bytearray()
-        while len(out) < limit:
-            byte = self.load(addr + len(out), 1, pc)
-            if byte == 0:
-                return bytes(out)
-            out.append(byte)
-        raise MemoryFault(pc, addr, limit, "load", "string is not NUL-terminated")
+        """Checked read of a NUL-terminated string (without the NUL); a
+        MemoryFault when no NUL comes within `limit` bytes."""
+        data, terminated = self.read_string(addr, limit, pc)
+        if not terminated:
+            raise MemoryFault(pc, addr, limit, "load", "string is not NUL-terminated")
+        return data
+
+    def read_string(self, addr: int, limit: int, pc: int) -> tuple[bytes, bool]:
+        """Checked read of the bytes before the first NUL at `addr`, at most
+        `limit` of them, and whether a NUL ended them. A MemoryFault names
+        the first byte it needed that no region holds. The work is one
+        region search and one NUL search per region the string touches."""
+        parts: list[bytes] = []
+        done = 0
+        while done < limit:
+            region, offset = self.find(addr + done, 1, "load", pc)
+            end = min(len(region.view), offset + limit - done)
+            found = _NUL.search(region.view, offset, end)
+            if found is not None:
+                parts.append(bytes(region.view[offset : found.start()]))
+                return b"".join(parts), True
+            parts.append(bytes(region.view[offset:end]))
+            done += end - offset
+        return b"".join(parts), False

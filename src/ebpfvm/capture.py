@@ -42,6 +42,9 @@ CHUNK_BYTES = 8 << 20
 MAX_PACKET = 65535
 CONTEXT_SLOT = 32
 """Bytes before each packet in a chunk: its xdp_md (24 bytes), 8-aligned."""
+_SLOT_MD = struct.Struct(f"<{XDP_MD.format.lstrip('<')}{CONTEXT_SLOT - XDP_MD.size}x")
+"""xdp_md and the zero padding after it: the whole slot is rewritten per packet,
+so nothing a run stores there reaches a later packet."""
 DLT_EN10MB = 1
 """Link type of Ethernet captures, the only kind XDP and tc programs see."""
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -300,7 +303,7 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
     view, base = buffer.view, buffer.base
     spans = array.array("Q", [0]) * (2 * len(frames))
     offset = 0
-    pack = XDP_MD.pack_into
+    pack = _SLOT_MD.pack_into
     for index, (_timestamp, frame) in enumerate(frames):
         data = offset + slot
         end = data + len(frame)

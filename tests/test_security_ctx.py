@@ -7,7 +7,7 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -240,3 +240,309 @@ def test_runner_run_inside_a_helper_is_refused() -> None:
         assert bytes(runner._frame.view[start : start + 20]) == b"\x11" * 20
     finally:
         runner.close()
+
+
+# -- F14: crafted BTF ---------------------------------------------------------------
+
+BTF_INT, BTF_ARRAY, BTF_STRUCT, BTF_TYPEDEF, BTF_VOLATILE, BTF_CONST = 1, 3, 4, 8, 9, 10
+BTF_VAR, BTF_DATASEC = 14, 15
+BTF_HEADER = struct.Struct("<HBBIIIII")
+
+
+class BtfBuilder:
+    """A .BTF section from scratch (include/uapi/linux/btf.h): header, type
+    section, string section. Type ids start at 1, in the order added."""
+
+    def __init__(self) -> None:
+        self.strings = bytearray(b"\0")
+        self.types: list[bytes] = []
+
+    @property
+    def next_id(self) -> int:
+        return len(self.types) + 1
+
+    def _name(self, text: str) -> int:
+        if not text:
+            return 0
+        offset = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return offset
+
+    def add(self, kind: int, name: str, ref: int, vlen: int = 0, extra: bytes = b"") -> int:
+        self.types.append(struct.pack("<III", self._name(name), kind << 24 | vlen, ref) + extra)
+        return len(self.types)
+
+    def int(self, name: str, size: int) -> int:
+        return self.add(BTF_INT, name, size, extra=struct.pack("<I", size * 8))
+
+    def struct(self, name: str, size: int, members: list[tuple[str, int, int]]) -> int:
+        extra = b"".join(struct.pack("<III", self._name(m), t, bits) for m, t, bits in members)
+        return self.add(BTF_STRUCT, name, size, len(members), extra)
+
+    def array(self, element: int, index: int, count: int) -> int:
+        return self.add(BTF_ARRAY, "", 0, extra=struct.pack("<III", element, index, count))
+
+    def var(self, name: str, type_id: int) -> int:
+        return self.add(BTF_VAR, name, type_id, extra=struct.pack("<I", 1))
+
+    def datasec(self, name: str, variables: list[tuple[int, int, int]]) -> int:
+        extra = b"".join(struct.pack("<III", *v) for v in variables)
+        return self.add(BTF_DATASEC, name, 0, len(variables), extra)
+
+    def build(self) -> bytes:
+        types = b"".join(self.types)
+        return BTF_HEADER.pack(0xEB9F, 1, 0, BTF_HEADER.size, 0, len(types), len(types),
+                               len(self.strings)) + types + bytes(self.strings)
+
+
+def _with_section(name: str, content: bytes, source: Path = EXAMPLES / "config.o") -> bytes:
+    """`source` with section `name`'s content replaced by `content` (appended
+    at the end of the file; the section header points there)."""
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(source.read_bytes())
+    with open(source, "rb") as handle:
+        elf = ELFFile(handle)
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == name)
+        header = elf["e_shoff"] + index * elf["e_shentsize"]
+    data += bytes(-len(data) % 8)
+    struct.pack_into("<QQ", data, header + 24, len(data), len(content))  # sh_offset, sh_size
+    return bytes(data + content)
+
+
+def _generation_as(build: Callable[[BtfBuilder], int]) -> bytes:
+    """config.o whose BTF gives its .data variable `generation` (4 bytes at
+    offset 0) the type `build` adds."""
+    btf = BtfBuilder()
+    type_id = build(btf)
+    var = btf.var("generation", type_id)
+    btf.datasec(".data", [(var, 0, 4)])
+    return _with_section(".BTF", btf.build())
+
+
+def _self_struct(b: BtfBuilder) -> int:
+    return b.struct("loop", 4, [("self", b.next_id, 0)])
+
+
+def _self_array(b: BtfBuilder) -> int:
+    index = b.int("int", 4)
+    return b.array(b.next_id, index, 1)
+
+
+def _qualified_self(b: BtfBuilder) -> int:
+    first = b.next_id  # struct -> const -> volatile -> typedef -> the struct
+    b.struct("loop", 4, [("self", first + 1, 0)])
+    b.add(BTF_CONST, "", first + 2)
+    b.add(BTF_VOLATILE, "", first + 3)
+    b.add(BTF_TYPEDEF, "loop_t", first)
+    return first
+
+
+def _empty_structs(b: BtfBuilder) -> int:
+    index = b.int("int", 4)
+    empty = b.struct("empty", 0, [])
+    return b.array(empty, index, 0xFFFF_FFFF)
+
+
+def _deep_structs(b: BtfBuilder) -> int:
+    inner = b.int("u32", 4)
+    for level in range(3000):
+        inner = b.struct(f"s{level}", 4, [("m", inner, 0)])
+    return inner
+
+
+def _overflowing_size(b: BtfBuilder) -> int:
+    index = b.int("int", 4)
+    big = b.array(index, index, 0xFFFF_FFFF)
+    return b.array(big, index, 0xFFFF_FFFF)
+
+
+CRAFTED_BTF = {"self_struct": _self_struct, "self_array": _self_array,
+               "qualified_self": _qualified_self, "empty_structs": _empty_structs,
+               "deep_structs": _deep_structs, "overflowing_size": _overflowing_size}
+
+_LOAD_CRAFTED = """
+from pathlib import Path
+from ebpfvm import ElfError, load
+try:
+    obj = load(Path({path!r}).read_bytes())
+except ElfError as error:
+    report(["load", type(error).__name__, error.section])
+else:
+    try:
+        obj.variables(".data")
+        report(["variables", "ok", None])
+    except ElfError as error:
+        report(["variables", type(error).__name__, error.section])
+"""
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_BTF))
+def test_crafted_btf_is_refused_at_load(case: str, tmp_path: Path) -> None:
+    """F14: a type that contains itself (directly, through an array, or through
+    const/volatile/typedef), nesting 3,000 deep, a size past 2**32 or an array
+    of 2**32-1 empty structs: load() raises ElfError naming .BTF (before: a
+    RecursionError from variables(), or a hang building 2**32 values). Run in
+    a child under a memory and a time limit."""
+    path = tmp_path / f"{case}.o"
+    path.write_bytes(_generation_as(CRAFTED_BTF[case]))
+    outcome = run_bounded(_LOAD_CRAFTED.format(path=str(path)), memory_mb=768, timeout=60)
+    assert not outcome.timed_out
+    assert outcome.result() == ["load", "ElfError", ".BTF"]
+
+
+def test_crafted_btf_codec_is_refused() -> None:
+    """F14: the library's own entry: parse_btf + Codec on a self-containing
+    struct raises ElfError('.BTF') instead of recursing when decoding."""
+    from ebpfvm import ElfError
+    from ebpfvm.btf import Codec, parse_btf
+
+    btf_builder = BtfBuilder()
+    loop = _self_struct(btf_builder)
+    btf = parse_btf(btf_builder.build())
+    with pytest.raises(ElfError) as caught:
+        Codec(btf, loop).decode(bytes(4))
+    assert caught.value.section == ".BTF"
+
+
+def test_crafted_btf_run_is_one_line_error(tmp_path: Path) -> None:
+    """F14/F15: `ebpfvm run` on an object with a self-containing struct: exit 1,
+    one stderr line naming .BTF (before: a RecursionError traceback)."""
+    path = tmp_path / "loop.o"
+    path.write_bytes(_generation_as(_self_struct))
+    result = _cli("run", str(path), "--hex", "00" * 40)
+    _assert_one_line_error(result)
+    assert ".BTF" in result.stderr
+
+
+# -- F15: command-line tracebacks ---------------------------------------------------
+
+
+def _cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-m", "ebpfvm.cli", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("ebpfvm: error: ")
+
+
+def _assert_usage_error(result: subprocess.CompletedProcess[str], option: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("usage: ebpfvm run ")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ebpfvm run: error: ") and option in last
+
+
+@pytest.mark.parametrize("text", ["Infinity", '{"0": -Infinity}', '{"0": NaN}',
+                                  '{"0": 1e400}', "[" * 5000 + "]" * 5000],
+                         ids=["inf", "minus_inf", "nan", "1e400", "nested_5000"])
+def test_map_json_out_of_range_is_one_line_error(text: str) -> None:
+    """F15: --map JSON with Infinity, NaN, 1e400 or nesting 5,000 deep is a
+    one-line error, exit 1 (before: OverflowError or RecursionError)."""
+    result = _cli("run", str(EXAMPLES / "proto_count.o"), "--hex", "00",
+                  "--map", f"counts={text}")
+    _assert_one_line_error(result)
+    assert "--map counts" in result.stderr
+
+
+def test_budget_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    """F15: --budget must be 1..2**63-1: anything else is a usage error with
+    the run usage, exit 2 (before: IndexError or struct.error tracebacks);
+    2**63-1 itself runs."""
+    spin = tmp_path / "loop.s"
+    spin.write_text("loop:\nadd r0, 1\nja loop\nexit\n")
+    for budget in ("-5", "0", "18446744073709551616", str(1 << 63)):
+        result = _cli("run", str(spin), f"--budget={budget}", "--engine", "interp")
+        _assert_usage_error(result, "--budget")
+    prog = tmp_path / "one.s"
+    prog.write_text("mov r0, 7\nexit\n")
+    result = _cli("run", str(prog), f"--budget={(1 << 63) - 1}")
+    assert result.returncode == 0 and "r0 = 0x7" in result.stdout
+
+
+@pytest.mark.parametrize("mbuff", ["0,99999999999", "100000000000,0", "-8,0", "1"])
+def test_mbuff_out_of_range_is_a_usage_error(mbuff: str) -> None:
+    """F15: --mbuff offsets beyond the 4 KiB metadata buffer are a usage error,
+    exit 2 (before: a MemoryError allocating 100 GB)."""
+    result = _cli("run", str(EXAMPLES / "block_port.o"), f"--mbuff={mbuff}", "--hex", "00")
+    _assert_usage_error(result, "--mbuff")
+
+
+def _btf_ext(line_info: bytes) -> bytes:
+    """A .BTF.ext section: the 24-byte header, then `line_info` as its line block."""
+    return BTF_HEADER.pack(0xEB9F, 1, 0, BTF_HEADER.size, 0, 0, 0, len(line_info)) + line_info
+
+
+@pytest.mark.parametrize("line_info", [
+    b"\x10\x00",  # a 2-byte block: no room for its record size
+    struct.pack("<I", 2),  # records of 2 bytes
+    struct.pack("<I", 18) + struct.pack("<II", 0, 1) + bytes(18),  # not a multiple of 4
+])
+def test_bad_btf_ext_line_info_is_elf_error(line_info: bytes, tmp_path: Path) -> None:
+    """F15: malformed .BTF.ext line info raises ElfError('.BTF.ext') in the
+    library and is a one-line error in `ebpfvm disasm` (before: struct.error)."""
+    from ebpfvm import ElfError
+    from ebpfvm.objdump import disassemble_object
+
+    blob = _with_section(".BTF.ext", _btf_ext(line_info))
+    with pytest.raises(ElfError) as caught:
+        disassemble_object(blob)
+    assert caught.value.section == ".BTF.ext"
+    assert disassemble_object(blob, source=False).count("Disassembly of section") == 1
+    path = tmp_path / "bad_ext.o"
+    path.write_bytes(blob)
+    result = _cli("disasm", str(path), "--style", "llvm")
+    _assert_one_line_error(result)
+    assert ".BTF.ext" in result.stderr
+
+
+PCAP_HEADER = struct.Struct("<IHHiIII")
+PCAP_RECORD = struct.Struct("<IIII")
+PCAP_MAGIC = 0xA1B2C3D4
+
+
+def _pcap(records: list[tuple[int, bytes]]) -> bytes:
+    """A pcap file (Ethernet) with records of (caplen field, bytes that follow)."""
+    out = PCAP_HEADER.pack(PCAP_MAGIC, 2, 4, 0, 0, 65535, 1)
+    for caplen, body in records:
+        out += PCAP_RECORD.pack(0, 0, caplen, max(caplen, len(body)) & 0xFFFF_FFFF) + body
+    return out
+
+
+_RUN_PCAP = """
+import sys
+from ebpfvm.cli import main
+report(main(["run", {prog!r}, "--pcap", {pcap!r}, "--engine", "interp", "--no-progress"]))
+"""
+
+
+@pytest.mark.parametrize(("case", "records", "reason"), [
+    ("huge_caplen", [(60, bytes(60)), (0xFFFF_FFFF, bytes(64))], "bad caplen"),
+    ("over_snaplen", [(262145, bytes(100))], "bad caplen"),
+    ("truncated", [(60, bytes(60)), (60, bytes(30))], "truncated"),
+])
+def test_pcap_bad_caplen_is_a_typed_error(case: str, records: list[tuple[int, bytes]],
+                                          reason: str, tmp_path: Path) -> None:
+    """F15: a pcap record whose caplen is 0xFFFFFFFF (or past tcpdump's 262144)
+    is a CaptureError ("bad caplen") before anything is allocated, and a record
+    cut short is "truncated"; the command prints one line, exit 1 (before: a
+    MemoryError under a memory limit, or a silently short packet)."""
+    from ebpfvm.capture import CaptureError, read_capture
+
+    path = tmp_path / f"{case}.pcap"
+    path.write_bytes(_pcap(records))
+    with pytest.raises(CaptureError) as caught:
+        list(read_capture(path))
+    assert caught.value.reason == reason and caught.value.path == str(path)
+    prog = tmp_path / "pass.s"
+    prog.write_text("mov r0, 2\nexit\n")
+    outcome = run_bounded(_RUN_PCAP.format(prog=str(prog), pcap=str(path)), memory_mb=512,
+                          timeout=60)
+    assert outcome.result() == 1
+    assert "Traceback" not in outcome.stderr
+    assert outcome.stderr.count("\n") == 1 and outcome.stderr.startswith("ebpfvm: error: ")

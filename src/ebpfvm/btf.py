@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import ElfError
+from .maps import MAX_VALUE_SIZE
 
 __all__ = ["Btf", "BtfKind", "BtfType", "Codec", "parse_btf"]
 
@@ -252,6 +253,9 @@ class Codec:
         self.btf = btf
         self.type = btf.strip(type_id)
         self.size = btf.size(type_id)
+        if self.size > MAX_VALUE_SIZE:  # every codec is for a map key or value
+            raise ElfError(f"BTF type {self.type.id} is {self.size} bytes, more than a map "
+                           f"value may hold ({MAX_VALUE_SIZE})", ".BTF")
         btf.shape(type_id)  # bounded nesting and value count: decode/encode recurse safely
         self._records: dict[int, Any] = {}
 

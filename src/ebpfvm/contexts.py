@@ -17,6 +17,7 @@ the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 from dataclasses import dataclass
@@ -110,21 +111,42 @@ class _Frame:
         self.base = address_of(self.view)
         if self.base + size > 1 << 32:
             raise EbpfError("packet memory is not below 4 GiB on this platform")
-        self._zeros: memoryview | None = None
+        self._zeros: dict[int, bytes] = {}
+        self._windows: dict[int, memoryview] = {}
 
     def load(self, start: int, data: bytes, tail: int = 0) -> int:
         """Clear the context and headroom before `start`, copy the packet to
         `start`, and clear `tail` bytes after it (within the frame). Returns
         the packet's end."""
         view, zeros = self.view, self._zeros
-        if zeros is None:
-            zeros = self._zeros = memoryview(bytes(len(view)))
         end = start + len(data)
-        view[:start] = zeros[:start]
+        view[:start] = zeros.get(start) or self._zero(start)
         view[start:end] = data
-        limit = min(end + tail, len(view))
-        view[end:limit] = zeros[: limit - end]
+        if end + tail <= len(view):
+            view[end : end + tail] = zeros.get(tail) or self._zero(tail)
+        else:
+            view[end:] = bytes(len(view) - end)
         return end
+
+    def _zero(self, size: int) -> bytes:
+        """`size` zero bytes, kept for the next runs (sizes are per runner)."""
+        found = self._zeros[size] = bytes(size)
+        return found
+
+    def window(self, limit: int) -> memoryview:
+        """The frame's first `limit` bytes (views kept: packet sizes repeat)."""
+        found = self._windows.get(limit)
+        if found is None:
+            if len(self._windows) >= MAX_WINDOWS:
+                self._release_windows()
+            found = self._windows[limit] = self.view[:limit]
+        return found
+
+    def _release_windows(self) -> None:
+        windows, self._windows = self._windows, {}
+        for window in windows.values():
+            with contextlib.suppress(BufferError):  # still exported: left to the GC
+                window.release()
 
     def execute(self, vm: EbpfVmRaw, memory: memoryview, engine: str,
                 trace: TraceFn | None = None) -> int:
@@ -136,11 +158,16 @@ class _Frame:
     def close(self) -> None:
         """Unmap the frame; when something still holds a view of it (an error's
         traceback), the mapping goes when the last view does."""
+        self._release_windows()
         try:
             self.view.release()
             self.map.close()
         except BufferError:
             pass
+
+
+MAX_WINDOWS = 256
+"""Views of a frame kept for reuse, one per packet end (see _Frame.window)."""
 
 
 def _check_idle(vm: Any, what: str) -> None:
@@ -204,7 +231,8 @@ class XdpRunner:
     def run(self, packet: Any, *, trace: TraceFn | None = None) -> RunResult:
         """Run once; the context is rebuilt for every packet. `trace` (the
         interpreter's per-instruction callback) makes this run interpreted."""
-        _check_idle(self.vm, "run the XdpRunner again")
+        if self.vm._busy.on:
+            _check_idle(self.vm, "run the XdpRunner again")
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -212,10 +240,13 @@ class XdpRunner:
         frame = self._frame
         view = frame.view
         end = frame.load(start, data, self.tailroom)
-        self._limit = limit = min(end + self.tailroom, len(view))
+        limit = end + self.tailroom
+        if limit > len(view):
+            limit = len(view)
+        self._limit = limit
         XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
                          self.ingress_ifindex, self.rx_queue_index, 0)
-        r0 = frame.execute(self.vm, view[:limit], self.engine, trace)
+        r0 = frame.execute(self.vm, frame.window(limit), self.engine, trace)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
         if not CONTEXT_SIZE <= low <= high <= limit:

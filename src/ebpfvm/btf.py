@@ -5,6 +5,7 @@ BTF-defined maps. pyelftools has no BTF parser; the format is the kernel's
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import ElfError
+from .maps import MAX_VALUE_SIZE
 
 __all__ = ["Btf", "BtfKind", "BtfType", "Codec", "parse_btf"]
 
@@ -23,6 +25,15 @@ _ARRAY = struct.Struct("<III")  # type, index_type, nelems
 _MEMBER = struct.Struct("<III")  # name_off, type, offset
 _MAX_CHAIN = 64
 """Most typedef/const/volatile links followed before giving up (loops in bad input)."""
+MAX_DEPTH = 32
+"""Deepest nesting of types through non-pointer references (an array of
+structs of arrays...) that sizes and codecs follow. A type that contains
+itself (not through a pointer) nests without end, and is refused."""
+MAX_TYPE_SIZE = 0xFFFF_FFFF
+"""Largest type size (the kernel's limit: a size is a u32)."""
+MAX_DECODED_ITEMS = 1 << 20
+"""Most Python values one decode may build (a u32 array filling the largest
+map value has 2**20): an array of 2**32 empty structs is refused, not built."""
 
 
 class BtfKind(IntEnum):
@@ -75,6 +86,8 @@ class Btf:
 
     def __init__(self, types: list[BtfType]) -> None:
         self.types = types
+        self._sizes: dict[int, int] = {}
+        self._shapes: dict[int, tuple[int, int]] = {}
 
     def get(self, type_id: int) -> BtfType:
         if not 0 < type_id < len(self.types):
@@ -91,20 +104,74 @@ class Btf:
         raise ElfError("BTF type chain too long", ".BTF")
 
     def size(self, type_id: int) -> int:
-        """Byte size of a type (INT, STRUCT, UNION, ENUM, PTR, ARRAY...)."""
+        """Byte size of a type (INT, STRUCT, UNION, ENUM, PTR, ARRAY...).
+        ElfError for a type with no size, one nested deeper than MAX_DEPTH
+        (or containing itself) or larger than MAX_TYPE_SIZE."""
+        return self._size(type_id, 0)
+
+    def _size(self, type_id: int, depth: int) -> int:
         found = self.strip(type_id)
+        known = self._sizes.get(found.id)
+        if known is not None:
+            return known
+        if depth > MAX_DEPTH:
+            raise _too_deep(found)
         if found.kind in (BtfKind.INT, BtfKind.STRUCT, BtfKind.UNION, BtfKind.ENUM,
                           BtfKind.ENUM64, BtfKind.FLOAT, BtfKind.DATASEC):
-            return found.ref
-        if found.kind is BtfKind.PTR:
-            return 8
-        if found.kind is BtfKind.ARRAY and found.array is not None:
-            return found.array[2] * self.size(found.array[0])
-        raise ElfError(f"BTF type {found.id} ({found.kind.name}) has no size", ".BTF")
+            size = found.ref
+        elif found.kind is BtfKind.PTR:
+            size = 8
+        elif found.kind is BtfKind.ARRAY and found.array is not None:
+            size = found.array[2] * self._size(found.array[0], depth + 1)
+            if size > MAX_TYPE_SIZE:
+                raise ElfError(f"BTF array type {found.id} is {size} bytes, more than "
+                               f"{MAX_TYPE_SIZE}", ".BTF")
+        else:
+            raise ElfError(f"BTF type {found.id} ({found.kind.name}) has no size", ".BTF")
+        self._sizes[found.id] = size
+        return size
+
+    def shape(self, type_id: int) -> tuple[int, int]:
+        """(Python values a decode of the type builds, nesting height): ElfError
+        when the type nests deeper than MAX_DEPTH (a struct or array that
+        contains itself) or decodes to more than MAX_DECODED_ITEMS values."""
+        return self._shape(self.strip(type_id), 0)
+
+    def _shape(self, found: BtfType, depth: int) -> tuple[int, int]:
+        known = self._shapes.get(found.id)
+        if known is None:
+            if depth > MAX_DEPTH:
+                raise _too_deep(found)
+            items, height = 1, 0
+            if found.kind is BtfKind.ARRAY and found.array is not None:
+                element = self.strip(found.array[0])
+                inner, below = self._shape(element, depth + 1)
+                if not (element.kind is BtfKind.INT and self.size(element.id) == 1):
+                    items = found.array[2] * inner  # else a char array: one bytes value
+                height = below + 1
+            elif found.kind in (BtfKind.STRUCT, BtfKind.UNION):
+                for _name, member_type, _offset in found.items:
+                    inner, below = self._shape(self.strip(member_type), depth + 1)
+                    items += inner
+                    height = max(height, below + 1)
+                    if items > MAX_DECODED_ITEMS:
+                        break
+            if items > MAX_DECODED_ITEMS:
+                raise ElfError(f"BTF type {found.id} decodes to {items} values, more than "
+                               f"{MAX_DECODED_ITEMS}", ".BTF")
+            known = self._shapes[found.id] = (items, height)
+        if depth + known[1] > MAX_DEPTH:
+            raise _too_deep(found)
+        return known
 
     def datasec(self, name: str) -> BtfType | None:
         return next((t for t in self.types[1:] if t.kind is BtfKind.DATASEC and t.name == name),
                     None)
+
+
+def _too_deep(found: BtfType) -> ElfError:
+    return ElfError(f"BTF type {found.id} ({found.kind.name}) nests deeper than {MAX_DEPTH} "
+                    "levels (a type that contains itself?)", ".BTF")
 
 
 def btf_strings(data: bytes) -> bytes:
@@ -186,6 +253,10 @@ class Codec:
         self.btf = btf
         self.type = btf.strip(type_id)
         self.size = btf.size(type_id)
+        if self.size > MAX_VALUE_SIZE:  # every codec is for a map key or value
+            raise ElfError(f"BTF type {self.type.id} is {self.size} bytes, more than a map "
+                           f"value may hold ({MAX_VALUE_SIZE})", ".BTF")
+        btf.shape(type_id)  # bounded nesting and value count: decode/encode recurse safely
         self._records: dict[int, Any] = {}
 
     def decode(self, data: bytes) -> Any:
@@ -239,7 +310,11 @@ class Codec:
             if isinstance(value, (bytes, bytearray)):
                 out[offset : offset + size] = bytes(value).ljust(size, b"\0")[:size]
                 return
-            for index, item in enumerate(value):
+            items = list(itertools.islice(value, found.array[2] + 1))
+            if len(items) > found.array[2]:
+                raise ValueError(f"more than {found.array[2]} items for an array of "
+                                 f"{found.array[2]}")
+            for index, item in enumerate(items):
                 self._encode(element, item, out, offset + index * step)
         elif kind in (BtfKind.STRUCT, BtfKind.UNION):
             if hasattr(value, "_asdict"):

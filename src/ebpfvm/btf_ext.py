@@ -26,6 +26,7 @@ EXT = ".BTF.ext"
 _EXT_HEADER = struct.Struct("<HBBIIIII")
 _SECTION = struct.Struct("<II")  # sec_name_off, num_info
 _RECORD = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
+_U32 = struct.Struct("<I")
 LINE_SHIFT = 10
 """line_col keeps the line number above this bit and the column below it."""
 COLUMN_MASK = (1 << LINE_SHIFT) - 1
@@ -42,31 +43,26 @@ class LineInfo:
 
 
 def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
-    """Line info by code section name, then by instruction index (insn_off / 8)."""
+    """Line info by code section name, then by instruction index (insn_off / 8).
+    ElfError naming ``.BTF.ext`` for anything malformed (header, block bounds,
+    record size, counts)."""
     strings = btf_strings(btf)
-    if len(ext) < _EXT_HEADER.size:
-        raise ElfError("BTF.ext header is cut short", ".BTF.ext")
-    magic, _v, _f, hdr_len, _fo, _fl, line_off, line_len = _EXT_HEADER.unpack_from(ext)
-    if magic != BTF_MAGIC:
-        raise ElfError(f"BTF.ext magic is {magic:#x}", ".BTF.ext")
-    start = hdr_len + line_off
-    end = start + line_len
-    if end > len(ext):
-        raise ElfError("BTF.ext line info runs past the end of the section", ".BTF.ext")
+    start, end = _line_block(ext)
     result: dict[str, dict[int, LineInfo]] = {}
-    if line_len == 0:
+    if start == end:
         return result
-    (rec_size,) = struct.unpack_from("<I", ext, start)
-    if rec_size < _RECORD.size:
-        raise ElfError(f"BTF.ext line info records of {rec_size} bytes", ".BTF.ext")
-    pos = start + 4
+    (rec_size,) = _U32.unpack_from(ext, start)
+    if rec_size < _RECORD.size or rec_size % _U32.size:
+        raise ElfError(f"BTF.ext line info records of {rec_size} bytes (at least "
+                       f"{_RECORD.size}, a multiple of {_U32.size})", EXT)
+    pos = start + _U32.size
     while pos < end:
         if pos + _SECTION.size > end:
-            raise ElfError("BTF.ext line info section header is cut short", ".BTF.ext")
+            raise ElfError("BTF.ext line info section header is cut short", EXT)
         name_off, count = _SECTION.unpack_from(ext, pos)
         pos += _SECTION.size
         if pos + count * rec_size > end:
-            raise ElfError("BTF.ext line info records run past their block", ".BTF.ext")
+            raise ElfError("BTF.ext line info records run past their block", EXT)
         lines = result.setdefault(string_at(strings, name_off, EXT), {})
         for index in range(count):
             insn_off, file_off, text_off, line_col = _RECORD.unpack_from(ext, pos + index * rec_size)
@@ -74,3 +70,22 @@ def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
                                             line_col & COLUMN_MASK, string_at(strings, text_off, EXT))
         pos += count * rec_size
     return result
+
+
+def _line_block(ext: bytes) -> tuple[int, int]:
+    """(start, end) of the line info block of a ``.BTF.ext`` section, checked:
+    a whole header, a block inside the section, empty or with its record size."""
+    if len(ext) < _EXT_HEADER.size:
+        raise ElfError("BTF.ext header is cut short", EXT)
+    magic, _v, _f, hdr_len, _fo, _fl, line_off, line_len = _EXT_HEADER.unpack_from(ext)
+    if magic != BTF_MAGIC:
+        raise ElfError(f"BTF.ext magic is {magic:#x}", EXT)
+    if not _EXT_HEADER.size <= hdr_len <= len(ext):
+        raise ElfError(f"BTF.ext header length {hdr_len} is out of range", EXT)
+    start = hdr_len + line_off
+    end = start + line_len
+    if end > len(ext):
+        raise ElfError("BTF.ext line info runs past the end of the section", EXT)
+    if 0 < line_len < _U32.size:
+        raise ElfError(f"BTF.ext line info block of {line_len} bytes has no record size", EXT)
+    return start, end

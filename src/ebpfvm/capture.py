@@ -42,20 +42,58 @@ CHUNK_BYTES = 8 << 20
 MAX_PACKET = 65535
 CONTEXT_SLOT = 32
 """Bytes before each packet in a chunk: its xdp_md (24 bytes), 8-aligned."""
+_SLOT_MD = struct.Struct(f"<{XDP_MD.format.lstrip('<')}{CONTEXT_SLOT - XDP_MD.size}x")
+"""xdp_md and the zero padding after it: the whole slot is rewritten per packet,
+so nothing a run stores there reaches a later packet."""
 DLT_EN10MB = 1
 """Link type of Ethernet captures, the only kind XDP and tc programs see."""
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+MAX_SNAPLEN = 262144
+"""The largest record a capture may hold (tcpdump's MAXIMUM_SNAPLEN). The
+reader refuses a record header that asks for more, before reading it."""
+BLOCK_SLACK = 65536
+"""Bytes a pcapng block may hold beyond its packet (header fields, options)."""
 CONTEXTS = ("xdp", "skb", "mbuff", "raw")
 """How a program gets its packet: a ``struct xdp_md``, a ``struct __sk_buff``,
 an rbpf fixed mbuff (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
 
 
 class CaptureError(EbpfError):
-    """A capture file that cannot be read (not pcap/pcapng, cut short, not Ethernet)."""
+    """A capture file that cannot be read (not pcap/pcapng, cut short, not
+    Ethernet, a record larger than :data:`MAX_SNAPLEN`). `reason` is
+    ``"truncated"`` or ``"bad caplen"`` for those two cases, else ``""``."""
 
-    def __init__(self, message: str, path: str | None = None) -> None:
+    def __init__(self, message: str, path: str | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.path = path
+        self.reason = reason
+
+
+class _CheckedFile:
+    """The capture file as dpkt reads it: a read larger than a capture record
+    can be (an untrusted caplen or block length) is refused before anything
+    is allocated, and a read that ends inside a record is a truncated file."""
+
+    def __init__(self, handle: BinaryIO, name: str, limit: int) -> None:
+        self._handle = handle
+        self.name = name
+        self._limit = limit
+        self.records = False
+        """Set once the file header is read: from then on a short read is a
+        truncated record (a short file header is not a capture at all)."""
+
+    def read(self, size: int = -1) -> bytes:
+        if not 0 <= size <= self._limit:
+            raise CaptureError(f"{self.name}: bad caplen: a record of {size} bytes "
+                               f"(at most {MAX_SNAPLEN})", self.name, "bad caplen")
+        data = self._handle.read(size)
+        if self.records and 0 < len(data) < size:
+            raise CaptureError(f"{self.name}: truncated dump file: a record needs {size} "
+                               f"bytes, {len(data)} are left", self.name, "truncated")
+        return data
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._handle, attribute)
 
 
 def verdict_name(r0: int, verdicts: str) -> str:
@@ -91,8 +129,11 @@ def read_capture(path: str | Path, handle: BinaryIO | None = None
         head = source.read(4)
         source.seek(-len(head), 1)
         try:
-            reader: Any = (dpkt.pcapng.Reader(source) if head == PCAPNG_MAGIC
-                           else dpkt.pcap.Reader(source))
+            checked = _CheckedFile(source, name, MAX_SNAPLEN + BLOCK_SLACK
+                                   if head == PCAPNG_MAGIC else MAX_SNAPLEN)
+            reader: Any = (dpkt.pcapng.Reader(checked) if head == PCAPNG_MAGIC
+                           else dpkt.pcap.Reader(checked))
+            checked.records = True
         except (ValueError, dpkt.Error) as exc:
             raise CaptureError(f"{name}: not a pcap or pcapng capture ({exc})", name) from exc
         if reader.datalink() != DLT_EN10MB:
@@ -300,7 +341,7 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
     view, base = buffer.view, buffer.base
     spans = array.array("Q", [0]) * (2 * len(frames))
     offset = 0
-    pack = XDP_MD.pack_into
+    pack = _SLOT_MD.pack_into
     for index, (_timestamp, frame) in enumerate(frames):
         data = offset + slot
         end = data + len(frame)

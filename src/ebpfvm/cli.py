@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,10 @@ TC_SECTIONS = ("tc", "classifier", ".classifier", "action", "socket", "sk_skb", 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 TRACE_LINES = 20
 """trace_printk lines shown over a capture (the rest are counted)."""
+MAX_BUDGET = (1 << 63) - 1
+"""--budget is an instruction count, 1 to 2**63 - 1."""
+MAX_MBUFF_OFFSET = 4096 - 8
+"""--mbuff offsets: a u64 pointer at each, within a 4 KiB metadata buffer."""
 
 EPILOG = """examples:
   ebpfvm run examples/bpf/proto_count.o --pcap examples/data/sample.pcap
@@ -99,9 +104,35 @@ def _input_args(parser: argparse.ArgumentParser, pcap: bool) -> None:
                              "(struct __sk_buff), mbuff (see --mbuff) or raw (r1 = input, "
                              "r2 = its length); auto: xdp for xdp* sections, skb for tc/"
                              "socket ones, else raw")
-    parser.add_argument("--mbuff", metavar="DATA,DATA_END",
+    parser.add_argument("--mbuff", metavar="DATA,DATA_END", type=_mbuff_offsets,
                         help="rbpf fixed mbuff: offsets where the input's start and end "
-                             "pointers go (e.g. 0x40,0x50); implies --context mbuff")
+                             f"pointers go (e.g. 0x40,0x50; 0 to {MAX_MBUFF_OFFSET}); "
+                             "implies --context mbuff")
+
+
+def _mbuff_offsets(text: str) -> tuple[int, int]:
+    """--mbuff DATA,DATA_END: two offsets from 0 to MAX_MBUFF_OFFSET."""
+    try:
+        data, end = (int(part, 0) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected two offsets, DATA,DATA_END") from None
+    for value in (data, end):
+        if not 0 <= value <= MAX_MBUFF_OFFSET:
+            raise argparse.ArgumentTypeError(
+                f"offset {value} is outside 0..{MAX_MBUFF_OFFSET}")
+    return data, end
+
+
+def _budget(text: str) -> int:
+    """--budget N: an instruction count from 1 to MAX_BUDGET."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 < value <= MAX_BUDGET:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..2**63-1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=ENGINES,
                      help="interp (default for single runs), jit (default for captures) or "
                           "jit-unchecked (no memory checks: UNSAFE)")
-    run.add_argument("--budget", type=int, help="instruction budget per run")
+    run.add_argument("--budget", type=_budget, metavar="N",
+                     help="instruction budget per run, tail calls and helper work "
+                          "included (1 to 2**63-1)")
     run.add_argument("--trace", action="store_true",
                      help="print each instruction with its registers (interpreter)")
     run.add_argument("--map", action="append", default=[], metavar="NAME=JSON",
@@ -194,13 +227,8 @@ def _input_bytes(args: argparse.Namespace) -> bytes:
 
 
 def _mbuff(args: argparse.Namespace) -> tuple[int, int] | None:
-    if args.mbuff is None:
-        return None
-    try:
-        data, end = (int(part, 0) for part in args.mbuff.split(","))
-    except ValueError:
-        raise EbpfError(f"--mbuff {args.mbuff!r}: expected two offsets, DATA,DATA_END") from None
-    return data, end
+    mbuff: tuple[int, int] | None = args.mbuff  # checked by _mbuff_offsets
+    return mbuff
 
 
 def _context(args: argparse.Namespace, loaded: Loaded) -> str:
@@ -256,11 +284,31 @@ def _preload_maps(loaded: Loaded, specs: list[str]) -> None:
             raise EbpfError(f"--map: no map {name!r} (maps: {known or 'none'})")
         if text.startswith("@"):
             text = Path(text[1:]).read_text()
+        data = _map_json(name, text)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise EbpfError(f"--map {name}: bad JSON: {exc}") from exc
-        preload(loaded.obj.maps[name], data)
+            preload(loaded.obj.maps[name], data)
+        except (OverflowError, TypeError, RecursionError) as exc:
+            raise EbpfError(f"--map {name}: cannot store {type(exc).__name__}: {exc}") from exc
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a number JSON allows")
+
+
+def _map_json(name: str, text: str) -> Any:
+    """--map JSON: finite numbers only; nesting too deep for the parser is
+    an error, not a RecursionError traceback."""
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise EbpfError(f"--map {name}: bad JSON: {exc}") from exc
 
 
 def _print_maps(loaded: Loaded, limit: int) -> None:
@@ -409,11 +457,19 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
 
 def _disasm(args: argparse.Namespace) -> int:
     if _is_elf(args.program):
+        from .errors import ElfError
         from .objdump import disassemble_object
 
-        sys.stdout.write(disassemble_object(args.program.read_bytes(), style=args.style,
-                                            section=args.section, function=args.function,
-                                            source=not args.no_source))
+        try:
+            listing = disassemble_object(args.program.read_bytes(), style=args.style,
+                                         section=args.section, function=args.function,
+                                         source=not args.no_source)
+        except ElfError as error:
+            if error.section not in (".BTF", ".BTF.ext"):
+                raise
+            raise EbpfError(f"{args.program}: {error} (--no-source lists the code "
+                            "without line info)") from error
+        sys.stdout.write(listing)
         return EXIT_OK
     loaded = load_program(args.program, args.section, args.function)
     if args.style == "llvm":

@@ -5,21 +5,30 @@ An XDP program reads ``struct xdp_md``, whose ``data`` and ``data_end`` are
 buffer below 4 GiB (``MAP_32BIT``) holding the context, headroom and the
 packet, so the program's own loads produce real addresses; no instruction is
 rewritten. The packet as the program left it is returned with the verdict.
+
+A run may touch only what its packet gives it: the context, the headroom, the
+packet and a tailroom of :data:`XDP_TAILROOM` bytes after it (where
+``bpf_xdp_adjust_tail`` may grow the packet), all cleared or rewritten before
+each run, so nothing an earlier run stored stays readable. An
+:class:`SkbRunner` program gets its ``struct __sk_buff`` (r1) and the packet,
+nothing more; its legacy packet loads (LD_ABS/LD_IND) read the packet, as in
+the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from .errors import EbpfError
+from .errors import EbpfError, VmBusy
 from .helpers import HelperContext
 from .interpreter import TraceFn
 from .memory import address_of
-from .vm import EbpfVmRaw
+from .vm import EbpfVmMbuff, EbpfVmRaw
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
            "XdpRunner", "csum_diff"]
@@ -32,6 +41,10 @@ egress_ifindex (all u32)."""
 CONTEXT_SIZE = 64
 """Bytes reserved for the context before the packet area."""
 ETH_HLEN = 14
+XDP_TAILROOM = 4096
+"""Bytes after the packet an XDP run may touch (a page, as the kernel's
+BPF_PROG_TEST_RUN frame at most): bpf_xdp_adjust_tail grows data_end into
+them. Cleared before every run."""
 """The kernel keeps at least an Ethernet header between data and data_end."""
 EINVAL = 22
 BPF_XDP_ADJUST_HEAD = 44
@@ -98,48 +111,95 @@ class _Frame:
         self.base = address_of(self.view)
         if self.base + size > 1 << 32:
             raise EbpfError("packet memory is not below 4 GiB on this platform")
-        self.dirty = 0
+        self._zeros: dict[int, bytes] = {}
+        self._windows: dict[int, memoryview] = {}
 
-    def load(self, start: int, data: bytes) -> int:
-        """Clear the context and headroom, copy the packet to `start`, and clear
-        whatever an earlier packet left after it. Returns the packet's end."""
-        view = self.view
+    def load(self, start: int, data: bytes, tail: int = 0) -> int:
+        """Clear the context and headroom before `start`, copy the packet to
+        `start`, and clear `tail` bytes after it (within the frame). Returns
+        the packet's end."""
+        view, zeros = self.view, self._zeros
         end = start + len(data)
-        view[:start] = bytes(start)
+        view[:start] = zeros.get(start) or self._zero(start)
         view[start:end] = data
-        if self.dirty > end:  # nothing of an earlier packet stays readable
-            view[end : self.dirty] = bytes(self.dirty - end)
-        self.dirty = end
+        if end + tail <= len(view):
+            view[end : end + tail] = zeros.get(tail) or self._zero(tail)
+        else:
+            view[end:] = bytes(len(view) - end)
         return end
 
-    def execute(self, vm: EbpfVmRaw, engine: str, trace: TraceFn | None = None) -> int:
+    def _zero(self, size: int) -> bytes:
+        """`size` zero bytes, kept for the next runs (sizes are per runner)."""
+        found = self._zeros[size] = bytes(size)
+        return found
+
+    def window(self, limit: int) -> memoryview:
+        """The frame's first `limit` bytes (views kept: packet sizes repeat)."""
+        found = self._windows.get(limit)
+        if found is None:
+            if len(self._windows) >= MAX_WINDOWS:
+                self._release_windows()
+            found = self._windows[limit] = self.view[:limit]
+        return found
+
+    def _release_windows(self) -> None:
+        windows, self._windows = self._windows, {}
+        for window in windows.values():
+            with contextlib.suppress(BufferError):  # still exported: left to the GC
+                window.release()
+
+    def execute(self, vm: EbpfVmRaw, memory: memoryview, engine: str,
+                trace: TraceFn | None = None) -> int:
+        """Run `vm` with `memory` (a part of the frame) as its input."""
         if engine == "interp" or trace is not None:
-            return vm.execute_program(self.view, trace=trace)
-        return vm.execute_program_jit(self.view)
+            return vm.execute_program(memory, trace=trace)
+        return vm.execute_program_jit(memory)
 
     def close(self) -> None:
-        self.view.release()
-        self.map.close()
+        """Unmap the frame; when something still holds a view of it (an error's
+        traceback), the mapping goes when the last view does."""
+        self._release_windows()
+        try:
+            self.view.release()
+            self.map.close()
+        except BufferError:
+            pass
+
+
+MAX_WINDOWS = 256
+"""Views of a frame kept for reuse, one per packet end (see _Frame.window)."""
+
+
+def _check_idle(vm: Any, what: str) -> None:
+    """VmBusy when `vm` is in the middle of a run (a helper closing or
+    re-running the runner that runs it)."""
+    if vm._busy.on:
+        raise VmBusy(f"cannot {what} while its program is running")
 
 
 class XdpRunner:
     """Run an XDP program (a VM holding it, or its bytecode) on packets.
 
-    `engine` is ``"interp"``, ``"jit"`` or ``"jit-unchecked"``."""
+    `engine` is ``"interp"``, ``"jit"`` or ``"jit-unchecked"``. Each run may
+    touch the context, the headroom, the packet and `tailroom` bytes after it
+    (within `max_packet`), all cleared or rewritten before the run."""
 
     def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
                  headroom: int = 256, max_packet: int = 65536, ingress_ifindex: int = 1,
-                 rx_queue_index: int = 0) -> None:
+                 rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM) -> None:
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
         self.engine = engine
         if engine != "interp":
             self.vm.jit_compile(unchecked=engine == "jit-unchecked")
         self.headroom = headroom
         self.max_packet = max_packet
+        self.tailroom = tailroom
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
         self._frame = _Frame(CONTEXT_SIZE + headroom + max_packet)
         self.base = self._frame.base
+        self._limit = 0
+        """End (offset in the frame) of the memory the current run may touch."""
         self.vm.register_helper(BPF_XDP_ADJUST_HEAD, self._adjust_head, context=True,
                                 name="bpf_xdp_adjust_head")
         self.vm.register_helper(BPF_XDP_ADJUST_TAIL, self._adjust_tail, context=True,
@@ -160,36 +220,43 @@ class XdpRunner:
         return 0
 
     def _adjust_tail(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
-        """bpf_xdp_adjust_tail: move data_end by `delta` (s32) within the frame."""
+        """bpf_xdp_adjust_tail: move data_end by `delta` (s32) within the tailroom."""
         data, data_end = self._bounds(ctx, xdp)
         new = data_end + _s32(delta)
-        if new > self.base + len(self._frame.view) or new - data < ETH_HLEN:
+        if new > self.base + self._limit or new - data < ETH_HLEN:
             return -EINVAL & M64
         ctx.write(xdp + 4, struct.pack("<I", new))
-        self._frame.dirty = max(self._frame.dirty, new - self.base)
         return 0
 
     def run(self, packet: Any, *, trace: TraceFn | None = None) -> RunResult:
         """Run once; the context is rebuilt for every packet. `trace` (the
         interpreter's per-instruction callback) makes this run interpreted."""
+        if self.vm._busy.on:
+            _check_idle(self.vm, "run the XdpRunner again")
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
         start = CONTEXT_SIZE + self.headroom
         frame = self._frame
         view = frame.view
-        end = frame.load(start, data)
+        end = frame.load(start, data, self.tailroom)
+        limit = end + self.tailroom
+        if limit > len(view):
+            limit = len(view)
+        self._limit = limit
         XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
                          self.ingress_ifindex, self.rx_queue_index, 0)
-        r0 = frame.execute(self.vm, self.engine, trace)
+        r0 = frame.execute(self.vm, frame.window(limit), self.engine, trace)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
-        if not CONTEXT_SIZE <= low <= high <= len(view):
+        if not CONTEXT_SIZE <= low <= high <= limit:
             raise EbpfError("the program left data/data_end outside its packet memory")
         return XdpResult(r0, bytes(view[low:high]))
 
     def close(self) -> None:
-        """Release the packet memory."""
+        """Release the packet memory. VmBusy while the program runs (a helper
+        closing the runner): the frame stays mapped under the running code."""
+        _check_idle(self.vm, "close the XdpRunner")
         self._frame.close()
 
 
@@ -256,16 +323,44 @@ def _replace_checksum(old: int, removed: int, added: int, size: int) -> int:
     return ~_csum_fold(total) & 0xFFFF
 
 
+def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
+    """The EbpfVmMbuff an SkbRunner runs: `program` itself, a new one for
+    bytecode, or for an EbpfVmRaw a new one with its program, verifier,
+    helpers, allowed memory and budget (the given VM is left as it was)."""
+    if isinstance(program, EbpfVmMbuff):
+        return program
+    if not isinstance(program, EbpfVmRaw):
+        return EbpfVmMbuff(program)
+    if program.program is None:
+        raise ValueError("the VM has no program: call set_program() first")
+    vm = EbpfVmMbuff(budget=program.budget)
+    vm.set_verifier(program._verifier)
+    vm.set_program(program.program)
+    vm._helpers = dict(program._helpers)
+    for region in program._allowed_buffers:
+        vm.register_allowed_memory(region.view, writable=region.writable)
+    for start, size, writable in program._allowed_runs:
+        vm.register_allowed_memory(range(start, start + size), writable=writable)
+    return vm
+
+
 class SkbRunner:
     """Run a socket-filter or tc program on packets with a real ``__sk_buff``.
 
     Fields (mark, priority, ifindex, cb...) come from the keyword arguments of
     the constructor, per run from :meth:`run`; len, protocol, data and data_end
-    from the packet. `engine` as for :class:`XdpRunner`."""
+    from the packet. `engine` as for :class:`XdpRunner`.
 
-    def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
+    The program runs in an :class:`~ebpfvm.vm.EbpfVmMbuff` (``self.vm``):
+    r1 is the ``__sk_buff`` and the input memory is the packet, so legacy
+    LD_ABS/LD_IND loads read the packet as in the kernel. `program` may be
+    that VM, bytecode, or an EbpfVmRaw, whose program, helpers, allowed memory
+    and budget are copied into a new EbpfVmMbuff (helpers registered on the
+    EbpfVmRaw later do not reach it; register them on ``self.vm``)."""
+
+    def __init__(self, program: EbpfVmRaw | EbpfVmMbuff | bytes, *, engine: str = "interp",
                  max_packet: int = 65536, **fields: Any) -> None:
-        self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
+        self.vm = _mbuff_vm(program)
         self.engine = engine
         if engine != "interp":
             self.vm.jit_compile(unchecked=engine == "jit-unchecked")
@@ -287,6 +382,7 @@ class SkbRunner:
     def run(self, packet: Any, *, trace: TraceFn | None = None, **fields: Any) -> RunResult:
         """Run once with the packet and these __sk_buff fields (and `trace`,
         as for XdpRunner.run)."""
+        _check_idle(self.vm, "run the SkbRunner again")
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -306,7 +402,12 @@ class SkbRunner:
             struct.pack_into("<I", frame.view, _SKB_FIELDS[name], int(value) & 0xFFFF_FFFF)
         for index, value in enumerate(cb):
             struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
-        r0 = frame.execute(self.vm, self.engine, trace)
+        skb = frame.view[:SKB_SIZE]
+        packet_view = frame.view[self._start : self._end]
+        if self.engine == "interp" or trace is not None:
+            r0 = self.vm.execute_program(packet_view, skb, trace=trace)
+        else:
+            r0 = self.vm.execute_program_jit(packet_view, skb)
         return RunResult(r0, bytes(frame.view[self._start : self._end]), TcAction)
 
     # -- helpers ------------------------------------------------------------------
@@ -359,4 +460,6 @@ class SkbRunner:
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
 
     def close(self) -> None:
+        """Release the packet memory (VmBusy while the program runs)."""
+        _check_idle(self.vm, "close the SkbRunner")
         self._frame.close()

@@ -122,10 +122,13 @@ class ElfObject:
 
     def skb(self, name: str | None = None, *, section: str | None = None,
             engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
-        """An SkbRunner (ebpfvm.contexts) for a socket-filter or tc program."""
+        """An SkbRunner (ebpfvm.contexts) for a socket-filter or tc program:
+        an EbpfVmMbuff (r1 = the __sk_buff, input memory = the packet)."""
         from .contexts import SkbRunner
+        from .vm import EbpfVmMbuff
 
-        return SkbRunner(self.vm(name, section=section, env=env), engine=engine, **kwargs)
+        vm = self.vm(name, section=section, env=env, kind=EbpfVmMbuff)
+        return SkbRunner(vm, engine=engine, **kwargs)
 
     def vm(self, name: str | None = None, *, section: str | None = None,
            kind: Any = None, fixed_mbuff: tuple[int, int] | None = None,

@@ -271,6 +271,29 @@ def test_tail_called_tc_program_gets_the_runner_helpers(checked_engine: str) -> 
     assert result.r0 & 0xFFFF_FFFF == int.from_bytes(packet[2:6], "little")
 
 
+SKBLEN = 6
+"""tailchain.o's slot that tc_len_entry tail-calls."""
+
+
+@pytest.mark.parametrize("build", ["raw", "skb"])
+def test_tail_called_tc_program_gets_the_callers_sk_buff(checked_engine: str, build: str) -> None:
+    """F16: a tc program reached by a tail call gets the caller's r1, the
+    __sk_buff (len at offset 0, mark at 8), not the packet; whether the runner
+    was given a plain VM or obj.skb() built it."""
+    obj = load(CHAIN)
+    obj.maps["jumps"][SKBLEN] = "skblen"
+    if build == "raw":
+        runner = SkbRunner(obj.vm("tc_len_entry"), engine=checked_engine, mark=7)
+    else:
+        runner = obj.skb("tc_len_entry", engine=checked_engine, mark=7)
+    packet = bytes(range(60))
+    try:
+        result = runner.run(packet)
+    finally:
+        runner.close()
+    assert result.r0 & 0xFFFF_FFFF == len(packet) * 65536 + 7
+
+
 # -- F11: threads sharing one VM ----------------------------------------------------------------
 
 STACK_CHECK = """

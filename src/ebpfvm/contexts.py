@@ -337,6 +337,9 @@ def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
     vm.set_verifier(program._verifier)
     vm.set_program(program.program)
     vm._helpers = dict(program._helpers)
+    tail_calls = getattr(program, "_tail_calls", None)
+    if tail_calls is not None:  # a VM of a loaded object: tail calls from the new VM
+        tail_calls.copy_to(vm)
     for region in program._allowed_buffers:
         vm.register_allowed_memory(region.view, writable=region.writable)
     for start, size, writable in program._allowed_runs:

@@ -155,10 +155,7 @@ class ElfObject:
             for key, helper in map_helpers(used).items():
                 vm.register_helper(key, helper)
         settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
-        tail_calls = _TailCalls(self, settings, program.name, vm)
-        vm.register_helper(BPF_TAIL_CALL, tail_calls.helper, context=True, name="bpf_tail_call")
-        tail_calls.own = dict(vm._helpers)
-        vm._tail_calls = tail_calls
+        _TailCalls(self, settings, program.name, vm).attach(vm)
         return vm
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
@@ -308,6 +305,23 @@ class _TailCalls:
         self.pool: dict[tuple[str, int], Any] = {}
         """Callee VMs by (program, depth), shared along the chain from its root."""
 
+    def attach(self, vm: Any) -> None:
+        """Make this the tail-call helper of `vm` (the VM it was made for)."""
+        vm.register_helper(BPF_TAIL_CALL, self.helper, context=True, name="bpf_tail_call")
+        self.own = dict(vm._helpers)
+        vm._tail_calls = self
+
+    def copy_to(self, vm: Any) -> None:
+        """Give `vm`, a VM of another kind running the same program with the
+        same helpers (SkbRunner turns an EbpfVmRaw into an EbpfVmMbuff), its
+        own tail-call helper: callees are then built as `vm`'s kind and get
+        the helpers registered on `vm`."""
+        settings = {**self.settings, "kind": type(vm)}
+        copy = _TailCalls(self.obj, settings, self.name, vm)
+        own = dict(self.own)
+        copy.attach(vm)
+        copy.own = {**own, BPF_TAIL_CALL: vm._helpers[BPF_TAIL_CALL]}
+
     def helper(self, ctx: HelperContext, _ctx_ptr: int, handle: int, index: int, _d: int,
                _e: int) -> int:
         from .maps import ProgArray
@@ -371,10 +385,14 @@ class _TailCalls:
         """Run `callee` on the caller's input, with the caller's engine: JIT
         code when the caller runs JIT code (checked code also under unchecked
         code, so that the budget still ends the chain), else the interpreter."""
-        from .vm import EbpfVmNoData
+        from .vm import EbpfVmMbuff, EbpfVmNoData
 
         mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
-        args = () if isinstance(callee, EbpfVmNoData) else (mem if mem is not None else b"",)
+        args: tuple[Any, ...] = () if isinstance(callee, EbpfVmNoData) else (
+            mem if mem is not None else b"",)
+        if isinstance(callee, EbpfVmMbuff):  # r1 is the caller's context, not its input
+            mbuff = next((r.view for r in ctx.space.regions if r.name == "mbuff"), b"")
+            args = (*args, mbuff)
         jit = caller is not None and caller.jit_ready and caller._last_jit is not None
         if jit and not callee.jit_ready:
             try:

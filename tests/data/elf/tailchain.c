@@ -90,4 +90,24 @@ int peek(struct __sk_buff *skb)
 	return word;
 }
 
+/* The first fields of struct __sk_buff, for the program below. */
+struct skb_head { unsigned int len, pkt_type, mark; };
+
+SEC("tc")
+int tc_len_entry(struct __sk_buff *skb)
+{
+	bpf_tail_call(skb, &jumps, 6);
+	return -1;
+}
+
+/* Returns skb->len * 65536 + skb->mark: a tail-called tc program gets the
+ * caller's __sk_buff in r1, not the packet. */
+SEC("tc/skblen")
+int skblen(struct __sk_buff *skb)
+{
+	struct skb_head *head = (struct skb_head *)skb;
+
+	return head->len * 65536 + head->mark;
+}
+
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -635,11 +635,11 @@ def _loops(rng: random.Random) -> int:
     roll = rng.random()
     if roll < 0.50:
         return 1
-    if roll < 0.75:
+    if roll < 0.80:
         return rng.randrange(2, 64)
-    if roll < 0.93:
-        return rng.randrange(64, 1 << 12)
-    if roll < 0.99:
+    if roll < 0.95:
+        return rng.randrange(64, 1 << 10)
+    if roll < 0.99:  # enough map lookups for F3's quadratic regions
         return rng.randrange(1 << 12, 1 << 14)
     if roll < LONG_LOOPS[0]:  # about a budget's worth: a tail-call chain of them runs many budgets
         return rng.randrange(1 << 17, 1 << 20)
@@ -652,8 +652,11 @@ LONG_LOOPS = (0.9965, 0.9985)
 """Where the rolls for loops of about a budget, of many budgets, and endless
 start: rare, because each costs a whole default budget (1 to 2 s interpreted)
 once the engines stop it, and a campaign must run 100,000 inputs in 20 minutes."""
-SPIN_END = 0.02
+SPIN_END = 0.005
 """How often a program ends in an endless loop (when the run gets there)."""
+TAIL_CALLS = 0.4
+"""How often an object has a program array. A chain of 33 tail calls costs
+about 0.15 s (each level is a new VM today), ten times an average input."""
 
 
 def _random_end(rng: random.Random, programs: int) -> tuple[Step, ...]:
@@ -680,7 +683,7 @@ def random_recipe(rng: random.Random) -> Recipe:
                         not sane and rng.random() < 0.5) for n in range(rng.randrange(0, 4))]
     maps = [m for m in maps if m.type != PROG_ARRAY]
     count = rng.choice((1, 1, 2, 3))
-    if rng.random() < 0.6:
+    if rng.random() < TAIL_CALLS:
         maps.append(_random_map(rng, JUMPS, PROG_ARRAY, not sane and rng.random() < 0.2))
     hostile = rng.random() < 0.4
     programs = tuple(ProgDef(f"p{i}", tuple(_random_step(rng, tuple(maps), hostile, count)

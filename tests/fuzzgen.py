@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostile import random_recipe
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EBPFVM_SHARED_DIR", REPO.parent / "shared"))
 MAX_PROGRAM_SLOTS = 4096
@@ -385,5 +387,7 @@ def generate(target: str, rng: random.Random, corpus: Corpus) -> Iterator[Any]:
             yield mutate_object(rng, blob) if rng.random() < 0.97 else blob
         elif target == "maps":
             yield random_map_script(rng)
+        elif target == "hostile":
+            yield random_recipe(rng)
         else:
             raise ValueError(f"unknown target {target!r}")

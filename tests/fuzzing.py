@@ -12,6 +12,15 @@ Four targets, each fed random inputs and mutations of valid ones:
   runs on the interpreter and the checked JIT.
 * ``maps``: map creation and operations from Python with wrong key and value
   sizes and types.
+* ``hostile``: crafted objects (tests/hostile.py: huge maps of every type,
+  hostile BTF, programs looping on map and ring helpers, helpers given huge
+  sizes, tail-call chains, recursion, wild pointers, endless loops) loaded with
+  ``ebpfvm.load`` and run by ``obj.vm()``, ``obj.xdp()`` or ``obj.skb()`` on
+  every checked engine with the DEFAULT budget and limits, in a child under
+  HOSTILE_MEMORY and HOSTILE_TIME: a run over either limit is a bug
+  (OVER_MEMORY, OVER_TIME), as is a typed error that wraps a MemoryError, a
+  RecursionError or another Python exception of a built-in helper, or whose
+  message exceeds MESSAGE_LIMIT.
 
 The only outcomes allowed are a result or an :class:`~ebpfvm.errors.EbpfError`
 (for maps, also ``KeyError`` for a well-formed key that is absent, as the
@@ -34,18 +43,24 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import hostile
 from fuzzgen import MAP_OPS, View, generate, load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
 TARGETS = ("program", "asm", "elf", "maps")
+"""The robustness targets (every one by default)."""
+HOSTILE = "hostile"
+ALL_TARGETS = (*TARGETS, HOSTILE)
 BUDGET = 5_000
 """Instruction budget of every fuzzed run: endless loops end with BudgetExceeded."""
 TIMEOUT = 30.0
@@ -59,7 +74,20 @@ TYPED = "typed-error"
 BUG = "bug"  # an exception outside EbpfError, or the engines disagree
 CRASH = "crash"  # the child died (signal or exit)
 HANG = "hang"  # no answer within TIMEOUT
-CLASSES = (RESULT, TYPED, BUG, CRASH, HANG)
+OVER_MEMORY = "over-memory"  # a MemoryError, or the child died of memory
+OVER_TIME = "over-time"  # a hostile input over HOSTILE_TIME
+CLASSES = (RESULT, TYPED, BUG, CRASH, HANG, OVER_MEMORY, OVER_TIME)
+FINDINGS = (BUG, CRASH, HANG, OVER_MEMORY, OVER_TIME)
+
+HOSTILE_MEMORY = 1 << 30
+"""Address-space limit (RLIMIT_AS) of the hostile target's child: the issue
+promises "a typed error within seconds and a few hundred MB"; the child's
+baseline is 20 MiB of address space after the imports and about 30 MiB after
+XDP, tc and plain runs on both engines (measured with address_space()), so
+nearly all of the limit is what one input allocates."""
+HOSTILE_TIME = 10.0
+"""Seconds one hostile input (a load and a run on each checked engine) may
+take; one stage may take hostile.STAGE_TIME."""
 
 
 # -- map operations ---------------------------------------------------------------------------
@@ -274,9 +302,15 @@ def check_maps(script: tuple[tuple[Any, ...], list[tuple[Any, ...]]]) -> list[St
     return [stage]
 
 
+HUGE_ALLOCATION = 1 << 40
+"""Bytes the "memory" self-test asks for: more than any limit and any machine."""
+
+
 def check_selftest(what: str) -> list[Stage]:
     """Misbehaviour on purpose, to show the harness sees it: "crash" (SIGSEGV),
-    "hang", "raise" (a TypeError), "typed" (an EbpfError), anything else is a result."""
+    "hang", "raise" (a TypeError), "typed" (an EbpfError), "memory" (a
+    MemoryError), "wrapped-memory" (an EbpfError over a MemoryError), anything
+    else is a result."""
     import ctypes
     import time
 
@@ -291,18 +325,33 @@ def check_selftest(what: str) -> list[Stage]:
             raise TypeError("on purpose")
         elif what == "typed":
             raise EbpfError("on purpose")
+        elif what == "memory":
+            bytearray(HUGE_ALLOCATION)
+        elif what == "wrapped-memory":
+            try:
+                bytearray(HUGE_ALLOCATION)
+            except MemoryError as error:
+                raise EbpfError("a typed error over a MemoryError") from error
+
+    if what in ("memory", "wrapped-memory"):
+        return [hostile.stage("selftest", act)[0]]
 
     return [_stage("selftest", act)[0]]
 
 
 CHECKS: dict[str, Callable[[Any], list[Stage]]] = {
     "program": check_program, "asm": check_asm, "elf": check_elf, "maps": check_maps,
-    "selftest": check_selftest,
+    HOSTILE: hostile.check, "selftest": check_selftest,
 }
 
 
 def classify(stages: list[Stage]) -> str:
     outcomes = [outcome for _stage, outcome, _detail in stages]
+    if any(outcome.startswith("OVER-MEMORY") or outcome == "BUG:MemoryError"
+           for outcome in outcomes):
+        return OVER_MEMORY
+    if any(outcome.startswith("OVER-TIME") for outcome in outcomes):
+        return OVER_TIME
     if any(outcome.startswith("BUG") for outcome in outcomes):
         return BUG
     if all(outcome == "ok" for outcome in outcomes):
@@ -332,24 +381,42 @@ def _receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def worker_main() -> None:
-    """The child: reads (target, input) frames on stdin, answers with stages on
-    the original stdout; programs that print (trace helpers) print to /dev/null."""
+def address_space() -> int:
+    """This process's address-space size in bytes (VmSize), what RLIMIT_AS limits."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def worker_main(memory_limit: int = MEMORY_LIMIT) -> None:
+    """The child: reads (target, input) frames on stdin, answers with (stages,
+    address-space size after the input) on the original stdout; programs that
+    print (trace helpers) print to /dev/null."""
     answer = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
     faulthandler.enable()
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or hard > MEMORY_LIMIT:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, hard))
+    if hard == resource.RLIM_INFINITY or hard > memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, hard))
     requests = sys.stdin.buffer
     while True:
         try:
             target, payload = _receive(requests)
         except EOFError:
             return
-        _send(answer, CHECKS[target](payload))
+        try:
+            stages = CHECKS[target](payload)
+        except MemoryError:  # in the harness itself, after the stage's own
+            stages = [("child", "OVER-MEMORY:MemoryError", "in the harness")]
+        size = address_space()
+        if size > memory_limit // 4:  # a full collection costs about as much as an input
+            gc.collect()
+            size = address_space()
+        _send(answer, (stages, size))
 
 
 @dataclass
@@ -358,6 +425,8 @@ class Report:
 
     classes: Counter[tuple[str, str]] = field(default_factory=Counter)
     stages: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    seconds: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    """Seconds the worker took, per target and class."""
     bugs: list[tuple[str, str, Any, str]] = field(default_factory=list)
     """(target, class, input, detail) of every bug, crash and hang."""
 
@@ -370,6 +439,9 @@ class Report:
         for target in sorted({t for t, _k in self.classes}):
             row = " ".join(f"{self.count(target, c):>11}" for c in CLASSES)
             lines.append(f"{target:8} {self.count(target):>8} {row}")
+        lines.append("mean seconds per input: " + ", ".join(
+            f"{target} {kind} {total / self.classes[target, kind]:.3f}"
+            for (target, kind), total in sorted(self.seconds.items()) if self.classes[target, kind]))
         lines.append("stage outcomes:")
         for (target, stage, outcome), n in sorted(self.stages.items()):
             lines.append(f"  {target}.{stage}: {outcome} {n}")
@@ -377,13 +449,28 @@ class Report:
 
 
 class Worker:
-    """A child process that checks inputs one at a time; restarted after a crash or hang."""
+    """A child process that checks inputs one at a time; restarted after a
+    crash, a hang, an input over the memory limit, or when its address space
+    stays above half the limit after an input (so garbage of one input is
+    never blamed on the next).
 
-    def __init__(self, timeout: float = TIMEOUT) -> None:
+    `memory_limit` is the child's RLIMIT_AS; an input with no answer within
+    `timeout` seconds is a `timeout_class` (HANG, or OVER_TIME for the
+    hostile target)."""
+
+    def __init__(self, timeout: float = TIMEOUT, memory_limit: int = MEMORY_LIMIT,
+                 timeout_class: str = HANG) -> None:
         self.timeout = timeout
+        self.memory_limit = memory_limit
+        self.timeout_class = timeout_class
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr: Any = None
         self.restarts = 0
+
+    @classmethod
+    def hostile(cls) -> Worker:
+        """A worker with the hostile target's limits."""
+        return cls(HOSTILE_TIME, HOSTILE_MEMORY, OVER_TIME)
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self.stderr is not None:
@@ -392,7 +479,7 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(REPO / "src"), str(Path(__file__).resolve().parent),
              os.environ.get("PYTHONPATH", "")]))
-        code = "import fuzzing; fuzzing.worker_main()"
+        code = f"import fuzzing; fuzzing.worker_main({self.memory_limit})"
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         return self.proc
@@ -406,14 +493,25 @@ class Worker:
             ready, _w, _x = select.select([proc.stdout], [], [], self.timeout)
             if not ready:
                 self._stop()
-                return HANG, [("child", "HANG", f"no answer in {self.timeout} s")]
-            stages: list[Stage] = _receive(proc.stdout)
-            return classify(stages), stages
+                return self.timeout_class, [("child", self.timeout_class.upper(),
+                                             f"no answer in {self.timeout} s{self._stage()}")]
+            stages, size = _receive(proc.stdout)
         except (EOFError, BrokenPipeError):
             status = proc.wait()
             detail = self._stderr_tail()
             self._stop()
-            return CRASH, [("child", f"CRASH:{status}", detail)]
+            kind = OVER_MEMORY if any(sign in detail for sign in MEMORY_SIGNS) else CRASH
+            return kind, [("child", f"{kind.upper()}:{status}{self._stage()}", detail)]
+        kind = classify(stages)
+        if kind == OVER_MEMORY or size > self.memory_limit // 2:
+            self._stop()
+        return kind, stages
+
+    def _stage(self) -> str:
+        """", in <stage>" when the child marked the stage it was in."""
+        marks = [line for line in self._stderr_tail().splitlines()
+                 if line.startswith(hostile.STAGE_MARK)]
+        return f", in {marks[-1][len(hostile.STAGE_MARK):]}" if marks else ""
 
     def _stderr_tail(self) -> str:
         if self.stderr is None:
@@ -447,37 +545,78 @@ class Worker:
         self.close()
 
 
+MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory")
+"""What a child's last words say when it died of the memory limit."""
+
+
+class _Feed:
+    """Inputs of one target for several worker threads: the next input with
+    its number, under a lock, until the count or the deadline or max_bugs."""
+
+    def __init__(self, target: str, seed: int, count: int | None, seconds: float | None,
+                 report: Report, progress: Callable[[str, int], None] | None,
+                 max_bugs: int | None) -> None:
+        self.target = target
+        self.inputs = generate(target, random.Random(f"{seed}:{target}"), load_corpus())
+        self.count = count
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.report = report
+        self.progress = progress
+        self.max_bugs = max_bugs
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def next(self) -> Any:
+        with self.lock:
+            if (self.count is not None and self.taken >= self.count) or (
+                    self.deadline is not None and time.monotonic() >= self.deadline) or (
+                    self.max_bugs is not None and len(self.report.bugs) >= self.max_bugs):
+                return None
+            self.taken += 1
+            return (next(self.inputs),)
+
+    def record(self, payload: Any, kind: str, stages: list[Stage]) -> None:
+        with self.lock:
+            report, target = self.report, self.target
+            report.classes[target, kind] += 1
+            for stage, outcome, _detail in stages:
+                report.stages[target, stage, outcome] += 1
+            if kind in FINDINGS:
+                detail = "\n".join(f"{s}: {o} {d}" for s, o, d in stages if o != "ok")
+                report.bugs.append((target, kind, payload, detail))
+            done = report.count(target)
+            if self.progress is not None and done % 1000 == 0:
+                self.progress(target, done)
+
+    def drain(self, worker: Worker) -> None:
+        while (item := self.next()) is not None:
+            started = time.monotonic()
+            kind, stages = worker.check(self.target, item[0])
+            self.report.seconds[self.target, kind] += time.monotonic() - started
+            self.record(item[0], kind, stages)
+
+
 def campaign(targets: list[str], count: int | None, seconds: float | None, seed: int,
              report: Report | None = None, worker: Worker | None = None,
-             progress: Callable[[str, int], None] | None = None) -> Report:
-    """Run `count` inputs (or `seconds` of inputs) per target through a worker."""
-    import time
-
+             progress: Callable[[str, int], None] | None = None,
+             workers: list[Worker] | None = None, max_bugs: int | None = None) -> Report:
+    """Run `count` inputs (or `seconds` of inputs) per target through a worker,
+    or through several `workers` in parallel (one thread each). With
+    `max_bugs`, stop a target once that many findings are in."""
     report = report or Report()
-    corpus = load_corpus()
-    own = worker is None
-    worker = worker or Worker()
+    pool = workers or [worker or Worker()]
     try:
         for target in targets:
-            rng = random.Random(f"{seed}:{target}")
-            inputs = generate(target, rng, corpus)
-            deadline = None if seconds is None else time.monotonic() + seconds
-            done = 0
-            while (count is None or done < count) and (deadline is None or time.monotonic() < deadline):
-                payload = next(inputs)
-                kind, stages = worker.check(target, payload)
-                report.classes[target, kind] += 1
-                for stage, outcome, _detail in stages:
-                    report.stages[target, stage, outcome] += 1
-                if kind in (BUG, CRASH, HANG):
-                    detail = "\n".join(f"{s}: {o} {d}" for s, o, d in stages if o != "ok")
-                    report.bugs.append((target, kind, payload, detail))
-                done += 1
-                if progress is not None and done % 1000 == 0:
-                    progress(target, done)
+            feed = _Feed(target, seed, count, seconds, report, progress, max_bugs)
+            threads = [threading.Thread(target=feed.drain, args=(each,)) for each in pool[1:]]
+            for thread in threads:
+                thread.start()
+            feed.drain(pool[0])
+            for thread in threads:
+                thread.join()
     finally:
-        if own:
-            worker.close()
+        if workers is None and worker is None:
+            pool[0].close()
     return report
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 import fuzzing
+import hostile
 from conftest import REPO
-from ebpfvm import EbpfVmRaw, ElfError, InvalidInstruction, MapError, load
+from ebpfvm import EbpfError, EbpfVmRaw, ElfError, InvalidInstruction, MapError, load
 from ebpfvm.jit.execmem import jit_supported
 from ebpfvm.maps import (
     BPF_ANY,
@@ -27,7 +28,7 @@ from ebpfvm.maps import (
     RingBuf,
     create_map,
 )
-from engines import ALL_ENGINES, run
+from engines import ALL_ENGINES, CHECKED_ENGINES, run
 
 FUZZ_RAN: dict[str, Counter[tuple[str, str]]] = {}
 """Outcome counts of the bounded fuzzing runs, for the terminal summary (conftest)."""
@@ -135,6 +136,84 @@ def test_fuzzing_gives_only_results_and_typed_errors(target: str,
     # Both allowed outcomes occur, stage by stage: inputs reach past the first error.
     outcomes = Counter(outcome == "ok" for _t, _stage, outcome in report.stages.elements())
     assert outcomes[True] > count // 10 and outcomes[False] > count // 10, report.format()
+
+
+HOSTILE_COUNT = int(os.environ.get("EBPFVM_FUZZ_HOSTILE", "300"))
+"""Hostile inputs in the test suite (tools/fuzz.py --target hostile runs 100,000)."""
+HOSTILE_WORKERS = 2
+HOSTILE_MAX_FINDINGS = 10
+"""The run stops after this many findings: each over-time finding costs the
+whole time limit, and ten say enough."""
+
+
+def test_hostile_inputs_stay_within_the_memory_and_time_limits() -> None:
+    """Issue 11: crafted objects, maps, helpers and tail calls, run with the
+    default budget and limits on every checked engine, end in a result or a
+    typed error, under fuzzing.HOSTILE_MEMORY and fuzzing.HOSTILE_TIME."""
+    pool = [fuzzing.Worker.hostile() for _ in range(HOSTILE_WORKERS)]
+    try:
+        report = fuzzing.campaign([fuzzing.HOSTILE], HOSTILE_COUNT, None, FUZZ_SEED,
+                                  workers=pool, max_bugs=HOSTILE_MAX_FINDINGS)
+    finally:
+        for child in pool:
+            child.close()
+    FUZZ_RAN[fuzzing.HOSTILE] = report.classes
+    assert not report.bugs, _findings(report)
+    assert report.count(fuzzing.HOSTILE) == HOSTILE_COUNT
+    # The inputs get past loading and reach the engines, and end both ways.
+    ran = Counter(outcome == "ok" for (_t, stage, outcome), n in report.stages.items()
+                  if stage != "load" for _ in range(n))
+    assert ran[True] > HOSTILE_COUNT // 10 and ran[False] > HOSTILE_COUNT // 10, report.format()
+
+
+@pytest.mark.parametrize(("what", "kind"), [
+    ("memory", fuzzing.OVER_MEMORY),
+    ("wrapped-memory", fuzzing.OVER_MEMORY),
+    ("hang", fuzzing.OVER_TIME),
+    ("crash", fuzzing.CRASH),
+    ("typed", fuzzing.TYPED),
+])
+def test_the_hostile_harness_sees_memory_and_time_over_the_limits(what: str, kind: str) -> None:
+    with fuzzing.Worker.hostile() as child:
+        child.timeout = 3
+        assert child.check("selftest", what)[0] == kind
+        # A child over a limit is replaced, and the next input runs.
+        assert child.check("selftest", "fine") == (fuzzing.RESULT, [("selftest", "ok", "")])
+        assert child.restarts == (0 if kind == fuzzing.TYPED else 1)
+
+
+def test_hostile_outcomes_name_what_is_wrong() -> None:
+    from ebpfvm.errors import BudgetExceeded, HelperFault
+
+    fault = HelperFault(3, 16, "raised OverflowError()", "bpf_get_current_comm")
+    fault.cause = OverflowError("too big")
+    recursion = EbpfError("decoding")
+    recursion.__cause__ = RecursionError()
+    assert [hostile.outcome(error) for error in (
+        BudgetExceeded(7, 100), fault, recursion, EbpfError("x" * (hostile.MESSAGE_LIMIT + 1)),
+        ValueError("untyped"),
+    )] == ["BudgetExceeded", "BUG:HelperFault<-OverflowError", "BUG:EbpfError<-RecursionError",
+           "BUG:MessageSize", "BUG:ValueError"]
+
+
+@pytest.mark.parametrize("mode", ["vm", "xdp", "skb"])
+def test_hostile_objects_load_and_run(mode: str) -> None:
+    """The object writer makes what the loader takes: maps, .bss with BTF,
+    relocations to both, a bpf-to-bpf call and a tail call to itself."""
+    recipe = hostile.Recipe(
+        maps=(hostile.MapDef("m0", 1, 4, 8, 64), hostile.MapDef(hostile.JUMPS, 3, 4, 4, 4)),
+        programs=(hostile.ProgDef("p0", (hostile.Step("lookup", (0, 1)),
+                                         hostile.Step("update", (0, 0)),
+                                         hostile.Step("rec", (3,))), 10,
+                                  (hostile.Step("tail", (0,)), hostile.Step("exit", (2,))),
+                                  fill=64),),
+        bss_size=4096, btf="plain", slots=((0, 0),), mode=mode, recursion=True)
+    stages = hostile.check(recipe)
+    assert [(stage, outcome) for stage, outcome, _detail in stages] == [
+        ("load", "ok"), *((engine, "ok") for engine in CHECKED_ENGINES), ("variables", "ok")]
+    obj = load(hostile.build_object(recipe))
+    assert obj.variables(".bss") == {"big": bytes(4096)}
+    assert sorted(obj.maps) == [".bss", hostile.JUMPS, "m0"]
 
 
 @pytest.mark.parametrize(("what", "kind", "outcome"), [

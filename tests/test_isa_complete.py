@@ -14,7 +14,7 @@ from ebpfvm.asm import FORM_OPERANDS, assemble
 from ebpfvm.disasm import disassemble
 from ebpfvm.encoding import encode_one
 from ebpfvm.errors import InvalidInstruction, VerifierError
-from ebpfvm.helpers import Helper
+from ebpfvm.helpers import HELPER_CALL_UNITS, Helper
 from ebpfvm.interpreter import _EMITTERS
 from ebpfvm.isa import OPS, Form, OpInfo, Reg
 from ebpfvm.jit.translate import _EMITTERS as _JIT_EMITTERS
@@ -47,7 +47,10 @@ _MOV_K = next(r for r in OPS if r.mnemonic == "mov" and r.form is Form.ALU_K)
 _MEMORY = {Form.LDX, Form.ST, Form.STX, Form.ATOMIC}
 _RELATIVE_IMM = {Form.CALL_LOCAL, Form.JA32}
 # mov + insn + exit, except: exit ends at once; a local call runs the exit twice.
-_EXPECTED_COUNT = {Form.EXIT: 2, Form.CALL_LOCAL: 4}
+_EXPECTED_COUNT = {Form.EXIT: 2, Form.CALL_LOCAL: 4,
+                   Form.CALL: 3 + HELPER_CALL_UNITS, Form.CALLX: 3 + HELPER_CALL_UNITS}
+"""Budget units a row's test program uses: its instructions, and a helper
+call's fixed charge (ebpfvm.helpers.HELPER_CALL_UNITS)."""
 
 
 def test_every_form_has_consumers() -> None:

@@ -26,7 +26,7 @@ import pytest
 from bounded import REPO, run_bounded
 from ebpfvm.asm import assemble
 from ebpfvm.errors import BudgetExceeded, HelperFault, MemoryFault, VmBusy
-from ebpfvm.helpers import NO_BUDGET, HelperContext
+from ebpfvm.helpers import HELPER_CALL_UNITS, NO_BUDGET, HelperContext
 from ebpfvm.jit.context import BUDGET_SLICE
 from ebpfvm.jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF
 from ebpfvm.memory import address_of
@@ -187,12 +187,14 @@ _BUDGET_ENGINES = list(CHECKED_ENGINES)
 def test_helper_charge_draws_on_the_run_budget(engine: str, budget: int | None) -> None:
     """Budget protocol (F6/F7 groundwork, JIT side): a helper sees what is
     left of the run's budget (one instruction per block ran before each
-    call), and what it charges is gone for the rest of the run."""
+    call, and each call's fixed HELPER_CALL_UNITS), and what it charges is
+    gone for the rest of the run."""
     units = 100
     vm, seen = _budget_vm(budget, units)
     run(vm, engine, b"")
     total = NO_BUDGET if budget is None else budget
-    assert seen == [(total - 1, total), (total - 2 - units, total)]
+    call = HELPER_CALL_UNITS
+    assert seen == [(total - 1 - call, total), (total - 2 - units - 2 * call, total)]
 
 
 @pytest.mark.parametrize("engine", _BUDGET_ENGINES)
@@ -204,7 +206,7 @@ def test_helper_charge_past_the_budget_is_budget_exceeded(engine: str) -> None:
     with pytest.raises(BudgetExceeded) as info:
         run(vm, engine, b"")
     assert (info.value.pc, info.value.count) == (0, budget)
-    assert seen == [(budget - 1, budget)]
+    assert seen == [(budget - 1 - HELPER_CALL_UNITS, budget)]
     assert vm.last_instruction_count == budget
 
 
@@ -413,12 +415,12 @@ report([cause, runner.run(bytes(64)).verdict])
 @pytest.mark.parametrize("engine", JIT_ENGINES)
 def test_helper_cannot_close_the_runner_under_its_run(engine: str) -> None:
     """F10: an XdpRunner's close() from a helper unmapped the packet frame the
-    JIT code was running on (a segfault). The run pins its input, so the
-    close fails with BufferError (a HelperFault) and the runner still works."""
+    JIT code was running on (a segfault). The runner refuses to close while
+    its VM runs (VmBusy, the cause of a HelperFault) and still works."""
     program = "mov r6, r1\ncall 1\nldxw r0, [r6+0]\nmov r0, 2\nexit"
     outcome = run_bounded(_RUNNER_CHILD.format(program=program, engine=engine), timeout=60)
     assert outcome.returncode == 0, outcome.stderr[-2000:]
-    assert outcome.result() == ["BufferError", 2]
+    assert outcome.result() == ["VmBusy", 2]
 
 
 def test_reentrant_mbuff_run_keeps_the_running_regions() -> None:
@@ -516,7 +518,7 @@ def test_instruction_count_after_a_fault_is_this_runs() -> None:
     failing.last_instruction_count = 99
     with pytest.raises(HelperFault):
         failing.execute_program_jit(b"")
-    assert failing.last_instruction_count == 3
+    assert failing.last_instruction_count == 3 + HELPER_CALL_UNITS  # the call's fixed charge
 
     spinning = EbpfVmRaw(assemble(SPIN), budget=1234)
     spinning.jit_compile()

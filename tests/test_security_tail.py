@@ -39,6 +39,7 @@ from ebpfvm import (
 from ebpfvm.contexts import SkbRunner, XdpAction, XdpRunner
 from ebpfvm.elf import MAX_TAIL_CALLS, ElfObject
 from ebpfvm.encoding import decode
+from ebpfvm.helpers import HELPER_CALL_UNITS
 from ebpfvm.interpreter import compile_program
 from engines import run
 
@@ -188,9 +189,12 @@ def test_budget_set_after_loading_reaches_tail_called_programs() -> None:
     obj.data[".bss"][:] = bytes(8)
     assert vm.execute_program(_spin_input(0)) == 0
     assert int.from_bytes(obj.data[".bss"], "little") == MAX_TAIL_CALLS + 1
-    assert vm.last_instruction_count == (MAX_TAIL_CALLS + 1) * SPIN_TO_CALL + SPIN_AFTER_CALL
+    # Every tail call, made or refused, is a helper call: HELPER_CALL_UNITS more.
+    assert vm.last_instruction_count == (MAX_TAIL_CALLS + 1) * (
+        SPIN_TO_CALL + HELPER_CALL_UNITS) + SPIN_AFTER_CALL
     vm.execute_program(_spin_input(10, then=EMPTY))
-    assert vm.last_instruction_count == SPIN_TO_CALL + 10 * SPIN_PER_LOOP + SPIN_AFTER_CALL
+    assert vm.last_instruction_count == (SPIN_TO_CALL + 10 * SPIN_PER_LOOP + HELPER_CALL_UNITS
+                                         + SPIN_AFTER_CALL)
 
 
 def test_tail_call_chain_counts_every_program() -> None:
@@ -200,10 +204,11 @@ def test_tail_call_chain_counts_every_program() -> None:
     relay = obj.program("relay").code
     # relay -> relay -> relay -> (empty slot): relay runs 13 instructions up to
     # its tail call when it goes on (jlt taken), 14 when it stops (jlt not
-    # taken runs one more mov), and 3 after a failed call (add32, mov32, exit).
+    # taken runs one more mov), and 3 after a failed call (add32, mov32, exit);
+    # each of the three tail calls also costs HELPER_CALL_UNITS.
     assert len(_pcs(relay, "call", 12)) == 1
     assert vm.execute_program(_relay_input(3, EMPTY)) == 1003
-    assert vm.last_instruction_count == 2 * 13 + 14 + 3
+    assert vm.last_instruction_count == 2 * 13 + 14 + 3 + 3 * HELPER_CALL_UNITS
 
 
 # -- F12: the chain depth belongs to the run ----------------------------------------------------
@@ -558,7 +563,7 @@ def test_instruction_count_after_a_helper_fault() -> None:
     vm.register_helper(9, helper)
     with pytest.raises(HelperFault):
         vm.execute_program()
-    assert vm.last_instruction_count == 3
+    assert vm.last_instruction_count == 3 + HELPER_CALL_UNITS  # the call's fixed charge
 
 
 def test_interpreter_slot_limit_is_configurable() -> None:

@@ -58,7 +58,7 @@ from .errors import (
     TailCallFault,
     VmFault,
 )
-from .helpers import NO_BUDGET, Helper, HelperContext, Unwind
+from .helpers import HELPER_CALL_UNITS, NO_BUDGET, Helper, HelperContext, Unwind
 from .isa import MAX_REG, Form, OpInfo, Reg
 from .memory import AddressSpace, Region
 
@@ -147,6 +147,7 @@ class Machine:
             raise HelperFault(pc, helper_id, "no helper registered with this id")
         ctx = self.context
         ctx.pc = pc
+        ctx.charge(HELPER_CALL_UNITS)
         try:
             if helper.context:
                 result = helper.fn(ctx, a, b, c, d, e)

@@ -40,6 +40,9 @@ TRACE_PRINTK_STRING_BYTES = 512
 """What the %s strings of one trace_printk call may take in all, NULs
 included: the kernel copies them into a per-call buffer of
 MAX_BPRINTF_BIN_ARGS (512) bytes and cuts what does not fit."""
+TRACE_PRINTK_UNITS = 256
+"""What one trace_printk call costs of the run's budget besides its bytes: the
+formatting takes tens of microseconds (the kernel's is rate-limited too)."""
 TRACE_PRINTK_LINE_BYTES = 1023
 """The longest trace_printk line: the kernel formats into a buffer of
 MAX_BPRINTF_BUF (1024) bytes, the NUL included, and cuts the rest."""
@@ -159,6 +162,7 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
 
     def trace_printk(ctx: HelperContext, fmt: int, size: int, a: int, b: int, c: int) -> int:
         raw = ctx.read(fmt, size)
+        ctx.charge(TRACE_PRINTK_UNITS)
         ctx.charge_bytes(size)
         if b"\0" not in raw:
             return -EINVAL & M64

@@ -173,26 +173,26 @@ def test_tail_called_programs_share_the_run_budget() -> None:
     assert result["hops"] == 1
 
 
-def test_budget_set_after_loading_reaches_tail_called_programs() -> None:
+def test_budget_set_after_loading_reaches_tail_called_programs(checked_engine: str) -> None:
     """F6: `vm.budget = 3000` (as ``--budget 3000`` does) bounds the whole
     chain: at most 3000 instructions run (the old callees got the default)."""
     obj = _chain_object()
     vm = obj.vm("spin")
     vm.budget = 3000
     with pytest.raises(TailCallFault) as info:
-        vm.execute_program(_spin_input(100))  # 34 programs of about 600 instructions
+        run(vm, checked_engine, _spin_input(100))  # 34 programs of about 600 instructions
     assert isinstance(info.value.fault, BudgetExceeded)
     assert info.value.fault.count == 3000
     assert vm.last_instruction_count == 3000
     # A chain that fits counts every program's instructions: 34 spins without
     # loops, the last one's tail call refused (the 34th).
     obj.data[".bss"][:] = bytes(8)
-    assert vm.execute_program(_spin_input(0)) == 0
+    assert run(vm, checked_engine, _spin_input(0)) == 0
     assert int.from_bytes(obj.data[".bss"], "little") == MAX_TAIL_CALLS + 1
     # Every tail call, made or refused, is a helper call: HELPER_CALL_UNITS more.
     assert vm.last_instruction_count == (MAX_TAIL_CALLS + 1) * (
         SPIN_TO_CALL + HELPER_CALL_UNITS) + SPIN_AFTER_CALL
-    vm.execute_program(_spin_input(10, then=EMPTY))
+    run(vm, checked_engine, _spin_input(10, then=EMPTY))
     assert vm.last_instruction_count == (SPIN_TO_CALL + 10 * SPIN_PER_LOOP + HELPER_CALL_UNITS
                                          + SPIN_AFTER_CALL)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .encoding import encode_one
-from .errors import AsmError
+from .errors import ArgumentTypeError, AsmError
 from .isa import MAX_REG, OPS, Form, OpInfo, Reg, rows_for_mnemonic
 
 __all__ = [
@@ -581,14 +581,34 @@ def _predefine_exit(insns: list[_Insn], labels: dict[str, _Label]) -> None:
             return
 
 
-def assemble(text: str) -> bytes:
+def _source_text(text: object) -> str:
+    """Assembler source as str: bytes decoded as UTF-8, AsmError at the line
+    and column of an invalid byte; ArgumentTypeError for any other type."""
+    if isinstance(text, str):
+        return text
+    if not isinstance(text, (bytes, bytearray)):
+        raise ArgumentTypeError("assembler source", text, "str or UTF-8 bytes")
+    data = bytes(text)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        raise AsmError(f"byte 0x{data[exc.start]:02x} is not UTF-8", line, col) from None
+
+
+def assemble(text: str | bytes | bytearray) -> bytes:
     """Assemble `text` into eBPF byte code (8-byte little-endian slots).
 
     One instruction, ``label:`` or ``label: instruction`` per line; comments
     run from ``#``, ``;`` or ``//`` to the end of the line. Jump targets are
     labels or slot deltas (``+N``, ``-N``, ``N``) relative to the next slot.
-    Raises AsmError (with line and column) on any malformed input.
+    Raises AsmError (with line and column) on any malformed input. Bytes are
+    decoded as UTF-8 (AsmError at the first byte that is not); any other type
+    is an ArgumentTypeError (a TypeError).
     """
+    text = _source_text(text)
     labels: dict[str, _Label] = {}
     insns: list[_Insn] = []
     pc = 0

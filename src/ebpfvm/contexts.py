@@ -22,13 +22,13 @@ import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import EbpfError, VmBusy
+from .errors import Closed, EbpfError, VmBusy
 from .helpers import HelperContext
 from .interpreter import TraceFn
 from .memory import address_of
-from .vm import EbpfVmMbuff, EbpfVmRaw
+from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
            "XdpRunner", "csum_diff"]
@@ -170,6 +170,55 @@ MAX_WINDOWS = 256
 """Views of a frame kept for reuse, one per packet end (see _Frame.window)."""
 
 
+_R = TypeVar("_R", bound="_Runner")
+
+
+class _Runner:
+    """What both runners share: close(), ``with``, a short repr. A runner owns
+    its frame; it owns its VM too when it made it (from bytecode, or for a
+    loaded object), and then close() also frees the VM's JIT code."""
+
+    vm: _VmBase
+    engine: str
+    max_packet: int
+    _frame: _Frame
+    _owns_vm: bool = False
+    _closed: bool = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(type(self).__name__)
+
+    def close(self) -> None:
+        """Release the packet memory (and the JIT code of a VM the runner
+        made). Runs after it raise Closed; closing again does nothing. VmBusy
+        while the program runs (a helper closing the runner): the frame stays
+        mapped under the running code."""
+        if self._closed:
+            return
+        _check_idle(self.vm, f"close the {type(self).__name__}")
+        self._closed = True
+        self._frame.close()
+        if self._owns_vm:
+            self.vm.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has run."""
+        return self._closed
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (f"<{type(self).__name__} engine={self.engine} "
+                f"max_packet={self.max_packet}{state} vm={self.vm!r}>")
+
+
 def _check_idle(vm: Any, what: str) -> None:
     """VmBusy when `vm` is in the middle of a run (a helper closing or
     re-running the runner that runs it)."""
@@ -177,17 +226,20 @@ def _check_idle(vm: Any, what: str) -> None:
         raise VmBusy(f"cannot {what} while its program is running")
 
 
-class XdpRunner:
+class XdpRunner(_Runner):
     """Run an XDP program (a VM holding it, or its bytecode) on packets.
 
     `engine` is ``"interp"``, ``"jit"`` or ``"jit-unchecked"``. Each run may
     touch the context, the headroom, the packet and `tailroom` bytes after it
     (within `max_packet`), all cleared or rewritten before the run."""
 
+    vm: EbpfVmRaw
+
     def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
                  headroom: int = 256, max_packet: int = 65536, ingress_ifindex: int = 1,
                  rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM) -> None:
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
+        self._owns_vm = self.vm is not program
         self.engine = engine
         if engine != "interp":
             self.vm.jit_compile(unchecked=engine == "jit-unchecked")
@@ -233,6 +285,8 @@ class XdpRunner:
         interpreter's per-instruction callback) makes this run interpreted."""
         if self.vm._busy.on:
             _check_idle(self.vm, "run the XdpRunner again")
+        if self._closed:
+            raise Closed("XdpRunner")
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -252,12 +306,6 @@ class XdpRunner:
         if not CONTEXT_SIZE <= low <= high <= limit:
             raise EbpfError("the program left data/data_end outside its packet memory")
         return XdpResult(r0, bytes(view[low:high]))
-
-    def close(self) -> None:
-        """Release the packet memory. VmBusy while the program runs (a helper
-        closing the runner): the frame stays mapped under the running code."""
-        _check_idle(self.vm, "close the XdpRunner")
-        self._frame.close()
 
 
 def _s32(value: int) -> int:
@@ -347,7 +395,7 @@ def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
     return vm
 
 
-class SkbRunner:
+class SkbRunner(_Runner):
     """Run a socket-filter or tc program on packets with a real ``__sk_buff``.
 
     Fields (mark, priority, ifindex, cb...) come from the keyword arguments of
@@ -361,9 +409,12 @@ class SkbRunner:
     and budget are copied into a new EbpfVmMbuff (helpers registered on the
     EbpfVmRaw later do not reach it; register them on ``self.vm``)."""
 
+    vm: EbpfVmMbuff
+
     def __init__(self, program: EbpfVmRaw | EbpfVmMbuff | bytes, *, engine: str = "interp",
                  max_packet: int = 65536, **fields: Any) -> None:
         self.vm = _mbuff_vm(program)
+        self._owns_vm = self.vm is not program
         self.engine = engine
         if engine != "interp":
             self.vm.jit_compile(unchecked=engine == "jit-unchecked")
@@ -386,6 +437,7 @@ class SkbRunner:
         """Run once with the packet and these __sk_buff fields (and `trace`,
         as for XdpRunner.run)."""
         _check_idle(self.vm, "run the SkbRunner again")
+        self._check_open()
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
@@ -461,8 +513,3 @@ class SkbRunner:
         if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
             return -EINVAL & M64
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
-
-    def close(self) -> None:
-        """Release the packet memory (VmBusy while the program runs)."""
-        _check_idle(self.vm, "close the SkbRunner")
-        self._frame.close()

@@ -9,9 +9,11 @@ Anything unprintable becomes ``.raw 0x%016x`` slots, so the text always
 re-assembles to the same bytes: ``assemble(disassemble(code)) == code``.
 
 Styles: ``"ubpf"`` prints the conformance dialect (``%r1``, ``add``,
-``add32``, ``call %r2`` for callx); ``"rbpf"`` prints plain ``r1`` registers
-and rbpf's ``add64``-style names of the 64-bit ALU mnemonics (``callx r2``).
-Immediates are decimal when -4096 < v < 4096 and signed hex otherwise; jump
+``add32``, ``call %r2`` for callx); ``"rbpf"`` (the default, as for ``ebpfvm
+disasm``) prints plain ``r1`` registers and rbpf's ``add64``-style names of
+the 64-bit ALU mnemonics (``callx r2``); ``"llvm"`` prints llvm-objdump's
+syntax (``r0 += r1``, ``if r1 == 5 goto +3``), which the assembler does not
+read: only the first two round-trip. Immediates are decimal when -4096 < v < 4096 and signed hex otherwise; jump
 and call deltas are always signed decimal (``+3``, ``-2``).
 """
 
@@ -20,10 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .asm import CALLX_ALIAS, RAW_DIRECTIVE, Operand, operand_layout
+from .disasm_llvm import format_llvm
 from .encoding import SLOT, Insn, decode, encode_one, lddw_second_slot
+from .errors import ArgumentError
 from .isa import MAX_REG, MNEMONIC_ALIASES, Form, OpInfo, Reg
 
 __all__ = [
+    "ALL_STYLES",
+    "DEFAULT_STYLE",
     "STYLES",
     "Line",
     "disassemble",
@@ -34,7 +40,12 @@ __all__ = [
 ]
 
 STYLES = ("ubpf", "rbpf")
-"""Accepted values of the `style` argument."""
+"""The assembler's dialects: the styles whose text re-assembles to the code."""
+LLVM_STYLE = "llvm"
+ALL_STYLES = (*STYLES, LLVM_STYLE)
+"""Every value of disassemble's `style` (the choices of ``ebpfvm disasm --style``)."""
+DEFAULT_STYLE = "rbpf"
+"""The style of disassemble() and of ``ebpfvm disasm`` unless told otherwise."""
 
 DECIMAL_LIMIT = 4096
 """Immediates with an absolute value below this are printed in decimal."""
@@ -75,9 +86,9 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-def _check_style(style: str) -> None:
-    if style not in STYLES:
-        raise ValueError(f"unknown disassembly style {style!r}; expected one of {STYLES}")
+def _check_style(style: str, accepted: tuple[str, ...] = STYLES) -> None:
+    if style not in accepted:
+        raise ArgumentError("disassembly style", style, f"one of {', '.join(accepted)}")
 
 
 # --------------------------------------------------------------------------- resolve
@@ -167,7 +178,7 @@ def _insn_slots(insn: Insn) -> list[int]:
     return slots
 
 
-def format_insn(insn: Insn, style: str = "ubpf") -> list[Line]:
+def format_insn(insn: Insn, style: str = DEFAULT_STYLE) -> list[Line]:
     """The line of `insn`, or its ``.raw`` slot lines when it is not printable."""
     _check_style(style)
     row = printable_row(insn)
@@ -177,26 +188,38 @@ def format_insn(insn: Insn, style: str = "ubpf") -> list[Line]:
     return [Line(_mnemonic(row, style), tuple(text for text in texts if text is not None))]
 
 
-def disassemble_insn(insn: Insn, style: str = "ubpf") -> str:
-    """One decoded instruction as text (two ``.raw`` lines for an unprintable lddw)."""
+def disassemble_insn(insn: Insn, style: str = DEFAULT_STYLE) -> str:
+    """One decoded instruction as text (two ``.raw`` lines for an unprintable
+    lddw). `style` is one of ALL_STYLES; an instruction llvm cannot print is
+    printed in the rbpf style."""
+    if style == LLVM_STYLE:
+        text = format_llvm(insn)
+        if text is not None:
+            return text
+        style = "rbpf"
     return "\n".join(str(line) for line in format_insn(insn, style))
 
 
-def disassemble(code: bytes, *, style: str = "ubpf") -> str:
+def disassemble(code: bytes, *, style: str = DEFAULT_STYLE) -> str:
     """The program `code` as text, one line per instruction, each ending in a newline.
+
+    `style` is one of ALL_STYLES (ArgumentError, a ValueError, otherwise):
+    ``"rbpf"`` by default as ``ebpfvm disasm``, ``"ubpf"``, or ``"llvm"``.
 
     Raises DecodeError when the length is not a multiple of 8 or the last
     instruction is an lddw without its second slot. An lddw whose second
     slot has a non-zero opcode, dst, src or offset is printed as two
     ``.raw`` lines, since no instruction syntax produces it.
     """
-    _check_style(style)
-    lines: list[Line] = []
+    _check_style(style, ALL_STYLES)
+    lines: list[Line | str] = []
     for insn in decode(code):
         if insn.slots == 2 and any(lddw_second_slot(code, insn.pc)):
             start, end = insn.pc * SLOT, (insn.pc + 2) * SLOT
             slots = [int.from_bytes(code[i : i + SLOT], "little") for i in range(start, end, SLOT)]
             lines += _raw_lines(slots)
+        elif style == LLVM_STYLE:
+            lines.append(disassemble_insn(insn, style))
         else:
             lines += format_insn(insn, style)
     return "".join(f"{line}\n" for line in lines)

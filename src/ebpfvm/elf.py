@@ -26,18 +26,20 @@ import struct
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
     BudgetExceeded,
+    Closed,
     ElfError,
     JitError,
     MapError,
     RunInterrupted,
     TailCallFault,
     VmFault,
+    count_of,
 )
 from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
@@ -54,6 +56,12 @@ from .maps import (
     map_helpers,
 )
 from .memory import address_of
+
+if TYPE_CHECKING:
+    from .contexts import SkbRunner, XdpRunner
+    from .vm import EbpfVmFixedMbuff, EbpfVmRaw, _VmBase
+
+    _Vm = TypeVar("_Vm", bound=_VmBase)
 
 __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
 
@@ -88,19 +96,71 @@ class Program:
     kernel wants map fds)."""
 
     def __len__(self) -> int:
+        """The program's length in instruction slots."""
         return len(self.code) // SLOT
 
+    def __repr__(self) -> str:
+        return (f"Program({self.name!r}, section={self.section!r}, "
+                f"{count_of(len(self), 'slot')}, maps={list(self.maps)!r})")[:MAX_REPR]
 
-@dataclass
+
+MAX_REPR = 300
+"""The longest repr of a Program or ElfObject, in characters."""
+
+
+@dataclass(repr=False, eq=False)
 class ElfObject:
     """The programs of one object file, by function name and by section, and
-    its global data by section name."""
+    its global data by section name.
+
+    It is a context manager: close() (or the end of the ``with`` block) frees
+    the JIT code of the VMs and closes the runners it made (vm(), xdp(),
+    skb(), and the VMs of tail calls), and releases its pins on the
+    global-data buffers; its maps and data stay readable. vm(), xdp() and
+    skb() then raise Closed."""
 
     programs: list[Program] = field(default_factory=list)
     license: str | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
     maps: dict[str, AnyMap] = field(default_factory=dict)
-    _pins: list[Any] = field(default_factory=list, repr=False)
+    _pins: list[Any] = field(default_factory=list)
+    _made: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    _closed: bool = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{p.section}/{p.name}" for p in self.programs)
+        state = " closed" if self._closed else ""
+        text = (f"<ElfObject {count_of(len(self.programs), 'program')} [{names}], "
+                f"{count_of(len(self.maps), 'map')}{state}>")
+        return text if len(text) <= MAX_REPR else f"{text[:MAX_REPR - 4]}...>"
+
+    def __enter__(self) -> ElfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the runners and free the JIT code of the VMs this object
+        made, and release its pins on the global-data buffers. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for made in list(self._made):
+            made.close()
+        self._made.clear()
+        pins, self._pins = self._pins, []
+        for pin in pins:
+            pin.release()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has run."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("ElfObject")
 
     def variables(self, section: str) -> dict[str, Any]:
         """The current values of a global-data section's variables, decoded
@@ -113,32 +173,60 @@ class ElfObject:
                 for name, (offset, codec) in found.variables.items()}
 
     def xdp(self, name: str | None = None, *, section: str | None = None,
-            engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
+            engine: str = "interp", env: KernelEnv | None = None,
+            **kwargs: Any) -> XdpRunner:
         """An XdpRunner (ebpfvm.contexts) for one program, with its helpers,
-        maps and global data; keyword arguments go to XdpRunner."""
+        maps and global data; keyword arguments go to XdpRunner. The runner
+        owns its VM: closing it frees the VM's JIT code."""
         from .contexts import XdpRunner
 
-        return XdpRunner(self.vm(name, section=section, env=env), engine=engine, **kwargs)
+        vm = self.vm(name, section=section, env=env)
+        runner = XdpRunner(vm, engine=engine, **kwargs)
+        runner._owns_vm = True
+        self._made.add(runner)
+        return runner
 
     def skb(self, name: str | None = None, *, section: str | None = None,
-            engine: str = "interp", env: KernelEnv | None = None, **kwargs: Any) -> Any:
+            engine: str = "interp", env: KernelEnv | None = None,
+            **kwargs: Any) -> SkbRunner:
         """An SkbRunner (ebpfvm.contexts) for a socket-filter or tc program:
-        an EbpfVmMbuff (r1 = the __sk_buff, input memory = the packet)."""
+        an EbpfVmMbuff (r1 = the __sk_buff, input memory = the packet). The
+        runner owns its VM, as for xdp()."""
         from .contexts import SkbRunner
         from .vm import EbpfVmMbuff
 
         vm = self.vm(name, section=section, env=env, kind=EbpfVmMbuff)
-        return SkbRunner(vm, engine=engine, **kwargs)
+        runner = SkbRunner(vm, engine=engine, **kwargs)
+        runner._owns_vm = True
+        self._made.add(runner)
+        return runner
+
+    @overload
+    def vm(self, name: str | None = None, *, section: str | None = None,
+           kind: None = None, fixed_mbuff: None = None, env: KernelEnv | None = None,
+           **kwargs: Any) -> EbpfVmRaw: ...
+
+    @overload
+    def vm(self, name: str | None = None, *, section: str | None = None,
+           kind: None = None, fixed_mbuff: tuple[int, int], env: KernelEnv | None = None,
+           **kwargs: Any) -> EbpfVmFixedMbuff: ...
+
+    @overload
+    def vm(self, name: str | None = None, *, section: str | None = None,
+           kind: type[_Vm], fixed_mbuff: None = None, env: KernelEnv | None = None,
+           **kwargs: Any) -> _Vm: ...
 
     def vm(self, name: str | None = None, *, section: str | None = None,
-           kind: Any = None, fixed_mbuff: tuple[int, int] | None = None,
-           env: KernelEnv | None = None, **kwargs: Any) -> Any:
+           kind: type[_VmBase] | None = None, fixed_mbuff: tuple[int, int] | None = None,
+           env: KernelEnv | None = None, **kwargs: Any) -> _VmBase:
         """A VM running one program, with the kernel helpers (`env` configures
         them), its maps, and the global data it uses as allowed memory.
         EbpfVmRaw by default; ``fixed_mbuff=(data_offset, data_end_offset)``
-        gives an EbpfVmFixedMbuff; `kind` any other VM class."""
+        gives an EbpfVmFixedMbuff; `kind` any other VM class. Keyword
+        arguments (budget) go to the VM's constructor."""
         from .vm import EbpfVmFixedMbuff, EbpfVmRaw
 
+        self._check_open()
         program = self.program(name, section=section)
         vm: Any
         if fixed_mbuff is not None:
@@ -156,7 +244,9 @@ class ElfObject:
                 vm.register_helper(key, helper)
         settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
         _TailCalls(self, settings, program.name, vm).attach(vm)
-        return vm
+        self._made.add(vm)
+        made: _VmBase = vm
+        return made
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
         """The program called `name`, or the only one in `section`, or the only one."""
@@ -170,6 +260,7 @@ class ElfObject:
 
     @property
     def sections(self) -> list[str]:
+        """The names of the sections that hold programs, sorted."""
         return sorted({p.section for p in self.programs})
 
 
@@ -493,7 +584,8 @@ def _data_sections(elf: Any, result: ElfObject,
         else:
             content = bytearray(section.data())
             if len(content) != size:
-                raise ElfError(f"section data is {len(content)} bytes, header says {size}", name)
+                raise ElfError(f"section data is {count_of(len(content), 'byte')}, "
+                               f"header says {size}", name)
         # An empty section gets one byte so that it still has an address.
         buffer = content if content else bytearray(1)
         result.data[name] = buffer
@@ -604,7 +696,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
             data_name, address, size = data[shndx]
             offset = value + imm
             if not 0 <= offset <= size:
-                raise ElfError(f"lddw of {target_name!r} points {offset} bytes into "
+                raise ElfError(f"lddw of {target_name!r} points {count_of(offset, 'byte')} into "
                                f"{data_name}, which has {size}", where.name)
             code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(regs & 0xF, 0, address + offset)
             used_data.add(data_name)

@@ -11,6 +11,9 @@ on the type and the fields, never on the wording of the message.
     ├── MapError
     ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)
     ├── VmBusy                        (the VM is running: re-entry, close, set_program)
+    ├── ArgumentError(argument, value)      (also a ValueError: a bad library argument)
+    ├── ArgumentTypeError(argument, value)  (also a TypeError: an argument of the wrong type)
+    ├── Closed(what)                  (also a ValueError: a runner or object used after close)
     ├── JitError ── JitUnsupported(opcode)
     └── VmFault(pc)
         ├── MemoryFault(address, size, access)
@@ -25,9 +28,12 @@ on the type and the fields, never on the wording of the message.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "AsmError",
     "BudgetExceeded",
     "CallDepthExceeded",
+    "Closed",
     "DecodeError",
     "EbpfError",
     "ElfError",
@@ -118,6 +124,54 @@ class VmBusy(EbpfError):
     or a second thread using a VM that is running."""
 
 
+class ArgumentError(EbpfError, ValueError):
+    """A library argument out of its range, refused when it is given (the
+    constructor, a setter, register_helper), not at the first run. It is also
+    a ValueError. `argument` names the argument, `value` is what was given."""
+
+    def __init__(self, argument: str, value: object, expected: str) -> None:
+        super().__init__(f"{argument} must be {expected}, not {_shown(value)}")
+        self.argument = argument
+        self.value = value
+        self.expected = expected
+
+
+class ArgumentTypeError(EbpfError, TypeError):
+    """A library argument of the wrong type, refused when it is given. It is
+    also a TypeError. `argument` names the argument, `value` is what was given."""
+
+    def __init__(self, argument: str, value: object, expected: str) -> None:
+        super().__init__(f"{argument} must be {expected}, not {type(value).__name__}")
+        self.argument = argument
+        self.value = value
+        self.expected = expected
+
+
+class Closed(EbpfError, ValueError):
+    """An operation on a runner or loaded object after its close() (or the end
+    of its ``with`` block). It is also a ValueError, as for a closed file.
+    `what` names the closed object's class."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the {what} is closed")
+        self.what = what
+
+
+def count_of(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 byte"``, ``"2 bytes"``: `count` and `noun`, in the plural
+    (`plural`, or `noun` + "s") unless `count` is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
+
+
+_SHOWN_CHARS = 40
+"""The longest argument value a message repeats."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}..."
+
+
 class JitError(EbpfError):
     """The JIT compiler cannot be used or failed."""
 
@@ -149,7 +203,8 @@ class MemoryFault(VmFault):
     def __init__(self, pc: int, address: int, size: int, access: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"out-of-bounds {access} of {size} bytes at address 0x{address:x}{extra}", pc
+            f"out-of-bounds {access} of {count_of(size, 'byte')} at address 0x{address:x}{extra}",
+            pc
         )
         self.address = address
         self.size = size

@@ -29,7 +29,7 @@ from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
 from typing import Any
 
-from .errors import MapError, ResourceLimit
+from .errors import MapError, ResourceLimit, count_of
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
@@ -42,7 +42,9 @@ __all__ = [
     "MAX_OBJECT_MAP_BYTES",
     "MAX_VALUE_SIZE",
     "AnyMap",
+    "ArrayIndexError",
     "Map",
+    "MapFull",
     "MapMemory",
     "MapTooLarge",
     "MapType",
@@ -102,6 +104,29 @@ class MapTooLarge(ResourceLimit, MapError):
     def __init__(self, resource: str, limit: int, requested: int, map_name: str) -> None:
         super().__init__(resource, limit, requested, f"map {map_name!r}")
         self.map_name = map_name
+
+
+class ArrayIndexError(MapError, IndexError):
+    """An array map (or program array) index outside 0..max_entries-1, from
+    Python. It is also an IndexError. `map_name`, `index` and `max_entries`
+    are fields."""
+
+    def __init__(self, map_name: str, index: int, max_entries: int) -> None:
+        super().__init__(f"map {map_name!r}: index {index} is out of range "
+                         f"0..{max_entries - 1}")
+        self.map_name = map_name
+        self.index = index
+        self.max_entries = max_entries
+
+
+class MapFull(MapError):
+    """A new key for a hash map that holds `max_entries` entries already
+    (the kernel's E2BIG). `map_name` and `max_entries` are fields."""
+
+    def __init__(self, map_name: str, max_entries: int) -> None:
+        super().__init__(f"map {map_name!r} is full ({count_of(max_entries, 'entry', 'entries')})")
+        self.map_name = map_name
+        self.max_entries = max_entries
 
 
 class MapMemory:
@@ -208,7 +233,7 @@ class ProgArray:
             raise MapError(f"map {self.name!r}: a program is named by a str, "
                            f"not {type(program).__name__}")
         if not 0 <= index < self.max_entries:
-            raise MapError(f"map {self.name!r}: index {index} is out of range")
+            raise ArrayIndexError(self.name, index, self.max_entries)
         self.slots[index] = program
 
     def __getitem__(self, index: int) -> str:
@@ -356,19 +381,29 @@ class TypedMap(MutableMapping[Any, Any]):
         self.raw = raw
 
     def __getitem__(self, key: Any) -> Any:
-        return self.raw.value_codec.decode(self.raw[self.raw.key_codec.encode(key)])
+        try:
+            found = self.raw[self.raw.key_codec.encode(key)]
+        except KeyError:
+            raise KeyError(key) from None  # the key as given, not its bytes
+        return self.raw.value_codec.decode(found)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.raw[self.raw.key_codec.encode(key)] = self.raw.value_codec.encode(value)
 
     def __delitem__(self, key: Any) -> None:
-        del self.raw[self.raw.key_codec.encode(key)]
+        try:
+            del self.raw[self.raw.key_codec.encode(key)]
+        except KeyError:
+            raise KeyError(key) from None
 
     def __iter__(self) -> Iterator[Any]:
         return (self.raw.key_codec.decode(key) for key in self.raw)
 
     def __len__(self) -> int:
         return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"TypedMap({self.raw!r})"
 
 
 class QueueMap:
@@ -565,9 +600,13 @@ class Map(MutableMapping[bytes, bytes]):
         key = self._key(key)
         value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size:
-            raise MapError(f"map {self.name!r}: value is {len(value)} bytes, "
+            raise MapError(f"map {self.name!r}: value is {count_of(len(value), 'byte')}, "
                            f"not {self.value_size}")
+        if self._is_array and self._slot(key) is None:
+            raise ArrayIndexError(self.name, int.from_bytes(key[:4], "little"), self.max_entries)
         error = self.update_elem(key, value)
+        if error == -E2BIG:
+            raise MapFull(self.name, self.max_entries)
         if error:
             raise MapError(f"map {self.name!r}: update failed with errno {-error}")
 
@@ -586,7 +625,8 @@ class Map(MutableMapping[bytes, bytes]):
     def _key(self, key: bytes) -> bytes:
         key = _as_bytes(self.name, "key", key)
         if len(key) != self.key_size:
-            raise MapError(f"map {self.name!r}: key is {len(key)} bytes, not {self.key_size}")
+            raise MapError(f"map {self.name!r}: key is {count_of(len(key), 'byte')}, "
+                           f"not {self.key_size}")
         return key
 
     def __repr__(self) -> str:

@@ -18,14 +18,15 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes
+import operator
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from .cfg import stack_size
-from .encoding import Insn, decode
-from .errors import JitError
+from .encoding import SLOT, Insn, decode
+from .errors import ArgumentError, ArgumentTypeError, JitError, count_of
 from .helpers import Helper, as_helper
 from .interpreter import (
     MAX_TRANSLATED_SLOTS,
@@ -43,6 +44,8 @@ from .verifier import Verifier, verify
 
 __all__ = [
     "DEFAULT_BUDGET",
+    "MAX_BUDGET",
+    "MAX_HELPER_ID",
     "EbpfVmFixedMbuff",
     "EbpfVmMbuff",
     "EbpfVmNoData",
@@ -52,11 +55,19 @@ __all__ = [
 
 DEFAULT_BUDGET = 10_000_000
 """Instructions a run may execute unless the VM is told otherwise."""
+MAX_BUDGET = (1 << 63) - 1
+"""The largest budget (as the CLI's --budget). From helpers.NO_BUDGET (2**62)
+up a budget is, in practice, unlimited: a run would take centuries."""
+MAX_HELPER_ID = 0xFFFF_FFFF
+"""Helper ids are the u32 immediate of ``call imm``."""
 
 
 _U64 = struct.Struct("<Q")
 _EMPTY = b""
 _ZERO_STACK = bytes(STACK_SIZE)
+
+
+_Vm = TypeVar("_Vm", bound="_VmBase")
 
 
 class _VmBase:
@@ -76,11 +87,12 @@ class _VmBase:
         self._stack_region = Region.of_buffer(self._stack, "stack")
         self._stack_regions: dict[int, Region] = {}
         self._interpreter_stack: int | None = None
-        self.budget = budget
+        self._budget: int | None = check_budget(budget)
         self.interpreter_slot_limit: int | None = MAX_TRANSLATED_SLOTS
         """Longest program (in slots) the interpreter translates; a longer one
         raises ResourceLimit at its first interpreted run. None: no bound."""
         self._jit: JitProgram | None = None
+        self._jit_freed = False
         self._busy = Busy()
         self._last_jit: JitProgram | None = None
         self._last_registers: list[int] = []
@@ -121,10 +133,32 @@ class _VmBase:
                 verifier(self._prog)
             self._verifier = verifier
 
+    @property
+    def budget(self) -> int | None:
+        """Instructions a run may execute (helper work included), or None for
+        no bound. Set it to None or an int from 0 to MAX_BUDGET: anything else
+        raises ArgumentTypeError (a TypeError) or ArgumentError (a ValueError)
+        at once. 0 lets no instruction run."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: int | None) -> None:
+        self._budget = check_budget(value)
+
     def register_helper(self, key: int, fn: Callable[..., int] | Helper, *,
                         name: str | None = None, context: bool = False) -> None:
         """Make `fn` callable as ``call key``. A plain fn takes five ints and
-        returns an int; with ``context=True`` it first takes a HelperContext."""
+        returns an int; with ``context=True`` it first takes a HelperContext.
+
+        `key` must be an int from 0 to MAX_HELPER_ID (ArgumentError, a
+        ValueError, otherwise; ArgumentTypeError, a TypeError, for a non-int)
+        and `fn` a callable or a Helper (ArgumentTypeError)."""
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise ArgumentTypeError("helper id", key, "an int")
+        if not 0 <= key <= MAX_HELPER_ID:
+            raise ArgumentError("helper id", key, f"from 0 to {MAX_HELPER_ID:#x} (a u32)")
+        if not isinstance(fn, Helper) and not callable(fn):
+            raise ArgumentTypeError("helper", fn, "callable")
         self._helpers[key] = as_helper(fn, name, context)
 
     def register_allowed_memory(self, memory: Any, *, writable: bool = True) -> None:
@@ -159,6 +193,7 @@ class _VmBase:
 
     @property
     def program(self) -> bytes | None:
+        """The loaded program's bytecode, or None before set_program()."""
         return self._prog
 
     def decoded(self) -> tuple[Insn, ...]:
@@ -206,6 +241,8 @@ class _VmBase:
     def jit_code(self) -> JitProgram:
         """The compiled program (for dumps); raises JitError before jit_compile()."""
         if self._jit is None:
+            if self._jit_freed:
+                raise JitError("no JIT code: close() freed it (jit_compile() makes it again)")
             raise JitError("no JIT code: call jit_compile() first")
         return self._jit
 
@@ -213,13 +250,22 @@ class _VmBase:
         """Free the JIT code. The VM still interprets; jit_compile() again to JIT.
         VmBusy during a run (a helper of the run cannot unmap its code)."""
         with self._idle():
+            if self._jit is not None:
+                self._jit_freed = True
             self._drop_jit()
 
-    def __enter__(self) -> _VmBase:
+    def __enter__(self: _Vm) -> _Vm:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        prog = getattr(self, "_prog", None)
+        size = "no program" if prog is None else count_of(len(prog) // SLOT, "slot")
+        jit = getattr(self, "_jit", None)
+        code = "" if jit is None else ", jit" if jit.checked else ", jit-unchecked"
+        return f"<{type(self).__name__} {size}, budget={getattr(self, '_budget', None)}{code}>"
 
     def _drop_jit(self) -> None:
         """Free the JIT code (the caller holds the VM: see _idle)."""
@@ -241,7 +287,7 @@ class _VmBase:
     def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
         jit = self.jit_code()
         self._last_jit = jit
-        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self.budget)
+        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self._budget)
 
     @property
     def last_registers(self) -> list[int]:
@@ -320,13 +366,30 @@ class _VmBase:
         regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
         self.last_registers = []  # stays empty when the run stops early
         try:
-            result = program.run(machine, regs, self.budget, trace)
+            result = program.run(machine, regs, self._budget, trace)
         finally:
             # After a fault too: the instructions that ran, the faulting one included.
             self.last_instruction_count = machine.count
             machine.context.finish()
         self.last_registers = machine.regs_out
         return result
+
+
+def check_budget(value: object) -> int | None:
+    """`value` as a budget: None, or an int from 0 to MAX_BUDGET (bool is not
+    one). ArgumentTypeError (a TypeError) or ArgumentError (a ValueError)
+    otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ArgumentTypeError("budget", value, "None or an int")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]  # int, numpy's ints...
+    except TypeError:
+        raise ArgumentTypeError("budget", value, "None or an int") from None
+    if not 0 <= number <= MAX_BUDGET:
+        raise ArgumentError("budget", value, f"from 0 to {MAX_BUDGET} instructions, or None")
+    return number
 
 
 def _run_stack(insns: tuple[Insn, ...] | list[Insn]) -> int:
@@ -392,7 +455,7 @@ class EbpfVmMbuff(_VmBase):
         self._last_jit = jit
         # The run sets the mbuff region once it holds the VM (not under a run
         # in progress: a helper calling this gets VmBusy, the table stays).
-        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, 0, self.budget,
+        return jit.run(data.obj, data.ptr, data.size, data.writable, r1, 0, self._budget,
                        extra=self._jit_extra(mbuff_region))
 
 
@@ -432,7 +495,7 @@ class EbpfVmFixedMbuff(_VmBase):
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call; every r0."""
         jit = self.jit_code()
-        return jit.batch([_run_input(item) for item in inputs], self.budget,
+        return jit.batch([_run_input(item) for item in inputs], self._budget,
                          self._mbuff_region.start, 0)
 
     def execute_spans(self, buffer: Any, spans: Any) -> array.array[int]:
@@ -450,6 +513,8 @@ class EbpfVmRaw(_VmBase):
     """A VM for programs that work on one memory area: r1 = mem, r2 = len(mem)."""
 
     def execute_program(self, mem: Any = _EMPTY, *, trace: TraceFn | None = None) -> int:
+        """Run in the interpreter with r1 = mem's address and r2 = its length;
+        returns r0. `trace` is called before each instruction."""
         mem_region = _mem_region(mem)
         size = len(mem_region.view) if mem_region is not None else 0
         r1 = mem_region.start if mem_region is not None and size else 0
@@ -464,12 +529,12 @@ class EbpfVmRaw(_VmBase):
             if kind is bytearray and BYTEARRAY_START and mem:
                 self._last_jit = jit
                 size = len(mem)
-                return jit.run(mem, id(mem), size, True, 0, size, self.budget, _RAW_BYTEARRAY)
+                return jit.run(mem, id(mem), size, True, 0, size, self._budget, _RAW_BYTEARRAY)
             if kind is memoryview and MEMORYVIEW_BUF and mem.c_contiguous:
                 size = mem.nbytes
                 if size:
                     self._last_jit = jit
-                    return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self.budget,
+                    return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self._budget,
                                    _RAW_MEMORYVIEW)
         data = _run_input(mem)
         return self._run_jit(data, data.ptr, data.size)
@@ -484,7 +549,7 @@ class EbpfVmRaw(_VmBase):
         """execute_program_jit over many inputs in one native call (r1 = each
         input, r2 = its length); returns every r0."""
         jit = self.jit_code()
-        return jit.batch([_run_input(item) for item in inputs], self.budget, None, None)
+        return jit.batch([_run_input(item) for item in inputs], self._budget, None, None)
 
     def execute_spans(self, buffer: Any, spans: Any) -> array.array[int]:
         """The fastest way over many packets: one buffer holding them all and
@@ -498,6 +563,7 @@ class EbpfVmNoData(_VmBase):
     """A VM for programs that use no memory but their stack."""
 
     def execute_program(self, *, trace: TraceFn | None = None) -> int:
+        """Run in the interpreter with no input (r1 = r2 = 0); returns r0."""
         return self._run(None, [], 0, 0, trace)
 
     def execute_program_jit(self) -> int:
@@ -521,7 +587,7 @@ def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tup
         raise ValueError("repeat must be at least 1")
     jit = vm.jit_code()
     start = time.perf_counter_ns()
-    result = jit.repeat(data, r1, r2, vm.budget, repeat)
+    result = jit.repeat(data, r1, r2, vm._budget, repeat)
     elapsed = time.perf_counter_ns() - start
     vm._last_jit = jit
     return result, elapsed / repeat
@@ -546,7 +612,7 @@ def _span_words(spans: Any) -> memoryview:
                         f"not {type(spans).__name__}") from None
     if view.itemsize != _SPAN_ITEM or view.format.lstrip("@=<") not in _SPAN_FORMATS:
         raise TypeError(f"spans must hold 8-byte unsigned items, not format {view.format!r} "
-                        f"of {view.itemsize} bytes")
+                        f"of {count_of(view.itemsize, 'byte')}")
     if not view.c_contiguous:
         raise ValueError("spans must be C-contiguous")
     words = view.cast("B").cast("Q")
@@ -570,7 +636,7 @@ def _execute_spans(vm: _VmBase, buffer: Any, spans: Any, r1: int | None,
         sub = as_view(buffer)[offset : offset + size]
         return RunInput(sub, data.ptr + offset, size, data.writable)
 
-    return jit.batch_spans(data, data.ptr, data.size, view, data.writable, vm.budget, r1, r2,
+    return jit.batch_spans(data, data.ptr, data.size, view, data.writable, vm._budget, r1, r2,
                            input_at)
 
 

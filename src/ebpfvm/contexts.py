@@ -89,6 +89,8 @@ class RunResult:
 
     @property
     def verdict(self) -> IntEnum | int:
+        """r0 as a member of `actions` (XdpAction.PASS...), or the int when
+        it names none."""
         try:
             return self.actions(_s32(self.r0))
         except ValueError:

@@ -437,26 +437,31 @@ class QueueMap:
         return 0
 
     def peek_elem(self) -> bytes | None:
+        """The next value out (bpf_map_peek_elem), or None when empty."""
         if not self.items:
             return None
         return self.items[0] if self.type is MapType.QUEUE else self.items[-1]
 
     def pop_elem(self) -> bytes | None:
+        """Take the next value out (bpf_map_pop_elem), or None when empty."""
         if not self.items:
             return None
         return self.items.popleft() if self.type is MapType.QUEUE else self.items.pop()
 
     def push(self, value: bytes) -> None:
+        """Push `value` from Python; MapError when full or of the wrong size."""
         if self.push_elem(value):
             raise MapError(f"map {self.name!r}: push failed (full, or wrong value size)")
 
     def pop(self) -> bytes:
+        """Take the next value out from Python; MapError when empty."""
         value = self.pop_elem()
         if value is None:
             raise MapError(f"map {self.name!r} is empty")
         return value
 
     def peek(self) -> bytes:
+        """The next value out, left in the map; MapError when empty."""
         value = self.peek_elem()
         if value is None:
             raise MapError(f"map {self.name!r} is empty")

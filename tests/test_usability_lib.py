@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engines import run
 
 import ebpfvm
 import ebpfvm.contexts
@@ -39,6 +38,7 @@ from ebpfvm.encoding import decode
 from ebpfvm.errors import ArgumentError, ArgumentTypeError, BudgetExceeded, Closed
 from ebpfvm.maps import ArrayIndexError, Map, MapError, MapFull, MapType, ProgArray
 from ebpfvm.vm import MAX_BUDGET, MAX_HELPER_ID
+from engines import run
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "bpf"
@@ -412,3 +412,53 @@ def test_every_public_function_and_method_has_a_docstring() -> None:
                if not ((obj.__doc__ if inspect.isclass(obj) else inspect.getdoc(obj)) or "")
                .strip()]
     assert missing == []
+
+
+# -- the other arguments of the library -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [XdpRunner, SkbRunner])
+def test_a_runner_refuses_an_unknown_engine(kind: type[Any]) -> None:
+    """"jit-checked" was taken as the checked JIT: any engine but interp was."""
+    with pytest.raises(ArgumentError) as caught:
+        kind(assemble(XDP_PASS), engine="jit-checked")
+    assert (caught.value.argument, caught.value.value) == ("engine", "jit-checked")
+
+
+@pytest.mark.parametrize(("argument", "value"), [("max_packet", -1), ("headroom", -5),
+                                                 ("tailroom", 2**40)])
+def test_an_xdp_runner_refuses_bad_sizes(argument: str, value: int) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        XdpRunner(assemble(XDP_PASS), **{argument: value})
+    assert (caught.value.argument, caught.value.value) == (argument, value)
+
+
+@pytest.mark.parametrize("kind", [XdpRunner, SkbRunner])
+def test_a_packet_over_max_packet_is_an_argument_error(kind: type[Any]) -> None:
+    with kind(assemble(XDP_PASS), max_packet=100) as runner, \
+            pytest.raises(ArgumentError) as caught:
+        runner.run(bytes(101))
+    assert (caught.value.argument, caught.value.value) == ("packet length", 101)
+
+
+def test_an_unknown_sk_buff_field_is_an_argument_error() -> None:
+    with SkbRunner(assemble(XDP_PASS)) as runner, pytest.raises(ArgumentError) as caught:
+        runner.run(PACKET, colour=3)
+    assert (caught.value.argument, caught.value.value) == ("__sk_buff field", "colour")
+
+
+@pytest.mark.parametrize("offsets", [(-8, 0), (0, 10**11)])
+def test_fixed_mbuff_offsets_are_checked(offsets: tuple[int, int]) -> None:
+    """An offset of 10**11 allocated (or failed to allocate) a 100 GB mbuff."""
+    with pytest.raises(ArgumentError) as caught:
+        EbpfVmFixedMbuff(assemble(RETURN_7), *offsets)
+    assert caught.value.value in offsets
+
+
+def test_no_single_program_names_no_python_reprs() -> None:
+    obj = load(ELF_DATA / "calls.o")
+    for kwargs in ({}, {"name": "nope"}, {"section": "nope"}):
+        with pytest.raises(ebpfvm.ElfError) as caught:
+            obj.program(**kwargs)
+        assert "None" not in str(caught.value) and "name=" not in str(caught.value)
+        assert caught.value.section == kwargs.get("section")

@@ -9,9 +9,12 @@ from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from .disasm import disassemble
 from .elf import ElfObject, Program, load
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
     AsmError,
     BudgetExceeded,
     CallDepthExceeded,
+    Closed,
     DecodeError,
     EbpfError,
     ElfError,
@@ -48,9 +51,12 @@ __all__ = [
     "FRAME_SIZE",
     "MAX_CALL_DEPTH",
     "STACK_SIZE",
+    "ArgumentError",
+    "ArgumentTypeError",
     "AsmError",
     "BudgetExceeded",
     "CallDepthExceeded",
+    "Closed",
     "DecodeError",
     "EbpfError",
     "EbpfVmFixedMbuff",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar
 
-from .errors import Closed, EbpfError, VmBusy
+from .errors import ArgumentError, Closed, EbpfError, VmBusy
 from .helpers import HelperContext
 from .interpreter import TraceFn
 from .memory import address_of
@@ -173,6 +173,10 @@ MAX_WINDOWS = 256
 
 
 _R = TypeVar("_R", bound="_Runner")
+ENGINES = ("interp", "jit", "jit-unchecked")
+"""The runners' `engine` values."""
+MAX_FRAME = 1 << 30
+"""The largest headroom, packet or tailroom a runner maps (1 GiB)."""
 
 
 class _Runner:
@@ -186,6 +190,16 @@ class _Runner:
     _frame: _Frame
     _owns_vm: bool = False
     _closed: bool = False
+
+    @staticmethod
+    def _check_settings(engine: str, **sizes: int) -> None:
+        """ArgumentError for an unknown engine or a negative size, before
+        anything is compiled or mapped."""
+        if engine not in ENGINES:
+            raise ArgumentError("engine", engine, f"one of {', '.join(ENGINES)}")
+        for argument, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FRAME:
+                raise ArgumentError(argument, size, f"an int from 0 to {MAX_FRAME}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -240,6 +254,8 @@ class XdpRunner(_Runner):
     def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
                  headroom: int = 256, max_packet: int = 65536, ingress_ifindex: int = 1,
                  rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM) -> None:
+        self._check_settings(engine, headroom=headroom, max_packet=max_packet,
+                             tailroom=tailroom)
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
         self._owns_vm = self.vm is not program
         self.engine = engine
@@ -291,7 +307,8 @@ class XdpRunner(_Runner):
             raise Closed("XdpRunner")
         data = bytes(packet)
         if len(data) > self.max_packet:
-            raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
+            raise ArgumentError("packet length", len(data),
+                                f"at most max_packet ({self.max_packet})")
         start = CONTEXT_SIZE + self.headroom
         frame = self._frame
         view = frame.view
@@ -415,6 +432,7 @@ class SkbRunner(_Runner):
 
     def __init__(self, program: EbpfVmRaw | EbpfVmMbuff | bytes, *, engine: str = "interp",
                  max_packet: int = 65536, **fields: Any) -> None:
+        self._check_settings(engine, max_packet=max_packet)
         self.vm = _mbuff_vm(program)
         self._owns_vm = self.vm is not program
         self.engine = engine
@@ -442,7 +460,8 @@ class SkbRunner(_Runner):
         self._check_open()
         data = bytes(packet)
         if len(data) > self.max_packet:
-            raise ValueError(f"packet of {len(data)} bytes exceeds max_packet {self.max_packet}")
+            raise ArgumentError("packet length", len(data),
+                                f"at most max_packet ({self.max_packet})")
         frame = self._frame
         self._end = frame.load(self._start, data)
         values = {"len": len(data), "wire_len": len(data), "pkt_type": 0,
@@ -452,10 +471,11 @@ class SkbRunner(_Runner):
                   "data_meta": self.base + self._start}
         cb: tuple[int, ...] = tuple(values.pop("cb", ()))
         if len(cb) > 5:
-            raise ValueError("__sk_buff has five cb words")
+            raise ArgumentError("cb", cb, "at most five __sk_buff cb words")
         for name, value in values.items():
             if name not in _SKB_FIELDS:
-                raise ValueError(f"__sk_buff has no field {name!r} here")
+                raise ArgumentError("__sk_buff field", name,
+                                    f"one of {', '.join(sorted(_SKB_FIELDS))}")
             struct.pack_into("<I", frame.view, _SKB_FIELDS[name], int(value) & 0xFFFF_FFFF)
         for index, value in enumerate(cb):
             struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)

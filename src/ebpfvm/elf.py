@@ -253,15 +253,33 @@ class ElfObject:
         found = [p for p in self.programs
                  if (name is None or p.name == name) and (section is None or p.section == section)]
         if len(found) != 1:
-            what = f"name={name!r} section={section!r}"
-            listing = ", ".join(f"{p.section}/{p.name}" for p in self.programs) or "none"
-            raise ElfError(f"{len(found)} programs match {what} (programs: {listing})", section)
+            raise ElfError(_no_single_program(self.programs, found, name), section)
         return found[0]
 
     @property
     def sections(self) -> list[str]:
         """The names of the sections that hold programs, sorted."""
         return sorted({p.section for p in self.programs})
+
+
+def _no_single_program(programs: list[Program], found: list[Program], name: str | None) -> str:
+    """Why ElfObject.program found no program, or several, without Python
+    reprs (the ElfError adds " in section S" when a section was asked for)."""
+    if not programs:
+        return "the object has no programs"
+    shown = found or programs
+    listing = ", ".join(f"{p.section}/{p.name}" for p in shown[:MAX_LISTED])
+    if len(shown) > MAX_LISTED:
+        listing += f" and {len(shown) - MAX_LISTED} more"
+    if found:
+        return f"{len(found)} programs match; choose one by function name: {listing}"
+    if name is not None:
+        return f"the programs are {listing}; none is named {name!r}"
+    return f"the programs are {listing}; none is"
+
+
+MAX_LISTED = 20
+"""Programs an error message lists at most."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ on the type and the fields, never on the wording of the message.
     ├── DecodeError(pc)
     ├── VerifierError(pc, reason)
     ├── ElfError(section)
-    ├── MapError
+    ├── MapError ── ArrayIndexError(map_name, index, max_entries), MapFull(map_name, max_entries)
     ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)
     ├── VmBusy                        (the VM is running: re-entry, close, set_program)
     ├── ArgumentError(argument, value)      (also a ValueError: a bad library argument)
@@ -30,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
+    "ArrayIndexError",
     "AsmError",
     "BudgetExceeded",
     "CallDepthExceeded",
@@ -42,6 +43,7 @@ __all__ = [
     "JitError",
     "JitUnsupported",
     "MapError",
+    "MapFull",
     "MemoryFault",
     "ResourceLimit",
     "RunInterrupted",
@@ -103,6 +105,29 @@ class ElfError(EbpfError):
 
 class MapError(EbpfError):
     """Invalid map definition or operation."""
+
+
+class ArrayIndexError(MapError, IndexError):
+    """An array map (or program array) index outside 0..max_entries-1, from
+    Python. It is also an IndexError. `map_name`, `index` and `max_entries`
+    are fields."""
+
+    def __init__(self, map_name: str, index: int, max_entries: int) -> None:
+        super().__init__(f"map {map_name!r}: index {index} is out of range "
+                         f"0..{max_entries - 1}")
+        self.map_name = map_name
+        self.index = index
+        self.max_entries = max_entries
+
+
+class MapFull(MapError):
+    """A new key for a hash map that holds `max_entries` entries already
+    (the kernel's E2BIG). `map_name` and `max_entries` are fields."""
+
+    def __init__(self, map_name: str, max_entries: int) -> None:
+        super().__init__(f"map {map_name!r} is full ({count_of(max_entries, 'entry', 'entries')})")
+        self.map_name = map_name
+        self.max_entries = max_entries
 
 
 class ResourceLimit(EbpfError):

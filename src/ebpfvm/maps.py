@@ -29,7 +29,7 @@ from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
 from typing import Any
 
-from .errors import MapError, ResourceLimit, count_of
+from .errors import ArrayIndexError, MapError, MapFull, ResourceLimit, count_of
 from .helpers import Helper, HelperContext
 from .memory import Region, address_of
 
@@ -104,29 +104,6 @@ class MapTooLarge(ResourceLimit, MapError):
     def __init__(self, resource: str, limit: int, requested: int, map_name: str) -> None:
         super().__init__(resource, limit, requested, f"map {map_name!r}")
         self.map_name = map_name
-
-
-class ArrayIndexError(MapError, IndexError):
-    """An array map (or program array) index outside 0..max_entries-1, from
-    Python. It is also an IndexError. `map_name`, `index` and `max_entries`
-    are fields."""
-
-    def __init__(self, map_name: str, index: int, max_entries: int) -> None:
-        super().__init__(f"map {map_name!r}: index {index} is out of range "
-                         f"0..{max_entries - 1}")
-        self.map_name = map_name
-        self.index = index
-        self.max_entries = max_entries
-
-
-class MapFull(MapError):
-    """A new key for a hash map that holds `max_entries` entries already
-    (the kernel's E2BIG). `map_name` and `max_entries` are fields."""
-
-    def __init__(self, map_name: str, max_entries: int) -> None:
-        super().__init__(f"map {map_name!r} is full ({count_of(max_entries, 'entry', 'entries')})")
-        self.map_name = map_name
-        self.max_entries = max_entries
 
 
 class MapMemory:

@@ -58,6 +58,9 @@ DEFAULT_BUDGET = 10_000_000
 MAX_BUDGET = (1 << 63) - 1
 """The largest budget (as the CLI's --budget). From helpers.NO_BUDGET (2**62)
 up a budget is, in practice, unlimited: a run would take centuries."""
+MAX_MBUFF_OFFSET = (1 << 20) - 8
+"""The largest EbpfVmFixedMbuff offset: the VM allocates its mbuff up to the
+pointer at it (1 MiB, far more than any context structure)."""
 MAX_HELPER_ID = 0xFFFF_FFFF
 """Helper ids are the u32 immediate of ``call imm``."""
 
@@ -172,7 +175,7 @@ class _VmBase:
     def _allow(self, memory: Any, writable: bool) -> None:
         if isinstance(memory, range):
             if memory.step != 1:
-                raise ValueError("allowed memory ranges must have step 1")
+                raise ArgumentError("allowed memory range step", memory.step, "1")
             runs = [(memory.start, len(memory))]
         elif _is_buffer(memory):
             # writable=True means "if the buffer allows it"; False forces read-only.
@@ -466,8 +469,12 @@ class EbpfVmFixedMbuff(_VmBase):
     def __init__(self, prog: bytes | bytearray | memoryview | None = None,
                  data_offset: int = 0, data_end_offset: int = 0, *,
                  budget: int | None = DEFAULT_BUDGET) -> None:
-        if data_offset < 0 or data_end_offset < 0:
-            raise ValueError("mbuff offsets must be non-negative")
+        for argument, offset in (("data_offset", data_offset),
+                                 ("data_end_offset", data_end_offset)):
+            if isinstance(offset, bool) or not isinstance(offset, int):
+                raise ArgumentTypeError(argument, offset, "an int")
+            if not 0 <= offset <= MAX_MBUFF_OFFSET:
+                raise ArgumentError(argument, offset, f"from 0 to {MAX_MBUFF_OFFSET}")
         self.data_offset = data_offset
         self.data_end_offset = data_end_offset
         self._mbuff = bytearray(max(data_offset, data_end_offset) + 8)
@@ -584,7 +591,7 @@ _addressof = ctypes.addressof
 
 def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tuple[int, float]:
     if repeat < 1:
-        raise ValueError("repeat must be at least 1")
+        raise ArgumentError("repeat", repeat, "at least 1")
     jit = vm.jit_code()
     start = time.perf_counter_ns()
     result = jit.repeat(data, r1, r2, vm._budget, repeat)

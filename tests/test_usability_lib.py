@@ -462,3 +462,11 @@ def test_no_single_program_names_no_python_reprs() -> None:
             obj.program(**kwargs)
         assert "None" not in str(caught.value) and "name=" not in str(caught.value)
         assert caught.value.section == kwargs.get("section")
+
+
+@pytest.mark.parametrize("program", [5, "mov r0, 1\nexit", [0x95]])
+def test_a_program_that_is_not_bytecode_is_an_argument_type_error(program: Any) -> None:
+    """EbpfVmRaw(5) loaded five zero bytes (bytes(5)); a str failed in bytes()."""
+    with pytest.raises(ArgumentTypeError) as caught:
+        EbpfVmRaw(program)
+    assert caught.value.argument == "program"

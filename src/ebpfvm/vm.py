@@ -118,7 +118,11 @@ class _VmBase:
             self._busy.leave()
 
     def set_program(self, prog: bytes | bytearray | memoryview) -> None:
-        """Load a program, after the verifier accepts it (VmBusy during a run)."""
+        """Load a program, after the verifier accepts it (VmBusy during a run).
+        `prog` is bytecode in a bytes-like object (ArgumentTypeError, a
+        TypeError, for anything else: an int or a str is not bytecode)."""
+        if isinstance(prog, (int, str)) or not _is_buffer(prog):
+            raise ArgumentTypeError("program", prog, "bytes-like bytecode")
         code = bytes(prog)
         with self._idle():
             self._verifier(code)

@@ -470,3 +470,13 @@ def test_a_program_that_is_not_bytecode_is_an_argument_type_error(program: Any) 
     with pytest.raises(ArgumentTypeError) as caught:
         EbpfVmRaw(program)
     assert caught.value.argument == "program"
+
+
+@pytest.mark.parametrize(("memory", "error"), [(5, ArgumentTypeError), (["a"], ArgumentTypeError),
+                                               ([-1], ArgumentError), ([2**64], ArgumentError),
+                                               (range(-4, 4), ArgumentError)])
+def test_allowed_memory_is_checked_when_given(memory: Any, error: type[Exception]) -> None:
+    vm = EbpfVmRaw(assemble(RETURN_7))
+    with pytest.raises(error):
+        vm.register_allowed_memory(memory)
+    assert vm._allowed_runs == []

@@ -180,6 +180,8 @@ class _VmBase:
         if isinstance(memory, range):
             if memory.step != 1:
                 raise ArgumentError("allowed memory range step", memory.step, "1")
+            if memory and not 0 <= memory.start < memory.stop <= _M64 + 1:
+                raise ArgumentError("allowed memory range", memory, "within 0..2**64-1")
             runs = [(memory.start, len(memory))]
         elif _is_buffer(memory):
             # writable=True means "if the buffer allows it"; False forces read-only.
@@ -191,7 +193,7 @@ class _VmBase:
                 self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
             return
         else:
-            runs = coalesce_addresses(memory)
+            runs = coalesce_addresses(_addresses(memory))
         merged = merge_runs([*self._allowed_runs, *((s, n, writable) for s, n in runs if n)])
         self._allowed_runs = merged
         self._allowed_raw = [Region.of_address(s, n, "allowed", w) for s, n, w in merged]
@@ -405,6 +407,26 @@ def _run_stack(insns: tuple[Insn, ...] | list[Insn]) -> int:
     local calls or r10 escapes into another register), so that no run, even
     through a pointer that does not come from r10, sees an earlier run's data."""
     return observable_stack(insns, stack_size(insns))
+
+
+def _addresses(memory: Any) -> list[int]:
+    """rbpf's iterable of single byte addresses, checked: ArgumentTypeError for
+    what is not an iterable of ints, ArgumentError for an address outside
+    0..2**64-1."""
+    try:
+        addresses = list(memory)
+    except TypeError:
+        raise ArgumentTypeError("allowed memory", memory,
+                                "a buffer, a range or an iterable of addresses") from None
+    for address in addresses:
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise ArgumentTypeError("allowed memory address", address, "an int")
+        if not 0 <= address <= _M64:
+            raise ArgumentError("allowed memory address", address, "from 0 to 2**64 - 1")
+    return addresses
+
+
+_M64 = (1 << 64) - 1
 
 
 def _is_buffer(obj: Any) -> bool:

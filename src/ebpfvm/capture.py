@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import struct
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from .errors import EbpfError
 from .isa import Form
 from .jit.execmem import jit_supported
 
-__all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureStats", "CaptureWriter",
+__all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
+           "CaptureWriter",
            "batch_blocker", "called_helpers", "passes", "read_capture", "run_capture",
            "verdict_name"]
 
@@ -187,6 +189,28 @@ class CaptureStats:
         return self.packets / self.seconds if self.seconds > 0 else 0.0
 
 
+class CaptureInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a KeyboardInterrupt, RunInterrupted included) stopped
+    run_capture: `stats` holds the packets that ran to the end before it,
+    with their verdicts; the packet being run when it came is not counted."""
+
+    def __init__(self, stats: CaptureStats) -> None:
+        super().__init__(f"interrupted after {stats.packets} packets")
+        self.stats = stats
+
+
+def _forget_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames `error` (and its causes)
+    went through: they hold views of the packet buffers, which then cannot be
+    unmapped (BufferError) until the exception goes."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+
+
 Progress = Callable[[int], None]
 """Called with the number of packets just done."""
 
@@ -219,7 +243,8 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
                 writer: CaptureWriter | None = None, progress: Progress | None = None,
                 chunk: int = CHUNK_PACKETS) -> CaptureStats:
     """Run `vm`'s program once per frame; count verdicts, write passing frames
-    (as the program left them) to `writer`."""
+    (as the program left them) to `writer`. Ctrl-C raises CaptureInterrupted
+    with the statistics of the packets done so far."""
     if context not in CONTEXTS:
         raise ValueError(f"unknown context {context!r}; expected one of {CONTEXTS}")
     why = batch_blocker(vm, context, engine)
@@ -232,6 +257,9 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
             _run_per_packet(vm, frames, stats, engine, writer, progress)
         else:
             _run_batches(vm, frames, stats, writer, progress, chunk)
+    except KeyboardInterrupt as stop:
+        stats.seconds = time.perf_counter() - start
+        raise CaptureInterrupted(stats) from stop
     finally:
         stats.seconds = time.perf_counter() - start
     return stats
@@ -289,6 +317,9 @@ def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: Captu
     except EbpfError as error:
         error.packet_index = done  # type: ignore[attr-defined]
         raise
+    except KeyboardInterrupt as stop:
+        _forget_frames(stop)  # first: the runner's frame goes with its views
+        raise
     finally:
         runner.close()
         _tally(stats, counts)
@@ -328,6 +359,9 @@ def _run_batches(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureS
             _run_chunk(vm, buffer, slot, pending, counts, writer, stats, done)
             if progress is not None:
                 progress(len(pending))
+    except KeyboardInterrupt as stop:
+        _forget_frames(stop)  # first: then the buffer unmaps (no BufferError)
+        raise
     finally:
         buffer.close()
         _tally(stats, counts)
@@ -356,7 +390,20 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
     except EbpfError as error:
         failed: int = getattr(error, "batch_index", None) or 0
         error.packet_index = done + failed  # type: ignore[attr-defined]
+        if not isinstance(error, KeyboardInterrupt):
+            raise
+        # RunInterrupted: the packets before it ran to the end; they count.
+        results = getattr(error, "batch_results", None) or array.array("Q")
+        _count_chunk(results, spans, slot, view, frames, counts, writer, stats)
         raise
+    _count_chunk(results, spans, slot, view, frames, counts, writer, stats)
+
+
+def _count_chunk(results: array.array[int], spans: array.array[int], slot: int,
+                 view: memoryview, frames: list[tuple[float, bytes]], counts: Counter[int],
+                 writer: CaptureWriter | None, stats: CaptureStats) -> None:
+    """Count the verdicts of a chunk's first len(results) packets; write
+    those that pass."""
     counts.update(results)
     if writer is not None:
         for index, r0 in enumerate(results):

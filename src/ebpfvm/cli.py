@@ -19,6 +19,8 @@ from .asm import assemble
 from .capture import (
     CONTEXTS,
     CaptureError,
+    CaptureInterrupted,
+    CaptureStats,
     CaptureWriter,
     read_capture,
     run_capture,
@@ -416,7 +418,11 @@ def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[i
                disable=True if disabled else None, delay=0.5, leave=False,
                desc=path.name)
 
-    def advance(_packets: int) -> None:
+    done = [0]
+
+    def advance(packets: int) -> None:
+        done[0] += packets
+        bar.set_postfix_str(f"{done[0]:,} packets", refresh=False)
         bar.update(handle.tell() - bar.n)
 
     return bar, advance
@@ -431,6 +437,12 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
             stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
                                 verdicts=verdicts, engine=engine,
                                 writer=writer, progress=advance)
+        except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
+            bar.close()  # clears itself before they print
+            if writer is not None:
+                writer.close()
+            _print_stats(stop.stats, engine, args, writer)
+            raise
         except EbpfError as error:
             index = getattr(error, "packet_index", None)
             if index is not None and not isinstance(error, CaptureError):
@@ -440,6 +452,11 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
             bar.close()
             if writer is not None:
                 writer.close()
+    _print_stats(stats, engine, args, writer)
+
+
+def _print_stats(stats: CaptureStats, engine: str, args: argparse.Namespace,
+                 writer: CaptureWriter | None) -> None:
     how = "native batches" if stats.mode == "native" else f"per packet ({stats.why})"
     print(f"{stats.packets} packets in {stats.seconds:.3f} s: "
           f"{stats.packets_per_second:,.0f} packets/s ({engine}, {how})")

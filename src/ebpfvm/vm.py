@@ -224,9 +224,11 @@ class _VmBase:
         program can then crash the process.
 
         Ctrl-C stops a checked run with RunInterrupted (also with budget=None:
-        the code polls between slices of the budget). Unchecked code has no
-        budget charges, so it can be interrupted only at its helper calls: a
-        loop without one runs until it ends. VmBusy during a run."""
+        the code polls between slices of the budget). Unchecked code honours
+        the budget when the VM has one (it then counts and polls as checked
+        code does); with budget=None it charges nothing, so it can be
+        interrupted only at its helper calls: a loop without one runs until it
+        ends. VmBusy during a run."""
         if self._prog is None:
             raise ValueError("no program loaded: call set_program() first")
         insns = decode(self._prog)
@@ -312,7 +314,8 @@ class _VmBase:
 
     @property
     def last_instruction_count(self) -> int:
-        """Instructions the last run executed (0 for unchecked JIT code)."""
+        """Instructions the last run executed (0 for unchecked JIT code run
+        with budget=None)."""
         if self._last_jit is not None:
             return self._last_jit.instruction_count()
         return self._last_count

@@ -27,6 +27,7 @@ class Fault(IntEnum):
     BATCH = 6  # internal: the batch driver stopped at element fault_pc
     INTERRUPT = 7  # helper_pc: the trampoline never ran its body (a signal handler raised)
     POLL = 8  # budget_block: the same for the poll between budget slices
+    BATCH_POLL = 9  # the same for the batch loop's poll between two runs (see drivers)
 
 
 IN_BYTEARRAY = 1

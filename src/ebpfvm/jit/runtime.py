@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import array
 import ctypes
-import platform
 import struct
 import sys
 import threading
@@ -31,11 +30,9 @@ from ..interpreter import Machine
 from ..memory import (
     AddressSpace,
     Region,
-    _PyBuffer,
-    _PyBuffer_Release,
-    _PyObject_GetBuffer,
     address_of,
 )
+from .buffers import BYTEARRAY_START, MEMORYVIEW_BUF, Pin
 from .context import (
     BUDGET_SLICE,
     FAULT_INFO_SHIFT,
@@ -74,72 +71,6 @@ count, no fault) stays as one run leaves it for the next, unless it stopped."""
 assert _RUN_LAYOUT.size == field_offset("in_budget")
 _SPAN_BYTES = 16
 """One (offset, length) pair of uint64s in a batch's span array."""
-_OBJECT_HEADER = 16
-"""ob_refcnt and ob_type: no data pointer there."""
-_POINTER = ctypes.sizeof(ctypes.c_void_p)
-
-
-def _data_pointer_offset(kind: type, probes: Sequence[Any]) -> int:
-    """Where CPython keeps the data pointer of a `kind` object (0: unknown).
-
-    Each probe's data starts somewhere else relative to its allocation (a
-    bytearray after ``del b[:k]`` keeps its allocation in ob_bytes and its data
-    in ob_start; a memoryview slice points into its base). The offset is the
-    one field inside the object that holds every probe's data address; when
-    no field or more than one does, the fast path stays off."""
-    if platform.python_implementation() != "CPython":
-        return 0
-    end = kind.__basicsize__ - _POINTER
-    candidates = set(range(_OBJECT_HEADER, end + 1, _POINTER))
-    for probe in probes:
-        if type(probe) is not kind:
-            return 0
-        data = address_of(probe)
-        candidates = {offset for offset in candidates
-                      if ctypes.c_void_p.from_address(id(probe) + offset).value == data}
-    return candidates.pop() if len(candidates) == 1 else 0
-
-
-def _shifted_bytearray(size: int, shift: int) -> bytearray:
-    """A bytearray whose data starts `shift` bytes into its allocation."""
-    probe = bytearray(size + shift)
-    del probe[:shift]
-    return probe
-
-
-_PROBE_SIZE = 64
-_PROBE_SHIFTS = (8, 24)
-BYTEARRAY_START = _data_pointer_offset(bytearray, [
-    bytearray(_PROBE_SIZE), *(_shifted_bytearray(_PROBE_SIZE, n) for n in _PROBE_SHIFTS)])
-"""Nonzero when the JIT may be handed bytearray objects directly (the fast path):
-where a bytearray keeps the address its data starts at (ob_start)."""
-MEMORYVIEW_BUF = _data_pointer_offset(memoryview, [
-    memoryview(bytearray(_PROBE_SIZE)), memoryview(bytearray(_PROBE_SIZE))[_PROBE_SHIFTS[0]:],
-    memoryview(bytes(_PROBE_SIZE))[_PROBE_SHIFTS[1]:]])
-"""The same for memoryview objects (view.buf)."""
-
-
-class _Pin:
-    """A buffer export held on an object (PyObject_GetBuffer) until release():
-    meanwhile a bytearray cannot be resized, a memoryview cannot be released
-    and an mmap cannot be closed (each raises BufferError)."""
-
-    __slots__ = ("_buffer", "address", "size")
-
-    def __init__(self, obj: Any) -> None:
-        buffer = _PyBuffer()
-        _PyObject_GetBuffer(obj, ctypes.byref(buffer), 0)  # PyBUF_SIMPLE
-        self._buffer: _PyBuffer | None = buffer
-        self.address: int = buffer.buf or 0
-        self.size: int = buffer.len
-
-    def release(self) -> None:
-        """Give the export back (once)."""
-        buffer, self._buffer = self._buffer, None
-        if buffer is not None:
-            _PyBuffer_Release(ctypes.byref(buffer))
-
-
 _TRAMPOLINES = frozenset({"_call_helper", "_poll"})
 
 
@@ -167,6 +98,8 @@ _BATCH = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, cty
                           ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 _TRAMPOLINE = ctypes.CFUNCTYPE(ctypes.c_uint64, *([ctypes.c_uint64] * 6))
 _POLL = ctypes.CFUNCTYPE(None)
+_Code = tuple[ExecMemory, Any, Any, Any]
+"""Executable memory and its three entries (run, repeat, batch)."""
 
 
 def _buffer_address(buffer: Any) -> int:
@@ -197,7 +130,11 @@ class Busy:
             who = ("a helper called back into the VM that is running it"
                    if self.owner == threading.get_ident() else "another thread is running this VM")
             raise VmBusy(f"the VM is running: {who}")
-        self.owner = threading.get_ident()
+        try:
+            self.owner = threading.get_ident()
+        except BaseException:  # Ctrl-C right after the lock: the caller never leaves
+            self._lock.release()
+            raise
 
     def leave(self) -> None:
         """Mark the run ended (only the code that entered calls this)."""
@@ -228,17 +165,50 @@ class JitProgram:
 
     Interruption: the checked code polls Python between budget slices (see
     context.BUDGET_SLICE) and every helper call enters Python, so Ctrl-C
-    stops a run with RunInterrupted. Unchecked code has no budget charges:
-    it can be interrupted only at its helper calls."""
+    stops a run with RunInterrupted; a batch also polls between runs (see
+    drivers). Unchecked code runs with a budget through a second translation
+    that charges it exactly as checked code does (`metered`), made at the
+    first such run; without a budget (None) it charges nothing and can be
+    interrupted only at its helper calls and between the runs of a batch."""
 
     # Slots: attribute reads on the per-call path stay fast however many
     # attributes there are (a plain instance dict slows down past about 30).
     __slots__ = (
-        "_batch", "_batch_key", "_batch_memory", "_batching", "_block_at", "_ctx_bytes",
-        "_entry", "_fault", "_input", "_lost", "_machine", "_pending", "_pin", "_poller",
-        "_repeat", "_run_obj", "_settled", "_table", "_table_regions", "_trampoline",
-        "_unwound", "_words", "base_nregions", "busy", "checked", "ctx", "ctx_addr", "extra",
-        "helpers", "insns", "jit", "memory", "stack",
+        "_batch",
+        "_batch_key",
+        "_batch_memory",
+        "_batching",
+        "_block_at",
+        "_codes",
+        "_ctx_bytes",
+        "_entry",
+        "_fault",
+        "_input",
+        "_lost",
+        "_machine",
+        "_pending",
+        "_pin",
+        "_poller",
+        "_repeat",
+        "_run_obj",
+        "_settled",
+        "_table",
+        "_table_regions",
+        "_trampoline",
+        "_unwound",
+        "_words",
+        "base_nregions",
+        "busy",
+        "checked",
+        "ctx",
+        "ctx_addr",
+        "extra",
+        "helpers",
+        "insns",
+        "jit",
+        "memory",
+        "metered",
+        "stack",
     )
 
     def __init__(self, insns: Sequence[Insn], *, checked: bool, stack: Region,
@@ -264,6 +234,11 @@ class JitProgram:
         self._entry = _ENTRY(base + self.jit.entry)
         self._repeat = _REPEAT(base + self.jit.repeat_entry)
         self._batch = _BATCH(base + self.jit.batch_entry)
+        self.metered = checked
+        """Whether the code runs use now charges the budget (see _meter)."""
+        self._codes: dict[bool, _Code] = {checked: (self.memory, self._entry, self._repeat,
+                                                    self._batch)}
+        """The code by `metered`: unchecked code gets its metered kind on demand."""
         self._trampoline = _TRAMPOLINE(self._call_helper)
         self._poller = _POLL(self._poll)
         self.ctx.helper_fn = ctypes.cast(self._trampoline, ctypes.c_void_p).value or 0
@@ -287,7 +262,7 @@ class JitProgram:
         self.set_extra(self.extra)
         self._input: RunInput | None = None
         self._run_obj: Any = None
-        self._pin: _Pin | None = None
+        self._pin: Pin | None = None
         """The export that pins a fast-path input (a bytearray or memoryview the
         code reads through its object) once Python code runs during the run."""
         self._unwound = False
@@ -385,11 +360,28 @@ class JitProgram:
     def _write_inputs(self, arg: int, size: int, writable: bool, r1: int, r2: int, flags: int,
                       budget: int | None) -> None:
         """Write the context's whole in_* block (no fault) for the runs to come."""
+        if not self.checked and self.metered is (budget is None):
+            self._meter(budget is not None)
         total = NO_BUDGET if budget is None else budget
         first = min(total, BUDGET_SLICE)
         _IN_LAYOUT.pack_into(self._ctx_bytes, 0, arg, size, M64 if writable else 0, r1, r2, flags,
                              first, total - first, self.base_nregions, 0)
         self._settled = None  # run() says otherwise when it wrote them
+
+    def _meter(self, on: bool) -> None:
+        """Unchecked code: switch to the translation that charges the budget
+        (`on`, translated at the first run with a budget) or the one that does not."""
+        code = self._codes.get(on)
+        if code is None:
+            jit = translate(self.insns, checked=False, metered=True, context=self.ctx_addr,
+                            stack_clear=len(self.stack.view))
+            memory = ExecMemory(jit.code)
+            base = memory.address
+            code = self._codes[on] = (memory, _ENTRY(base + jit.entry),
+                                      _REPEAT(base + jit.repeat_entry),
+                                      _BATCH(base + jit.batch_entry))
+        _memory, self._entry, self._repeat, self._batch = code
+        self.metered = on
 
     def repeat(self, data: RunInput, r1: int, r2: int, budget: int | None, count: int) -> int:
         """Run `count` times in one native call; returns the last r0."""
@@ -469,6 +461,7 @@ class JitProgram:
             results[index] = self._stopped() & M64
         except VmFault as error:
             error.batch_index = index
+            error.batch_results = results[:index]  # type: ignore[attr-defined]
             raise
         self.ctx.fault = Fault.NONE
         self._input = None
@@ -505,11 +498,12 @@ class JitProgram:
         return [] if self._unwound else list(self.ctx.regs_out)
 
     def instruction_count(self) -> int:
-        """Instructions the last run executed (checked mode only): all of them
+        """Instructions the last run executed (code that charges the budget
+        only: checked code, unchecked code run with a budget): all of them
         when it returned; up to the one that stopped it, that one included,
         when it faulted (the budget, for BudgetExceeded). Helper work charged
         to the budget (HelperContext.charge) counts too."""
-        if not self.checked:
+        if not self.metered:
             return 0
         words = self._words
         total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
@@ -554,6 +548,9 @@ class JitProgram:
             block = self.jit.blocks[ctx.budget_block]
             self._set_count(self._count_at(block[0].pc) - 1)  # none of the block ran
             raise self._interruption(block[0].pc)
+        if kind is Fault.BATCH_POLL:  # between two runs of a batch: the next did not start
+            self._set_count(0)
+            raise self._interruption(0)
         if kind is Fault.INTERRUPT:
             self._set_count(self._count_at(ctx.helper_pc))
             raise self._interruption(ctx.helper_pc)
@@ -642,7 +639,7 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
-            if self.checked:
+            if self.metered:
                 words = self._words
                 self._machine.context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
             # Entries 0 and 2.. hold the stack and the extra regions since
@@ -659,7 +656,7 @@ class JitProgram:
         when it already moved (another thread, at the trampoline's entry)."""
         words = self._words
         try:
-            pin = _Pin(self._run_obj)
+            pin = Pin(self._run_obj)
         except (BufferError, ValueError, TypeError) as exc:
             raise VmFault("the input buffer was released during the run", pc) from exc
         try:
@@ -673,7 +670,7 @@ class JitProgram:
 
     def _set_budget(self, left: int, before: int) -> None:
         """Take back what a helper left of the budget (a helper only spends)."""
-        if not self.checked:
+        if not self.metered:
             return
         left = min(max(left, 0), before)
         words = self._words
@@ -695,7 +692,7 @@ class JitProgram:
             context = machine.context
             # The run's budget, for helpers that charge their work: the code
             # stored what is left (budget_total: see _get_machine).
-            left = context.budget = words[_W_LEFT] if self.checked else NO_BUDGET
+            left = context.budget = words[_W_LEFT] if self.metered else NO_BUDGET
             before = len(machine.space.regions)
             try:
                 return machine.call(helper_id, a, b, c, d, e, pc)
@@ -722,13 +719,15 @@ class JitProgram:
         """What the checked code calls between budget slices. Entering Python
         runs pending signal handlers: one that raises (Ctrl-C) does it before
         the first line, which then never clears the mark (Fault.POLL)."""
+        fault = self._fault
+        mark = fault[0]  # Fault.POLL, or Fault.BATCH_POLL between two runs of a batch
         try:
-            self._fault[0] = 0
+            fault[0] = 0
             if self._pin is None and self._words[_W_IN_FLAGS] & IN_BYTEARRAY:
                 self._pin_input(self.jit.blocks[self.ctx.budget_block][0].pc)
         except BaseException as exc:
             self._pending = exc
-            self._fault[0] = Fault.POLL
+            fault[0] = mark
 
     def close(self) -> None:
         """Free the executable memory; VmBusy while the VM is running."""
@@ -740,7 +739,8 @@ class JitProgram:
 
     def free(self) -> None:
         """close() for a caller that holds `busy` already (the VM's close)."""
-        self.memory.close()
+        for memory, *_entries in self._codes.values():
+            memory.close()
 
 
 def _charged_out(fault: HelperFault, context: HelperContext) -> BudgetExceeded | None:

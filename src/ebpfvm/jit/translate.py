@@ -59,6 +59,7 @@ from .context import (
     RegionEntry,
     field_offset,
 )
+from .drivers import batch_driver, repeat_driver
 from .x86_64 import AluOp, Cond, Label, Mem, ShiftOp, X86Assembler
 from .x86_64 import Reg as X
 
@@ -222,11 +223,13 @@ class JitCode:
 
 class _Translator:
     def __init__(self, insns: Sequence[Insn], checked: bool, context: int,
-                 stack_clear: int | None, record: bool) -> None:
+                 stack_clear: int | None, record: bool, metered: bool) -> None:
         self.context = context
         self.record = record
         self.insns = list(insns)
         self.checked = checked
+        self.metered = metered
+        """Blocks charge the budget (always with checks; unchecked code on request)."""
         self.stack_clear = (observable_stack(self.insns, stack_size(self.insns))
                             if stack_clear is None else stack_clear)
         self.asm = X86Assembler()
@@ -283,6 +286,7 @@ class _Translator:
         pc_offset = self.pc_offsets.append
         emit_insn = self._insn
         checked = self.checked
+        metered = self.metered
         budget_stubs = self.budget_stubs.append
         ends_block = _ENDS_BLOCK
         fusable = bytes(map(_FUSABLE_OPCODE.__getitem__, map(_OPCODE_OF, self.insns)))
@@ -292,11 +296,12 @@ class _Translator:
             positions[first.pc] = len(data)
             if record:
                 pc_offset((first.pc, len(data)))
-            if checked:
+            if metered:
                 # The budget charge (see _charge_template), inlined: blocks are many.
                 charge = _CHARGES.get(len(block)) or self._charge_template(len(block))
                 data += charge[0]
                 budget_stubs(len(data) - REL32_SIZE)
+            if checked:
                 at += len(block)
                 if fusable.count(1, at - len(block), at) > 1:  # two accesses, maybe fusable
                     groups = _fused_groups(block)
@@ -429,9 +434,9 @@ class _Translator:
         self._slowpath()
         self._refill()
         repeat_entry = a.buf.position
-        self._repeat_driver()
+        repeat_driver(a, self.entry_label)
         batch_entry = a.buf.position
-        self._batch_driver()
+        batch_driver(a, self.entry_label)
         return repeat_entry, batch_entry
 
     # -- entry and exits ------------------------------------------------------
@@ -832,97 +837,6 @@ class _Translator:
         else:
             a.jcc(cond, label)
 
-    # -- native loops -----------------------------------------------------------
-
-    def _repeat_driver(self) -> None:
-        """repeat(ctx, n): run the program n times; stop at the first fault.
-        Returns the last r0."""
-        a = self.asm
-        saved = (X.RBX, X.R12, X.R13)  # three pushes keep the stack 16-byte aligned
-        loop, done = a.new_label(), a.new_label()
-        program = self.entry_label
-        for reg in saved:
-            a.push(reg)
-        a.mov_rr(X.R12, X.RDI)
-        a.mov_rr(X.RBX, X.RSI)
-        a.xor_zero(X.R13)
-        a.bind(loop)
-        a.test_rr(X.RBX, X.RBX)
-        a.jcc(Cond.E, done)
-        a.mov_rr(X.RDI, X.R12)
-        a.call(program)
-        a.mov_rr(X.R13, X.RAX)
-        a.alu_mi(AluOp.CMP, Mem(X.R12, field_offset("fault")), 0)
-        a.jcc(Cond.NE, done)
-        a.alu_ri(AluOp.SUB, X.RBX, 1)
-        a.jmp(loop)
-        a.bind(done)
-        a.mov_rr(X.RAX, X.R13)
-        for reg in reversed(saved):
-            a.pop(reg)
-        a.ret()
-
-    def _batch_driver(self) -> None:
-        """batch(ctx, spans, n, results, keep_regs, base): run once per (offset,
-        length) pair of `spans`, on the input at base + offset, storing each r0
-        in `results`. Unless keep_regs, r1 = the input (0 when empty) and r2 =
-        its length, as EbpfVmRaw does. Returns how many inputs were left when a
-        fault stopped it."""
-        a = self.asm
-        saved = (X.RBX, X.R12, X.R13, X.R14, X.R15)  # five pushes keep the alignment
-        loop, done, regs_set, nonempty, bad_span = (a.new_label() for _ in range(5))
-        program = self.entry_label
-        for reg in saved:
-            a.push(reg)
-        a.mov_rr(X.R12, X.RDI)
-        a.mov_rr(X.R13, X.RSI)
-        a.mov_rr(X.R14, X.RDX)
-        a.mov_rr(X.R15, X.RCX)
-        a.mov_rr(X.RBX, X.R8)
-        a.push(X.R9)  # base, at [rsp]; six pushes in all keep the call alignment
-        a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
-        a.bind(loop)
-        a.test_rr(X.R14, X.R14)
-        a.jcc(Cond.E, done)
-        a.load(X.RAX, Mem(X.R13, 0), QWORD)
-        a.load(X.RDX, Mem(X.R13, QWORD), QWORD)
-        # The span must lie in the buffer: offset <= limit - length, without overflow.
-        a.load(X.RCX, Mem(X.R12, field_offset("batch_limit")), QWORD)
-        a.alu_rr(AluOp.SUB, X.RCX, X.RDX)
-        a.jcc(Cond.B, bad_span)
-        a.alu_rr(AluOp.CMP, X.RAX, X.RCX)
-        a.jcc(Cond.A, bad_span)
-        a.alu_rm(AluOp.ADD, X.RAX, Mem(X.RSP, ALIGN_PAD))
-        a.store(Mem(X.R12, field_offset("in_arg")), X.RAX, QWORD)
-        a.store(Mem(X.R12, field_offset("in_len")), X.RDX, QWORD)
-        a.test_rr(X.RBX, X.RBX)
-        a.jcc(Cond.NE, regs_set)
-        a.store(Mem(X.R12, field_offset("in_r2")), X.RDX, QWORD)
-        a.test_rr(X.RDX, X.RDX)
-        a.jcc(Cond.NE, nonempty)
-        a.xor_zero(X.RAX)
-        a.bind(nonempty)
-        a.store(Mem(X.R12, field_offset("in_r1")), X.RAX, QWORD)
-        a.bind(regs_set)
-        a.mov_rr(X.RDI, X.R12)
-        a.call(program)
-        a.store(Mem(X.R15, 0), X.RAX, QWORD)
-        a.alu_mi(AluOp.CMP, Mem(X.R12, field_offset("fault")), 0)
-        a.jcc(Cond.NE, done)
-        a.alu_ri(AluOp.ADD, X.R13, 2 * QWORD)
-        a.alu_ri(AluOp.ADD, X.R15, QWORD)
-        a.alu_ri(AluOp.SUB, X.R14, 1)
-        a.jmp(loop)
-        a.jmp(done)
-        a.bind(bad_span)
-        a.store_imm(Mem(X.R12, field_offset("fault")), Fault.BATCH, QWORD)
-        a.bind(done)
-        a.mov_rr(X.RAX, X.R14)
-        a.alu_ri(AluOp.ADD, X.RSP, ALIGN_PAD + QWORD)
-        for reg in reversed(saved):
-            a.pop(reg)
-        a.ret()
-
     def _nslots(self) -> int:
         last = self.insns[-1]
         return last.pc + last.slots
@@ -1305,7 +1219,7 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     else:
         a.mov_ri(ADDR, insn.imm & M32, w64=False)
     a.store_imm(_ctx("helper_pc"), insn.pc, QWORD)
-    if t.checked:  # the run's budget left (register + reserve), for the helper
+    if t.metered:  # the run's budget left (register + reserve), for the helper
         a.load(TMP, _ctx("budget_reserve"), QWORD)
         a.alu_rr(AluOp.ADD, TMP, BUDGET)
         a.store(_ctx("budget_left"), TMP, QWORD)
@@ -1326,7 +1240,7 @@ def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     a.call_r(ADDR)
     for reg in reversed(HELPER_SAVED):
         a.pop(reg)
-    if t.checked:  # what the helper left of it, less the reserve it may have cut
+    if t.metered:  # what the helper left of it, less the reserve it may have cut
         a.load(BUDGET, _ctx("budget_left"), QWORD)
         a.alu_rm(AluOp.SUB, BUDGET, _ctx("budget_reserve"))
     a.alu_mi(AluOp.CMP, _ctx("fault"), 0)
@@ -1421,9 +1335,13 @@ _EMITTERS: dict[Form, Callable[[_Translator, Insn, OpInfo], None]] = {
 
 
 def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
-              stack_clear: int | None = None, record: bool = False) -> JitCode:
+              stack_clear: int | None = None, record: bool = False,
+              metered: bool | None = None) -> JitCode:
     """Translate decoded instructions to x86-64 machine code that runs with the
     JitContext at address `context`. Each run clears `stack_clear` bytes below
     r10 (by default what the program can observe, see observable_stack).
-    `record` fills JitCode.pc_offsets; the code is the same either way."""
-    return _Translator(insns, checked, context, stack_clear, record).translate()
+    `record` fills JitCode.pc_offsets; the code is the same either way.
+    `metered` (default: `checked`) makes blocks charge the budget: unchecked
+    code charges it only when asked (a run with a budget)."""
+    charged = checked if metered is None else metered or checked
+    return _Translator(insns, checked, context, stack_clear, record, charged).translate()

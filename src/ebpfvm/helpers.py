@@ -80,12 +80,12 @@ def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context:
 
 NO_BUDGET = 1 << 62
 """HelperContext.budget of a run without a budget: it never runs out."""
-HELPER_CALL_UNITS = 16
+HELPER_CALL_UNITS = 64
 """Every helper call costs this many instructions of the run's budget, on top
 of the bytes it touches: a call from eBPF into Python costs from one to tens
 of microseconds, the time of tens to hundreds of interpreted instructions, so
 a loop of cheap instructions around a helper call stays bounded in time."""
-HELPER_BYTES_PER_UNIT = 64
+HELPER_BYTES_PER_UNIT = 16
 """Helper work is charged to the run's instruction budget at one instruction
 per this many bytes a helper reads, writes or copies (see HelperContext.charge)."""
 

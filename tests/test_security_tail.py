@@ -576,3 +576,21 @@ def test_interpreter_slot_limit_is_configurable() -> None:
         "interpreter translation", 2, 3)
     vm.interpreter_slot_limit = 3
     assert vm.execute_program() == 2
+
+
+def test_a_chain_of_33_tail_calls_makes_one_callee_vm_per_program(checked_engine: str) -> None:
+    """Found by the 100,000-input hostile campaign: a 131,072-slot program
+    tail-calling itself 33 times took 16 s in the JIT, which compiled it once
+    per chain depth. Callees now run one after the other (a tail call ends
+    its program), so a chain needs one VM per program, compiled once, and
+    the chain still stops at the kernel's limit (34 programs ran)."""
+    obj = _chain_object()
+    vm = obj.vm("relay")
+    assert run(vm, checked_engine, _relay_input(100, EMPTY)) == 1000 + MAX_TAIL_CALLS + 1
+    assert int.from_bytes(obj.data[".bss"], "little") == MAX_TAIL_CALLS + 1
+    assert list(vm._tail_calls.pool) == ["relay"]
+    callee = vm._tail_calls.pool["relay"]
+    if checked_engine == "interp":
+        assert callee._compiled is vm._compiled  # the root's translation, shared
+    else:
+        assert callee.jit_ready

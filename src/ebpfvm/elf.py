@@ -387,9 +387,11 @@ E2BIG = 7
 
 class _TailCalls:
     """bpf_tail_call for one VM of an object. The called program runs on the
-    same input, in a VM of the same kind kept per (program, chain depth), on
-    the caller's engine, and its r0 ends the caller: the call never returns,
-    as in the kernel. A missing program or a chain longer than 33 makes the
+    same input, in a VM of the same kind kept per program, on the caller's
+    engine, and its r0 ends the caller: the call never returns, as in the
+    kernel. The root program's helper runs the chain: a callee's tail call
+    ends the callee and the root runs the next program, so a chain of 33
+    calls of a program compiles it once, not 33 times. A missing program or a chain longer than 33 makes the
     helper fail and the caller go on.
 
     The chain belongs to the run, as in the kernel's one program run per
@@ -410,9 +412,13 @@ class _TailCalls:
         self.own: dict[int, Any] = {}
         """The helpers ElfObject.vm registered; any other one a callee inherits."""
         self.depth = 0
-        """Tail calls made before this VM's current run in its chain."""
-        self.pool: dict[tuple[str, int], Any] = {}
-        """Callee VMs by (program, depth), shared along the chain from its root."""
+        """Tail calls made before this VM's current run in its chain (0: the
+        VM runs the chain's root program)."""
+        self.request: str | None = None
+        """The program a callee's tail call asked the chain to run next."""
+        self.pool: dict[str, Any] = {}
+        """The root's callee VMs, one per program: callees run one after the
+        other, never nested, so a chain of 33 needs no more."""
 
     def attach(self, vm: Any) -> None:
         """Make this the tail-call helper of `vm` (the VM it was made for)."""
@@ -443,46 +449,69 @@ class _TailCalls:
             return -ENOENT & 0xFFFF_FFFF_FFFF_FFFF
         if self.depth >= MAX_TAIL_CALLS:
             return -E2BIG & 0xFFFF_FFFF_FFFF_FFFF
+        if self.depth:
+            # A callee of a chain: the call replaces this program, as in the
+            # kernel. The run ends here and the chain's root runs `target`
+            # next, so one VM per program serves the whole chain.
+            self.request = target
+            ctx.stop(0)
+        return self._chain(ctx, target)
+
+    def _chain(self, ctx: HelperContext, target: str) -> int:
+        """Run the chain that starts with a tail call to `target` from the
+        root program, one callee after the other, and end the root's run with
+        the last one's r0."""
         caller = self.vm()
-        callee = self._callee(target, caller)
         left, total = ctx.budget, ctx.budget_total
         if total >= NO_BUDGET and caller is not None and caller.budget is not None:
             # An engine that does not keep the run's budget in ctx (the
             # protocol of HelperContext.budget): the callee gets the caller's.
             left = total = caller.budget
-        callee.budget = None if total >= NO_BUDGET else left
-        try:
-            result = self._run(callee, caller, ctx)
-        except RunInterrupted:
-            ctx.budget = max(0, left - callee.last_instruction_count)
-            raise RunInterrupted(ctx.pc) from None
-        except VmFault as fault:
-            ctx.budget = max(0, left - callee.last_instruction_count)
-            raise self._fault(ctx.pc, total, target, fault) from None
-        ctx.budget = max(0, left - callee.last_instruction_count)
-        ctx.stop(result)
+        chain = [self.name]
+        depth = 0
+        while True:
+            depth += 1
+            chain.append(target)
+            callee = self._callee(target, caller, depth)
+            below: _TailCalls = callee._tail_calls
+            callee.budget = None if total >= NO_BUDGET else left
+            try:
+                result = self._run(callee, caller, ctx)
+            except RunInterrupted:
+                ctx.budget = max(0, left - callee.last_instruction_count)
+                raise RunInterrupted(ctx.pc) from None
+            except VmFault as fault:
+                ctx.budget = max(0, left - callee.last_instruction_count)
+                raise self._fault(ctx.pc, total, tuple(chain), fault) from None
+            finally:
+                request, below.request = below.request, None
+            left = max(0, left - callee.last_instruction_count)
+            if request is None:
+                ctx.budget = left
+                ctx.stop(result)
+            target = request
 
-    def _fault(self, pc: int, total: int, target: str, fault: VmFault) -> TailCallFault:
-        """The TailCallFault this level raises for a callee's `fault`: its chain
-        starts here, its fault is the innermost program's (a BudgetExceeded
-        names the budget of this level's run, the whole run's at the top)."""
-        if isinstance(fault, TailCallFault):
-            chain, inner = (self.name, *fault.chain), fault.fault
-        else:
-            chain, inner = (self.name, target), fault
-        if isinstance(inner, BudgetExceeded) and inner.count != total:
-            inner = BudgetExceeded(inner.pc, total)
-        return TailCallFault(pc, chain, inner)
+    @staticmethod
+    def _fault(pc: int, total: int, chain: tuple[str, ...], fault: VmFault) -> TailCallFault:
+        """The TailCallFault for the fault of the last program of `chain` (a
+        BudgetExceeded names the whole run's budget)."""
+        if isinstance(fault, BudgetExceeded) and fault.count != total:
+            fault = BudgetExceeded(fault.pc, total)
+        return TailCallFault(pc, chain, fault)
 
-    def _callee(self, target: str, caller: Any) -> Any:
-        """The VM that runs `target` one level down this chain, set up for it."""
-        depth = self.depth + 1
-        callee = self.pool.get((target, depth))
+    def _callee(self, target: str, caller: Any, depth: int) -> Any:
+        """The VM that runs `target` as the `depth`-th program of this chain."""
+        callee = self.pool.get(target)
         if callee is None:
-            callee = self.pool[(target, depth)] = self.obj.vm(target, **self.settings)
+            callee = self.pool[target] = self.obj.vm(target, **self.settings)
+        if (caller is not None and callee._compiled is None and caller._compiled is not None
+                and caller.program == callee.program):
+            # A program calling itself: its translation is a pure function of
+            # its bytes, so the callee shares the root's instead of making its own.
+            callee._compiled = caller._compiled
         below: _TailCalls = callee._tail_calls
         below.depth = depth
-        below.pool = self.pool
+        below.request = None
         if caller is not None:
             for key, helper in caller._helpers.items():
                 if self.own.get(key) is not helper:  # a runner's or the user's

@@ -163,9 +163,11 @@ class ElfObject:
         found = [p for p in self.programs
                  if (name is None or p.name == name) and (section is None or p.section == section)]
         if len(found) != 1:
-            what = f"name={name!r} section={section!r}"
+            what = " ".join([*([f"named {name}"] if name is not None else []),
+                             *([f"in section {section}"] if section is not None else [])])
             listing = ", ".join(f"{p.section}/{p.name}" for p in self.programs) or "none"
-            raise ElfError(f"{len(found)} programs match {what} (programs: {listing})", section)
+            count = "no program" if not found else f"{len(found)} programs"
+            raise ElfError(f"{count} {what or 'in the object'} (programs: {listing})", section)
         return found[0]
 
     @property
@@ -453,7 +455,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
                 continue
             if member in ("key", "value"):
                 fields[f"{member}_size"] = btf.size(pointee.id)
-                codecs[member] = Codec(btf, pointee.id)
+                codecs[member] = Codec(btf, pointee.id, role=member)
             elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
                 fields[member] = pointee.array[2]
         try:
@@ -521,7 +523,7 @@ def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -
             offset = offsets.get((name, var.name))
             if var.kind is not BtfKind.VAR or offset is None:
                 continue
-            codec = Codec(btf, var.ref)
+            codec = Codec(btf, var.ref, role=var.name)
             if offset + codec.size > len(buffer):
                 raise ElfError(f"variable {var.name!r} lies past the end of its section", name)
             found.variables[var.name] = (offset, codec)

@@ -149,7 +149,8 @@ class MemoryFault(VmFault):
     def __init__(self, pc: int, address: int, size: int, access: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"out-of-bounds {access} of {size} bytes at address 0x{address:x}{extra}", pc
+            f"out-of-bounds {access} of {size} byte{'' if size == 1 else 's'} "
+            f"at address 0x{address:x}{extra}", pc
         )
         self.address = address
         self.size = size

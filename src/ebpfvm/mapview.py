@@ -5,8 +5,10 @@ JSON for :func:`preload` is an object ``{"key": value}`` (keys are numbers
 written as strings, ``"0x1f"`` allowed) or a list of ``[key, value]`` pairs
 (any key: a struct key is an object of its members). With BTF types, keys
 and values go through the map's codecs (ints, objects for structs, lists for
-arrays); without them, an int fills the key or value little-endian and a
-string is hex bytes. A program array takes program names as values.
+arrays), strictly: a value that does not fit raises BtfValueError naming the
+field. Without them, an int fills the key or value little-endian. A string
+is hex bytes of the whole key or value. A program array takes program names
+as values.
 """
 
 from __future__ import annotations

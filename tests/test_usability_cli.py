@@ -272,3 +272,11 @@ def test_typed_map_keys_name_the_key() -> None:
     with pytest.raises(BtfValueError) as info:
         flows.typed[{"saddr": 1, "sport": 70000}] = {"packets": 1}
     assert info.value.field == "key.sport" and info.value.value == 70000
+
+
+def test_asm_of_one_slot_says_slot(tmp_path: Path) -> None:
+    source = tmp_path / "one.s"
+    source.write_text("exit\n")
+    result = cli("asm", source, "-o", tmp_path / "one.bin")
+    assert result.returncode == 0 and result.stderr == ""
+    assert "1 slot (8 bytes)" in result.stdout

@@ -577,7 +577,8 @@ def _asm(args: argparse.Namespace) -> int:
         args.output.write_bytes(code)
     except OSError as exc:
         raise InputError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
-    print(f"wrote {len(code) // 8} slots ({len(code)} bytes) to {args.output}")
+    slots = len(code) // 8
+    print(f"wrote {slots} slot{'' if slots == 1 else 's'} ({len(code)} bytes) to {args.output}")
     return EXIT_OK
 
 

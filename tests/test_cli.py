@@ -14,8 +14,11 @@ from ebpfvm.jit.execmem import jit_supported
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 0
+    assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"ebpfvm {__version__}"
+    # Plain `ebpfvm` is a usage error (issue 14), like git or ip without a command.
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: ebpfvm")
 
 
 def test_console_script_is_installed() -> None:

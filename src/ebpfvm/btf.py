@@ -5,17 +5,30 @@ BTF-defined maps. pyelftools has no BTF parser; the format is the kernel's
 
 from __future__ import annotations
 
-import itertools
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .errors import ElfError
+from .errors import ElfError, MapError
 from .maps import MAX_VALUE_SIZE
 
-__all__ = ["Btf", "BtfKind", "BtfType", "Codec", "parse_btf"]
+__all__ = ["Btf", "BtfKind", "BtfType", "BtfValueError", "Codec", "parse_btf"]
+
+
+class BtfValueError(MapError, ValueError):
+    """A value that does not fit its BTF type. `field` is the path to it
+    (``value.hits``, ``key.addr[2]``), `value` what was given and `reason`
+    why it does not fit; `map_name` is set when a map's preload raised it."""
+
+    def __init__(self, field: str, value: Any, reason: str, map_name: str = "") -> None:
+        where = f"map {map_name}: " if map_name else ""
+        super().__init__(f"{where}{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.map_name = map_name
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -249,8 +262,11 @@ class Codec:
     also takes dicts or plain tuples), arrays as lists, char arrays as bytes,
     pointers and enums as ints."""
 
-    def __init__(self, btf: Btf, type_id: int) -> None:
+    def __init__(self, btf: Btf, type_id: int, role: str = "value") -> None:
         self.btf = btf
+        self.role = role
+        """What the codec's values are (``key``, ``value``, a variable's name):
+        the start of the field paths in BtfValueError."""
         self.type = btf.strip(type_id)
         self.size = btf.size(type_id)
         if self.size > MAX_VALUE_SIZE:  # every codec is for a map key or value
@@ -262,9 +278,14 @@ class Codec:
     def decode(self, data: bytes) -> Any:
         return self._decode(self.type, bytes(data[: self.size]))
 
-    def encode(self, value: Any) -> bytes:
+    def encode(self, value: Any, field: str | None = None) -> bytes:
+        """The bytes of `value`. Strict: a value that does not fit its type (an
+        int out of range, a float, a bool for a non-bool int, an unknown struct
+        member, too many array items) raises BtfValueError naming the `field`
+        path, such as ``value.hits`` or ``key.addr[2]`` (`field` defaults to
+        the codec's role)."""
         out = bytearray(self.size)
-        self._encode(self.type, value, out, 0)
+        self._encode(self.type, value, out, 0, self.role if field is None else field)
         return bytes(out)
 
     def _decode(self, found: BtfType, data: bytes) -> Any:
@@ -299,31 +320,97 @@ class Codec:
                 found.name or f"struct_{found.id}", names, rename=True)
         return self._records[found.id]
 
-    def _encode(self, found: BtfType, value: Any, out: bytearray, offset: int) -> None:
+    def _encode(self, found: BtfType, value: Any, out: bytearray, offset: int,
+                field: str) -> None:
         size = self.btf.size(found.id)
         kind = found.kind
         if kind in (BtfKind.INT, BtfKind.ENUM, BtfKind.ENUM64, BtfKind.PTR):
-            out[offset : offset + size] = (int(value) % (1 << (8 * size))).to_bytes(size, "little")
+            number = self._scalar(found, size, value, field)
+            out[offset : offset + size] = (number % (1 << (8 * size))).to_bytes(size, "little")
         elif kind is BtfKind.ARRAY and found.array is not None:
-            element = self.btf.strip(found.array[0])
-            step = self.btf.size(element.id)
-            if isinstance(value, (bytes, bytearray)):
-                out[offset : offset + size] = bytes(value).ljust(size, b"\0")[:size]
-                return
-            items = list(itertools.islice(value, found.array[2] + 1))
-            if len(items) > found.array[2]:
-                raise ValueError(f"more than {found.array[2]} items for an array of "
-                                 f"{found.array[2]}")
-            for index, item in enumerate(items):
-                self._encode(element, item, out, offset + index * step)
+            self._encode_array(found, size, value, out, offset, field)
         elif kind in (BtfKind.STRUCT, BtfKind.UNION):
-            if hasattr(value, "_asdict"):
-                value = value._asdict()
-            elif not isinstance(value, dict):
-                value = dict(zip((name for name, _t, _o in found.items), value, strict=False))
+            members = self._members(found, value, field)
             for name, member_type, bit_offset in found.items:
-                if name in value:
+                if name in members:
                     member = self.btf.strip(member_type)
-                    self._encode(member, value[name], out, offset + (bit_offset & 0xFFFFFF) // 8)
+                    self._encode(member, members[name], out,
+                                 offset + (bit_offset & 0xFFFFFF) // 8, f"{field}.{name}")
         else:
             raise ElfError(f"cannot encode BTF kind {kind.name}", ".BTF")
+
+    def _scalar(self, found: BtfType, size: int, value: Any, field: str) -> int:
+        """`value` as an int of `found`'s range (an int, or a bool for a bool type)."""
+        what = type_text(found, size)
+        is_bool = found.kind is BtfKind.INT and (found.int_info >> 24) & BTF_INT_BOOL
+        if isinstance(value, bool) and not is_bool:
+            raise BtfValueError(field, value, f"{value} is a bool, not a number ({what})")
+        if not isinstance(value, int):
+            raise BtfValueError(field, value, f"{value!r} is not a whole number ({what})")
+        bits = 8 * size
+        if found.kind is BtfKind.INT and (found.int_info >> 24) & BTF_INT_SIGNED:
+            low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        elif found.kind in (BtfKind.ENUM, BtfKind.ENUM64):
+            low, high = -(1 << (bits - 1)), (1 << bits) - 1  # enums may be either
+        else:
+            low, high = 0, (1 << bits) - 1
+        if not low <= value <= high:
+            raise BtfValueError(field, value, f"{value} does not fit {what} "
+                                f"({low} to {high})")
+        return int(value)
+
+    def _encode_array(self, found: BtfType, size: int, value: Any, out: bytearray,
+                      offset: int, field: str) -> None:
+        assert found.array is not None
+        count = found.array[2]
+        element = self.btf.strip(found.array[0])
+        step = self.btf.size(element.id)
+        if isinstance(value, (bytes, bytearray)) and element.kind is BtfKind.INT and step == 1:
+            if len(value) > size:
+                raise BtfValueError(field, value, f"{_plural(len(value), 'byte')} for "
+                                    f"a char[{count}]")
+            out[offset : offset + len(value)] = value
+            return
+        if not isinstance(value, (list, tuple)):
+            raise BtfValueError(field, value, f"{value!r} is not a list (an array of {count})")
+        if len(value) > count:
+            raise BtfValueError(field, value, f"{_plural(len(value), 'item')} for an array "
+                                f"of {count}")
+        for index, item in enumerate(value):
+            self._encode(element, item, out, offset + index * step, f"{field}[{index}]")
+
+    def _members(self, found: BtfType, value: Any, field: str) -> dict[str, Any]:
+        """A struct value as {member: value}: from a dict, a named tuple or a
+        plain tuple of at most as many values as members."""
+        names = [name for name, _t, _o in found.items]
+        word = "union" if found.kind is BtfKind.UNION else "struct"
+        if hasattr(value, "_asdict"):
+            value = value._asdict()
+        elif isinstance(value, (list, tuple)):
+            if len(value) > len(names):
+                raise BtfValueError(field, value, f"{_plural(len(value), 'value')} for "
+                                    f"{_plural(len(names), 'member')}")
+            value = dict(zip(names, value, strict=False))
+        if not isinstance(value, dict):
+            shown = ", ".join(names)
+            raise BtfValueError(field, value, f"{value!r} is not an object with the "
+                                f"members of {word} {found.name or '<anon>'} ({shown})")
+        unknown = [key for key in value if key not in names]
+        if unknown:
+            raise BtfValueError(f"{field}.{unknown[0]}", value[unknown[0]],
+                                f"{word} {found.name or '<anon>'} has no member "
+                                f"{unknown[0]!r} (members: {', '.join(names)})")
+        return value
+
+
+def _plural(count: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def type_text(found: BtfType, size: int) -> str:
+    """A short name for a scalar BTF type in messages: ``unsigned char (1 byte)``."""
+    name = found.name or found.kind.name.lower()
+    if found.kind is BtfKind.PTR:
+        name = "pointer"
+    return f"{name} ({_plural(size, 'byte')})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from .capture import (
     verdict_name,
 )
 from .disasm import disassemble, disassemble_insn
-from .errors import EbpfError
+from .errors import EbpfError, MemoryFault
 from .kernel import KernelEnv
 
 ENGINES = ("interp", "jit", "jit-unchecked")
@@ -39,6 +40,8 @@ TRACE_LINES = 20
 """trace_printk lines shown over a capture (the rest are counted)."""
 MAX_BUDGET = (1 << 63) - 1
 """--budget is an instruction count, 1 to 2**63 - 1."""
+NULL_PAGE = 4096
+"""A fault below this address dereferenced a small number, not a pointer."""
 MAX_MBUFF_OFFSET = 4096 - 8
 """--mbuff offsets: a u64 pointer at each, within a 4 KiB metadata buffer."""
 
@@ -48,6 +51,15 @@ EPILOG = """examples:
   ebpfvm disasm examples/bpf/proto_count.o --style llvm
   ebpfvm verify examples/bpf/rate_limit.o
 exit status: 0 success, 1 program or input error, 2 usage error"""
+
+
+class InputError(EbpfError):
+    """A file or argument the command cannot use; `path` names the file when
+    there is one."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path is not None else message)
+        self.path = path
 
 
 class Loaded:
@@ -63,24 +75,61 @@ class Loaded:
         return self.program.section if self.program is not None else ""
 
 
+def _read(path: Path) -> bytes:
+    """The bytes of `path`; InputError "cannot read PATH: reason" when it cannot."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _text(path: Path, data: bytes) -> str:
+    """`data` (read from `path`) as UTF-8 text."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start]
+        raise InputError(f"not UTF-8 text: byte {bad:#04x} at offset {exc.start}", path) from exc
+
+
 def _is_elf(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(4) == ELF_MAGIC
+    return _read(path)[:4] == ELF_MAGIC
+
+
+def _object(data: bytes) -> Any:
+    """The loaded ELF object in `data`."""
+    from .elf import load
+
+    return load(data)
+
+
+def _pick(obj: Any, path: Path, section: str | None, function: str | None) -> Any:
+    """The object's program chosen by --section/--function: with neither, the
+    only one (several: InputError listing them and suggesting --function)."""
+    names = ", ".join(f"{p.name} (section {p.section})" for p in obj.programs)
+    if not obj.programs:
+        raise InputError("no programs in this object", path)
+    if section is None and function is None and len(obj.programs) > 1:
+        raise InputError(f"{len(obj.programs)} programs: {names}; choose one with "
+                         "--function NAME", path)
+    return obj.program(function, section=section)
 
 
 def load_program(path: Path, section: str | None = None, function: str | None = None) -> Loaded:
     """An ELF object's program (by section/function), assembly text, or raw bytecode."""
-    if _is_elf(path):
-        from .elf import load
-
-        obj = load(path)
-        program = obj.program(function, section=section)
+    data = _read(path)
+    if data[:4] == ELF_MAGIC:
+        obj = _object(data)
+        program = _pick(obj, path, section, function)
         return Loaded(program.code, obj, program)
     if section or function:
-        raise EbpfError(f"{path}: --section/--function need an ELF object")
-    data = path.read_bytes()
+        raise InputError("--section/--function need an ELF object", path)
+    if path.suffix == ".o":
+        raise InputError("not an ELF object (raw bytecode goes in a file not named .o)", path)
     if path.suffix in ASSEMBLY_SUFFIXES:
-        return Loaded(assemble(data.decode("utf-8")))
+        return Loaded(assemble(_text(path, data)))
+    if not data:
+        raise InputError("empty file: no instructions", path)
     return Loaded(data)
 
 
@@ -137,6 +186,17 @@ def _budget(text: str) -> int:
     return value
 
 
+def _entries(text: str) -> int:
+    """--entries N: a count from 0."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug before or after the command; SUPPRESS keeps the command's parser
     # from resetting a --debug given before it.
@@ -170,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="preload a map: JSON text, or @FILE (repeatable)")
     run.add_argument("--out", type=Path, metavar="FILE",
                      help="with --pcap: write the passed packets (as the program left them)")
-    run.add_argument("--entries", type=int, default=20, metavar="N",
+    run.add_argument("--entries", type=_entries, default=20, metavar="N",
                      help="map entries to print per map (default 20)")
     run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
@@ -212,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="engine to time (repeatable; default: all available)")
     bench.add_argument("--repeat", type=int, default=100_000,
                        help="runs per JIT engine (the interpreter does 1/100 of them)")
+    for command in (run, dis, asm, ver, maps, dump, bench):
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -220,12 +282,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _input_bytes(args: argparse.Namespace) -> bytes:
     if args.mem is not None:
-        return bytes(args.mem.read_bytes())
+        return _read(args.mem)
     if args.packet is not None:
-        return bytes(args.packet.read_bytes())
+        return _read(args.packet)
     if args.hex is not None:
-        return bytes.fromhex(args.hex)
+        try:
+            return bytes.fromhex(args.hex)
+        except ValueError:
+            raise InputError(f"--hex {args.hex!r}: {_hex_problem(args.hex)}") from None
     return b""
+
+
+def _hex_problem(text: str) -> str:
+    """Why bytes.fromhex refused `text`, in words."""
+    digits = "".join(text.split())
+    bad = next((c for c in digits if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        return f"{bad!r} is not a hex digit"
+    if len(digits) % 2:
+        return f"odd number of hex digits ({len(digits)})"
+    return "hex digits go in pairs ('aa bb 01' or 'aabb01')"
 
 
 def _mbuff(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -285,10 +361,12 @@ def _preload_maps(loaded: Loaded, specs: list[str]) -> None:
             known = ", ".join(loaded.obj.maps) if loaded.obj is not None else "none"
             raise EbpfError(f"--map: no map {name!r} (maps: {known or 'none'})")
         if text.startswith("@"):
-            text = Path(text[1:]).read_text()
+            source = Path(text[1:])
+            text = _text(source, _read(source))
         data = _map_json(name, text)
+        programs = [program.name for program in loaded.obj.programs]
         try:
-            preload(loaded.obj.maps[name], data)
+            preload(loaded.obj.maps[name], data, programs)
         except (OverflowError, TypeError, RecursionError) as exc:
             raise EbpfError(f"--map {name}: cannot store {type(exc).__name__}: {exc}") from exc
 
@@ -338,13 +416,14 @@ def _tracer(vm: Any) -> Callable[[int, tuple[int, ...]], None]:
 # -- run -----------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run(args: argparse.Namespace) -> int:
+    parser = args.command_parser
     capture = args.pcap is not None
     engine = args.engine or ("jit" if capture and _jit_ok() else "interp")
+    if args.trace and capture:
+        parser.error("--trace runs one input, not a capture (drop --pcap or --trace)")
     if args.trace and engine != "interp":
         parser.error("--trace needs --engine interp")
-    if args.trace and capture:
-        parser.error("--trace runs one input, not a capture")
     if args.out is not None and not capture:
         parser.error("--out needs --pcap")
     loaded = load_program(args.program, args.section, args.function)
@@ -357,8 +436,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if capture:
         _run_capture(args, vm, context, verdicts, engine)
     else:
-        r0 = _run_once(vm, context, engine, _input_bytes(args),
-                       _tracer(vm) if args.trace else None)
+        try:
+            r0 = _run_once(vm, context, engine, _input_bytes(args),
+                           _tracer(vm) if args.trace else None)
+        except MemoryFault as fault:
+            if args.mbuff is None and fault.address < NULL_PAGE:
+                raise InputError(f"{fault} (a pointer the program read from its context "
+                                 f"is not one: if it expects rbpf's fixed mbuff, give "
+                                 f"--mbuff DATA,DATA_END)", args.program) from fault
+            raise
         name = verdict_name(r0, verdicts)
         if name != str(r0):
             print(f"verdict: {name}")
@@ -430,8 +516,12 @@ def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[i
 
 def _run_capture(args: argparse.Namespace, vm: Any, context: str,
                  verdicts: str, engine: str) -> None:
+    try:
+        handle = open(args.pcap, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise InputError(f"cannot read {args.pcap}: {exc.strerror or exc}") from exc
     writer = CaptureWriter(args.out) if args.out is not None else None
-    with open(args.pcap, "rb") as handle:
+    with handle:
         bar, advance = _progress(args.pcap, handle, args.no_progress)
         try:
             stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
@@ -478,7 +568,7 @@ def _disasm(args: argparse.Namespace) -> int:
         from .objdump import disassemble_object
 
         try:
-            listing = disassemble_object(args.program.read_bytes(), style=args.style,
+            listing = disassemble_object(_read(args.program), style=args.style,
                                          section=args.section, function=args.function,
                                          source=not args.no_source)
         except ElfError as error:
@@ -499,9 +589,13 @@ def _disasm(args: argparse.Namespace) -> int:
 
 
 def _asm(args: argparse.Namespace) -> int:
-    code = assemble(args.source.read_text())
-    args.output.write_bytes(code)
-    print(f"wrote {len(code) // 8} slots ({len(code)} bytes) to {args.output}")
+    code = assemble(_text(args.source, _read(args.source)))
+    try:
+        args.output.write_bytes(code)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    slots = len(code) // 8
+    print(f"wrote {slots} slot{'' if slots == 1 else 's'} ({len(code)} bytes) to {args.output}")
     return EXIT_OK
 
 
@@ -509,10 +603,11 @@ def _verify(args: argparse.Namespace) -> int:
     from .errors import VerifierError
     from .verifier import verify
 
-    if _is_elf(args.program):
-        from .elf import load
-
-        obj = load(args.program)
+    data = _read(args.program)
+    if data[:4] == ELF_MAGIC:
+        obj = _object(data)
+        if not obj.programs:
+            raise InputError("no programs in this object", args.program)
         programs = [obj.program(args.function, section=args.section)] \
             if args.section or args.function else obj.programs
         targets = [(f"{p.section}/{p.name}", p.code) for p in programs]
@@ -532,12 +627,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _maps(args: argparse.Namespace) -> int:
-    from .elf import load
     from .mapview import describe
 
-    if not _is_elf(args.program):
-        raise EbpfError(f"{args.program}: maps need an ELF object")
-    obj = load(args.program)
+    data = _read(args.program)
+    if data[:4] != ELF_MAGIC:
+        raise InputError("not an ELF object: maps need one", args.program)
+    obj = _object(data)
     for m in obj.maps.values():
         print(describe(m))
     if not obj.maps:
@@ -577,35 +672,81 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "disasm": _disasm, "asm": _asm, "verify": _verify, "maps": _maps, "jit-dump": _jit_dump,
-    "bench": _bench,
+    "run": _run, "disasm": _disasm, "asm": _asm, "verify": _verify, "maps": _maps,
+    "jit-dump": _jit_dump, "bench": _bench,
 }
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the interpreter's last
+    flush does not fail again (the Python docs' recipe for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    """Whether `exc` is, or was caused by, a broken pipe (a trace_printk line
+    written to a closed pipe from inside a helper)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, BrokenPipeError):
+            return True
+        seen.add(id(cause))
+        cause = getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
+    return False
+
+
+def _message(exc: BaseException, args: argparse.Namespace) -> str:
+    """The one line for `exc`: the file named first (when the error does not
+    name it), no Python reprs of OSError."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+    path = getattr(args, "program", None) or getattr(args, "source", None)
+    if path is not None and not isinstance(exc, InputError) and str(path) not in message:
+        message = f"{path}: {message}"
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        if args.command is None:
+            parser.error("a COMMAND is required (see ebpfvm --help)")
     except SystemExit as stop:  # --help, --version (0) and usage errors (2)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
-    if args.command is None:
-        print(f"ebpfvm {__version__}")
-        return EXIT_OK
     try:
-        if args.command == "run":
-            return _run(args, parser)
-        return COMMANDS[args.command](args)
-    except SystemExit as stop:  # parser.error() inside a command
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return status
+    except SystemExit as stop:  # a subcommand's parser.error()
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     except KeyboardInterrupt:
         print("ebpfvm: interrupted", file=sys.stderr)
         return 130
     except (EbpfError, OSError, ValueError, UnicodeDecodeError) as exc:
+        if _broken_pipe(exc):
+            raise BrokenPipeError from exc
         if args.debug:
             raise
-        message = str(exc).replace("\n", " ") or type(exc).__name__
-        print(f"ebpfvm: error: {message}", file=sys.stderr)
+        print(f"ebpfvm: error: {_message(exc, args)}", file=sys.stderr)
         return EXIT_ERROR
 
 

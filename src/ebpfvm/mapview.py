@@ -5,20 +5,22 @@ JSON for :func:`preload` is an object ``{"key": value}`` (keys are numbers
 written as strings, ``"0x1f"`` allowed) or a list of ``[key, value]`` pairs
 (any key: a struct key is an object of its members). With BTF types, keys
 and values go through the map's codecs (ints, objects for structs, lists for
-arrays); without them, an int fills the key or value little-endian and a
-string is hex bytes. A program array takes program names as values.
+arrays), strictly: a value that does not fit raises BtfValueError naming the
+field. Without them, an int fills the key or value little-endian. A string
+is hex bytes of the whole key or value. A program array takes program names
+as values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
-from .btf import Btf, BtfKind
+from .btf import Btf, BtfKind, BtfValueError
 from .errors import MapError
 from .maps import Map, MapType, ProgArray, QueueMap, RingBuf
 
-__all__ = ["btf_type_name", "describe", "entries", "preload"]
+__all__ = ["btf_type_name", "describe", "entries", "expected_form", "preload"]
 
 _MAX_DEPTH = 8
 
@@ -54,8 +56,9 @@ def _struct_members(codec: Any) -> str:
 
 def _codec_text(codec: Any, size: int) -> str:
     if codec is None:
-        return f"{size} bytes"
-    return f"{btf_type_name(codec.btf, codec.type.id)}{_struct_members(codec)} ({size} bytes)"
+        return _plural(size, "byte")
+    return f"{btf_type_name(codec.btf, codec.type.id)}{_struct_members(codec)} " \
+           f"({_plural(size, 'byte')})"
 
 
 def describe(m: Any) -> str:
@@ -63,16 +66,16 @@ def describe(m: Any) -> str:
     if isinstance(m, Map) and m.variables:
         names = ", ".join(f"{btf_type_name(codec.btf, codec.type.id)} {name}"
                           for name, (_offset, codec) in m.variables.items())
-        return f"{m.name}: global data, {m.value_size} bytes: {names}"
+        return f"{m.name}: global data, {_plural(m.value_size, 'byte')}: {names}"
     if isinstance(m, Map):
         return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
                 f"value {_codec_text(m.value_codec, m.value_size)}, "
                 f"max_entries {m.max_entries}")
     if isinstance(m, QueueMap):
-        return f"{m.name}: {m.type.name.lower()}, value {m.value_size} bytes, " \
+        return f"{m.name}: {m.type.name.lower()}, value {_plural(m.value_size, 'byte')}, " \
                f"max_entries {m.max_entries}"
     if isinstance(m, RingBuf):
-        return f"{m.name}: ringbuf, {m.max_entries} bytes"
+        return f"{m.name}: ringbuf, {_plural(m.max_entries, 'byte')}"
     if isinstance(m, ProgArray):
         return f"{m.name}: prog_array, max_entries {m.max_entries}"
     return f"{getattr(m, 'name', '?')}: {type(m).__name__}"
@@ -162,11 +165,22 @@ def _raw(value: Any, size: int, what: str) -> bytes:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise MapError(f"{what} {value!r}: give an int or a hex string (the map has no BTF)")
     if isinstance(value, int):
-        return (value % (1 << (8 * size))).to_bytes(size, "little")
-    data = bytes.fromhex(value.removeprefix("0x"))
+        if not 0 <= value < 1 << (8 * size):
+            raise BtfValueError(what, value, f"{value} does not fit {_plural(size, 'byte')} "
+                                f"(0 to {(1 << (8 * size)) - 1})")
+        return value.to_bytes(size, "little")
+    try:
+        data = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise BtfValueError(what, value, f"{value!r} is not hex bytes") from None
     if len(data) != size:
-        raise MapError(f"{what} {value!r} has {len(data)} bytes, the map wants {size}")
+        raise BtfValueError(what, value, f"{value!r} is {_plural(len(data), 'byte')}, "
+                            f"the map wants {size}")
     return data
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _json_key(key: Any) -> Any:
@@ -178,8 +192,38 @@ def _json_key(key: Any) -> Any:
     return key
 
 
-def preload(m: Any, data: Any) -> int:
-    """Put the entries of parsed JSON `data` into `m`; returns how many."""
+def _example(codec: Any) -> str:
+    """A JSON sample of a codec's type: ``{"ethertype": 0, "proto": 0}`` or ``0``."""
+    found = codec.type
+    if found.kind in (BtfKind.STRUCT, BtfKind.UNION):
+        return "{" + ", ".join(f'"{name}": 0' for name, _t, _o in found.items) + "}"
+    if found.kind is BtfKind.ARRAY and found.array is not None:
+        return "[0, ...]"
+    return "0"
+
+
+def expected_form(m: Map) -> str:
+    """How `--map NAME=JSON` writes `m`'s entries, from its BTF types."""
+    if m.key_codec is None or m.value_codec is None:
+        return f'{{"0": VALUE}} with ints or hex strings of {m.key_size} and ' \
+               f"{_plural(m.value_size, 'byte')}"
+    key, value = _example(m.key_codec), _example(m.value_codec)
+    if key.startswith(("{", "[")):
+        return f"[[{key}, {value}]] (a list of [key, value] pairs)"
+    return f'{{"0": {value}}}'
+
+
+def _encode(codec: Any, value: Any, size: int, what: str) -> bytes:
+    if codec is None or isinstance(value, str):  # a hex string: the raw bytes
+        return _raw(value, size, what)
+    raw: bytes = codec.encode(value, what)
+    return raw
+
+
+def preload(m: Any, data: Any, programs: Collection[str] | None = None) -> int:
+    """Put the entries of parsed JSON `data` into `m`; returns how many. A value
+    that does not fit its type raises BtfValueError naming the map and the
+    field; a program array refuses a name not in `programs` (when given)."""
     pairs = list(data.items()) if isinstance(data, dict) else data
     if not isinstance(pairs, list) or not all(
             isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
@@ -190,15 +234,17 @@ def preload(m: Any, data: Any) -> int:
         if isinstance(m, ProgArray):
             if not isinstance(key, int) or not isinstance(value, str):
                 raise MapError(f"map {m.name}: a program array maps an index to a program name")
+            if programs is not None and value not in programs:
+                raise BtfValueError(f"[{key}]", value, f"no program {value!r} in the object "
+                                    f"(programs: {', '.join(programs) or 'none'})", m.name)
             m[key] = value
         elif isinstance(m, Map):
             try:
-                raw_key = (m.key_codec.encode(key) if m.key_codec is not None
-                           else _raw(key, m.key_size, "key"))
-                raw_value = (m.value_codec.encode(value) if m.value_codec is not None
-                             else _raw(value, m.value_size, "value"))
-            except (TypeError, ValueError, KeyError, AttributeError) as exc:
-                raise MapError(f"map {m.name}: cannot encode {key!r} -> {value!r}: {exc}") from exc
+                raw_key = _encode(m.key_codec, key, m.key_size, "key")
+                raw_value = _encode(m.value_codec, value, m.value_size, "value")
+            except BtfValueError as exc:
+                raise BtfValueError(exc.field, exc.value, f"{exc.reason}; expected "
+                                    f"{expected_form(m)}", m.name) from exc
             m[raw_key] = raw_value
         else:
             raise MapError(f"map {getattr(m, 'name', '?')}: cannot be preloaded")

@@ -129,8 +129,10 @@ def disassemble_object(data: bytes, *, style: str = "llvm", section: str | None 
         raise ElfError(f"malformed object: {exc}") from exc
     chosen = [s for s in sections if section is None or s.name == section]
     if not chosen:
-        names = ", ".join(s.name for s in sections) or "none"
-        raise ElfError(f"no code section {section!r} (sections: {names})", section)
+        if not sections:
+            raise ElfError("no code sections in the object")
+        names = ", ".join(s.name for s in sections)
+        raise ElfError(f"no code section {section} (sections: {names})")
     out: list[str] = []
     matched = False
     for code_section in chosen:
@@ -150,5 +152,5 @@ def disassemble_object(data: bytes, *, style: str = "llvm", section: str | None 
         matched = True
         out += ["", f"Disassembly of section {code_section.name}:", *body]
     if not matched:
-        raise ElfError(f"no function {function!r} in the object's code sections", section)
+        raise ElfError(f"no function {function} in the object's code sections", section)
     return "".join(f"{line}\n" for line in out)

@@ -591,7 +591,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
                 continue
             if member in ("key", "value"):
                 fields[f"{member}_size"] = btf.size(pointee.id)
-                codecs[member] = Codec(btf, pointee.id)
+                codecs[member] = Codec(btf, pointee.id, role=member)
             elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
                 fields[member] = pointee.array[2]
         try:
@@ -660,7 +660,7 @@ def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -
             offset = offsets.get((name, var.name))
             if var.kind is not BtfKind.VAR or offset is None:
                 continue
-            codec = Codec(btf, var.ref)
+            codec = Codec(btf, var.ref, role=var.name)
             if offset + codec.size > len(buffer):
                 raise ElfError(f"variable {var.name!r} lies past the end of its section", name)
             found.variables[var.name] = (offset, codec)

@@ -11,24 +11,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .errors import ElfError, MapError
+from .errors import BtfValueError, ElfError, count_of
 from .maps import MAX_VALUE_SIZE
 
 __all__ = ["Btf", "BtfKind", "BtfType", "BtfValueError", "Codec", "parse_btf"]
 
-
-class BtfValueError(MapError, ValueError):
-    """A value that does not fit its BTF type. `field` is the path to it
-    (``value.hits``, ``key.addr[2]``), `value` what was given and `reason`
-    why it does not fit; `map_name` is set when a map's preload raised it."""
-
-    def __init__(self, field: str, value: Any, reason: str, map_name: str = "") -> None:
-        where = f"map {map_name}: " if map_name else ""
-        super().__init__(f"{where}{field}: {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
-        self.map_name = map_name
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -367,14 +354,14 @@ class Codec:
         step = self.btf.size(element.id)
         if isinstance(value, (bytes, bytearray)) and element.kind is BtfKind.INT and step == 1:
             if len(value) > size:
-                raise BtfValueError(field, value, f"{_plural(len(value), 'byte')} for "
+                raise BtfValueError(field, value, f"{count_of(len(value), 'byte')} for "
                                     f"a char[{count}]")
             out[offset : offset + len(value)] = value
             return
         if not isinstance(value, (list, tuple)):
             raise BtfValueError(field, value, f"{value!r} is not a list (an array of {count})")
         if len(value) > count:
-            raise BtfValueError(field, value, f"{_plural(len(value), 'item')} for an array "
+            raise BtfValueError(field, value, f"{count_of(len(value), 'item')} for an array "
                                 f"of {count}")
         for index, item in enumerate(value):
             self._encode(element, item, out, offset + index * step, f"{field}[{index}]")
@@ -388,8 +375,8 @@ class Codec:
             value = value._asdict()
         elif isinstance(value, (list, tuple)):
             if len(value) > len(names):
-                raise BtfValueError(field, value, f"{_plural(len(value), 'value')} for "
-                                    f"{_plural(len(names), 'member')}")
+                raise BtfValueError(field, value, f"{count_of(len(value), 'value')} for "
+                                    f"{count_of(len(names), 'member')}")
             value = dict(zip(names, value, strict=False))
         if not isinstance(value, dict):
             shown = ", ".join(names)
@@ -403,14 +390,10 @@ class Codec:
         return value
 
 
-def _plural(count: int, noun: str) -> str:
-    """``1 byte``, ``2 bytes``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
 
 def type_text(found: BtfType, size: int) -> str:
     """A short name for a scalar BTF type in messages: ``unsigned char (1 byte)``."""
     name = found.name or found.kind.name.lower()
     if found.kind is BtfKind.PTR:
         name = "pointer"
-    return f"{name} ({_plural(size, 'byte')})"
+    return f"{name} ({count_of(size, 'byte')})"

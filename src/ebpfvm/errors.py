@@ -8,7 +8,8 @@ on the type and the fields, never on the wording of the message.
     ├── DecodeError(pc)
     ├── VerifierError(pc, reason)
     ├── ElfError(section)
-    ├── MapError ── ArrayIndexError(map_name, index, max_entries), MapFull(map_name, max_entries)
+    ├── MapError ── ArrayIndexError(map_name, index, max_entries), MapFull(map_name, max_entries),
+    │               BtfValueError(field, value, reason, map_name)
     ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)
     ├── VmBusy                        (the VM is running: re-entry, close, set_program)
     ├── ArgumentError(argument, value)      (also a ValueError: a bad library argument)
@@ -32,6 +33,7 @@ __all__ = [
     "ArgumentTypeError",
     "ArrayIndexError",
     "AsmError",
+    "BtfValueError",
     "BudgetExceeded",
     "CallDepthExceeded",
     "Closed",
@@ -128,6 +130,20 @@ class MapFull(MapError):
         super().__init__(f"map {map_name!r} is full ({count_of(max_entries, 'entry', 'entries')})")
         self.map_name = map_name
         self.max_entries = max_entries
+
+
+class BtfValueError(MapError, ValueError):
+    """A value that does not fit its BTF type. `field` is the path to it
+    (``value.hits``, ``key.addr[2]``), `value` what was given and `reason`
+    why it does not fit; `map_name` is set when a map's preload raised it."""
+
+    def __init__(self, field: str, value: object, reason: str, map_name: str = "") -> None:
+        where = f"map {map_name}: " if map_name else ""
+        super().__init__(f"{where}{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.map_name = map_name
 
 
 class ResourceLimit(EbpfError):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from .btf import Btf, BtfKind, BtfValueError
-from .errors import MapError
+from .btf import Btf, BtfKind
+from .errors import BtfValueError, MapError, count_of
 from .maps import Map, MapType, ProgArray, QueueMap, RingBuf
 
 __all__ = ["btf_type_name", "describe", "entries", "expected_form", "preload"]
@@ -56,9 +56,9 @@ def _struct_members(codec: Any) -> str:
 
 def _codec_text(codec: Any, size: int) -> str:
     if codec is None:
-        return _plural(size, "byte")
+        return count_of(size, "byte")
     return f"{btf_type_name(codec.btf, codec.type.id)}{_struct_members(codec)} " \
-           f"({_plural(size, 'byte')})"
+           f"({count_of(size, 'byte')})"
 
 
 def describe(m: Any) -> str:
@@ -66,16 +66,16 @@ def describe(m: Any) -> str:
     if isinstance(m, Map) and m.variables:
         names = ", ".join(f"{btf_type_name(codec.btf, codec.type.id)} {name}"
                           for name, (_offset, codec) in m.variables.items())
-        return f"{m.name}: global data, {_plural(m.value_size, 'byte')}: {names}"
+        return f"{m.name}: global data, {count_of(m.value_size, 'byte')}: {names}"
     if isinstance(m, Map):
         return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
                 f"value {_codec_text(m.value_codec, m.value_size)}, "
                 f"max_entries {m.max_entries}")
     if isinstance(m, QueueMap):
-        return f"{m.name}: {m.type.name.lower()}, value {_plural(m.value_size, 'byte')}, " \
+        return f"{m.name}: {m.type.name.lower()}, value {count_of(m.value_size, 'byte')}, " \
                f"max_entries {m.max_entries}"
     if isinstance(m, RingBuf):
-        return f"{m.name}: ringbuf, {_plural(m.max_entries, 'byte')}"
+        return f"{m.name}: ringbuf, {count_of(m.max_entries, 'byte')}"
     if isinstance(m, ProgArray):
         return f"{m.name}: prog_array, max_entries {m.max_entries}"
     return f"{getattr(m, 'name', '?')}: {type(m).__name__}"
@@ -166,7 +166,7 @@ def _raw(value: Any, size: int, what: str) -> bytes:
         raise MapError(f"{what} {value!r}: give an int or a hex string (the map has no BTF)")
     if isinstance(value, int):
         if not 0 <= value < 1 << (8 * size):
-            raise BtfValueError(what, value, f"{value} does not fit {_plural(size, 'byte')} "
+            raise BtfValueError(what, value, f"{value} does not fit {count_of(size, 'byte')} "
                                 f"(0 to {(1 << (8 * size)) - 1})")
         return value.to_bytes(size, "little")
     try:
@@ -174,13 +174,10 @@ def _raw(value: Any, size: int, what: str) -> bytes:
     except ValueError:
         raise BtfValueError(what, value, f"{value!r} is not hex bytes") from None
     if len(data) != size:
-        raise BtfValueError(what, value, f"{value!r} is {_plural(len(data), 'byte')}, "
+        raise BtfValueError(what, value, f"{value!r} is {count_of(len(data), 'byte')}, "
                             f"the map wants {size}")
     return data
 
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _json_key(key: Any) -> Any:
@@ -206,7 +203,7 @@ def expected_form(m: Map) -> str:
     """How `--map NAME=JSON` writes `m`'s entries, from its BTF types."""
     if m.key_codec is None or m.value_codec is None:
         return f'{{"0": VALUE}} with ints or hex strings of {m.key_size} and ' \
-               f"{_plural(m.value_size, 'byte')}"
+               f"{count_of(m.value_size, 'byte')}"
     key, value = _example(m.key_codec), _example(m.value_codec)
     if key.startswith(("{", "[")):
         return f"[[{key}, {value}]] (a list of [key, value] pairs)"

@@ -25,7 +25,7 @@ from ..errors import (
     VmBusy,
     VmFault,
 )
-from ..helpers import NO_BUDGET, Helper, HelperContext, Unwind
+from ..helpers import NO_BUDGET, Helper, Unwind
 from ..interpreter import Machine
 from ..memory import (
     AddressSpace,
@@ -712,11 +712,6 @@ class JitProgram:
             before = len(machine.space.regions)
             try:
                 return machine.call(helper_id, a, b, c, d, e, pc)
-            except HelperFault as fault:
-                spent = _charged_out(fault, context)
-                if spent is None:
-                    raise
-                raise spent from None
             finally:
                 if context.budget != left:
                     self._set_budget(context.budget, left)
@@ -757,16 +752,6 @@ class JitProgram:
         """close() for a caller that holds `busy` already (the VM's close)."""
         for memory, *_entries in self._codes.values():
             memory.close()
-
-
-def _charged_out(fault: HelperFault, context: HelperContext) -> BudgetExceeded | None:
-    """The helper's own BudgetExceeded (HelperContext.charge spent the run's
-    budget) when Machine.call wrapped it in a HelperFault; else None."""
-    cause = fault.cause
-    if isinstance(cause, BudgetExceeded) and context.budget == 0 and \
-            (cause.pc, cause.count) == (context.pc, context.budget_total):
-        return cause
-    return None
 
 
 def _input_region(data: RunInput) -> Region:

@@ -14,6 +14,8 @@ import pytest
 
 from bounded import run_bounded
 from ebpfvm import (
+    ArgumentError,
+    ArgumentTypeError,
     BudgetExceeded,
     EbpfVmRaw,
     ElfError,
@@ -703,3 +705,18 @@ def test_no_budget_constant_is_what_helpers_see_without_a_budget() -> None:
     ctx.budget = NO_BUDGET
     ctx.charge_bytes(MAX_VALUE_SIZE)
     assert ctx.budget == NO_BUDGET - MAX_VALUE_SIZE // HELPER_BYTES_PER_UNIT
+
+
+@pytest.mark.parametrize(("limits", "error"), [
+    ({"max_map_bytes": -5}, ArgumentError),
+    ({"max_map_bytes": 0}, ArgumentError),
+    ({"max_object_map_bytes": "x"}, ArgumentTypeError),
+    ({"max_object_map_bytes": True}, ArgumentTypeError),
+])
+def test_load_limits_are_checked_when_given(limits: dict[str, object], error: type) -> None:
+    """F4: the map limits of load() are checked before the object is read: a
+    negative or non-int limit used to surface as an ElfError about the first
+    map (or a TypeError inside the loader, wrapped as a malformed object)."""
+    with pytest.raises(error) as info:
+        load(b"not even an object", **limits)  # type: ignore[arg-type]
+    assert info.value.argument == next(iter(limits))

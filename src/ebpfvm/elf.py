@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
     BudgetExceeded,
     Closed,
     ElfError,
@@ -302,7 +304,14 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
     either is an ElfError naming it, caused by a MapTooLarge (a
     ResourceLimit) with the limit and the bytes asked for. The defaults
     (MAX_MAP_BYTES, 256 MiB, and MAX_OBJECT_MAP_BYTES, 512 MiB) keep a hostile
-    object within a few hundred MB."""
+    object within a few hundred MB. A limit that is not a positive int is an
+    ArgumentError or ArgumentTypeError, before anything is read."""
+    for argument, limit in (("max_map_bytes", max_map_bytes),
+                            ("max_object_map_bytes", max_object_map_bytes)):
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ArgumentTypeError(argument, limit, "an int")
+        if limit <= 0:
+            raise ArgumentError(argument, limit, "a positive number of bytes")
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source)
     try:
         return _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)))

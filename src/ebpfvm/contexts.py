@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 from .errors import ArgumentError, Closed, EbpfError, VmBusy
+from .helper_table import Impl, helper_number, helpers_of
 from .helpers import HelperContext
 from .interpreter import TraceFn
 from .memory import address_of
@@ -47,9 +48,9 @@ BPF_PROG_TEST_RUN frame at most): bpf_xdp_adjust_tail grows data_end into
 them. Cleared before every run."""
 """The kernel keeps at least an Ethernet header between data and data_end."""
 EINVAL = 22
-BPF_XDP_ADJUST_HEAD = 44
-BPF_XDP_ADJUST_TAIL = 65
-XDP_HELPERS = frozenset({BPF_XDP_ADJUST_HEAD, BPF_XDP_ADJUST_TAIL})
+BPF_XDP_ADJUST_HEAD = helper_number("bpf_xdp_adjust_head")
+BPF_XDP_ADJUST_TAIL = helper_number("bpf_xdp_adjust_tail")
+XDP_HELPERS = helpers_of(Impl.XDP)
 """Helpers that only exist in an XDP context: XdpRunner registers them."""
 M64 = (1 << 64) - 1
 
@@ -342,13 +343,7 @@ _SKB_FIELDS = {  # offsetof(struct __sk_buff, field), from linux/bpf.h
 }
 _SKB_CB = 48
 EFAULT = 14
-BPF_SKB_STORE_BYTES = 9
-BPF_L3_CSUM_REPLACE = 10
-BPF_L4_CSUM_REPLACE = 11
-BPF_SKB_LOAD_BYTES = 26
-BPF_CSUM_DIFF = 28
-SKB_HELPERS = frozenset({BPF_SKB_STORE_BYTES, BPF_L3_CSUM_REPLACE, BPF_L4_CSUM_REPLACE,
-                         BPF_SKB_LOAD_BYTES, BPF_CSUM_DIFF})
+SKB_HELPERS = helpers_of(Impl.SKB)
 """Helpers that need an __sk_buff: SkbRunner registers them."""
 BPF_F_HDR_FIELD_MASK = 0xF
 
@@ -444,14 +439,14 @@ class SkbRunner(_Runner):
         self.base = self._frame.base
         self._start = SKB_SIZE + CONTEXT_SIZE
         self._end = self._start
-        for number, fn, name in (
-            (BPF_SKB_LOAD_BYTES, self._load_bytes, "bpf_skb_load_bytes"),
-            (BPF_SKB_STORE_BYTES, self._store_bytes, "bpf_skb_store_bytes"),
-            (BPF_L3_CSUM_REPLACE, self._l3_csum_replace, "bpf_l3_csum_replace"),
-            (BPF_L4_CSUM_REPLACE, self._l4_csum_replace, "bpf_l4_csum_replace"),
-            (BPF_CSUM_DIFF, self._csum_diff, "bpf_csum_diff"),
+        for fn, name in (
+            (self._load_bytes, "bpf_skb_load_bytes"),
+            (self._store_bytes, "bpf_skb_store_bytes"),
+            (self._l3_csum_replace, "bpf_l3_csum_replace"),
+            (self._l4_csum_replace, "bpf_l4_csum_replace"),
+            (self._csum_diff, "bpf_csum_diff"),
         ):
-            self.vm.register_helper(number, fn, context=True, name=name)
+            self.vm.register_helper(helper_number(name), fn, context=True, name=name)
 
     def run(self, packet: Any, *, trace: TraceFn | None = None, **fields: Any) -> RunResult:
         """Run once with the packet and these __sk_buff fields (and `trace`,

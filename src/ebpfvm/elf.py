@@ -45,7 +45,8 @@ from .errors import (
 )
 from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
-from .kernel import KernelEnv, helper_name, kernel_helpers
+from .helper_table import helper_name, helper_number, supported_helpers
+from .kernel import KernelEnv, kernel_helpers
 from .maps import (
     MAX_MAP_BYTES,
     MAX_OBJECT_MAP_BYTES,
@@ -370,10 +371,7 @@ def _load(data: bytes, limits: _MapLimits) -> ElfObject:
         if section is None or section.name == TEXT:
             continue
         result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
-    from .contexts import SKB_HELPERS, XDP_HELPERS
-
-    supported = (set(kernel_helpers(KernelEnv())) | set(map_helpers({})) | XDP_HELPERS
-                 | SKB_HELPERS | {BPF_TAIL_CALL})
+    supported = supported_helpers()
     for program in result.programs:
         for number in program.helpers:
             if number not in supported:
@@ -387,7 +385,7 @@ MAP_DEF = struct.Struct("<5I")
 """struct bpf_map_def: type, key_size, value_size, max_entries, map_flags."""
 
 
-BPF_TAIL_CALL = 12
+BPF_TAIL_CALL = helper_number("bpf_tail_call")
 MAX_TAIL_CALLS = 33
 """The kernel's limit on a chain of tail calls (MAX_TAIL_CALL_CNT)."""
 ENOENT = 2

@@ -15,11 +15,12 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
 from .errors import BudgetExceeded
+from .helper_table import helper_number
 from .memory import AddressSpace, Region
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "bpf_trace_printf",
     "gather_bytes",
     "memfrob",
+    "numbered",
     "rand",
     "sqrti",
     "strcmp",
@@ -44,9 +46,9 @@ __all__ = [
 
 M64 = 0xFFFF_FFFF_FFFF_FFFF
 
-BPF_KTIME_GETNS_IDX = 5
+BPF_KTIME_GETNS_IDX = helper_number("bpf_ktime_get_ns")
 """rbpf's number for bpf_ktime_getns (the kernel's bpf_ktime_get_ns)."""
-BPF_TRACE_PRINTK_IDX = 6
+BPF_TRACE_PRINTK_IDX = helper_number("bpf_trace_printk")
 """rbpf's number for bpf_trace_printf (the kernel's bpf_trace_printk)."""
 
 PlainHelper = Callable[[int, int, int, int, int], int]
@@ -68,6 +70,12 @@ class Helper:
     fn: Callable[..., int]
     name: str
     context: bool = False
+
+
+def numbered(helpers: Iterable[Helper]) -> dict[int, Helper]:
+    """`helpers` keyed by the kernel's number of each one's name (the helper
+    registry's numbering, ebpfvm.helper_table)."""
+    return {helper_number(helper.name): helper for helper in helpers}
 
 
 def as_helper(fn: Callable[..., int] | Helper, name: str | None = None, context: bool = False) -> Helper:

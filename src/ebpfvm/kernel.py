@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import MemoryFault
-from .helpers import Helper, HelperContext
+from .helper_table import helper_name
+from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
 
 __all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
@@ -48,13 +49,6 @@ TRACE_PRINTK_LINE_BYTES = 1023
 MAX_BPRINTF_BUF (1024) bytes, the NUL included, and cuts the rest."""
 MAX_TRACE_LINES = 4096
 """KernelEnv.max_lines by default: the trace lines kept (about 0.5 MB)."""
-
-
-def helper_name(number: int) -> str:
-    """The kernel's name of helper `number` (``bpf_map_lookup_elem`` for 1)."""
-    if 0 <= number < len(KERNEL_HELPER_NAMES):
-        return KERNEL_HELPER_NAMES[number]
-    return f"unknown helper {number}"
 
 
 @dataclass
@@ -147,8 +141,10 @@ class _StringBudget:
 
 
 def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
-    """Helpers 4-8, 14-16, 45, 112-115, 118 and 125 (the map helpers come
-    with the maps). probe_read* only read memory the program may read."""
+    """The helpers the registry (ebpfvm.helper_table) gives to Impl.KERNEL:
+    probe_read*, ktime, trace_printk, prandom, the process helpers, jiffies64
+    (the map helpers come with the maps). probe_read* only read memory the
+    program may read."""
     rng = random.Random(env.seed)
 
     def ktime_get_ns(*_args: int) -> int:
@@ -228,20 +224,20 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         region.view[offset + len(name) : offset + size] = bytes(size - len(name))
         return 0
 
-    return {
-        4: Helper(probe_read, "bpf_probe_read", context=True),
-        45: Helper(probe_read_str, "bpf_probe_read_str", context=True),
-        112: Helper(probe_read, "bpf_probe_read_user", context=True),
-        113: Helper(probe_read, "bpf_probe_read_kernel", context=True),
-        114: Helper(probe_read_str, "bpf_probe_read_user_str", context=True),
-        115: Helper(probe_read_str, "bpf_probe_read_kernel_str", context=True),
-        5: Helper(ktime_get_ns, "bpf_ktime_get_ns"),
-        6: Helper(trace_printk, "bpf_trace_printk", context=True),
-        7: Helper(lambda *_a: rng.getrandbits(32), "bpf_get_prandom_u32"),
-        8: Helper(lambda *_a: 0, "bpf_get_smp_processor_id"),
-        14: Helper(lambda *_a: (env.tgid << 32) | env.pid, "bpf_get_current_pid_tgid"),
-        15: Helper(lambda *_a: (env.gid << 32) | env.uid, "bpf_get_current_uid_gid"),
-        16: Helper(get_current_comm, "bpf_get_current_comm", context=True),
-        118: Helper(jiffies64, "bpf_jiffies64"),
-        125: Helper(ktime_get_boot_ns, "bpf_ktime_get_boot_ns"),
-    }
+    return numbered([
+        Helper(probe_read, "bpf_probe_read", context=True),
+        Helper(probe_read_str, "bpf_probe_read_str", context=True),
+        Helper(probe_read, "bpf_probe_read_user", context=True),
+        Helper(probe_read, "bpf_probe_read_kernel", context=True),
+        Helper(probe_read_str, "bpf_probe_read_user_str", context=True),
+        Helper(probe_read_str, "bpf_probe_read_kernel_str", context=True),
+        Helper(ktime_get_ns, "bpf_ktime_get_ns"),
+        Helper(trace_printk, "bpf_trace_printk", context=True),
+        Helper(lambda *_a: rng.getrandbits(32), "bpf_get_prandom_u32"),
+        Helper(lambda *_a: 0, "bpf_get_smp_processor_id"),
+        Helper(lambda *_a: (env.tgid << 32) | env.pid, "bpf_get_current_pid_tgid"),
+        Helper(lambda *_a: (env.gid << 32) | env.uid, "bpf_get_current_uid_gid"),
+        Helper(get_current_comm, "bpf_get_current_comm", context=True),
+        Helper(jiffies64, "bpf_jiffies64"),
+        Helper(ktime_get_boot_ns, "bpf_ktime_get_boot_ns"),
+    ])

@@ -30,7 +30,7 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import ArrayIndexError, MapError, MapFull, ResourceLimit, count_of
-from .helpers import Helper, HelperContext
+from .helpers import Helper, HelperContext, numbered
 from .memory import Region, address_of
 
 __all__ = [
@@ -648,24 +648,15 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
     return Map(name, kind, key_size, value_size, max_entries, flags, max_bytes=max_bytes)
 
 
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
 AnyMap = Map | QueueMap | RingBuf | ProgArray
 """Every kind of map object."""
-BPF_MAP_PUSH_ELEM = 87
-BPF_MAP_POP_ELEM = 88
-BPF_MAP_PEEK_ELEM = 89
-BPF_RINGBUF_OUTPUT = 130
-BPF_RINGBUF_RESERVE = 131
-BPF_RINGBUF_SUBMIT = 132
-BPF_RINGBUF_DISCARD = 133
 _M64 = (1 << 64) - 1
 
 
 def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
-    """The kernel's map helpers (1 lookup, 2 update, 3 delete, 87 push, 88 pop,
-    89 peek) over `maps`, keyed by the handle programs pass in r1."""
+    """The kernel's map helpers (lookup, update, delete, push, pop, peek and
+    the ring buffer's; Impl.MAPS in ebpfvm.helper_table) over `maps`, keyed
+    by the handle programs pass in r1."""
 
     def find(handle: int) -> Map:
         found = maps.get(handle)
@@ -750,19 +741,16 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         ctx.charge_bytes(target.key_size)
         return target.delete_elem(ctx.read(key, target.key_size)) & _M64
 
-    return {
-        BPF_MAP_LOOKUP_ELEM: Helper(lookup, "bpf_map_lookup_elem", context=True),
-        BPF_MAP_UPDATE_ELEM: Helper(update, "bpf_map_update_elem", context=True),
-        BPF_MAP_DELETE_ELEM: Helper(delete, "bpf_map_delete_elem", context=True),
-        BPF_MAP_PUSH_ELEM: Helper(push, "bpf_map_push_elem", context=True),
-        BPF_MAP_POP_ELEM: Helper(lambda ctx, h, v, *_r: take(ctx, h, v, True),
-                                 "bpf_map_pop_elem", context=True),
-        BPF_MAP_PEEK_ELEM: Helper(lambda ctx, h, v, *_r: take(ctx, h, v, False),
-                                  "bpf_map_peek_elem", context=True),
-        BPF_RINGBUF_OUTPUT: Helper(ring_output, "bpf_ringbuf_output", context=True),
-        BPF_RINGBUF_RESERVE: Helper(ring_reserve, "bpf_ringbuf_reserve", context=True),
-        BPF_RINGBUF_SUBMIT: Helper(lambda address, *_r: ring_commit(address, False),
-                                   "bpf_ringbuf_submit"),
-        BPF_RINGBUF_DISCARD: Helper(lambda address, *_r: ring_commit(address, True),
-                                    "bpf_ringbuf_discard"),
-    }
+    return numbered([
+        Helper(lookup, "bpf_map_lookup_elem", context=True),
+        Helper(update, "bpf_map_update_elem", context=True),
+        Helper(delete, "bpf_map_delete_elem", context=True),
+        Helper(push, "bpf_map_push_elem", context=True),
+        Helper(lambda ctx, h, v, *_r: take(ctx, h, v, True), "bpf_map_pop_elem", context=True),
+        Helper(lambda ctx, h, v, *_r: take(ctx, h, v, False), "bpf_map_peek_elem",
+               context=True),
+        Helper(ring_output, "bpf_ringbuf_output", context=True),
+        Helper(ring_reserve, "bpf_ringbuf_reserve", context=True),
+        Helper(lambda address, *_r: ring_commit(address, False), "bpf_ringbuf_submit"),
+        Helper(lambda address, *_r: ring_commit(address, True), "bpf_ringbuf_discard"),
+    ])

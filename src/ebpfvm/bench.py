@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from .capture import CONTEXT_SLOT, MAX_PACKET, called_helpers
-from .contexts import XDP_HELPERS, XDP_MD, SkbRunner, XdpRunner, _Frame
+from .contexts import XDP_HELPERS, SkbRunner, XdpRunner, _Frame
+from .progtypes import pack_xdp_md
 
 __all__ = ["bench_engines"]
 
@@ -45,8 +46,7 @@ def bench_engines(vm: Any, context: str, engine: str, data: bytes,
     if context == "xdp":
         frame = _Frame(CONTEXT_SLOT + max(len(data), 1))
         end = CONTEXT_SLOT + len(data)
-        XDP_MD.pack_into(frame.view, 0, frame.base + CONTEXT_SLOT, frame.base + end,
-                         frame.base + CONTEXT_SLOT, 1, 0, 0)
+        pack_xdp_md(frame.view, 0, frame.base + CONTEXT_SLOT, frame.base + end)
         frame.view[CONTEXT_SLOT:end] = data
         mem: Any = frame.view[:end]
     else:

@@ -23,14 +23,14 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .contexts import XDP_HELPERS, XDP_MD, SkbRunner, TcAction, XdpAction, XdpRunner, _Frame
+from .contexts import XDP_HELPERS, _Frame
 from .errors import EbpfError
 from .isa import Form
 from .jit.execmem import jit_supported
+from .progtypes import contexts, runner_class, verdicts_of, xdp_md_packer
 
 __all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
            "CaptureWriter",
@@ -44,8 +44,8 @@ CHUNK_BYTES = 8 << 20
 MAX_PACKET = 65535
 CONTEXT_SLOT = 32
 """Bytes before each packet in a chunk: its xdp_md (24 bytes), 8-aligned."""
-_SLOT_MD = struct.Struct(f"<{XDP_MD.format.lstrip('<')}{CONTEXT_SLOT - XDP_MD.size}x")
-"""xdp_md and the zero padding after it: the whole slot is rewritten per packet,
+_PACK_SLOT_MD = xdp_md_packer(CONTEXT_SLOT)
+"""Packs xdp_md and the zero padding after it: the whole slot is rewritten per packet,
 so nothing a run stores there reaches a later packet."""
 DLT_EN10MB = 1
 """Link type of Ethernet captures, the only kind XDP and tc programs see."""
@@ -55,9 +55,10 @@ MAX_SNAPLEN = 262144
 reader refuses a record header that asks for more, before reading it."""
 BLOCK_SLACK = 65536
 """Bytes a pcapng block may hold beyond its packet (header fields, options)."""
-CONTEXTS = ("xdp", "skb", "mbuff", "raw")
-"""How a program gets its packet: a ``struct xdp_md``, a ``struct __sk_buff``,
-an rbpf fixed mbuff (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
+CONTEXTS = (*contexts(), "mbuff", "raw")
+"""How a program gets its packet: the contexts of the program types
+(ebpfvm.progtypes: a ``struct xdp_md``, a ``struct __sk_buff``), an rbpf
+fixed mbuff (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
 
 
 class CaptureError(EbpfError):
@@ -101,23 +102,13 @@ class _CheckedFile:
 def verdict_name(r0: int, verdicts: str) -> str:
     """``XDP_PASS`` (`verdicts` "xdp"), ``TC_ACT_SHOT`` ("tc"), or the number
     when r0 names no verdict or `verdicts` is "none"."""
-    actions: type[IntEnum] | None = {"xdp": XdpAction, "tc": TcAction}.get(verdicts)
-    if actions is None:
-        return str(r0)
-    value = r0 & 0xFFFF_FFFF
-    value = value - (1 << 32) if value >> 31 else value
-    try:
-        return ("XDP_" if verdicts == "xdp" else "TC_ACT_") + actions(value).name
-    except ValueError:
-        return str(r0)
+    return verdicts_of(verdicts).name(r0)
 
 
 def passes(r0: int, verdicts: str) -> bool:
     """Whether the packet goes on: XDP_PASS, TC_ACT_OK, or any nonzero r0
     (a socket filter's byte count) when r0 names no verdict."""
-    if verdicts == "none":
-        return r0 != 0
-    return r0 & 0xFFFF_FFFF == (XdpAction.PASS if verdicts == "xdp" else TcAction.OK)
+    return verdicts_of(verdicts).passes(r0)
 
 
 def read_capture(path: str | Path, handle: BinaryIO | None = None
@@ -288,8 +279,7 @@ class _ContextRunner:
     """xdp and skb contexts, one packet at a time (XdpRunner, SkbRunner)."""
 
     def __init__(self, vm: Any, engine: str, context: str) -> None:
-        kind = XdpRunner if context == "xdp" else SkbRunner
-        self.runner: Any = kind(vm, engine=engine, max_packet=MAX_PACKET)
+        self.runner: Any = runner_class(context)(vm, engine=engine, max_packet=MAX_PACKET)
 
     def run(self, frame: bytes) -> tuple[int, bytes]:
         result = self.runner.run(frame)
@@ -301,7 +291,7 @@ class _ContextRunner:
 
 def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
                     engine: str, writer: CaptureWriter | None, progress: Progress | None) -> None:
-    runner = (_ContextRunner(vm, engine, stats.context) if stats.context in ("xdp", "skb")
+    runner = (_ContextRunner(vm, engine, stats.context) if stats.context in contexts()
               else _PlainRunner(vm, engine))
     counts: Counter[int] = Counter()
     done = 0
@@ -375,7 +365,7 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
     view, base = buffer.view, buffer.base
     spans = array.array("Q", [0]) * (2 * len(frames))
     offset = 0
-    pack = _SLOT_MD.pack_into
+    pack = _PACK_SLOT_MD
     for index, (_timestamp, frame) in enumerate(frames):
         data = offset + slot
         end = data + len(frame)

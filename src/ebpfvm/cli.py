@@ -30,11 +30,11 @@ from .capture import (
 from .disasm import disassemble, disassemble_insn
 from .errors import EbpfError, MemoryFault
 from .kernel import KernelEnv
+from .progtypes import PROG_TYPES, prog_type_for_section, runner_class
 
 ENGINES = ("interp", "jit", "jit-unchecked")
 ASSEMBLY_SUFFIXES = (".s", ".asm", ".txt")
 ELF_MAGIC = b"\x7fELF"
-TC_SECTIONS = ("tc", "classifier", ".classifier", "action", "socket", "sk_skb", "cgroup_skb")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 TRACE_LINES = 20
 """trace_printk lines shown over a capture (the rest are counted)."""
@@ -314,22 +314,17 @@ def _context(args: argparse.Namespace, loaded: Loaded) -> str:
         return "mbuff"
     if args.context != "auto":
         return str(args.context)
-    section = loaded.section.split("/")[0]
-    if section.startswith("xdp"):
-        return "xdp"
-    if section in TC_SECTIONS:
-        return "skb"
-    return "raw"
+    found = prog_type_for_section(loaded.section)
+    return found.context if found is not None else "raw"
 
 
 def _verdicts(context: str, loaded: Loaded) -> str:
-    if context == "xdp":
-        return "xdp"
-    if context == "skb" or loaded.section.split("/")[0] in TC_SECTIONS:
-        return "tc"
-    if loaded.section.startswith("xdp"):
-        return "xdp"
-    return "none"
+    """How r0 is named: as the runner of `context` names it, else as the
+    section's program type does (ebpfvm.progtypes), else "none"."""
+    found = next((t for t in PROG_TYPES.values() if t.context == context), None)
+    if found is None:
+        found = prog_type_for_section(loaded.section)
+    return found.verdicts.key if found is not None else "none"
 
 
 def _make_vm(loaded: Loaded, args: argparse.Namespace, env: KernelEnv) -> Any:
@@ -479,10 +474,8 @@ def _jit_ok() -> bool:
 
 def _run_once(vm: Any, context: str, engine: str, data: bytes,
               trace: Callable[[int, tuple[int, ...]], None] | None) -> int:
-    from .contexts import SkbRunner, XdpRunner
-
-    if context in ("xdp", "skb"):
-        runner = (XdpRunner if context == "xdp" else SkbRunner)(vm, engine=engine)
+    if any(found.context == context for found in PROG_TYPES.values()):
+        runner = runner_class(context)(vm, engine=engine)
         try:
             r0: int = runner.run(data, trace=trace).r0
         finally:

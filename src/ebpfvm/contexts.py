@@ -29,6 +29,18 @@ from .helper_table import Impl, helper_number, helpers_of
 from .helpers import HelperContext
 from .interpreter import TraceFn
 from .memory import address_of
+from .progtypes import (
+    ETH_HLEN,
+    SKB_CB,
+    SKB_FIELDS,
+    SKB_LAYOUT,
+    XDP_MD,
+    XDP_MD_LAYOUT,
+    TcAction,
+    XdpAction,
+    pack_xdp_md,
+    prog_type,
+)
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
@@ -36,12 +48,8 @@ __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpR
 
 MAP_32BIT = 0x40
 """mmap flag (x86-64 Linux): place the mapping in the first 2 GiB."""
-XDP_MD = struct.Struct("<6I")
-"""struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-egress_ifindex (all u32)."""
 CONTEXT_SIZE = 64
 """Bytes reserved for the context before the packet area."""
-ETH_HLEN = 14
 XDP_TAILROOM = 4096
 """Bytes after the packet an XDP run may touch (a page, as the kernel's
 BPF_PROG_TEST_RUN frame at most): bpf_xdp_adjust_tail grows data_end into
@@ -53,30 +61,10 @@ BPF_XDP_ADJUST_TAIL = helper_number("bpf_xdp_adjust_tail")
 XDP_HELPERS = helpers_of(Impl.XDP)
 """Helpers that only exist in an XDP context: XdpRunner registers them."""
 M64 = (1 << 64) - 1
-
-
-class XdpAction(IntEnum):
-    """XDP verdicts (enum xdp_action)."""
-
-    ABORTED = 0
-    DROP = 1
-    PASS = 2
-    TX = 3
-    REDIRECT = 4
-
-
-class TcAction(IntEnum):
-    """tc verdicts (TC_ACT_*)."""
-
-    UNSPEC = -1
-    OK = 0
-    RECLASSIFY = 1
-    SHOT = 2
-    PIPE = 3
-    STOLEN = 4
-    QUEUED = 5
-    REPEAT = 6
-    REDIRECT = 7
+_XDP_DATA = XDP_MD_LAYOUT.fields["data"]
+_SKB_ACTIONS = prog_type("sched_cls").verdicts.actions or TcAction
+"""How SkbRunner names r0: as tc's verdicts, for every skb program type
+(a socket filter's kernel meaning, bytes kept, is issue 13's change)."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +265,7 @@ class XdpRunner(_Runner):
                                 name="bpf_xdp_adjust_tail")
 
     def _bounds(self, ctx: HelperContext, xdp: int) -> tuple[int, int]:
-        data, data_end = struct.unpack("<II", ctx.read(xdp, 8))
+        data, data_end = struct.unpack("<II", ctx.read(xdp + _XDP_DATA, 8))
         return data, data_end
 
     def _adjust_head(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
@@ -286,8 +274,9 @@ class XdpRunner(_Runner):
         new = data + _s32(delta)
         if new < self.base + CONTEXT_SIZE or new > data_end - ETH_HLEN:
             return -EINVAL & M64
-        ctx.write(xdp, struct.pack("<I", new))
-        ctx.write(xdp + 8, struct.pack("<I", new))  # data_meta follows data (no metadata)
+        ctx.write(xdp + _XDP_DATA, struct.pack("<I", new))
+        # data_meta follows data (no metadata)
+        ctx.write(xdp + XDP_MD_LAYOUT.fields["data_meta"], struct.pack("<I", new))
         return 0
 
     def _adjust_tail(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
@@ -296,7 +285,7 @@ class XdpRunner(_Runner):
         new = data_end + _s32(delta)
         if new > self.base + self._limit or new - data < ETH_HLEN:
             return -EINVAL & M64
-        ctx.write(xdp + 4, struct.pack("<I", new))
+        ctx.write(xdp + XDP_MD_LAYOUT.fields["data_end"], struct.pack("<I", new))
         return 0
 
     def run(self, packet: Any, *, trace: TraceFn | None = None) -> RunResult:
@@ -318,8 +307,8 @@ class XdpRunner(_Runner):
         if limit > len(view):
             limit = len(view)
         self._limit = limit
-        XDP_MD.pack_into(view, 0, self.base + start, self.base + end, self.base + start,
-                         self.ingress_ifindex, self.rx_queue_index, 0)
+        pack_xdp_md(view, 0, self.base + start, self.base + end, self.ingress_ifindex,
+                    self.rx_queue_index)
         r0 = frame.execute(self.vm, frame.window(limit), self.engine, trace)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
@@ -333,15 +322,10 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-SKB_SIZE = 192
+SKB_SIZE = SKB_LAYOUT.size
 """sizeof(struct __sk_buff)."""
-_SKB_FIELDS = {  # offsetof(struct __sk_buff, field), from linux/bpf.h
-    "len": 0, "pkt_type": 4, "mark": 8, "queue_mapping": 12, "protocol": 16,
-    "vlan_present": 20, "vlan_tci": 24, "vlan_proto": 28, "priority": 32,
-    "ingress_ifindex": 36, "ifindex": 40, "tc_index": 44, "hash": 68, "tc_classid": 72,
-    "data": 76, "data_end": 80, "napi_id": 84, "family": 88, "data_meta": 140, "wire_len": 160,
-}
-_SKB_CB = 48
+_SKB_FIELDS = SKB_FIELDS
+_SKB_CB = SKB_CB
 EFAULT = 14
 SKB_HELPERS = helpers_of(Impl.SKB)
 """Helpers that need an __sk_buff: SkbRunner registers them."""
@@ -480,7 +464,7 @@ class SkbRunner(_Runner):
             r0 = self.vm.execute_program(packet_view, skb, trace=trace)
         else:
             r0 = self.vm.execute_program_jit(packet_view, skb)
-        return RunResult(r0, bytes(frame.view[self._start : self._end]), TcAction)
+        return RunResult(r0, bytes(frame.view[self._start : self._end]), _SKB_ACTIONS)
 
     # -- helpers ------------------------------------------------------------------
 

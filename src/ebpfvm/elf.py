@@ -43,9 +43,9 @@ from .errors import (
     VmFault,
     count_of,
 )
+from .helper_table import helper_name, helper_number, supported_helpers
 from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
-from .helper_table import helper_name, helper_number, supported_helpers
 from .kernel import KernelEnv, kernel_helpers
 from .maps import (
     MAX_MAP_BYTES,

@@ -46,7 +46,7 @@ from .errors import (
 from .helper_table import helper_name, helper_number, supported_helpers
 from .helpers import NO_BUDGET, HelperContext
 from .isa import OPS, Form, find_row
-from .kernel import KernelEnv, kernel_helpers
+from .kernel import KernelEnv
 from .maps import (
     MAX_MAP_BYTES,
     MAX_OBJECT_MAP_BYTES,
@@ -56,13 +56,11 @@ from .maps import (
     MapMemory,
     MapType,
     create_map,
-    map_helpers,
 )
 from .memory import address_of
 
 if TYPE_CHECKING:
-    from .contexts import SkbRunner, XdpRunner
-    from .vm import EbpfVmFixedMbuff, EbpfVmRaw, _VmBase
+    from .objects import EbpfVmFixedMbuff, EbpfVmRaw, SkbRunner, XdpRunner, _VmBase
 
     _Vm = TypeVar("_Vm", bound=_VmBase)
 
@@ -181,13 +179,9 @@ class ElfObject:
         """An XdpRunner (ebpfvm.contexts) for one program, with its helpers,
         maps and global data; keyword arguments go to XdpRunner. The runner
         owns its VM: closing it frees the VM's JIT code."""
-        from .contexts import XdpRunner
+        from .objects import build_xdp
 
-        vm = self.vm(name, section=section, env=env)
-        runner = XdpRunner(vm, engine=engine, **kwargs)
-        runner._owns_vm = True
-        self._made.add(runner)
-        return runner
+        return build_xdp(self, name, section, engine, env, **kwargs)
 
     def skb(self, name: str | None = None, *, section: str | None = None,
             engine: str = "interp", env: KernelEnv | None = None,
@@ -195,14 +189,9 @@ class ElfObject:
         """An SkbRunner (ebpfvm.contexts) for a socket-filter or tc program:
         an EbpfVmMbuff (r1 = the __sk_buff, input memory = the packet). The
         runner owns its VM, as for xdp()."""
-        from .contexts import SkbRunner
-        from .vm import EbpfVmMbuff
+        from .objects import build_skb
 
-        vm = self.vm(name, section=section, env=env, kind=EbpfVmMbuff)
-        runner = SkbRunner(vm, engine=engine, **kwargs)
-        runner._owns_vm = True
-        self._made.add(runner)
-        return runner
+        return build_skb(self, name, section, engine, env, **kwargs)
 
     @overload
     def vm(self, name: str | None = None, *, section: str | None = None,
@@ -227,29 +216,9 @@ class ElfObject:
         EbpfVmRaw by default; ``fixed_mbuff=(data_offset, data_end_offset)``
         gives an EbpfVmFixedMbuff; `kind` any other VM class. Keyword
         arguments (budget) go to the VM's constructor."""
-        from .vm import EbpfVmFixedMbuff, EbpfVmRaw
+        from .objects import build_vm
 
-        self._check_open()
-        program = self.program(name, section=section)
-        vm: Any
-        if fixed_mbuff is not None:
-            vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
-        else:
-            vm = (kind or EbpfVmRaw)(program.code, **kwargs)
-        for key, helper in kernel_helpers(env if env is not None else KernelEnv()).items():
-            vm.register_helper(key, helper)
-        for data_section in program.data_sections:
-            vm.register_allowed_memory(self.data[data_section],
-                                       writable=not data_section.startswith(".rodata"))
-        if program.maps:
-            used = {self.maps[name].handle: self.maps[name] for name in program.maps}
-            for key, helper in map_helpers(used).items():
-                vm.register_helper(key, helper)
-        settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
-        _TailCalls(self, settings, program.name, vm).attach(vm)
-        self._made.add(vm)
-        made: _VmBase = vm
-        return made
+        return build_vm(self, name, section, kind, fixed_mbuff, env, **kwargs)
 
     def program(self, name: str | None = None, *, section: str | None = None) -> Program:
         """The program called `name`, or the only one in `section`, or the only one."""

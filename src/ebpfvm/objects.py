@@ -1,0 +1,72 @@
+"""Building VMs and runners for a loaded object (ElfObject.vm, .xdp, .skb).
+
+The loader (ebpfvm.elf) only loads; this module turns one of the object's
+programs into something that runs: a VM with the kernel helpers, the maps the
+program uses, its global data as allowed memory and its tail calls, and the
+XDP or __sk_buff runner around such a VM.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .contexts import SkbRunner, XdpRunner
+from .elf import _TailCalls
+from .kernel import KernelEnv, kernel_helpers
+from .maps import map_helpers
+from .vm import EbpfVmFixedMbuff, EbpfVmMbuff, EbpfVmRaw, _VmBase
+
+if TYPE_CHECKING:
+    from .elf import ElfObject
+
+__all__ = ["EbpfVmFixedMbuff", "EbpfVmRaw", "SkbRunner", "XdpRunner", "_VmBase", "build_skb",
+           "build_vm", "build_xdp"]
+
+
+def build_vm(obj: ElfObject, name: str | None, section: str | None,
+             kind: type[_VmBase] | None, fixed_mbuff: tuple[int, int] | None,
+             env: KernelEnv | None, **kwargs: Any) -> _VmBase:
+    """ElfObject.vm: a VM running one program of `obj`, with the kernel
+    helpers (`env` configures them), its maps, its global data as allowed
+    memory and its tail calls."""
+    obj._check_open()
+    program = obj.program(name, section=section)
+    vm: Any
+    if fixed_mbuff is not None:
+        vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
+    else:
+        vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+    for key, helper in kernel_helpers(env if env is not None else KernelEnv()).items():
+        vm.register_helper(key, helper)
+    for data_section in program.data_sections:
+        vm.register_allowed_memory(obj.data[data_section],
+                                   writable=not data_section.startswith(".rodata"))
+    if program.maps:
+        used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
+        for key, helper in map_helpers(used).items():
+            vm.register_helper(key, helper)
+    settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
+    _TailCalls(obj, settings, program.name, vm).attach(vm)
+    obj._made.add(vm)
+    made: _VmBase = vm
+    return made
+
+
+def build_xdp(obj: ElfObject, name: str | None, section: str | None, engine: str,
+              env: KernelEnv | None, **kwargs: Any) -> XdpRunner:
+    """ElfObject.xdp: an XdpRunner owning a VM of one program of `obj`."""
+    vm = build_vm(obj, name, section, None, None, env)
+    runner = XdpRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
+    runner._owns_vm = True
+    obj._made.add(runner)
+    return runner
+
+
+def build_skb(obj: ElfObject, name: str | None, section: str | None, engine: str,
+              env: KernelEnv | None, **kwargs: Any) -> SkbRunner:
+    """ElfObject.skb: an SkbRunner owning an EbpfVmMbuff of one program of `obj`."""
+    vm = build_vm(obj, name, section, EbpfVmMbuff, None, env)
+    runner = SkbRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
+    runner._owns_vm = True
+    obj._made.add(runner)
+    return runner

@@ -125,6 +125,8 @@ class ElfObject:
     data: dict[str, bytearray] = field(default_factory=dict)
     maps: dict[str, AnyMap] = field(default_factory=dict)
     _pins: list[Any] = field(default_factory=list)
+    _globals: dict[str, Map] = field(default_factory=dict)
+    """The maps of the global-data sections, by section name."""
     _made: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     _closed: bool = False
 
@@ -166,8 +168,8 @@ class ElfObject:
     def variables(self, section: str) -> dict[str, Any]:
         """The current values of a global-data section's variables, decoded
         with the object's BTF (ints, named tuples, lists, bytes)."""
-        found = self.maps.get(section)
-        if section not in self.data or not isinstance(found, Map):
+        found = self._globals.get(section)
+        if found is None:
             raise KeyError(f"no global-data section {section!r}")
         data = self.data[section]
         return {name: codec.decode(data[offset : offset + codec.size])
@@ -578,9 +580,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
         except MapError as exc:
             raise ElfError(str(exc), ".maps") from exc
         created.handle = id(created)
-        if isinstance(created, Map):
-            created.key_codec = codecs.get("key")
-            created.value_codec = codecs.get("value")
+        created.set_btf(codecs.get("key"), codecs.get("value"))
         found[var.name] = result.maps[var.name] = created
     return found
 
@@ -615,7 +615,8 @@ def _data_sections(elf: Any, result: ElfObject,
         result._pins.append(memoryview(buffer))  # no resize while programs point into it
         found[index] = (name, address_of(buffer), size)
         # As libbpf does: each section is also a single-element array map.
-        result.maps[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1, slab=buffer)
+        result.maps[name] = result._globals[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1,
+                                                        slab=buffer)
     return found
 
 
@@ -628,8 +629,8 @@ def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -
                if isinstance(sym["st_shndx"], int) and sym["st_shndx"] < len(sections)}
     for name, buffer in result.data.items():
         datasec = btf.datasec(name)
-        found = result.maps.get(name)
-        if datasec is None or not isinstance(found, Map):
+        found = result._globals.get(name)
+        if datasec is None or found is None:
             continue
         for _, var_id, _offset in datasec.items:
             var = btf.get(var_id)

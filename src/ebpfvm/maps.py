@@ -25,13 +25,30 @@ evicted when full), and queue and stack
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator, MutableMapping
-from enum import IntEnum
-from typing import Any
+from collections.abc import Collection, Iterator, MutableMapping
+from typing import Any, cast
 
-from .errors import ArrayIndexError, MapError, MapFull, ResourceLimit, count_of
+from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, count_of
 from .helpers import Helper, HelperContext, numbered
+from .mapbase import (
+    MAX_KEY_SIZE,
+    MAX_MAP_BYTES,
+    MAX_OBJECT_MAP_BYTES,
+    MAX_VALUE_SIZE,
+    BpfMap,
+    MapMemory,
+    MapSpec,
+    MapTooLarge,
+    MapType,
+    map_bytes,
+    map_class,
+    register,
+)
+from .mapbase import as_bytes as _as_bytes
+from .mapbase import as_int as _as_int
+from .mapbase import check_size as _check_size
 from .memory import Region, address_of
+from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 __all__ = [
     "BPF_ANY",
@@ -41,8 +58,12 @@ __all__ = [
     "MAX_MAP_BYTES",
     "MAX_OBJECT_MAP_BYTES",
     "MAX_VALUE_SIZE",
+    "RINGBUF_BUSY",
+    "RINGBUF_DISCARD",
+    "RINGBUF_HEADER",
     "AnyMap",
     "ArrayIndexError",
+    "BpfMap",
     "Map",
     "MapFull",
     "MapMemory",
@@ -68,23 +89,6 @@ EEXIST = 17
 ENOENT = 2
 EINVAL = 22
 
-MAX_VALUE_SIZE = 4 << 20
-"""The largest map value (and global-data section): the kernel refuses array
-and hash values above KMALLOC_MAX_SIZE, 4 MiB on x86-64, with E2BIG."""
-MAX_KEY_SIZE = 512
-"""The largest hash-map key: the kernel refuses keys above MAX_BPF_STACK (a
-program builds its keys on its 512-byte stack) with E2BIG."""
-MAX_MAP_BYTES = 256 << 20
-"""The most host memory one map may hold by default (:func:`map_bytes`):
-256 MiB, the ``max_bytes`` default of :func:`create_map` and ebpfvm.load's
-``max_map_bytes``. Large enough for a hash map of a million 64-byte entries
-or a 64 MiB ring buffer; small enough that a hostile object's map costs at
-most a few hundred MB."""
-MAX_OBJECT_MAP_BYTES = 512 << 20
-"""The most host memory the maps and global data of one object may hold
-together by default (ebpfvm.load's ``max_object_map_bytes``): 512 MiB, two
-maps at the per-map limit. With it a hostile object stays within a few
-hundred MB however many maps it declares."""
 HASH_ENTRY_BYTES = 192
 """Python's cost of one hash-map entry besides its key bytes (the key's
 bytes object, its OrderedDict node and slot number): about 175 bytes measured
@@ -94,95 +98,50 @@ QUEUE_ENTRY_BYTES = 64
 its deque slot): about 50 bytes measured, rounded up."""
 PROG_ARRAY_SLOT_BYTES = 8
 """What one program-array slot counts for (the kernel's: one pointer)."""
+_ARRAYS = (MapType.ARRAY, MapType.PERCPU_ARRAY)
 
 
-class MapTooLarge(ResourceLimit, MapError):
-    """A map (or the maps of one object) over its memory limit. `resource` is
-    "map memory" for one map, "object map memory" for one object's maps;
-    `limit` and `requested` are bytes; `map_name` is the map refused."""
-
-    def __init__(self, resource: str, limit: int, requested: int, map_name: str) -> None:
-        super().__init__(resource, limit, requested, f"map {map_name!r}")
-        self.map_name = map_name
-
-
-class MapMemory:
-    """The memory budget shared by the maps of one object: each map (or
-    global-data section) is charged its :func:`map_bytes` before it is
-    allocated, and one over `limit` bytes in all is a MapTooLarge."""
-
-    def __init__(self, limit: int = MAX_OBJECT_MAP_BYTES) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def charge(self, name: str, size: int) -> None:
-        """Count `size` more bytes for map `name`, or raise MapTooLarge."""
-        if self.used + size > self.limit:
-            raise MapTooLarge("object map memory", self.limit, self.used + size, name)
-        self.used += size
-
-
-def map_bytes(map_type: MapType, key_size: int, value_size: int, max_entries: int) -> int:
-    """The host memory a map of these parameters may come to hold: its slab,
-    plus for hash maps each entry's key and bookkeeping, for queues each
-    value's, for a ring buffer its double-size data area."""
-    if map_type is MapType.RINGBUF:
-        return 2 * max_entries
-    if map_type is MapType.PROG_ARRAY:
-        return PROG_ARRAY_SLOT_BYTES * max_entries
-    if map_type in (MapType.QUEUE, MapType.STACK):
-        return (value_size + QUEUE_ENTRY_BYTES) * max_entries
-    if map_type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
-        return value_size * max_entries
-    return (value_size + key_size + HASH_ENTRY_BYTES) * max_entries
-
-
-def _check_size(name: str, map_type: MapType, key_size: int, value_size: int,
-                max_entries: int, max_bytes: int = MAX_MAP_BYTES) -> int:
-    """The map's :func:`map_bytes`; MapError for a value or key too large,
-    MapTooLarge for a whole map over `max_bytes`."""
-    if value_size > MAX_VALUE_SIZE:
-        raise MapError(f"map {name!r}: value size {value_size} exceeds {MAX_VALUE_SIZE}")
-    if key_size > MAX_KEY_SIZE:
-        raise MapError(f"map {name!r}: key size {key_size} exceeds {MAX_KEY_SIZE}")
-    size = map_bytes(map_type, key_size, value_size, max_entries)
-    if size > max_bytes:
-        raise MapTooLarge("map memory", max_bytes, size, name)
-    return size
-
-
-def _as_bytes(owner: str, what: str, data: Any) -> bytes:
-    """`data` (bytes, bytearray or memoryview) as bytes; MapError for any other
-    type, so wrong arguments from Python fail like wrong sizes do."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise MapError(f"map {owner!r}: {what} must be bytes, not {type(data).__name__}")
-    return bytes(data)
-
-
-def _as_int(owner: str, what: str, value: Any) -> int:
-    if not isinstance(value, int):
-        raise MapError(f"map {owner!r}: {what} must be an int, not {type(value).__name__}")
-    return value
-
-
-class MapType(IntEnum):
-    """Kernel map type numbers (include/uapi/linux/bpf.h)."""
-
-    HASH = 1
-    ARRAY = 2
-    PERCPU_HASH = 5
-    PERCPU_ARRAY = 6
-    LRU_HASH = 9
-    LRU_PERCPU_HASH = 10
-    PROG_ARRAY = 3
-    QUEUE = 22
-    STACK = 23
-    RINGBUF = 27
-
-
-class ProgArray:
+class ProgArray(BpfMap):
     """A program array for tail calls: slot -> program name. From Python:
     ``jumps[0] = "handler"``, ``del jumps[0]``, ``jumps.get(0)``."""
+
+    kind = "prog_array"
+
+    @classmethod
+    def check_shape(cls, spec: MapSpec) -> None:
+        """Program arrays have 4-byte keys and values."""
+        if spec.key_size != 4 or spec.value_size != 4:
+            raise MapError(f"map {spec.name!r}: program arrays have 4-byte keys and values")
+
+    @classmethod
+    def memory_bytes(cls, spec: MapSpec) -> int:
+        """One pointer a slot."""
+        return PROG_ARRAY_SLOT_BYTES * spec.max_entries
+
+    @classmethod
+    def create(cls, spec: MapSpec, max_bytes: int) -> ProgArray:
+        """A new program array."""
+        return cls(spec.name, spec.max_entries, spec.flags, max_bytes)
+
+    def describe(self) -> str:
+        """Name and slot count."""
+        return f"{self.name}: prog_array, max_entries {self.max_entries}"
+
+    def entries_text(self, limit: int) -> list[str]:
+        """``slot -> program`` lines."""
+        from .mapview import more
+
+        lines = [f"{index} -> {name}" for index, name in sorted(self.slots.items())[:limit]]
+        return more(lines, len(self.slots))
+
+    def preload_entry(self, key: Any, value: Any, programs: Collection[str] | None) -> None:
+        """An index and a program name (one of `programs` when given)."""
+        if not isinstance(key, int) or not isinstance(value, str):
+            raise MapError(f"map {self.name}: a program array maps an index to a program name")
+        if programs is not None and value not in programs:
+            raise BtfValueError(f"[{key}]", value, f"no program {value!r} in the object "
+                                f"(programs: {', '.join(programs) or 'none'})", self.name)
+        self[key] = value
 
     def __init__(self, name: str, max_entries: int, flags: int = 0,
                  max_bytes: int = MAX_MAP_BYTES) -> None:
@@ -231,126 +190,6 @@ class ProgArray:
         return f"ProgArray({self.name!r}, max_entries={self.max_entries})"
 
 
-RINGBUF_BUSY = 1 << 31
-"""Record header bit: reserved, not yet submitted or discarded."""
-RINGBUF_DISCARD = 1 << 30
-"""Record header bit: discarded; consumers skip it."""
-RINGBUF_HEADER = 8
-EAGAIN = 11
-
-
-class RingBuf:
-    """A ring buffer map with the kernel's record framing: an 8-byte header
-    (length, BUSY and DISCARD bits) before each record, records 8-byte aligned.
-
-    The data area is mapped twice in the kernel so records never wrap; here the
-    slab is twice the ring size for the same effect. Python consumes with
-    :meth:`consume`, which yields each submitted record once.
-
-    A program that reserves a record may touch the whole slab (one region,
-    registered once per run), so it can scribble on record headers: the ring
-    keeps which records are reserved itself, and consume() trusts a header's
-    length only when it fits in what was produced."""
-
-    def __init__(self, name: str, size: int, flags: int = 0,
-                 max_bytes: int = MAX_MAP_BYTES) -> None:
-        if size <= 0 or size & (size - 1) or size % 4096:
-            raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
-                           "and a multiple of 4096")
-        _check_size(name, MapType.RINGBUF, 0, 0, size, max_bytes)
-        self.name = name
-        self.type = MapType.RINGBUF
-        self.key_size = 0
-        self.value_size = 0
-        self.max_entries = size
-        self.flags = flags
-        self.slab = bytearray(2 * size)
-        self._pin = memoryview(self.slab)
-        self.base = address_of(self.slab)
-        self.region = Region(self.base, memoryview(self.slab), True, f"ringbuf {name}")
-        """The data area, the one region programs get for the records they reserve."""
-        self.producer = 0
-        self.consumer = 0
-        self.handle = 0
-        self._busy: dict[int, tuple[int, object]] = {}
-        """Reserved records not yet submitted or discarded: header offset ->
-        (length, the run that reserved it)."""
-
-    def reserve(self, size: int, owner: object = None) -> int:
-        """Address of `size` bytes in a new busy record, or 0 when full.
-        `owner` names the run reserving it (see :meth:`discard_owned`)."""
-        size = _as_int(self.name, "size", size)
-        total = (RINGBUF_HEADER + size + 7) & ~7
-        if size <= 0 or size >= RINGBUF_DISCARD or \
-                self.producer - self.consumer + total > self.max_entries:
-            return 0
-        offset = self.producer % self.max_entries
-        self.slab[offset : offset + RINGBUF_HEADER] = (size | RINGBUF_BUSY).to_bytes(4, "little") \
-            + offset.to_bytes(4, "little")
-        self.producer += total
-        self._busy[offset] = (size, owner)
-        return self.base + offset + RINGBUF_HEADER
-
-    def commit(self, address: int, discard: bool) -> bool:
-        """Submit or discard the record whose data starts at `address`;
-        False when no reserved record starts there."""
-        address = _as_int(self.name, "address", address)
-        offset = address - self.base - RINGBUF_HEADER
-        found = self._busy.pop(offset, None)
-        if found is None:
-            return False
-        header = found[0] | (RINGBUF_DISCARD if discard else 0)
-        self.slab[offset : offset + 4] = header.to_bytes(4, "little")
-        return True
-
-    def discard_owned(self, owner: object) -> None:
-        """Discard every record `owner` reserved and did not submit (a run
-        that ended, returned or faulted, without giving them back)."""
-        for offset, (_size, who) in list(self._busy.items()):
-            if who is owner:
-                self.commit(self.base + offset + RINGBUF_HEADER, discard=True)
-
-    def output(self, data: bytes) -> int:
-        """bpf_ringbuf_output: reserve, copy, submit; 0 or -EAGAIN."""
-        data = _as_bytes(self.name, "data", data)
-        address = self.reserve(len(data))
-        if not address:
-            return -EAGAIN
-        start = address - self.base
-        self.slab[start : start + len(data)] = data
-        self.commit(address, discard=False)
-        return 0
-
-    def consume(self) -> Iterator[bytes]:
-        """Yield submitted records in order, up to the first busy one.
-
-        A header a program overwrote with a length past what was produced is
-        a MapError; the ring then drops what was left to read, so the next
-        consume() starts clean. Each step moves on by at least one header,
-        and no read leaves the slab."""
-        while self.consumer < self.producer:
-            offset = self.consumer % self.max_entries
-            if offset in self._busy:
-                return
-            header = int.from_bytes(self.slab[offset : offset + 4], "little")
-            size = header & (RINGBUF_DISCARD - 1)
-            total = (RINGBUF_HEADER + size + 7) & ~7
-            if total > self.producer - self.consumer:
-                self.consumer = self.producer
-                raise MapError(f"map {self.name!r}: record header at offset {offset} was "
-                               f"overwritten (length {size}); the unread records are dropped")
-            self.consumer += total
-            if not header & RINGBUF_DISCARD:
-                yield bytes(self.slab[offset + RINGBUF_HEADER : offset + RINGBUF_HEADER + size])
-
-    def __len__(self) -> int:
-        """Bytes produced and not yet consumed (records and headers)."""
-        return self.producer - self.consumer
-
-    def __repr__(self) -> str:
-        return f"RingBuf({self.name!r}, size={self.max_entries})"
-
-
 class TypedMap(MutableMapping[Any, Any]):
     """A map seen through its BTF types: values in, values out."""
 
@@ -383,9 +222,38 @@ class TypedMap(MutableMapping[Any, Any]):
         return f"TypedMap({self.raw!r})"
 
 
-class QueueMap:
+class QueueMap(BpfMap):
     """A queue (FIFO) or stack (LIFO) map: no keys, values pushed and popped.
     From Python: push(), pop(), peek(), len() and iteration (next out first)."""
+
+    kind = "queue"
+    type: MapType
+
+    @classmethod
+    def check_shape(cls, spec: MapSpec) -> None:
+        """Queues and stacks have no key."""
+        if spec.key_size:
+            raise MapError(f"map {spec.name!r}: queue and stack maps have no key")
+
+    @classmethod
+    def memory_bytes(cls, spec: MapSpec) -> int:
+        """Each value and its Python bookkeeping."""
+        return (spec.value_size + QUEUE_ENTRY_BYTES) * spec.max_entries
+
+    @classmethod
+    def create(cls, spec: MapSpec, max_bytes: int) -> QueueMap:
+        """A new queue or stack."""
+        return cls(spec.name, MapType(spec.type), spec.value_size, spec.max_entries, spec.flags,
+                   max_bytes)
+
+    def describe(self) -> str:
+        """Name, kind, value size, limit."""
+        return f"{self.name}: {self.type.name.lower()}, value " \
+               f"{count_of(self.value_size, 'byte')}, max_entries {self.max_entries}"
+
+    def entries_text(self, limit: int) -> list[str]:
+        """How many values wait."""
+        return [f"{len(self)} value(s) waiting"][:limit]
 
     def __init__(self, name: str, map_type: MapType, value_size: int, max_entries: int,
                  flags: int = 0, max_bytes: int = MAX_MAP_BYTES) -> None:
@@ -455,8 +323,56 @@ class QueueMap:
                 f"max_entries={self.max_entries})")
 
 
-class Map(MutableMapping[bytes, bytes]):
+class Map(BpfMap, MutableMapping[bytes, bytes]):
     """One map: fixed key and value sizes, at most `max_entries` entries."""
+
+    kind = "keyed"
+    type: MapType
+    key_codec: Any
+    value_codec: Any
+
+    @classmethod
+    def check_shape(cls, spec: MapSpec) -> None:
+        """Array keys are 4 bytes."""
+        if spec.type in _ARRAYS and spec.key_size != 4:
+            raise MapError(f"map {spec.name!r}: array keys are 4 bytes, not {spec.key_size}")
+
+    @classmethod
+    def memory_bytes(cls, spec: MapSpec) -> int:
+        """The slab, and for hash maps each entry's key and bookkeeping."""
+        if spec.type in _ARRAYS:
+            return spec.value_size * spec.max_entries
+        return (spec.value_size + spec.key_size + HASH_ENTRY_BYTES) * spec.max_entries
+
+    @classmethod
+    def create(cls, spec: MapSpec, max_bytes: int) -> Map:
+        """A new hash or array map."""
+        return cls(spec.name, MapType(spec.type), spec.key_size, spec.value_size,
+                   spec.max_entries, spec.flags, max_bytes=max_bytes)
+
+    def describe(self) -> str:
+        """Name, kind, key and value types (BTF when known), limit."""
+        from .mapview import describe_keyed
+
+        return describe_keyed(self)
+
+    def entries_text(self, limit: int) -> list[str]:
+        """``key -> value`` lines (BTF-decoded when possible), or a global-data
+        section's variables."""
+        from .mapview import entries_keyed
+
+        return entries_keyed(self, limit)
+
+    def preload_entry(self, key: Any, value: Any, _programs: Collection[str] | None) -> None:
+        """Encode the key and value (BTF, ints or hex strings) and store them."""
+        from .mapview import preload_keyed
+
+        preload_keyed(self, key, value)
+
+    def set_btf(self, key_codec: Any, value_codec: Any) -> None:
+        """Keep the codecs: `typed`, the maps view and --map use them."""
+        self.key_codec = key_codec
+        self.value_codec = value_codec
 
     def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, slab: bytearray | None = None,
@@ -486,8 +402,8 @@ class Map(MutableMapping[bytes, bytes]):
         self._fresh = 0
         self._free: list[int] = []
         self.handle = 0  # set by the VM or loader that gives programs this map
-        self.key_codec: Any = None
-        self.value_codec: Any = None
+        self.key_codec = None
+        self.value_codec = None
         """BTF codecs (ebpfvm.btf.Codec) when the object describes the types."""
         self.variables: dict[str, tuple[int, Any]] = {}
         """For a global-data section's map: each variable's offset in the value
@@ -520,7 +436,7 @@ class Map(MutableMapping[bytes, bytes]):
                 BPF_ANY, BPF_NOEXIST, BPF_EXIST):
             return -EINVAL
         slot = self._slot(key)
-        if self._is_array:
+        if self.is_array:
             if slot is None:
                 return -E2BIG
             if flags == BPF_NOEXIST:
@@ -549,7 +465,7 @@ class Map(MutableMapping[bytes, bytes]):
     def delete_elem(self, key: bytes) -> int:
         """Remove `key`; 0 or a negative errno (arrays cannot delete)."""
         key = _as_bytes(self.name, "key", key)
-        if self._is_array:
+        if self.is_array:
             return -EINVAL
         slot = self._slots.pop(key, None)
         if slot is None:
@@ -558,13 +474,14 @@ class Map(MutableMapping[bytes, bytes]):
         return 0
 
     @property
-    def _is_array(self) -> bool:
-        return self.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
+    def is_array(self) -> bool:
+        """Whether this is an array (keys are indexes; every slot exists)."""
+        return self.type in _ARRAYS
 
     def _slot(self, key: bytes) -> int | None:
         if len(key) != self.key_size:
             return None
-        if self._is_array:
+        if self.is_array:
             index = int.from_bytes(key[:4], "little")
             return index if index < self.max_entries else None
         return self._slots.get(key)
@@ -584,7 +501,7 @@ class Map(MutableMapping[bytes, bytes]):
         if len(value) != self.value_size:
             raise MapError(f"map {self.name!r}: value is {count_of(len(value), 'byte')}, "
                            f"not {self.value_size}")
-        if self._is_array and self._slot(key) is None:
+        if self.is_array and self._slot(key) is None:
             raise ArrayIndexError(self.name, int.from_bytes(key[:4], "little"), self.max_entries)
         error = self.update_elem(key, value)
         if error == -E2BIG:
@@ -597,12 +514,12 @@ class Map(MutableMapping[bytes, bytes]):
             raise KeyError(key)
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._is_array:
+        if self.is_array:
             return (i.to_bytes(self.key_size, "little") for i in range(self.max_entries))
         return iter(list(self._slots))
 
     def __len__(self) -> int:
-        return self.max_entries if self._is_array else len(self._slots)
+        return self.max_entries if self.is_array else len(self._slots)
 
     def _key(self, key: bytes) -> bytes:
         key = _as_bytes(self.name, "key", key)
@@ -623,33 +540,27 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
     and for bad sizes. The map's :func:`map_bytes` must fit in `max_bytes`
     and, when given, in what is left of `memory` (the object's budget), or
     MapTooLarge is raised before anything is allocated."""
-    try:
-        kind = MapType(map_type)
-    except ValueError:
-        raise MapError(f"map {name!r}: map type {map_type} is not supported yet") from None
-    if kind in (MapType.QUEUE, MapType.STACK) and key_size:
-        raise MapError(f"map {name!r}: queue and stack maps have no key")
-    if kind is MapType.PROG_ARRAY and (key_size != 4 or value_size != 4):
-        raise MapError(f"map {name!r}: program arrays have 4-byte keys and values")
-    if kind is MapType.RINGBUF and (key_size or value_size):
-        raise MapError(f"map {name!r}: ring buffers have no key or value size")
-    if kind in (MapType.ARRAY, MapType.PERCPU_ARRAY) and key_size != 4:
-        raise MapError(f"map {name!r}: array keys are 4 bytes, not {key_size}")
+    cls = map_class(name, map_type)
+    spec = MapSpec(name, map_type, key_size, value_size, max_entries, flags)
+    cls.check_shape(spec)
     if max_entries > 0 and value_size >= 0:
-        size = _check_size(name, kind, key_size, value_size, max_entries, max_bytes)
+        size = _check_size(name, map_type, key_size, value_size, max_entries, max_bytes)
         if memory is not None:
             memory.charge(name, size)
-    if kind in (MapType.QUEUE, MapType.STACK):
-        return QueueMap(name, kind, value_size, max_entries, flags, max_bytes)
-    if kind is MapType.PROG_ARRAY:
-        return ProgArray(name, max_entries, flags, max_bytes)
-    if kind is MapType.RINGBUF:
-        return RingBuf(name, max_entries, flags, max_bytes)
-    return Map(name, kind, key_size, value_size, max_entries, flags, max_bytes=max_bytes)
+    return cls.create(spec, max_bytes)
 
 
-AnyMap = Map | QueueMap | RingBuf | ProgArray
-"""Every kind of map object."""
+for _number, _cls in (
+    (MapType.HASH, Map), (MapType.ARRAY, Map), (MapType.PERCPU_HASH, Map),
+    (MapType.PERCPU_ARRAY, Map), (MapType.LRU_HASH, Map), (MapType.LRU_PERCPU_HASH, Map),
+    (MapType.PROG_ARRAY, ProgArray), (MapType.QUEUE, QueueMap), (MapType.STACK, QueueMap),
+    (MapType.RINGBUF, RingBuf),
+):
+    register(_number, _cls)
+
+
+AnyMap = BpfMap
+"""Every kind of map object (the base class of the registered map classes)."""
 _M64 = (1 << 64) - 1
 
 
@@ -660,21 +571,21 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
     def find(handle: int) -> Map:
         found = maps.get(handle)
-        if not isinstance(found, Map):
+        if found is None or found.kind != "keyed":
             raise MapError(f"no keyed map has handle {handle:#x}")
-        return found
+        return cast(Map, found)
 
     def find_queue(handle: int) -> QueueMap:
         found = maps.get(handle)
-        if not isinstance(found, QueueMap):
+        if found is None or found.kind != "queue":
             raise MapError(f"no queue or stack map has handle {handle:#x}")
-        return found
+        return cast(QueueMap, found)
 
     def find_ring(handle: int) -> RingBuf:
         found = maps.get(handle)
-        if not isinstance(found, RingBuf):
+        if found is None or found.kind != "ringbuf":
             raise MapError(f"no ring buffer has handle {handle:#x}")
-        return found
+        return cast(RingBuf, found)
 
     def ring_output(ctx: HelperContext, handle: int, data: int, size: int, _f: int,
                     _e: int) -> int:
@@ -696,7 +607,7 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
     def ring_commit(address: int, discard: bool) -> int:
         for ring in maps.values():
-            if isinstance(ring, RingBuf) and ring.commit(address, discard):
+            if ring.kind == "ringbuf" and cast(RingBuf, ring).commit(address, discard):
                 return 0
         raise MapError(f"{address:#x} is not a reserved ring buffer record")
 

@@ -14,13 +14,17 @@ as values.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .btf import Btf, BtfKind
 from .errors import BtfValueError, MapError, count_of
-from .maps import Map, MapType, ProgArray, QueueMap, RingBuf
+from .mapbase import BpfMap
 
-__all__ = ["btf_type_name", "describe", "entries", "expected_form", "preload"]
+if TYPE_CHECKING:
+    from .maps import Map
+
+__all__ = ["btf_type_name", "describe", "describe_keyed", "entries", "entries_keyed",
+           "expected_form", "more", "preload", "preload_keyed"]
 
 _MAX_DEPTH = 8
 
@@ -61,24 +65,20 @@ def _codec_text(codec: Any, size: int) -> str:
            f"({count_of(size, 'byte')})"
 
 
-def describe(m: Any) -> str:
+def describe(m: BpfMap) -> str:
     """One line: name, type, key and value types (BTF when known), sizes, limits."""
-    if isinstance(m, Map) and m.variables:
+    return m.describe()
+
+
+def describe_keyed(m: Map) -> str:
+    """Map.describe: a keyed map's line, or a global-data section's variables."""
+    if m.variables:
         names = ", ".join(f"{btf_type_name(codec.btf, codec.type.id)} {name}"
                           for name, (_offset, codec) in m.variables.items())
         return f"{m.name}: global data, {count_of(m.value_size, 'byte')}: {names}"
-    if isinstance(m, Map):
-        return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
-                f"value {_codec_text(m.value_codec, m.value_size)}, "
-                f"max_entries {m.max_entries}")
-    if isinstance(m, QueueMap):
-        return f"{m.name}: {m.type.name.lower()}, value {count_of(m.value_size, 'byte')}, " \
-               f"max_entries {m.max_entries}"
-    if isinstance(m, RingBuf):
-        return f"{m.name}: ringbuf, {count_of(m.max_entries, 'byte')}"
-    if isinstance(m, ProgArray):
-        return f"{m.name}: prog_array, max_entries {m.max_entries}"
-    return f"{getattr(m, 'name', '?')}: {type(m).__name__}"
+    return (f"{m.name}: {m.type.name.lower()}, key {_codec_text(m.key_codec, m.key_size)}, "
+            f"value {_codec_text(m.value_codec, m.value_size)}, "
+            f"max_entries {m.max_entries}")
 
 
 def _show_variable(value: Any) -> str:
@@ -124,41 +124,43 @@ def _nonzero_slots(m: Map) -> Iterator[int]:
                 yield slot
 
 
-def entries(m: Any, limit: int = 20) -> list[str]:
+def entries(m: BpfMap, limit: int = 20) -> list[str]:
     """Up to `limit` entries as ``key -> value`` lines, BTF-decoded when possible,
-    then a ``... N more`` line."""
+    then a ``... N more`` line (the map's entries_text)."""
+    return m.entries_text(limit)
+
+
+def more(lines: list[str], total: int) -> list[str]:
+    """`lines`, then ``... N more`` when `total` entries did not fit."""
+    if total > len(lines):
+        lines.append(f"... {total - len(lines)} more")
+    return lines
+
+
+def entries_keyed(m: Map, limit: int) -> list[str]:
+    """Map.entries_text: a keyed map's entries, or a global-data section's
+    variables by name."""
     lines: list[str] = []
     total = 0
-    if isinstance(m, Map) and m.variables:  # global data: its variables by name
+    if m.variables:  # global data: its variables by name
         for variable, (offset, codec) in m.variables.items():
             total += 1
             if len(lines) < limit:
                 value = codec.decode(m.slab[offset : offset + codec.size])
                 lines.append(f"{variable} = {_show_variable(value)}")
-    elif isinstance(m, Map):
-        typed = m.key_codec is not None and m.value_codec is not None
-        keys: Any = m
-        if m.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
-            keys = (slot.to_bytes(m.key_size, "little") for slot in _nonzero_slots(m))
-        for key in keys:
-            total += 1
-            if len(lines) < limit:
-                value = m[key]
-                if typed:
-                    key, value = m.key_codec.decode(key), m.value_codec.decode(value)
-                lines.append(f"{_show(key)} -> {_show(value)}")
-    elif isinstance(m, ProgArray):
-        for index, name in sorted(m.slots.items()):
-            total += 1
-            if len(lines) < limit:
-                lines.append(f"{index} -> {name}")
-    elif isinstance(m, QueueMap):
-        return [f"{len(m)} value(s) waiting"]
-    elif isinstance(m, RingBuf):
-        return [f"{len(m)} of {m.max_entries} bytes waiting (records and their headers)"]
-    if total > len(lines):
-        lines.append(f"... {total - len(lines)} more")
-    return lines
+        return more(lines, total)
+    typed = m.key_codec is not None and m.value_codec is not None
+    keys: Any = m
+    if m.is_array:
+        keys = (slot.to_bytes(m.key_size, "little") for slot in _nonzero_slots(m))
+    for key in keys:
+        total += 1
+        if len(lines) < limit:
+            value = m[key]
+            if typed:
+                key, value = m.key_codec.decode(key), m.value_codec.decode(value)
+            lines.append(f"{_show(key)} -> {_show(value)}")
+    return more(lines, total)
 
 
 def _raw(value: Any, size: int, what: str) -> bytes:
@@ -217,7 +219,7 @@ def _encode(codec: Any, value: Any, size: int, what: str) -> bytes:
     return raw
 
 
-def preload(m: Any, data: Any, programs: Collection[str] | None = None) -> int:
+def preload(m: BpfMap, data: Any, programs: Collection[str] | None = None) -> int:
     """Put the entries of parsed JSON `data` into `m`; returns how many. A value
     that does not fit its type raises BtfValueError naming the map and the
     field; a program array refuses a name not in `programs` (when given)."""
@@ -227,22 +229,17 @@ def preload(m: Any, data: Any, programs: Collection[str] | None = None) -> int:
         raise MapError(f"map {getattr(m, 'name', '?')}: JSON must be an object or a list of "
                        "[key, value] pairs")
     for key, value in pairs:
-        key = _json_key(key)
-        if isinstance(m, ProgArray):
-            if not isinstance(key, int) or not isinstance(value, str):
-                raise MapError(f"map {m.name}: a program array maps an index to a program name")
-            if programs is not None and value not in programs:
-                raise BtfValueError(f"[{key}]", value, f"no program {value!r} in the object "
-                                    f"(programs: {', '.join(programs) or 'none'})", m.name)
-            m[key] = value
-        elif isinstance(m, Map):
-            try:
-                raw_key = _encode(m.key_codec, key, m.key_size, "key")
-                raw_value = _encode(m.value_codec, value, m.value_size, "value")
-            except BtfValueError as exc:
-                raise BtfValueError(exc.field, exc.value, f"{exc.reason}; expected "
-                                    f"{expected_form(m)}", m.name) from exc
-            m[raw_key] = raw_value
-        else:
-            raise MapError(f"map {getattr(m, 'name', '?')}: cannot be preloaded")
+        m.preload_entry(_json_key(key), value, programs)
     return len(pairs)
+
+
+def preload_keyed(m: Map, key: Any, value: Any) -> None:
+    """Map.preload_entry: encode `key` and `value` (BTF codecs, ints or hex
+    strings) and store them."""
+    try:
+        raw_key = _encode(m.key_codec, key, m.key_size, "key")
+        raw_value = _encode(m.value_codec, value, m.value_size, "value")
+    except BtfValueError as exc:
+        raise BtfValueError(exc.field, exc.value, f"{exc.reason}; expected "
+                            f"{expected_form(m)}", m.name) from exc
+    m[raw_key] = raw_value

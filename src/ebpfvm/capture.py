@@ -32,9 +32,9 @@ from .isa import Form
 from .jit.execmem import jit_supported
 from .progtypes import contexts, runner_class, verdicts_of, xdp_md_packer
 
-__all__ = ["CHUNK_PACKETS", "CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
+__all__ = ["CHUNK_PACKETS", "CONTEXTS", "PLAIN_CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
            "CaptureWriter",
-           "batch_blocker", "called_helpers", "passes", "read_capture", "run_capture",
+           "all_contexts", "batch_blocker", "called_helpers", "passes", "read_capture", "run_capture",
            "verdict_name"]
 
 CHUNK_PACKETS = 4096
@@ -55,10 +55,20 @@ MAX_SNAPLEN = 262144
 reader refuses a record header that asks for more, before reading it."""
 BLOCK_SLACK = 65536
 """Bytes a pcapng block may hold beyond its packet (header fields, options)."""
-CONTEXTS = (*contexts(), "mbuff", "raw")
-"""How a program gets its packet: the contexts of the program types
-(ebpfvm.progtypes: a ``struct xdp_md``, a ``struct __sk_buff``), an rbpf
-fixed mbuff (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
+PLAIN_CONTEXTS = ("mbuff", "raw")
+"""The contexts without a program type: an rbpf fixed mbuff
+(EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
+
+
+def all_contexts() -> tuple[str, ...]:
+    """How a program may get its packet: the contexts of the registered program
+    types (ebpfvm.progtypes: a ``struct xdp_md``, a ``struct __sk_buff``...),
+    then PLAIN_CONTEXTS."""
+    return (*contexts(), *PLAIN_CONTEXTS)
+
+
+CONTEXTS = all_contexts()
+"""all_contexts() of the built-in program types."""
 
 
 class CaptureError(EbpfError):
@@ -236,8 +246,8 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
     """Run `vm`'s program once per frame; count verdicts, write passing frames
     (as the program left them) to `writer`. Ctrl-C raises CaptureInterrupted
     with the statistics of the packets done so far."""
-    if context not in CONTEXTS:
-        raise ValueError(f"unknown context {context!r}; expected one of {CONTEXTS}")
+    if context not in all_contexts():
+        raise ValueError(f"unknown context {context!r}; expected one of {all_contexts()}")
     why = batch_blocker(vm, context, engine)
     stats = CaptureStats(context, verdicts, "per-packet" if why else "native", why)
     if not why and (not vm.jit_ready or vm.jit_unchecked != (engine == "jit-unchecked")):

@@ -18,11 +18,11 @@ from typing import Any
 from . import __version__
 from .asm import assemble
 from .capture import (
-    CONTEXTS,
     CaptureError,
     CaptureInterrupted,
     CaptureStats,
     CaptureWriter,
+    all_contexts,
     read_capture,
     run_capture,
     verdict_name,
@@ -150,7 +150,7 @@ def _input_args(parser: argparse.ArgumentParser, pcap: bool) -> None:
     if pcap:
         group.add_argument("--pcap", type=Path, metavar="FILE",
                            help="run once per packet of a pcap or pcapng capture")
-    parser.add_argument("--context", choices=("auto", *CONTEXTS), default="auto",
+    parser.add_argument("--context", choices=("auto", *all_contexts()), default="auto",
                         help="how the program gets its input: xdp (struct xdp_md), skb "
                              "(struct __sk_buff), mbuff (see --mbuff) or raw (r1 = input, "
                              "r2 = its length); auto: xdp for xdp* sections, skb for tc/"

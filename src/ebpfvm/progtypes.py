@@ -215,7 +215,10 @@ def contexts() -> tuple[str, ...]:
 
 
 def runner_class(context: str) -> Any:
-    """The runner class of the first program type with context `context`."""
-    found = next(found for found in PROG_TYPES.values() if found.context == context)
+    """The runner class of the first program type with context `context`
+    (KeyError when no program type has it)."""
+    found = next((found for found in PROG_TYPES.values() if found.context == context), None)
+    if found is None:
+        raise KeyError(f"no program type has context {context!r}")
     module, _, name = found.runner.partition(":")
     return getattr(importlib.import_module(module), name)

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from .cfg import branch_delta
 from .encoding import encode_one
 from .errors import ArgumentTypeError, AsmError
 from .isa import MAX_REG, OPS, Form, OpInfo, Reg, rows_for_mnemonic
@@ -522,7 +523,7 @@ def _target(arg: _Arg, insn: _Insn, labels: dict[str, _Label], bits: int) -> int
         label = labels.get(arg.name)
         if label is None:
             raise AsmError(f"undefined label {arg.name!r}", insn.line, arg.col)
-        delta = label.pc - (insn.pc + 1)
+        delta = branch_delta(insn.pc, label.pc)
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if not low <= delta <= high:
         raise AsmError(f"jump offset {delta} out of s{bits} range", insn.line, arg.col)

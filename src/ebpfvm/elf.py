@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
+from .cfg import relative_target
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
     ArgumentError,
@@ -764,7 +765,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
         target_section = sections.get(shndx)
         if target_section is None:
             raise ElfError(f"call to {target_name!r}, which is in no code section", where.name)
-        target = value // SLOT + imm + 1
+        target = relative_target(value // SLOT, imm)
         if not 0 <= target < len(target_section.data) // SLOT:
             raise ElfError(f"call target {target} outside section {target_section.name}",
                            where.name)

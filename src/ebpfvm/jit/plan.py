@@ -193,7 +193,7 @@ class Block(NamedTuple):
     insns: list[Insn]
     charge: int
     """Instructions taken off the budget on entry; 0 when the plan is unmetered."""
-    fused: list[FusedGroup]
+    fused: tuple[FusedGroup, ...]
     """Fusable check groups (checked plans only; often empty)."""
     falls_off: bool
     """Its last instruction may run on past the end of the program: the
@@ -207,6 +207,8 @@ class Plan:
 
     insns: list[Insn]
     blocks: list[Block]
+    block_insns: list[list[Insn]]
+    """The instructions of each block, by block number (what JitCode.blocks holds)."""
     starts: set[int]
     """Block starts: the only pcs a branch or local call may go to."""
     stack_clear: int
@@ -222,10 +224,6 @@ class Plan:
         last = self.insns[-1]
         return last.pc + last.slots
 
-    def basic_blocks(self) -> list[list[Insn]]:
-        """The instructions of each block, by block index (JitCode.blocks)."""
-        return [block.insns for block in self.blocks]
-
 
 def make_plan(insns: Sequence[Insn], *, checked: bool, metered: bool,
               stack_clear: int | None = None) -> Plan:
@@ -236,20 +234,24 @@ def make_plan(insns: Sequence[Insn], *, checked: bool, metered: bool,
     if stack_clear is None:
         stack_clear = observable_stack(insns, stack_size(insns))
     cut = basic_blocks(insns)
-    starts = {block[0].pc for block in cut}
-    fusable = bytes(map(_FUSABLE_OPCODE.__getitem__, map(_OPCODE_OF, insns))) if checked else b""
-    blocks: list[Block] = []
-    at = 0  # index of the block's first instruction
-    for index, block in enumerate(cut):
-        length = len(block)
-        groups: list[FusedGroup] = []
-        if checked and fusable.count(1, at, at + length) > 1:  # two accesses, maybe fusable
-            groups = fused_groups(block)
-        at += length
-        last = block[-1]
-        falls_off = id(last.row) in _FALLS_THROUGH_ROWS and last.pc + last.slots not in starts
-        blocks.append(Block(index, block, length if metered else 0, groups, falls_off))
-    return Plan(insns, blocks, starts, stack_clear, checked, metered)
+    new = tuple.__new__  # Block(...) without NamedTuple's Python-level __new__: blocks are many
+    blocks: list[Block]
+    if checked:
+        fusable = bytes(map(_FUSABLE_OPCODE.__getitem__, map(_OPCODE_OF, insns)))
+        blocks = []
+        at = 0  # index of the block's first instruction
+        for number, block in enumerate(cut):
+            end = at + len(block)
+            groups = tuple(fused_groups(block)) if fusable.count(1, at, end) > 1 else ()
+            blocks.append(new(Block, (number, block, end - at if metered else 0, groups, False)))
+            at = end
+    else:
+        blocks = [new(Block, (number, block, len(block) if metered else 0, (), False))
+                  for number, block in enumerate(cut)]
+    if blocks and id(blocks[-1].insns[-1].row) in _FALLS_THROUGH_ROWS:
+        # Blocks are contiguous: only the last one's successor can be missing.
+        blocks[-1] = blocks[-1]._replace(falls_off=True)
+    return Plan(insns, blocks, cut, {block[0].pc for block in cut}, stack_clear, checked, metered)
 
 
 # -- caches ------------------------------------------------------------------------

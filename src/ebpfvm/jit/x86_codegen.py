@@ -134,7 +134,7 @@ class X86Translator(X86Stubs):
         self._place_blocks()
         code = a.code()
         self._keep_runtime(code[:entry], repeat_entry, batch_entry)
-        return JitCode(code, entry, repeat_entry, batch_entry, self.plan.basic_blocks(),
+        return JitCode(code, entry, repeat_entry, batch_entry, self.plan.block_insns,
                        self.invalid, self.pc_offsets, body_end)
 
     def label(self, pc: int) -> Label | None:
@@ -166,7 +166,7 @@ class X86Translator(X86Stubs):
 
     # -- fused bounds checks ---------------------------------------------------
 
-    def _fused_block(self, block: list[Insn], groups: list[FusedGroup]) -> None:
+    def _fused_block(self, block: list[Insn], groups: tuple[FusedGroup, ...]) -> None:
         """A block whose accesses through one unchanged base are checked once,
         before the first of them, over the span they all cover. If that check
         fails, execution continues at the same instruction in a copy of the

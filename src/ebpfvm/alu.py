@@ -1,4 +1,4 @@
-"""Arithmetic and comparison semantics (isa.md sections 3-6), written once as
+"""Arithmetic and comparison semantics (RFC 9669 section 4), written once as
 Python expression templates.
 
 The templates are the single statement of what each ALU operation, byte swap
@@ -172,7 +172,7 @@ _COND: dict[Op, str] = {
 
 
 def widen_imm(row: OpInfo, imm: int) -> int:
-    """The value a K-form instruction uses for its s32 `imm` (isa.md section 3):
+    """The value a K-form instruction uses for its s32 `imm` (RFC 9669 section 4):
     sign-extended to 64 bits for ALU64/JMP, the 32-bit pattern for ALU/JMP32."""
     return imm & (M64 if row.cls in (Cls.ALU64, Cls.JMP) else M32)
 

@@ -5,7 +5,7 @@
 it without ``-mattr=+alu32`` (64-bit loads, stores and non-fetching atomics
 name ``rN`` registers; 32-bit ALU, JMP32 and 32-bit atomics use ``wN``). Immediates are
 signed decimal. The table of spellings follows the instruction classes of
-isa.md sections 4-10; unprintable instructions fall back to ``.raw``.
+RFC 9669 sections 4 and 5; unprintable instructions fall back to ``.raw``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The eBPF opcode table: one row per valid (opcode, variant) pair.
 
-This module is the single source of truth for the instruction set (RFC 9669,
-``shared/docs/isa.md`` section 14). The interpreter, the assembler, the
-disassembler and the verifier all read :data:`OPS`; nothing else in the
-package spells an opcode byte. ``python -m ebpfvm.isa`` prints the table.
+This module is the single source of truth for the instruction set (RFC 9669:
+section 3's encoding, Appendix A's opcode table). The interpreter, the
+assembler, the disassembler, the verifier and the JIT all read :data:`OPS`;
+nothing else in the package spells an opcode byte. Control-flow and memory
+facts are properties of :class:`Form` (``ends_block``, ``target_field``...),
+and :class:`Op` names each row's operation. ``python -m ebpfvm.isa`` prints the table.
 
 Rows are generated from field products (class x source x operation) in
 :func:`_build_table`, exactly as the opcode byte is composed in the ISA.
@@ -37,7 +39,7 @@ __all__ = [
 
 
 class Cls(IntEnum):
-    """Instruction class: bits 0-2 of the opcode (isa.md 2.3)."""
+    """Instruction class: bits 0-2 of the opcode (RFC 9669 section 3.3)."""
 
     LD = 0
     LDX = 1
@@ -321,7 +323,7 @@ class OpInfo:
 JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
 CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
 
-# (code, op) of the ALU operations, isa.md section 4.
+# (code, op) of the ALU operations, RFC 9669 section 4.1.
 _ALU_OPS: tuple[tuple[int, Op], ...] = (
     (0x0, Op.ADD),
     (0x1, Op.SUB),
@@ -342,7 +344,7 @@ _SIGNED_TWIN = {Op.DIV: Op.SDIV, Op.MOD: Op.SMOD}
 _ALU_CODE_NEG = 0x8
 _ALU_CODE_END = 0xD
 
-# Conditional jumps (isa.md section 6): (code, op, signed, cpu level of the JMP form).
+# Conditional jumps (RFC 9669 section 4.3): (code, op, signed, cpu level of the JMP form).
 _JCC_OPS: tuple[tuple[int, Op, bool, int], ...] = (
     (0x1, Op.JEQ, False, 1),
     (0x2, Op.JGT, False, 1),
@@ -360,7 +362,7 @@ _JMP_CODE_JA = 0x0
 _JMP_CODE_CALL = 0x8
 _JMP_CODE_EXIT = 0x9
 
-# Atomic operations (isa.md section 9): imm -> op.
+# Atomic operations (RFC 9669 section 5.3): imm -> op.
 _ATOMIC_OPS: tuple[tuple[int, Op], ...] = (
     (0x00, Op.ADD),
     (0x01, Op.FETCH_ADD),
@@ -375,7 +377,7 @@ _ATOMIC_OPS: tuple[tuple[int, Op], ...] = (
 )
 ATOMIC_FETCH = 0x01
 
-# lddw subtypes (isa.md section 10): src value -> (mnemonic, op).
+# lddw subtypes (RFC 9669 section 5.4): src value -> (mnemonic, op).
 LDDW_SUBTYPES: dict[int, tuple[str, Op]] = {
     0: ("lddw", Op.IMM64),
     1: ("lddw_map_fd", Op.MAP_FD),
@@ -421,7 +423,7 @@ def _alu_rows() -> list[OpInfo]:
                 Reg.WRITE, Reg.NONE, imm=0, group=base,
             )
         )
-    # Byte swaps (isa.md section 5): le/be in ALU, bswap in ALU64 (K form only).
+    # Byte swaps (RFC 9669 section 4.2): le/be in ALU, bswap in ALU64 (K form only).
     for cls, src_bit, name, op, cpu in (
         (Cls.ALU, Src.K, "le", Op.LE, 1),
         (Cls.ALU, Src.X, "be", Op.BE, 1),
@@ -496,7 +498,7 @@ def _mem_rows() -> list[OpInfo]:
                 OpInfo(Mode.MEMSX | size | Cls.LDX, "ldxs" + sfx, Form.LDX, Cls.LDX, Op.LDXS,
                        nbytes * 8, Reg.WRITE, Reg.READ, off=None, imm=0, cpu=4, signed=True)
             )
-            # Legacy packet loads (isa.md section 11): no DW form.
+            # Legacy packet loads (RFC 9669 section 5.5): no DW form.
             rows += [
                 OpInfo(Mode.ABS | size | Cls.LD, "ldabs" + sfx, Form.LD_ABS, Cls.LD, Op.LDABS,
                        nbytes * 8, Reg.NONE, Reg.NONE, imm=None, group="packet"),

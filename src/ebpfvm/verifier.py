@@ -1,5 +1,5 @@
 """The default structural verifier: table-driven field checks and control-flow
-bounds (isa.md sections 2, 7, 10, 12 and 14).
+bounds (RFC 9669 sections 3, 4.3, 5.4 and Appendix A).
 
 Every instruction is matched against its row in :data:`ebpfvm.isa.OPS`; the
 row says which fields are registers, which are written, and which values the
@@ -74,7 +74,7 @@ _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
 
 _PLAIN_LDDW_SUBTYPE = 0
-"""lddw src 0 loads a 64-bit constant; 1..6 need a loader (isa.md 10)."""
+"""lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
 
 _SUBTYPED: tuple[bool, ...] = tuple(
     len({row.src_value for row in rows if row.src is Reg.NONE}) > 1 for rows in BY_OPCODE
@@ -268,8 +268,8 @@ def _check_register(pc: int, row: OpInfo, name: str, value: int, rule: Reg, fixe
 def _check_lddw(
     data: bytes | bytearray, pc: int, nslots: int, row: OpInfo, allow_subtypes: bool
 ) -> None:
-    """The second slot of the lddw at `pc` exists and holds only imm (isa.md
-    2.2); subtypes other than the plain constant need `allow_subtypes`."""
+    """The second slot of the lddw at `pc` exists and holds only imm (RFC 9669
+    section 3.2); subtypes other than the plain constant need `allow_subtypes`."""
     if pc + 1 >= nslots:
         raise VerifierError(
             f"{row.mnemonic} is cut off by the end of the program", pc, "incomplete_lddw"

@@ -72,6 +72,7 @@ _KIND_BRANCH = 3  # jump or local call: check its target (see cfg.branch_target)
 # Plain names for the forms _kind tests: enum attribute lookups and hashing are slow.
 _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
+_BRANCH_FORMS = frozenset(form for form in Form if form.has_branch_target)
 
 _PLAIN_LDDW_SUBTYPE = 0
 """lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
@@ -168,7 +169,7 @@ def _kind(form: Form) -> int:
         return _KIND_LDDW
     if form is _FORM_CALL_RUNTIME:
         return _KIND_CALL_RUNTIME
-    if form.has_branch_target:
+    if form in _BRANCH_FORMS:
         return _KIND_BRANCH
     return _KIND_STRAIGHT
 

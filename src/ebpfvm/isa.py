@@ -152,13 +152,13 @@ class Form(Enum):
         return self in _MEMORY_BASE
 
 
+JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
+CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
 _TARGET_FIELD: dict[Form, str] = {
     Form.JA: "off", Form.JCC_K: "off", Form.JCC_X: "off", Form.JA32: "imm", Form.CALL_LOCAL: "imm",
 }
 _NO_FALL_THROUGH = frozenset({Form.JA, Form.JA32, Form.EXIT})
-_BLOCK_ENDERS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X, Form.EXIT, Form.CALL,
-                           Form.CALLX, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.LD_ABS,
-                           Form.LD_IND})
+_BLOCK_ENDERS = JUMP_FORMS | CALL_FORMS | {Form.EXIT, Form.LD_ABS, Form.LD_IND}
 _MEMORY_BASE: dict[Form, str] = {Form.LDX: "src", Form.ST: "dst", Form.STX: "dst",
                                  Form.ATOMIC: "dst"}
 
@@ -319,9 +319,6 @@ class OpInfo:
             f"off={rule(self.off):<4} imm={rule(self.imm):<4} {self.group:<8} v{self.cpu}"
         )
 
-
-JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
-CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
 
 # (code, op) of the ALU operations, RFC 9669 section 4.1.
 _ALU_OPS: tuple[tuple[int, Op], ...] = (

@@ -59,6 +59,7 @@ from hypothesis import strategies as st
 
 from ebpfvm.disasm import disassemble
 from ebpfvm.isa import OPS, Cls, Form, OpInfo
+from ebpfvm.isa import Op as IsaOp
 from progen import EDGE_IMM32, EDGE_U64, Item, Label, Op, Unit, layout
 
 __all__ = ["DUMP_SIZE", "PACKET_MIN", "Choices", "KCase", "build", "dump_registers", "kcases"]
@@ -108,8 +109,8 @@ def _row(pred: Callable[[OpInfo], bool]) -> OpInfo:
     return rows[0]
 
 
-def _alu(op: str, width: int, form: Form) -> OpInfo:
-    return _row(lambda r: r.op == op and r.width == width and r.form is form
+def _alu(op: IsaOp, width: int, form: Form) -> OpInfo:
+    return _row(lambda r: r.op is op and r.width == width and r.form is form
                 and r.cls in (Cls.ALU, Cls.ALU64))
 
 
@@ -119,39 +120,39 @@ JA_ROW = _row(lambda r: r.form is Form.JA)
 JA32_ROW = _row(lambda r: r.form is Form.JA32)
 LDX_ROWS = _rows(lambda r: r.form is Form.LDX)
 STORE_ROWS = _rows(lambda r: r.form in (Form.ST, Form.STX))
-ATOMIC_ROWS = _rows(lambda r: r.form is Form.ATOMIC and not (r.op == "cmpxchg" and r.width == 32))
+ATOMIC_ROWS = _rows(lambda r: r.form is Form.ATOMIC and not (r.op is IsaOp.CMPXCHG and r.width == 32))
 """Every atomic but 32-bit cmpxchg (the kernel bug in the module docstring)."""
 LDDW_ROW = _row(lambda r: r.form is Form.LDDW and r.src_value == 0)
 CALL_LOCAL_ROW = _row(lambda r: r.form is Form.CALL_LOCAL)
 EXIT_ROW = _row(lambda r: r.form is Form.EXIT)
-LDXDW = _row(lambda r: r.form is Form.LDX and r.op == "ldx" and r.width == 64)
-LDXW = _row(lambda r: r.form is Form.LDX and r.op == "ldx" and r.width == 32)
+LDXDW = _row(lambda r: r.form is Form.LDX and r.op is IsaOp.LDX and r.width == 64)
+LDXW = _row(lambda r: r.form is Form.LDX and r.op is IsaOp.LDX and r.width == 32)
 STXDW = _row(lambda r: r.form is Form.STX and r.width == 64)
 STDW = _row(lambda r: r.form is Form.ST and r.width == 64)
-MOV64_X = _alu("mov", 64, Form.ALU_X)
-MOV64_K = _alu("mov", 64, Form.ALU_K)
-MOV32_K = _alu("mov", 32, Form.ALU_K)
-ADD64_X = _alu("add", 64, Form.ALU_X)
-ADD64_K = _alu("add", 64, Form.ALU_K)
-SUB64_K = _alu("sub", 64, Form.ALU_K)
-SUB32_K = _alu("sub", 32, Form.ALU_K)
-AND64_K = _alu("and", 64, Form.ALU_K)
-ARSH64_K = _alu("arsh", 64, Form.ALU_K)
-ARSH32_K = _alu("arsh", 32, Form.ALU_K)
-LSH64_K = _alu("lsh", 64, Form.ALU_K)
-LSH32_K = _alu("lsh", 32, Form.ALU_K)
-JGT_X = _row(lambda r: r.op == "jgt" and r.width == 64 and r.form is Form.JCC_X)
-JLT_X = _row(lambda r: r.op == "jlt" and r.width == 64 and r.form is Form.JCC_X)
-SHIFTS = frozenset({"lsh", "rsh", "arsh"})
-DIVISIONS = frozenset({"div", "mod", "sdiv", "smod"})
+MOV64_X = _alu(IsaOp.MOV, 64, Form.ALU_X)
+MOV64_K = _alu(IsaOp.MOV, 64, Form.ALU_K)
+MOV32_K = _alu(IsaOp.MOV, 32, Form.ALU_K)
+ADD64_X = _alu(IsaOp.ADD, 64, Form.ALU_X)
+ADD64_K = _alu(IsaOp.ADD, 64, Form.ALU_K)
+SUB64_K = _alu(IsaOp.SUB, 64, Form.ALU_K)
+SUB32_K = _alu(IsaOp.SUB, 32, Form.ALU_K)
+AND64_K = _alu(IsaOp.AND, 64, Form.ALU_K)
+ARSH64_K = _alu(IsaOp.ARSH, 64, Form.ALU_K)
+ARSH32_K = _alu(IsaOp.ARSH, 32, Form.ALU_K)
+LSH64_K = _alu(IsaOp.LSH, 64, Form.ALU_K)
+LSH32_K = _alu(IsaOp.LSH, 32, Form.ALU_K)
+JGT_X = _row(lambda r: r.op is IsaOp.JGT and r.width == 64 and r.form is Form.JCC_X)
+JLT_X = _row(lambda r: r.op is IsaOp.JLT and r.width == 64 and r.form is Form.JCC_X)
+SHIFTS = frozenset({IsaOp.LSH, IsaOp.RSH, IsaOp.ARSH})
+DIVISIONS = frozenset({IsaOp.DIV, IsaOp.MOD, IsaOp.SDIV, IsaOp.SMOD})
 
 
-def _jcc_k(op: str, width: int) -> OpInfo:
-    return _row(lambda r: r.op == op and r.width == width and r.form is Form.JCC_K)
+def _jcc_k(op: IsaOp, width: int) -> OpInfo:
+    return _row(lambda r: r.op is op and r.width == width and r.form is Form.JCC_K)
 
 
 LOOP_DECREMENTS: tuple[tuple[OpInfo, int], ...] = ((ADD64_K, -1), (SUB64_K, 1), (SUB32_K, 1))
-LOOP_BRANCHES = (_jcc_k("jne", 64), _jcc_k("jsgt", 64), _jcc_k("jgt", 32), _jcc_k("jne", 32))
+LOOP_BRANCHES = (_jcc_k(IsaOp.JNE, 64), _jcc_k(IsaOp.JSGT, 64), _jcc_k(IsaOp.JGT, 32), _jcc_k(IsaOp.JNE, 32))
 """Each is taken while the counter (1..4, decremented by one) is not yet 0."""
 
 TARGET_ROWS: tuple[OpInfo, ...] = (ALU_ROWS + JCC_ROWS + (JA_ROW, JA32_ROW) + LDX_ROWS
@@ -356,7 +357,7 @@ class _Builder:
 
     def stack_unit(self, scope: _Scope, rows: tuple[OpInfo, ...]) -> Unit:
         row = self.pick(rows)
-        if row.op == "cmpxchg" and 0 not in scope.writable:
+        if row.op is IsaOp.CMPXCHG and 0 not in scope.writable:
             return self.alu_unit(scope)
         low, high = scope.area
         off = row.size * self.int_in(low // row.size, high // row.size - 1)  # aligned

@@ -53,6 +53,7 @@ from ebpfvm.cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from ebpfvm.disasm import disassemble
 from ebpfvm.encoding import encode_one
 from ebpfvm.isa import OPS, Cls, Form, OpInfo, Reg
+from ebpfvm.isa import Op as IsaOp
 
 __all__ = [
     "BASE_REG",
@@ -133,23 +134,23 @@ CALL_LOCAL_ROW = _row(lambda r: r.form is Form.CALL_LOCAL)
 EXIT_ROW = _row(lambda r: r.form is Form.EXIT)
 
 
-def _alu(op: str, width: int, form: Form) -> OpInfo:
-    return _row(lambda r: r.op == op and r.width == width and r.form is form
+def _alu(op: IsaOp, width: int, form: Form) -> OpInfo:
+    return _row(lambda r: r.op is op and r.width == width and r.form is form
                 and r.cls in (Cls.ALU, Cls.ALU64))
 
 
-def _jcc(op: str, width: int) -> OpInfo:
-    return _row(lambda r: r.op == op and r.width == width and r.form is Form.JCC_K)
+def _jcc(op: IsaOp, width: int) -> OpInfo:
+    return _row(lambda r: r.op is op and r.width == width and r.form is Form.JCC_K)
 
 
-MOV64_X = _alu("mov", 64, Form.ALU_X)
-MOV64_K = _alu("mov", 64, Form.ALU_K)
-MOV32_K = _alu("mov", 32, Form.ALU_K)
-ADD64_K = _alu("add", 64, Form.ALU_K)
-SUB64_K = _alu("sub", 64, Form.ALU_K)
-SUB32_K = _alu("sub", 32, Form.ALU_K)
+MOV64_X = _alu(IsaOp.MOV, 64, Form.ALU_X)
+MOV64_K = _alu(IsaOp.MOV, 64, Form.ALU_K)
+MOV32_K = _alu(IsaOp.MOV, 32, Form.ALU_K)
+ADD64_K = _alu(IsaOp.ADD, 64, Form.ALU_K)
+SUB64_K = _alu(IsaOp.SUB, 64, Form.ALU_K)
+SUB32_K = _alu(IsaOp.SUB, 32, Form.ALU_K)
 LOOP_DECREMENTS: tuple[tuple[OpInfo, int], ...] = ((ADD64_K, -1), (SUB64_K, 1), (SUB32_K, 1))
-LOOP_BRANCHES = (_jcc("jne", 64), _jcc("jsgt", 64), _jcc("jgt", 32), _jcc("jne", 32))
+LOOP_BRANCHES = (_jcc(IsaOp.JNE, 64), _jcc(IsaOp.JSGT, 64), _jcc(IsaOp.JGT, 32), _jcc(IsaOp.JNE, 32))
 """Each is taken while the counter (1..4, decremented by one) is not yet 0."""
 
 # -- operand values ------------------------------------------------------------------
@@ -369,7 +370,7 @@ class _Builder:
         row = self.pick(ATOMIC_ROWS)
         size = row.size
         input_ok = self.unsafe or not self.readonly
-        if self.readonly and row.op == "cmpxchg" and "cmpxchg-readonly" in self.avoid:
+        if self.readonly and row.op is IsaOp.CMPXCHG and "cmpxchg-readonly" in self.avoid:
             input_ok = False
         on_input = self.mem_len >= size and input_ok and self.flag()
         if on_input:
@@ -477,7 +478,7 @@ class _Builder:
         plain_rows = LDX_ROWS + STORE_ROWS
         atomics = ATOMIC_ROWS
         if self.readonly and "cmpxchg-readonly" in self.avoid:
-            atomics = tuple(row for row in atomics if row.op != "cmpxchg")
+            atomics = tuple(row for row in atomics if row.op is not IsaOp.CMPXCHG)
         rows = plain_rows + (() if "atomic-oob" in self.avoid else atomics)
         if kind == "endless":
             style = self.pick(("ja", "ja32", "body"))

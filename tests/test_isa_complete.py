@@ -17,7 +17,7 @@ from ebpfvm.errors import InvalidInstruction, VerifierError
 from ebpfvm.helpers import HELPER_CALL_UNITS, Helper
 from ebpfvm.interpreter import _EMITTERS
 from ebpfvm.isa import OPS, Form, OpInfo, Reg
-from ebpfvm.jit.translate import _EMITTERS as _JIT_EMITTERS
+from ebpfvm.jit.x86_emit import EMITTERS as _JIT_EMITTERS
 from ebpfvm.verifier import verify
 from ebpfvm.vm import EbpfVmRaw
 from engines import run

@@ -215,15 +215,6 @@ def test_observable_stack() -> None:
     assert seen("jeq r10, 0, +0\nexit") == 512
 
 
-def _clear_translation_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ebpfvm.jit import translate as t
-    monkeypatch.setattr(t, "_INSN_CACHE", {True: {}, False: {}})
-    monkeypatch.setattr(t, "_HOLED_CACHE", {True: {}, False: {}})
-    for name in ("_TEMPLATES", "_CHARGES", "_PROLOGUES", "_ACCESS_STUBS"):
-        monkeypatch.setattr(t, name, {})
-    monkeypatch.setattr(t, "_RUNTIME_CACHE", None)
-    t._budget_stub.cache_clear()
-
 
 def _corpus() -> list[bytes]:
     from conftest import bench_dir, conformance_dir
@@ -234,21 +225,19 @@ def _corpus() -> list[bytes]:
 
 
 @pytest.mark.parametrize("checked", [True, False], ids=["checked", "unchecked"])
-def test_cached_translation_is_the_code_a_cold_translation_makes(
-        checked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_translation_is_the_code_a_cold_translation_makes(checked: bool) -> None:
     """Instructions, jumps, checked accesses, stubs and the entry are placed
     from caches filled by earlier programs; each program's code must be what a
     translation with every cache empty makes."""
     from ebpfvm.encoding import decode
+    from ebpfvm.jit.plan import JitCaches
     from ebpfvm.jit.translate import translate
     programs = [decode(program) for program in _corpus()]
     assert len(programs) > 300
     context = 0x7F12_3456_7000
     warm = [translate(insns, context=context, checked=checked).code for insns in programs]
     for insns, code in zip(programs, warm, strict=True):
-        with monkeypatch.context() as patch:
-            _clear_translation_caches(patch)
-            cold = translate(insns, context=context, checked=checked).code
+        cold = translate(insns, context=context, checked=checked, caches=JitCaches()).code
         assert cold == code
 
 
@@ -275,8 +264,10 @@ def test_translation_layer_has_no_hex_literals() -> None:
     registers, operations and fields, never bytes (the issue's rule)."""
     import io
     import tokenize
-    source = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "jit" / "translate.py"
-    tokens = tokenize.generate_tokens(io.StringIO(source.read_text()).readline)
-    hex_literals = [(token.start[0], token.string) for token in tokens
-                    if token.type == tokenize.NUMBER and token.string.lower().startswith("0x")]
+    jit = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "jit"
+    hex_literals = []
+    for name in ("translate.py", "plan.py", "x86_codegen.py", "x86_emit.py", "x86_stubs.py"):
+        tokens = tokenize.generate_tokens(io.StringIO((jit / name).read_text()).readline)
+        hex_literals += [(name, token.start[0], token.string) for token in tokens
+                         if token.type == tokenize.NUMBER and token.string.lower().startswith("0x")]
     assert hex_literals == []

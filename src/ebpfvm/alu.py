@@ -1,4 +1,4 @@
-"""Arithmetic and comparison semantics (isa.md sections 3-6), written once as
+"""Arithmetic and comparison semantics (RFC 9669 section 4), written once as
 Python expression templates.
 
 The templates are the single statement of what each ALU operation, byte swap
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from .isa import Cls, Form, OpInfo
+from .isa import Cls, Form, Op, OpInfo
 
 __all__ = [
     "M32",
@@ -110,69 +110,69 @@ RUNTIME: dict[str, Callable[..., int]] = {
 
 # 64-bit and 32-bit templates per ALU op. 32-bit templates cut both operands to
 # 32 bits where the high bits could leak in, and zero-extend the result.
-_ALU64: dict[str, str] = {
-    "add": "({d} + {s}) & 0xFFFFFFFFFFFFFFFF",
-    "sub": "({d} - {s}) & 0xFFFFFFFFFFFFFFFF",
-    "mul": "({d} * {s}) & 0xFFFFFFFFFFFFFFFF",
-    "div": "({d} // {s} if {s} else 0)",
-    "sdiv": "sdiv64({d}, {s})",
-    "or": "{d} | {s}",
-    "and": "{d} & {s}",
-    "lsh": "({d} << ({s} & 63)) & 0xFFFFFFFFFFFFFFFF",
-    "rsh": "{d} >> ({s} & 63)",
-    "mod": "({d} % {s} if {s} else {d})",
-    "smod": "smod64({d}, {s})",
-    "xor": "{d} ^ {s}",
-    "mov": "{s}",
-    "arsh": "((({d} ^ 0x8000000000000000) - 0x8000000000000000) >> ({s} & 63)) & 0xFFFFFFFFFFFFFFFF",
-    "neg": "-{d} & 0xFFFFFFFFFFFFFFFF",
+_ALU64: dict[Op, str] = {
+    Op.ADD: "({d} + {s}) & 0xFFFFFFFFFFFFFFFF",
+    Op.SUB: "({d} - {s}) & 0xFFFFFFFFFFFFFFFF",
+    Op.MUL: "({d} * {s}) & 0xFFFFFFFFFFFFFFFF",
+    Op.DIV: "({d} // {s} if {s} else 0)",
+    Op.SDIV: "sdiv64({d}, {s})",
+    Op.OR: "{d} | {s}",
+    Op.AND: "{d} & {s}",
+    Op.LSH: "({d} << ({s} & 63)) & 0xFFFFFFFFFFFFFFFF",
+    Op.RSH: "{d} >> ({s} & 63)",
+    Op.MOD: "({d} % {s} if {s} else {d})",
+    Op.SMOD: "smod64({d}, {s})",
+    Op.XOR: "{d} ^ {s}",
+    Op.MOV: "{s}",
+    Op.ARSH: "((({d} ^ 0x8000000000000000) - 0x8000000000000000) >> ({s} & 63)) & 0xFFFFFFFFFFFFFFFF",
+    Op.NEG: "-{d} & 0xFFFFFFFFFFFFFFFF",
 }
-_ALU32: dict[str, str] = {
-    "add": "({d} + {s}) & 0xFFFFFFFF",
-    "sub": "({d} - {s}) & 0xFFFFFFFF",
-    "mul": "({d} * {s}) & 0xFFFFFFFF",
-    "div": "(({d} & 0xFFFFFFFF) // ({s} & 0xFFFFFFFF) if {s} & 0xFFFFFFFF else 0)",
-    "sdiv": "sdiv32({d}, {s})",
-    "or": "({d} | {s}) & 0xFFFFFFFF",
-    "and": "{d} & {s} & 0xFFFFFFFF",
-    "lsh": "({d} << ({s} & 31)) & 0xFFFFFFFF",
-    "rsh": "({d} & 0xFFFFFFFF) >> ({s} & 31)",
-    "mod": "(({d} & 0xFFFFFFFF) % ({s} & 0xFFFFFFFF) if {s} & 0xFFFFFFFF else {d} & 0xFFFFFFFF)",
-    "smod": "smod32({d}, {s})",
-    "xor": "({d} ^ {s}) & 0xFFFFFFFF",
-    "mov": "{s} & 0xFFFFFFFF",
-    "arsh": "(((({d} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> ({s} & 31)) & 0xFFFFFFFF",
-    "neg": "-{d} & 0xFFFFFFFF",
+_ALU32: dict[Op, str] = {
+    Op.ADD: "({d} + {s}) & 0xFFFFFFFF",
+    Op.SUB: "({d} - {s}) & 0xFFFFFFFF",
+    Op.MUL: "({d} * {s}) & 0xFFFFFFFF",
+    Op.DIV: "(({d} & 0xFFFFFFFF) // ({s} & 0xFFFFFFFF) if {s} & 0xFFFFFFFF else 0)",
+    Op.SDIV: "sdiv32({d}, {s})",
+    Op.OR: "({d} | {s}) & 0xFFFFFFFF",
+    Op.AND: "{d} & {s} & 0xFFFFFFFF",
+    Op.LSH: "({d} << ({s} & 31)) & 0xFFFFFFFF",
+    Op.RSH: "({d} & 0xFFFFFFFF) >> ({s} & 31)",
+    Op.MOD: "(({d} & 0xFFFFFFFF) % ({s} & 0xFFFFFFFF) if {s} & 0xFFFFFFFF else {d} & 0xFFFFFFFF)",
+    Op.SMOD: "smod32({d}, {s})",
+    Op.XOR: "({d} ^ {s}) & 0xFFFFFFFF",
+    Op.MOV: "{s} & 0xFFFFFFFF",
+    Op.ARSH: "(((({d} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> ({s} & 31)) & 0xFFFFFFFF",
+    Op.NEG: "-{d} & 0xFFFFFFFF",
 }
-_ENDIAN: dict[tuple[str, int], str] = {
-    ("le", 16): "{d} & 0xFFFF",
-    ("le", 32): "{d} & 0xFFFFFFFF",
-    ("le", 64): "{d}",
-    ("be", 16): "bswap16({d})",
-    ("be", 32): "bswap32({d})",
-    ("be", 64): "bswap64({d})",
-    ("bswap", 16): "bswap16({d})",
-    ("bswap", 32): "bswap32({d})",
-    ("bswap", 64): "bswap64({d})",
+_ENDIAN: dict[tuple[Op, int], str] = {
+    (Op.LE, 16): "{d} & 0xFFFF",
+    (Op.LE, 32): "{d} & 0xFFFFFFFF",
+    (Op.LE, 64): "{d}",
+    (Op.BE, 16): "bswap16({d})",
+    (Op.BE, 32): "bswap32({d})",
+    (Op.BE, 64): "bswap64({d})",
+    (Op.BSWAP, 16): "bswap16({d})",
+    (Op.BSWAP, 32): "bswap32({d})",
+    (Op.BSWAP, 64): "bswap64({d})",
 }
 # Jump conditions; signed compares flip the sign bit so unsigned order is signed order.
-_COND: dict[str, str] = {
-    "jeq": "{d} == {s}",
-    "jne": "{d} != {s}",
-    "jgt": "{d} > {s}",
-    "jge": "{d} >= {s}",
-    "jlt": "{d} < {s}",
-    "jle": "{d} <= {s}",
-    "jset": "{d} & {s}",
-    "jsgt": "({d} ^ {sign}) > ({s} ^ {sign})",
-    "jsge": "({d} ^ {sign}) >= ({s} ^ {sign})",
-    "jslt": "({d} ^ {sign}) < ({s} ^ {sign})",
-    "jsle": "({d} ^ {sign}) <= ({s} ^ {sign})",
+_COND: dict[Op, str] = {
+    Op.JEQ: "{d} == {s}",
+    Op.JNE: "{d} != {s}",
+    Op.JGT: "{d} > {s}",
+    Op.JGE: "{d} >= {s}",
+    Op.JLT: "{d} < {s}",
+    Op.JLE: "{d} <= {s}",
+    Op.JSET: "{d} & {s}",
+    Op.JSGT: "({d} ^ {sign}) > ({s} ^ {sign})",
+    Op.JSGE: "({d} ^ {sign}) >= ({s} ^ {sign})",
+    Op.JSLT: "({d} ^ {sign}) < ({s} ^ {sign})",
+    Op.JSLE: "({d} ^ {sign}) <= ({s} ^ {sign})",
 }
 
 
 def widen_imm(row: OpInfo, imm: int) -> int:
-    """The value a K-form instruction uses for its s32 `imm` (isa.md section 3):
+    """The value a K-form instruction uses for its s32 `imm` (RFC 9669 section 4):
     sign-extended to 64 bits for ALU64/JMP, the 32-bit pattern for ALU/JMP32."""
     return imm & (M64 if row.cls in (Cls.ALU64, Cls.JMP) else M32)
 
@@ -181,7 +181,7 @@ def alu_expr(row: OpInfo, d: str, s: str) -> str:
     """Python expression for the new dst value of an ALU or byte-swap row."""
     if row.form is Form.ENDIAN:
         return _ENDIAN[(row.op, row.width)].format(d=d)
-    if row.op == "movsx":
+    if row.op is Op.MOVSX:
         bits = row.off or 0
         sign = 1 << (bits - 1)
         mask = M64 if row.width == 64 else M32

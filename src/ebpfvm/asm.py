@@ -12,7 +12,7 @@ re-assembles.
 
 Pipeline: tokenize each line -> parse statements (labels, instructions,
 ``.raw`` slots) and count slots -> resolve labels into relative slot offsets
-(isa.md section 6: relative to the next slot, lddw takes two slots) ->
+(RFC 9669 section 4.3: relative to the next slot, lddw takes two slots) ->
 encode with :func:`ebpfvm.encoding.encode_one`. Every input error raises
 :class:`~ebpfvm.errors.AsmError` with the 1-based line and column of the
 offending token.
@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from .cfg import branch_delta
 from .encoding import encode_one
 from .errors import ArgumentTypeError, AsmError
 from .isa import MAX_REG, OPS, Form, OpInfo, Reg, rows_for_mnemonic
@@ -100,7 +101,7 @@ _LDDW_SUBTYPE_OPERANDS = (Operand.DST, Operand.IMM, Operand.NEXT_IMM)
 
 def operand_layout(row: OpInfo) -> tuple[Operand, ...]:
     """The operands of `row`: its form's layout, except that the lddw subtypes
-    (src 1..6, isa.md section 10) take imm and an optional next_imm."""
+    (src 1..6, RFC 9669 section 5.4) take imm and an optional next_imm."""
     if row.form is Form.LDDW and row.src_value != 0:
         return _LDDW_SUBTYPE_OPERANDS
     return FORM_OPERANDS[row.form]
@@ -522,7 +523,7 @@ def _target(arg: _Arg, insn: _Insn, labels: dict[str, _Label], bits: int) -> int
         label = labels.get(arg.name)
         if label is None:
             raise AsmError(f"undefined label {arg.name!r}", insn.line, arg.col)
-        delta = label.pc - (insn.pc + 1)
+        delta = branch_delta(insn.pc, label.pc)
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if not low <= delta <= high:
         raise AsmError(f"jump offset {delta} out of s{bits} range", insn.line, arg.col)

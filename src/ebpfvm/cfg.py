@@ -11,41 +11,49 @@ from collections.abc import Sequence
 from .encoding import Insn
 from .isa import MAX_REG, OPS, Form, OpInfo, Reg
 
-__all__ = ["BLOCK_ENDERS", "FRAME_SIZE", "MAX_CALL_DEPTH", "basic_blocks", "branch_target",
-           "register_problem", "stack_size"]
+__all__ = ["FRAME_SIZE", "MAX_CALL_DEPTH", "basic_blocks", "branch_delta", "branch_target",
+           "register_problem", "relative_target", "stack_size"]
 
 FRAME_SIZE = 512
 """Bytes of stack each function frame gets."""
 MAX_CALL_DEPTH = 8
 """Most frames that may be active at once, the outermost included (as Linux)."""
 
-BLOCK_ENDERS = frozenset({Form.EXIT, Form.CALL, Form.CALLX, Form.CALL_LOCAL,
-                          Form.CALL_RUNTIME, Form.LD_ABS, Form.LD_IND})
-"""Forms that end a basic block besides jumps: calls may stop the program,
-returns resume after them, legacy packet loads may end the program."""
-
-
-_OFF_TARGET = frozenset({Form.JA, Form.JCC_K, Form.JCC_X})
-_IMM_TARGET = frozenset({Form.JA32, Form.CALL_LOCAL})
+_TARGET_IN_OFF, _TARGET_IN_IMM = 1, 2
 _ROW_KIND = {
     id(row): (
-        row.is_jump or row.form in BLOCK_ENDERS,
-        1 if row.form in _OFF_TARGET else 2 if row.form in _IMM_TARGET else 0,
+        row.form.ends_block,
+        {"off": _TARGET_IN_OFF, "imm": _TARGET_IN_IMM}.get(row.form.target_field or "", 0),
     )
     for row in OPS
 }
-"""Per row (by identity, the cheap key): (ends a block, where its target is: 0
-none, 1 in off, 2 in imm)."""
+"""Per row (by identity, the cheap key), from the opcode table's form facts:
+(ends a block, where its target is: 0 none, 1 in off, 2 in imm)."""
 _INVALID_KIND = (True, 0)
+_NEXT_SLOT = 1
+"""A branch delta counts slots from the one after the branch (RFC 9669 section 4.3)."""
+
+
+def relative_target(pc: int, delta: int) -> int:
+    """The slot a branch at `pc` with slot delta `delta` goes to. Every target
+    is computed here (through :func:`branch_target` where an Insn is at hand)."""
+    return pc + _NEXT_SLOT + delta
+
+
+def branch_delta(pc: int, target: int) -> int:
+    """The slot delta a branch at `pc` needs to go to `target` (the inverse of
+    :func:`relative_target`, for assemblers and loaders)."""
+    return target - (pc + _NEXT_SLOT)
 
 
 def branch_target(insn: Insn) -> int | None:
-    """The slot a jump or local call goes to, or None for other instructions."""
+    """The slot a jump or local call goes to, or None for other instructions
+    (and invalid ones). The one place that reads a target out of an instruction."""
     where = _ROW_KIND[id(insn.row)][1] if insn.row is not None else 0
-    if where == 1:
-        return insn.pc + 1 + insn.off
-    if where == 2:
-        return insn.pc + 1 + insn.imm
+    if where == _TARGET_IN_OFF:
+        return relative_target(insn.pc, insn.off)
+    if where == _TARGET_IN_IMM:
+        return relative_target(insn.pc, insn.imm)
     return None
 
 
@@ -61,10 +69,8 @@ def basic_blocks(insns: Sequence[Insn]) -> list[list[Insn]]:
         ends, where = kinds[id(row)] if row is not None else _INVALID_KIND
         if ends:
             leaders.add(insn.pc + insn.slots)
-        if where == 1:
-            leaders.add(insn.pc + 1 + insn.off)
-        elif where == 2:
-            leaders.add(insn.pc + 1 + insn.imm)
+        if where:
+            leaders.add(relative_target(insn.pc, insn.off if where == _TARGET_IN_OFF else insn.imm))
     leaders &= starts
     blocks: list[list[Insn]] = []
     current: list[Insn] = []

@@ -3,7 +3,7 @@
 Three steps: decode (:func:`ebpfvm.encoding.decode`, lddw fused into one
 instruction) -> resolve (is the instruction printable: a table row, register
 fields 0..10, zero in the fields the row does not use, and for lddw a zeroed
-second slot, isa.md sections 2.2 and 12) -> format (one :class:`Line` per
+second slot, RFC 9669 section 3.2) -> format (one :class:`Line` per
 instruction, its operands laid out by :data:`ebpfvm.asm.FORM_OPERANDS`).
 Anything unprintable becomes ``.raw 0x%016x`` slots, so the text always
 re-assembles to the same bytes: ``assemble(disassemble(code)) == code``.
@@ -167,7 +167,7 @@ def _insn_slots(insn: Insn) -> list[int]:
     """The u64 value of each slot of `insn`, re-packed from its fields (an lddw
     second slot has zero opcode/dst/src/off, as encoding.decode assumes)."""
     low = _s32(insn.imm) if insn.slots == 2 else insn.imm
-    # Byte 0 of a slot is the opcode (isa.md 2.1); encode_one packs the rest.
+    # Byte 0 of a slot is the opcode (RFC 9669 section 3.1); encode_one packs the rest.
     first = bytes([insn.opcode]) + encode_one(
         _RAW_OPCODE_PLACEHOLDER, insn.dst, insn.src, insn.off, low
     )[1:]

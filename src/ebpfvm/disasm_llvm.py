@@ -5,7 +5,7 @@
 it without ``-mattr=+alu32`` (64-bit loads, stores and non-fetching atomics
 name ``rN`` registers; 32-bit ALU, JMP32 and 32-bit atomics use ``wN``). Immediates are
 signed decimal. The table of spellings follows the instruction classes of
-isa.md sections 4-10; unprintable instructions fall back to ``.raw``.
+RFC 9669 sections 4 and 5; unprintable instructions fall back to ``.raw``.
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .encoding import Insn
-from .isa import MAX_REG, Form, OpInfo
+from .isa import MAX_REG, Form, Op, OpInfo
 
 __all__ = ["format_llvm"]
 
-_ALU_OPERATOR = {
-    "add": "+=", "sub": "-=", "mul": "*=", "div": "/=", "sdiv": "s/=", "mod": "%=",
-    "smod": "s%=", "or": "|=", "and": "&=", "lsh": "<<=", "rsh": ">>=", "arsh": "s>>=",
-    "xor": "^=", "mov": "=",
+_ALU_OPERATOR: dict[Op, str] = {
+    Op.ADD: "+=", Op.SUB: "-=", Op.MUL: "*=", Op.DIV: "/=", Op.SDIV: "s/=", Op.MOD: "%=",
+    Op.SMOD: "s%=", Op.OR: "|=", Op.AND: "&=", Op.LSH: "<<=", Op.RSH: ">>=", Op.ARSH: "s>>=",
+    Op.XOR: "^=", Op.MOV: "=",
 }
-_JUMP_OPERATOR = {
-    "jeq": "==", "jne": "!=", "jgt": ">", "jge": ">=", "jlt": "<", "jle": "<=",
-    "jset": "&", "jsgt": "s>", "jsge": "s>=", "jslt": "s<", "jsle": "s<=",
+_JUMP_OPERATOR: dict[Op, str] = {
+    Op.JEQ: "==", Op.JNE: "!=", Op.JGT: ">", Op.JGE: ">=", Op.JLT: "<", Op.JLE: "<=",
+    Op.JSET: "&", Op.JSGT: "s>", Op.JSGE: "s>=", Op.JSLT: "s<", Op.JSLE: "s<=",
 }
-_ATOMIC_OPERATOR = {"add": "+=", "or": "|=", "and": "&=", "xor": "^="}
+_ATOMIC_OPERATOR: dict[Op, str] = {Op.ADD: "+=", Op.OR: "|=", Op.AND: "&=", Op.XOR: "^="}
+_FETCH_OPS = frozenset({Op.FETCH_ADD, Op.FETCH_OR, Op.FETCH_AND, Op.FETCH_XOR})
 _M32 = 0xFFFF_FFFF
 
 
@@ -59,7 +60,7 @@ def _target(off: int, label: str | None) -> str:
 
 def _alu(insn: Insn, row: OpInfo) -> str:
     dst = _reg(insn.dst, row.width)
-    if row.op == "movsx":
+    if row.op is Op.MOVSX:
         return f"{dst} = (s{insn.off}){_reg(insn.src, row.width)}"
     source = _reg(insn.src, row.width) if row.form is Form.ALU_X else str(_s32(insn.imm))
     return f"{dst} {_ALU_OPERATOR[row.op]} {source}"
@@ -75,11 +76,11 @@ def _atomic(insn: Insn, row: OpInfo) -> str:
     value = _reg(src, row.width)
     if row.op in _ATOMIC_OPERATOR:
         return f"lock {_mem(kind, insn.dst, insn.off)} {_ATOMIC_OPERATOR[row.op]} {value}"
-    if row.op.startswith("fetch_"):
+    if row.op in _FETCH_OPS:
         return f"{value} = atomic_{row.op}(({kind} *)({_address(insn.dst, insn.off)}), {value})"
     suffix = "32_32" if row.width == 32 else "_64"
     where = _address(insn.dst, insn.off)
-    if row.op == "xchg":
+    if row.op is Op.XCHG:
         return f"{value} = xchg{suffix}({where}, {value})"
     r0 = _reg(0, row.width)
     return f"{r0} = cmpxchg{suffix}({where}, {r0}, {value})"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
+from .cfg import branch_delta, relative_target
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
     ArgumentError,
@@ -732,7 +733,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
         target_section = sections.get(shndx)
         if target_section is None:
             raise ElfError(f"call to {target_name!r}, which is in no code section", where.name)
-        target = value // SLOT + imm + 1
+        target = relative_target(value // SLOT, imm)
         if not 0 <= target < len(target_section.data) // SLOT:
             raise ElfError(f"call target {target} outside section {target_section.name}",
                            where.name)
@@ -747,7 +748,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
         else:
             raise ElfError(f"call to {target_name!r} in section {target_section.name}, "
                            "outside the program", where.name)
-        struct.pack_into("<i", code, pc * SLOT + 4, base_pc - (pc + 1))
+        struct.pack_into("<i", code, pc * SLOT + 4, branch_delta(pc, base_pc))
     subprograms = (TEXT,) if text_base is not None else ()
     helpers = sorted({imm & 0xFFFF_FFFF
                       for _op, _regs, _off, imm in (SLOT_LAYOUT.unpack_from(code, i * SLOT)

@@ -46,7 +46,14 @@ from types import TracebackType
 from typing import Any
 
 from . import alu
-from .cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
+from .cfg import (
+    FRAME_SIZE,
+    MAX_CALL_DEPTH,
+    basic_blocks,
+    branch_target,
+    register_problem,
+    stack_size,
+)
 from .encoding import Insn, decode
 from .errors import (
     BudgetExceeded,
@@ -59,7 +66,7 @@ from .errors import (
     VmFault,
 )
 from .helpers import HELPER_CALL_UNITS, NO_BUDGET, Helper, HelperContext, Unwind
-from .isa import MAX_REG, Form, OpInfo, Reg
+from .isa import MAX_REG, Form, Op, OpInfo, Reg
 from .memory import AddressSpace, Region
 
 __all__ = [
@@ -393,7 +400,7 @@ class _Translator:
             self.emit(indent, f"pc = {last.pc + last.slots}")
             self.emit(indent, "continue")
             return
-        if last.row is None or not (last.row.is_jump or last.row.form in _TERMINATORS):
+        if last.row is None or not _ENDS_OWN_CODE[last.row.form]:
             nxt = last.pc + last.slots
             if nxt in self.by_pc:
                 self.emit(indent, f"pc = {nxt}")
@@ -517,22 +524,27 @@ def _emit_atomic(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     _address(t, indent, insn.dst, insn.off)
     src = f"r{insn.src}"
     value = src if row.width == 64 else f"({src} & 0xFFFFFFFF)"
-    if row.op == "cmpxchg":
+    if row.op is Op.CMPXCHG:
         t.emit(indent, f"r0 = CMPXCHG(a, {row.size}, r0, {value}, {insn.pc})")
     elif row.src is Reg.WRITE:
-        t.emit(indent, f"{src} = ATOMIC({row.op!r}, a, {row.size}, {value}, {insn.pc})")
+        t.emit(indent, f"{src} = ATOMIC({row.op.value!r}, a, {row.size}, {value}, {insn.pc})")
     else:
-        t.emit(indent, f"ATOMIC({row.op!r}, a, {row.size}, {value}, {insn.pc})")
+        t.emit(indent, f"ATOMIC({row.op.value!r}, a, {row.size}, {value}, {insn.pc})")
 
 
-def _emit_ja(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
-    delta = insn.imm if row.form is Form.JA32 else insn.off
-    t._jump(indent, insn, insn.pc + 1 + delta, None)
+def _target(insn: Insn) -> int:
+    target = branch_target(insn)
+    assert target is not None, "jumps and local calls have a target"
+    return target
+
+
+def _emit_ja(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:
+    t._jump(indent, insn, _target(insn), None)
 
 
 def _emit_jcc(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     cond = alu.condition_expr(row, f"r{insn.dst}", _src(row, insn))
-    t._jump(indent, insn, insn.pc + 1 + insn.off, cond)
+    t._jump(indent, insn, _target(insn), cond)
 
 
 def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
@@ -545,7 +557,7 @@ def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
 
 
 def _emit_call_local(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:
-    target = insn.pc + 1 + insn.imm
+    target = _target(insn)
     if target not in t.by_pc:
         t._invalid(indent, insn, f"local call to {target}, which is not an instruction")
         return
@@ -612,8 +624,10 @@ _EMITTERS: dict[Form, Callable[[_Translator, int, Insn, OpInfo], None]] = {
 """One emitter per form; the completeness test checks every form has one."""
 
 _FALLS_OFF = "execution falls off the end of the program"
-_TERMINATORS = frozenset({Form.EXIT, Form.CALL_LOCAL})
-"""Forms after which the block's own code never falls through to the next pc."""
+_ENDS_OWN_CODE = {form: form.has_branch_target or not form.falls_through for form in Form}
+"""Forms whose emitted code never runs on into the next pc: it jumps (a
+branch's emitter also handles its fall-through, a local call resumes through
+the frame stack) or exits."""
 _REGS = "r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10"
 _ENTRY = (
     f"{_REGS} = regs",

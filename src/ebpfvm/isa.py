@@ -1,9 +1,11 @@
 """The eBPF opcode table: one row per valid (opcode, variant) pair.
 
-This module is the single source of truth for the instruction set (RFC 9669,
-``shared/docs/isa.md`` section 14). The interpreter, the assembler, the
-disassembler and the verifier all read :data:`OPS`; nothing else in the
-package spells an opcode byte. ``python -m ebpfvm.isa`` prints the table.
+This module is the single source of truth for the instruction set (RFC 9669:
+section 3's encoding, Appendix A's opcode table). The interpreter, the
+assembler, the disassembler, the verifier and the JIT all read :data:`OPS`;
+nothing else in the package spells an opcode byte. Control-flow and memory
+facts are properties of :class:`Form` (``ends_block``, ``target_field``...),
+and :class:`Op` names each row's operation. ``python -m ebpfvm.isa`` prints the table.
 
 Rows are generated from field products (class x source x operation) in
 :func:`_build_table`, exactly as the opcode byte is composed in the ISA.
@@ -26,6 +28,7 @@ __all__ = [
     "Cls",
     "Form",
     "Mode",
+    "Op",
     "OpInfo",
     "Reg",
     "Size",
@@ -36,7 +39,7 @@ __all__ = [
 
 
 class Cls(IntEnum):
-    """Instruction class: bits 0-2 of the opcode (isa.md 2.3)."""
+    """Instruction class: bits 0-2 of the opcode (RFC 9669 section 3.3)."""
 
     LD = 0
     LDX = 1
@@ -106,6 +109,136 @@ class Form(Enum):
     LD_ABS = "ld_abs"  # op imm            (legacy packet load into r0)
     LD_IND = "ld_ind"  # op src, imm       (legacy packet load into r0)
 
+    # Control-flow and memory facts of each form (RFC 9669 sections 4.3 and
+    # 5), declared once here; cfg, the verifier and every engine read them.
+
+    @property
+    def target_field(self) -> str | None:
+        """Where the branch or local-call target is, as a slot delta from the
+        next slot: ``"off"`` (jumps, RFC 9669 section 4.3), ``"imm"`` (ja32
+        and local calls, sections 4.3 and 4.3.2), None for other forms.
+        :func:`ebpfvm.cfg.branch_target` is the one place that adds it up."""
+        return _TARGET_FIELD.get(self)
+
+    @property
+    def has_branch_target(self) -> bool:
+        """A jump (conditional or not) or a local call."""
+        return self in _TARGET_FIELD
+
+    @property
+    def falls_through(self) -> bool:
+        """Whether execution may go on at the next instruction (all but ja, ja32
+        and exit; a local call returns there)."""
+        return self not in _NO_FALL_THROUGH
+
+    @property
+    def ends_block(self) -> bool:
+        """Whether the instruction ends a basic block: jumps, calls (which may
+        stop the program; returns resume after them), exit and legacy packet
+        loads (which may end the program)."""
+        return self in _BLOCK_ENDERS
+
+    @property
+    def memory_base(self) -> str | None:
+        """The register field holding the base of a ``[reg + off]`` memory
+        access (RFC 9669 section 5.1): ``"src"`` for loads, ``"dst"`` for
+        stores and atomics; None for other forms (legacy packet loads address
+        the packet, not memory)."""
+        return _MEMORY_BASE.get(self)
+
+    @property
+    def is_memory_access(self) -> bool:
+        """A load, store or atomic through ``[reg + off]``."""
+        return self in _MEMORY_BASE
+
+
+JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
+CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
+_TARGET_FIELD: dict[Form, str] = {
+    Form.JA: "off", Form.JCC_K: "off", Form.JCC_X: "off", Form.JA32: "imm", Form.CALL_LOCAL: "imm",
+}
+_NO_FALL_THROUGH = frozenset({Form.JA, Form.JA32, Form.EXIT})
+_BLOCK_ENDERS = JUMP_FORMS | CALL_FORMS | {Form.EXIT, Form.LD_ABS, Form.LD_IND}
+_MEMORY_BASE: dict[Form, str] = {Form.LDX: "src", Form.ST: "dst", Form.STX: "dst",
+                                 Form.ATOMIC: "dst"}
+
+
+class Op(str, Enum):
+    """The semantic key of a row (:attr:`OpInfo.op`), shared by every engine:
+    the operation, whatever the class, source or size. Members compare and
+    hash as their string values; compare with members, so that a misspelled
+    op is a type error."""
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    # ALU (RFC 9669 section 4.1)
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    SDIV = "sdiv"
+    OR = "or"
+    AND = "and"
+    LSH = "lsh"
+    RSH = "rsh"
+    NEG = "neg"
+    MOD = "mod"
+    SMOD = "smod"
+    XOR = "xor"
+    MOV = "mov"
+    MOVSX = "movsx"
+    ARSH = "arsh"
+    # Byte swaps (section 4.2)
+    LE = "le"
+    BE = "be"
+    BSWAP = "bswap"
+    # Jumps (section 4.3)
+    JA = "ja"
+    JEQ = "jeq"
+    JGT = "jgt"
+    JGE = "jge"
+    JSET = "jset"
+    JNE = "jne"
+    JSGT = "jsgt"
+    JSGE = "jsge"
+    JLT = "jlt"
+    JLE = "jle"
+    JSLT = "jslt"
+    JSLE = "jsle"
+    CALL = "call"
+    CALL_LOCAL = "call_local"
+    CALL_RUNTIME = "call_runtime"
+    CALLX = "callx"
+    EXIT = "exit"
+    # Loads and stores (section 5)
+    LDX = "ldx"
+    LDXS = "ldxs"
+    ST = "st"
+    STX = "stx"
+    LDABS = "ldabs"
+    LDIND = "ldind"
+    # Atomics (section 5.3): the plain operations share ADD, OR, AND, XOR
+    FETCH_ADD = "fetch_add"
+    FETCH_OR = "fetch_or"
+    FETCH_AND = "fetch_and"
+    FETCH_XOR = "fetch_xor"
+    XCHG = "xchg"
+    CMPXCHG = "cmpxchg"
+    # 64-bit immediate loads (section 5.4)
+    IMM64 = "imm64"
+    MAP_FD = "map_fd"
+    MAP_VALUE = "map_value"
+    VAR_ADDR = "var_addr"
+    CODE_ADDR = "code_addr"
+    MAP_IDX = "map_idx"
+    MAP_IDX_VALUE = "map_idx_value"
+
 
 class Reg(Enum):
     """How an instruction uses a register field."""
@@ -150,7 +283,7 @@ class OpInfo:
     mnemonic: str
     form: Form
     cls: Cls
-    op: str
+    op: Op
     width: int
     dst: Reg
     src: Reg
@@ -187,70 +320,69 @@ class OpInfo:
         )
 
 
-JUMP_FORMS = frozenset({Form.JA, Form.JA32, Form.JCC_K, Form.JCC_X})
-CALL_FORMS = frozenset({Form.CALL, Form.CALL_LOCAL, Form.CALL_RUNTIME, Form.CALLX})
-
-# (code, op) of the ALU operations, isa.md section 4.
-_ALU_OPS: tuple[tuple[int, str], ...] = (
-    (0x0, "add"),
-    (0x1, "sub"),
-    (0x2, "mul"),
-    (0x3, "div"),
-    (0x4, "or"),
-    (0x5, "and"),
-    (0x6, "lsh"),
-    (0x7, "rsh"),
-    (0x9, "mod"),
-    (0xA, "xor"),
-    (0xB, "mov"),
-    (0xC, "arsh"),
+# (code, op) of the ALU operations, RFC 9669 section 4.1.
+_ALU_OPS: tuple[tuple[int, Op], ...] = (
+    (0x0, Op.ADD),
+    (0x1, Op.SUB),
+    (0x2, Op.MUL),
+    (0x3, Op.DIV),
+    (0x4, Op.OR),
+    (0x5, Op.AND),
+    (0x6, Op.LSH),
+    (0x7, Op.RSH),
+    (0x9, Op.MOD),
+    (0xA, Op.XOR),
+    (0xB, Op.MOV),
+    (0xC, Op.ARSH),
 )
-_DIVMUL = frozenset({"mul", "div", "mod", "sdiv", "smod"})
+_DIVMUL = frozenset({Op.MUL, Op.DIV, Op.MOD, Op.SDIV, Op.SMOD})
+_SIGNED_TWIN = {Op.DIV: Op.SDIV, Op.MOD: Op.SMOD}
+"""ALU operations whose off = 1 variant is the signed one (RFC 9669 section 4.1)."""
 _ALU_CODE_NEG = 0x8
 _ALU_CODE_END = 0xD
 
-# Conditional jumps (isa.md section 6): (code, op, signed, cpu level of the JMP form).
-_JCC_OPS: tuple[tuple[int, str, bool, int], ...] = (
-    (0x1, "jeq", False, 1),
-    (0x2, "jgt", False, 1),
-    (0x3, "jge", False, 1),
-    (0x4, "jset", False, 1),
-    (0x5, "jne", False, 1),
-    (0x6, "jsgt", True, 1),
-    (0x7, "jsge", True, 1),
-    (0xA, "jlt", False, 2),
-    (0xB, "jle", False, 2),
-    (0xC, "jslt", True, 2),
-    (0xD, "jsle", True, 2),
+# Conditional jumps (RFC 9669 section 4.3): (code, op, signed, cpu level of the JMP form).
+_JCC_OPS: tuple[tuple[int, Op, bool, int], ...] = (
+    (0x1, Op.JEQ, False, 1),
+    (0x2, Op.JGT, False, 1),
+    (0x3, Op.JGE, False, 1),
+    (0x4, Op.JSET, False, 1),
+    (0x5, Op.JNE, False, 1),
+    (0x6, Op.JSGT, True, 1),
+    (0x7, Op.JSGE, True, 1),
+    (0xA, Op.JLT, False, 2),
+    (0xB, Op.JLE, False, 2),
+    (0xC, Op.JSLT, True, 2),
+    (0xD, Op.JSLE, True, 2),
 )
 _JMP_CODE_JA = 0x0
 _JMP_CODE_CALL = 0x8
 _JMP_CODE_EXIT = 0x9
 
-# Atomic operations (isa.md section 9): imm -> op.
-_ATOMIC_OPS: tuple[tuple[int, str], ...] = (
-    (0x00, "add"),
-    (0x01, "fetch_add"),
-    (0x40, "or"),
-    (0x41, "fetch_or"),
-    (0x50, "and"),
-    (0x51, "fetch_and"),
-    (0xA0, "xor"),
-    (0xA1, "fetch_xor"),
-    (0xE1, "xchg"),
-    (0xF1, "cmpxchg"),
+# Atomic operations (RFC 9669 section 5.3): imm -> op.
+_ATOMIC_OPS: tuple[tuple[int, Op], ...] = (
+    (0x00, Op.ADD),
+    (0x01, Op.FETCH_ADD),
+    (0x40, Op.OR),
+    (0x41, Op.FETCH_OR),
+    (0x50, Op.AND),
+    (0x51, Op.FETCH_AND),
+    (0xA0, Op.XOR),
+    (0xA1, Op.FETCH_XOR),
+    (0xE1, Op.XCHG),
+    (0xF1, Op.CMPXCHG),
 )
 ATOMIC_FETCH = 0x01
 
-# lddw subtypes (isa.md section 10): src value -> (mnemonic, op).
-LDDW_SUBTYPES: dict[int, tuple[str, str]] = {
-    0: ("lddw", "imm64"),
-    1: ("lddw_map_fd", "map_fd"),
-    2: ("lddw_map_value", "map_value"),
-    3: ("lddw_var", "var_addr"),
-    4: ("lddw_func", "code_addr"),
-    5: ("lddw_map_idx", "map_idx"),
-    6: ("lddw_map_idx_value", "map_idx_value"),
+# lddw subtypes (RFC 9669 section 5.4): src value -> (mnemonic, op).
+LDDW_SUBTYPES: dict[int, tuple[str, Op]] = {
+    0: ("lddw", Op.IMM64),
+    1: ("lddw_map_fd", Op.MAP_FD),
+    2: ("lddw_map_value", Op.MAP_VALUE),
+    3: ("lddw_var", Op.VAR_ADDR),
+    4: ("lddw_func", Op.CODE_ADDR),
+    5: ("lddw_map_idx", Op.MAP_IDX),
+    6: ("lddw_map_idx_value", Op.MAP_IDX_VALUE),
 }
 
 
@@ -267,37 +399,32 @@ def _alu_rows() -> list[OpInfo]:
                 form = Form.ALU_K if src_bit is Src.K else Form.ALU_X
                 src = Reg.NONE if src_bit is Src.K else Reg.READ
                 imm = None if src_bit is Src.K else 0
-                variants = [(op, 0, False, 1)]
-                if op in ("div", "mod"):
-                    variants.append(("s" + op, 1, True, 4))
-                if op == "mov" and src_bit is Src.X:
+                variants = [(op, op.value + suffix, 0, False, 1)]
+                if op in _SIGNED_TWIN:
+                    twin = _SIGNED_TWIN[op]
+                    variants.append((twin, twin.value + suffix, 1, True, 4))
+                if op is Op.MOV and src_bit is Src.X:
                     for bits in (8, 16, 32) if cls is Cls.ALU64 else (8, 16):
-                        variants.append((f"movsx{bits}", bits, True, 4))
-                for name, off, signed, cpu in variants:
-                    if name.startswith("movsx"):
-                        mnemonic = f"movsx{off}{width}"
-                        sem = "movsx"
-                    else:
-                        mnemonic = name + suffix
-                        sem = name
+                        variants.append((Op.MOVSX, f"movsx{bits}{width}", bits, True, 4))
+                for sem, mnemonic, off, signed, cpu in variants:
                     rows.append(
                         OpInfo(
                             opcode, mnemonic, form, cls, sem, width, Reg.WRITE, src,
                             off=off, imm=imm,
-                            group=divmul if name in _DIVMUL else base, cpu=cpu, signed=signed,
+                            group=divmul if sem in _DIVMUL else base, cpu=cpu, signed=signed,
                         )
                     )
         rows.append(
             OpInfo(
-                (_ALU_CODE_NEG << 4) | cls, "neg" + suffix, Form.NEG, cls, "neg", width,
+                (_ALU_CODE_NEG << 4) | cls, "neg" + suffix, Form.NEG, cls, Op.NEG, width,
                 Reg.WRITE, Reg.NONE, imm=0, group=base,
             )
         )
-    # Byte swaps (isa.md section 5): le/be in ALU, bswap in ALU64 (K form only).
+    # Byte swaps (RFC 9669 section 4.2): le/be in ALU, bswap in ALU64 (K form only).
     for cls, src_bit, name, op, cpu in (
-        (Cls.ALU, Src.K, "le", "le", 1),
-        (Cls.ALU, Src.X, "be", "be", 1),
-        (Cls.ALU64, Src.K, "bswap", "bswap", 4),
+        (Cls.ALU, Src.K, "le", Op.LE, 1),
+        (Cls.ALU, Src.X, "be", Op.BE, 1),
+        (Cls.ALU64, Src.K, "bswap", Op.BSWAP, 4),
     ):
         for bits in (16, 32, 64):
             rows.append(
@@ -312,9 +439,9 @@ def _alu_rows() -> list[OpInfo]:
 
 def _jmp_rows() -> list[OpInfo]:
     rows: list[OpInfo] = [
-        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP, "ja", Form.JA, Cls.JMP, "ja", 64,
+        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP, "ja", Form.JA, Cls.JMP, Op.JA, 64,
                Reg.NONE, Reg.NONE, off=None, imm=0),
-        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP32, "ja32", Form.JA32, Cls.JMP32, "ja", 32,
+        OpInfo(_JMP_CODE_JA << 4 | Cls.JMP32, "ja32", Form.JA32, Cls.JMP32, Op.JA, 32,
                Reg.NONE, Reg.NONE, off=0, imm=None, cpu=4),
     ]
     for cls in JMP_CLASSES:
@@ -324,7 +451,7 @@ def _jmp_rows() -> list[OpInfo]:
             for src_bit in Src:
                 rows.append(
                     OpInfo(
-                        (code << 4) | src_bit | cls, op + suffix,
+                        (code << 4) | src_bit | cls, op.value + suffix,
                         Form.JCC_K if src_bit is Src.K else Form.JCC_X, cls, op, width,
                         Reg.READ, Reg.NONE if src_bit is Src.K else Reg.READ,
                         off=None, imm=None if src_bit is Src.K else 0,
@@ -334,16 +461,16 @@ def _jmp_rows() -> list[OpInfo]:
                 )
     call = (_JMP_CODE_CALL << 4) | Cls.JMP
     rows += [
-        OpInfo(call, "call", Form.CALL, Cls.JMP, "call", 64, Reg.NONE, Reg.NONE,
+        OpInfo(call, "call", Form.CALL, Cls.JMP, Op.CALL, 64, Reg.NONE, Reg.NONE,
                src_value=0, imm=None),
-        OpInfo(call, "call local", Form.CALL_LOCAL, Cls.JMP, "call_local", 64, Reg.NONE,
+        OpInfo(call, "call local", Form.CALL_LOCAL, Cls.JMP, Op.CALL_LOCAL, 64, Reg.NONE,
                Reg.NONE, src_value=1, imm=None, cpu=3),
-        OpInfo(call, "call runtime", Form.CALL_RUNTIME, Cls.JMP, "call_runtime", 64,
+        OpInfo(call, "call runtime", Form.CALL_RUNTIME, Cls.JMP, Op.CALL_RUNTIME, 64,
                Reg.NONE, Reg.NONE, src_value=2, imm=None, cpu=3),
         # callx as bpf_conformance defines it: the target is in the *dst* field.
-        OpInfo(call | Src.X, "call", Form.CALLX, Cls.JMP, "callx", 64, Reg.READ, Reg.NONE,
+        OpInfo(call | Src.X, "call", Form.CALLX, Cls.JMP, Op.CALLX, 64, Reg.READ, Reg.NONE,
                imm=0, group="callx"),
-        OpInfo((_JMP_CODE_EXIT << 4) | Cls.JMP, "exit", Form.EXIT, Cls.JMP, "exit", 64,
+        OpInfo((_JMP_CODE_EXIT << 4) | Cls.JMP, "exit", Form.EXIT, Cls.JMP, Op.EXIT, 64,
                Reg.NONE, Reg.NONE, imm=0),
     ]
     return rows
@@ -356,31 +483,31 @@ def _mem_rows() -> list[OpInfo]:
         sfx = SIZE_SUFFIX[size]
         group = "base64" if size is Size.DW else "base32"
         rows += [
-            OpInfo(Mode.MEM | size | Cls.LDX, "ldx" + sfx, Form.LDX, Cls.LDX, "ldx", nbytes * 8,
+            OpInfo(Mode.MEM | size | Cls.LDX, "ldx" + sfx, Form.LDX, Cls.LDX, Op.LDX, nbytes * 8,
                    Reg.WRITE, Reg.READ, off=None, imm=0, group=group),
-            OpInfo(Mode.MEM | size | Cls.ST, "st" + sfx, Form.ST, Cls.ST, "st", nbytes * 8,
+            OpInfo(Mode.MEM | size | Cls.ST, "st" + sfx, Form.ST, Cls.ST, Op.ST, nbytes * 8,
                    Reg.READ, Reg.NONE, off=None, imm=None, group=group),
-            OpInfo(Mode.MEM | size | Cls.STX, "stx" + sfx, Form.STX, Cls.STX, "stx", nbytes * 8,
+            OpInfo(Mode.MEM | size | Cls.STX, "stx" + sfx, Form.STX, Cls.STX, Op.STX, nbytes * 8,
                    Reg.READ, Reg.READ, off=None, imm=0, group=group),
         ]
         if size is not Size.DW:
             rows.append(
-                OpInfo(Mode.MEMSX | size | Cls.LDX, "ldxs" + sfx, Form.LDX, Cls.LDX, "ldxs",
+                OpInfo(Mode.MEMSX | size | Cls.LDX, "ldxs" + sfx, Form.LDX, Cls.LDX, Op.LDXS,
                        nbytes * 8, Reg.WRITE, Reg.READ, off=None, imm=0, cpu=4, signed=True)
             )
-            # Legacy packet loads (isa.md section 11): no DW form.
+            # Legacy packet loads (RFC 9669 section 5.5): no DW form.
             rows += [
-                OpInfo(Mode.ABS | size | Cls.LD, "ldabs" + sfx, Form.LD_ABS, Cls.LD, "ldabs",
+                OpInfo(Mode.ABS | size | Cls.LD, "ldabs" + sfx, Form.LD_ABS, Cls.LD, Op.LDABS,
                        nbytes * 8, Reg.NONE, Reg.NONE, imm=None, group="packet"),
-                OpInfo(Mode.IND | size | Cls.LD, "ldind" + sfx, Form.LD_IND, Cls.LD, "ldind",
+                OpInfo(Mode.IND | size | Cls.LD, "ldind" + sfx, Form.LD_IND, Cls.LD, Op.LDIND,
                        nbytes * 8, Reg.NONE, Reg.READ, imm=None, group="packet"),
             ]
     for size, suffix, group in ((Size.W, "32", "atomic32"), (Size.DW, "", "atomic64")):
         for imm, op in _ATOMIC_OPS:
-            words = op.split("_")
+            words = op.value.split("_")
             mnemonic = "lock " + " ".join(words) + suffix
             # Fetch forms write the old value back into src; cmpxchg writes it into r0.
-            writes_src = bool(imm & ATOMIC_FETCH) and op != "cmpxchg"
+            writes_src = bool(imm & ATOMIC_FETCH) and op is not Op.CMPXCHG
             rows.append(
                 OpInfo(Mode.ATOMIC | size | Cls.STX, mnemonic, Form.ATOMIC, Cls.STX, op,
                        SIZE_BYTES[size] * 8, Reg.READ, Reg.WRITE if writes_src else Reg.READ,
@@ -425,7 +552,7 @@ BY_OPCODE, BY_MNEMONIC = _index()
 BY_MNEMONIC[mnemonic] lists the rows that share a spelling (K and X forms)."""
 
 MNEMONIC_ALIASES: dict[str, str] = {
-    **{f"{op}64": op for _code, op in _ALU_OPS},
+    **{f"{op.value}64": op.value for _code, op in _ALU_OPS},
     "neg64": "neg",
     "sdiv64": "sdiv",
     "smod64": "smod",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .btf_ext import LineInfo, parse_line_info
+from .cfg import branch_target
 from .disasm import disassemble_insn
 from .disasm_llvm import format_llvm
 from .encoding import SLOT, Insn, decode
@@ -57,10 +58,8 @@ def _listing(code: bytes, style: str, symbols: dict[int, str],
         if info is not None and (info.file, info.line) != last and info.text:
             out.append(f"; {info.text.strip()} @ {posixpath.basename(info.file)}:{info.line}")
             last = (info.file, info.line)
-        label = None
-        if insn.row is not None and insn.row.is_jump:
-            delta = insn.off if insn.row.form.value != "ja32" else insn.imm
-            label = symbols.get(pc + 1 + delta)
+        target = branch_target(insn) if insn.row is not None and insn.row.is_jump else None
+        label = None if target is None else symbols.get(target)
         raw = code[pc * SLOT : (pc + insn.slots) * SLOT]
         out.append(f"{pc:>8}:\t{' '.join(f'{b:02x}' for b in raw)}\t"
                    f"{_format(insn, style, label)}")

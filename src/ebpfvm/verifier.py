@@ -1,5 +1,5 @@
 """The default structural verifier: table-driven field checks and control-flow
-bounds (isa.md sections 2, 7, 10, 12 and 14).
+bounds (RFC 9669 sections 3, 4.3, 5.4 and Appendix A).
 
 Every instruction is matched against its row in :data:`ebpfvm.isa.OPS`; the
 row says which fields are registers, which are written, and which values the
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .encoding import SLOT, SLOT_LAYOUT, lddw_second_slot
+from .cfg import branch_target
+from .encoding import SLOT, SLOT_LAYOUT, Insn, lddw_second_slot
 from .errors import VerifierError
-from .isa import BY_OPCODE, JUMP_FORMS, MAX_REG, Form, OpInfo, Reg, find_row
+from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
 
@@ -63,23 +64,18 @@ _NIBBLE_MASK = (1 << _NIBBLE_BITS) - 1
 _FRAME_POINTER = MAX_REG
 """r10, the read-only frame pointer: no instruction may write it."""
 
-_TERMINAL_FORMS = frozenset({Form.EXIT, Form.JA, Form.JA32})
-"""Forms after which execution never falls through to the next slot."""
-
 # What the slot loop does after the field checks, per instruction (see _kind).
 _KIND_STRAIGHT = 0  # nothing more
 _KIND_LDDW = 1  # check the second slot and the subtype
 _KIND_CALL_RUNTIME = 2  # reject
-_KIND_DELTA_IN_OFF = 3  # jump: target is pc + 1 + off
-_KIND_DELTA_IN_IMM = 4  # ja32, local call: target is pc + 1 + imm
+_KIND_BRANCH = 3  # jump or local call: check its target (see cfg.branch_target)
 # Plain names for the forms _kind tests: enum attribute lookups and hashing are slow.
 _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
-_FORM_JA32 = Form.JA32
-_FORM_CALL_LOCAL = Form.CALL_LOCAL
+_BRANCH_FORMS = frozenset(form for form in Form if form.has_branch_target)
 
 _PLAIN_LDDW_SUBTYPE = 0
-"""lddw src 0 loads a 64-bit constant; 1..6 need a loader (isa.md 10)."""
+"""lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
 
 _SUBTYPED: tuple[bool, ...] = tuple(
     len({row.src_value for row in rows if row.src is Reg.NONE}) > 1 for rows in BY_OPCODE
@@ -103,9 +99,11 @@ def verify(code: bytes | bytearray | memoryview, *, allow_lddw_subtypes: bool = 
     nslots = _count_slots(code)
     data = code.tobytes() if isinstance(code, memoryview) else code
     branches, second_slots, last_pc, last_row = _check_slots(data, nslots, allow_lddw_subtypes)
-    for pc, row, delta in branches:
-        _check_target(pc, row, pc + 1 + delta, nslots, second_slots)
-    if last_row.form not in _TERMINAL_FORMS:
+    for insn in branches:
+        target = branch_target(insn)
+        assert target is not None and insn.row is not None, "branches are jumps and local calls"
+        _check_target(insn.pc, insn.row, target, nslots, second_slots)
+    if last_row.form.falls_through:
         raise VerifierError(
             f"the last instruction ({last_row.mnemonic}) is not exit or ja: "
             "execution could run past the end",
@@ -129,14 +127,14 @@ def _count_slots(code: bytes | bytearray | memoryview) -> int:
 
 def _check_slots(
     data: bytes | bytearray, nslots: int, allow_lddw_subtypes: bool
-) -> tuple[list[tuple[int, OpInfo, int]], set[int], int, OpInfo]:
+) -> tuple[list[Insn], set[int], int, OpInfo]:
     """Run the per-instruction rules over every slot.
 
-    Returns (pc, row, slot delta) of each jump and local call, the slot
+    Returns each jump and local call (register fields left 0), the slot
     indexes of lddw second slots, and the pc and row of the last instruction.
     """
     checked: dict[tuple[int, int, int, int], tuple[OpInfo, int]] = {}  # same slot, same result
-    branches: list[tuple[int, OpInfo, int]] = []
+    branches: list[Insn] = []
     second_slots: set[int] = set()
     skip = -1
     last_pc = 0
@@ -159,7 +157,7 @@ def _check_slots(
                 f"{row.mnemonic} (call by BTF id) is not supported", pc, "call_runtime"
             )
         else:
-            branches.append((pc, row, fields[3] if kind == _KIND_DELTA_IN_IMM else fields[2]))
+            branches.append(Insn(pc, fields[0], 0, 0, fields[2], fields[3], row))
         last_pc, last_row = pc, row
     assert last_row is not None  # nslots > 0 was checked by _count_slots
     return branches, second_slots, last_pc, last_row
@@ -171,10 +169,8 @@ def _kind(form: Form) -> int:
         return _KIND_LDDW
     if form is _FORM_CALL_RUNTIME:
         return _KIND_CALL_RUNTIME
-    if form is _FORM_JA32 or form is _FORM_CALL_LOCAL:
-        return _KIND_DELTA_IN_IMM
-    if form in JUMP_FORMS:
-        return _KIND_DELTA_IN_OFF
+    if form in _BRANCH_FORMS:
+        return _KIND_BRANCH
     return _KIND_STRAIGHT
 
 
@@ -273,8 +269,8 @@ def _check_register(pc: int, row: OpInfo, name: str, value: int, rule: Reg, fixe
 def _check_lddw(
     data: bytes | bytearray, pc: int, nslots: int, row: OpInfo, allow_subtypes: bool
 ) -> None:
-    """The second slot of the lddw at `pc` exists and holds only imm (isa.md
-    2.2); subtypes other than the plain constant need `allow_subtypes`."""
+    """The second slot of the lddw at `pc` exists and holds only imm (RFC 9669
+    section 3.2); subtypes other than the plain constant need `allow_subtypes`."""
     if pc + 1 >= nslots:
         raise VerifierError(
             f"{row.mnemonic} is cut off by the end of the program", pc, "incomplete_lddw"

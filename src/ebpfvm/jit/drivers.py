@@ -1,6 +1,6 @@
 """The native loops around a program's entry: `repeat` (one input, n runs)
 and `batch` (one run per span of a buffer). Both are part of the runtime code
-every program shares (see translate._Translator._runtime).
+every program shares (see x86_stubs.X86Stubs._runtime).
 
 The batch loop keeps Ctrl-C prompt however short its runs are: it counts the
 instructions its runs charge, plus :data:`BATCH_RUN_UNITS` per run, and calls

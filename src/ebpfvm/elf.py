@@ -61,6 +61,7 @@ from .memory import address_of
 
 if TYPE_CHECKING:
     from .contexts import SkbRunner, XdpRunner
+    from .jit.tailcall import TailGroup
     from .vm import EbpfVmFixedMbuff, EbpfVmRaw, _VmBase
 
     _Vm = TypeVar("_Vm", bound=_VmBase)
@@ -429,11 +430,40 @@ class _TailCalls:
         """The root's callee VMs, one per program: callees run one after the
         other, never nested, so a chain of 33 needs no more."""
 
-    def attach(self, vm: Any) -> None:
-        """Make this the tail-call helper of `vm` (the VM it was made for)."""
+    def attach(self, vm: Any, share: bool = True) -> None:
+        """Make this the tail-call helper of `vm` (the VM it was made for).
+        With `share`, when the object has a program array, `vm` also gets
+        every program's maps and data: JIT code runs tail-called programs on
+        `vm`'s helpers and regions (see native_group)."""
+        from .maps import ProgArray
+
         vm.register_helper(BPF_TAIL_CALL, self.helper, context=True, name="bpf_tail_call")
+        if share and any(isinstance(m, ProgArray) for m in self.obj.maps.values()):
+            self._share(vm)
         self.own = dict(vm._helpers)
         vm._tail_calls = self
+
+    def _share(self, vm: Any) -> None:
+        """Give `vm` the maps and data sections of the object's other programs."""
+        mine = self.obj.program(self.name)
+        sections = {s for p in self.obj.programs for s in p.data_sections} - set(
+            mine.data_sections)
+        for section in sorted(sections):
+            vm.register_allowed_memory(self.obj.data[section],
+                                       writable=not section.startswith(".rodata"))
+        names = {n for p in self.obj.programs for n in p.maps}
+        if names - set(mine.maps):
+            used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}
+            for key, helper in map_helpers(used).items():
+                vm.register_helper(key, helper)
+
+    def native_group(self) -> TailGroup | None:
+        """The object's programs and program arrays for JIT code in which
+        this VM's tail calls are native jumps (jit/tailcall.py); None: they
+        stay calls of this helper."""
+        from .jit.tailcall import TailGroup
+
+        return TailGroup.of(self.obj, self.name)
 
     def copy_to(self, vm: Any) -> None:
         """Give `vm`, a VM of another kind running the same program with the
@@ -443,7 +473,7 @@ class _TailCalls:
         settings = {**self.settings, "kind": type(vm)}
         copy = _TailCalls(self.obj, settings, self.name, vm)
         own = dict(self.own)
-        copy.attach(vm)
+        copy.attach(vm, share=False)  # vm gets this VM's helpers and memory
         copy.own = {**own, BPF_TAIL_CALL: vm._helpers[BPF_TAIL_CALL]}
 
     def helper(self, ctx: HelperContext, _ctx_ptr: int, handle: int, index: int, _d: int,

@@ -25,7 +25,7 @@ evicted when full), and queue and stack
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from enum import IntEnum
 from typing import Any
 
@@ -198,6 +198,8 @@ class ProgArray:
         self.slots: dict[int, str] = {}
         """The programs set, by slot (slots never set take no memory)."""
         self.handle = 0
+        self.watchers: list[Callable[[int, str | None], None]] = []
+        """Called with (slot, program or None) when a slot changes (the JIT's tables)."""
 
     def get(self, index: int) -> str | None:
         """The program in slot `index`, or None."""
@@ -212,6 +214,8 @@ class ProgArray:
         if not 0 <= index < self.max_entries:
             raise ArrayIndexError(self.name, index, self.max_entries)
         self.slots[index] = program
+        for watch in self.watchers:
+            watch(index, program)
 
     def __getitem__(self, index: int) -> str:
         found = self.get(index)
@@ -223,6 +227,8 @@ class ProgArray:
         if self.get(index) is None:
             raise KeyError(index)
         del self.slots[index]
+        for watch in self.watchers:
+            watch(index, None)
 
     def __len__(self) -> int:
         return len(self.slots)

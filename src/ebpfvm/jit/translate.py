@@ -42,7 +42,7 @@ import operator
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from ..alu import M32
 from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, basic_blocks, register_problem, stack_size
@@ -62,6 +62,9 @@ from .context import (
 from .drivers import batch_driver, repeat_driver
 from .x86_64 import AluOp, Cond, Label, Mem, ShiftOp, X86Assembler
 from .x86_64 import Reg as X
+
+if TYPE_CHECKING:
+    from .tailcall import TailPlan
 
 __all__ = ["REG_MAP", "JitCode", "translate"]
 
@@ -223,8 +226,10 @@ class JitCode:
 
 class _Translator:
     def __init__(self, insns: Sequence[Insn], checked: bool, context: int,
-                 stack_clear: int | None, record: bool, metered: bool) -> None:
+                 stack_clear: int | None, record: bool, metered: bool,
+                 tail: TailPlan | None = None) -> None:
         self.context = context
+        self.tail = tail
         self.record = record
         self.insns = list(insns)
         self.checked = checked
@@ -280,6 +285,8 @@ class _Translator:
         entry = a.buf.position
         a.bind(self.entry_label)
         self._prologue()
+        if self.tail is not None:
+            self.tail.begin(self)
         data = a.buf.data
         positions = self.positions
         record = self.record
@@ -1213,6 +1220,8 @@ def _emit_jcc(t: _Translator, insn: Insn, row: OpInfo) -> None:
 
 def _emit_call(t: _Translator, insn: Insn, row: OpInfo) -> None:
     """Helper call through the Python trampoline: tramp(id, r1, ..., r5)."""
+    if t.tail is not None and t.tail.emit(t, insn, row, _emit_call):  # a native tail call
+        return
     a = t.asm
     if row.form is Form.CALLX:
         a.mov_rr(ADDR, REG_MAP[insn.dst])
@@ -1336,12 +1345,13 @@ _EMITTERS: dict[Form, Callable[[_Translator, Insn, OpInfo], None]] = {
 
 def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
               stack_clear: int | None = None, record: bool = False,
-              metered: bool | None = None) -> JitCode:
+              metered: bool | None = None, tail: TailPlan | None = None) -> JitCode:
     """Translate decoded instructions to x86-64 machine code that runs with the
     JitContext at address `context`. Each run clears `stack_clear` bytes below
     r10 (by default what the program can observe, see observable_stack).
     `record` fills JitCode.pc_offsets; the code is the same either way.
     `metered` (default: `checked`) makes blocks charge the budget: unchecked
-    code charges it only when asked (a run with a budget)."""
+    code charges it only when asked (a run with a budget). `tail` makes tail
+    calls native jumps (see tailcall.TailPlan)."""
     charged = checked if metered is None else metered or checked
-    return _Translator(insns, checked, context, stack_clear, record, charged).translate()
+    return _Translator(insns, checked, context, stack_clear, record, charged, tail).translate()

@@ -19,7 +19,7 @@ the object into one piece of code, each program at its own pc offset, and a
    interpreter's callee VM does), then the target's first block.
 
 Everything else is the root's: the run context, the region table (the
-root's VM has every program's data and maps, see elf._TailCalls), the budget
+root's VM has every program's data and maps, see tailcalls._TailCalls), the budget
 register, the helpers and their machine. The callee's exit ends the run.
 
 When the run stops early, TailPlan.stopped turns a stop inside a callee into
@@ -48,6 +48,7 @@ from ..helpers import HELPER_CALL_UNITS
 from ..isa import Form
 from ..maps import ProgArray
 from ..memory import Region
+from ..tailcalls import BPF_TAIL_CALL, E2BIG, ENOENT, MAX_TAIL_CALLS
 from .context import BUDGET_SLICE
 from .x86_64 import AluOp, Cond, Label, Mem, ShiftOp
 from .x86_64 import Reg as X
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUP_SLOT_LIMIT", "TABLE_LIMIT", "NativeTable", "TailGroup", "TailPlan", "tail_plan"]
 
-TAIL_CALL_HELPER = 12
-"""bpf_tail_call's helper number (the loader's BPF_TAIL_CALL)."""
 TABLE_LIMIT = 1 << 16
 """Program arrays up to this many entries get a native table (4 bytes an
 entry); an object with a larger one keeps the Python helper for its tail calls."""
@@ -125,8 +124,6 @@ class TailGroup:
         stay with the Python helper: `root` makes none, a program array is
         over TABLE_LIMIT, the programs are over GROUP_SLOT_LIMIT, or a program
         is not self-contained (it could fall or jump into its neighbour)."""
-        from ..elf import E2BIG, ENOENT, MAX_TAIL_CALLS
-
         arrays = [m for m in obj.maps.values() if isinstance(m, ProgArray)]
         if not arrays or any(array.max_entries > TABLE_LIMIT for array in arrays):
             return None
@@ -153,7 +150,7 @@ class TailGroup:
 
 
 def _is_tail_call(insn: Insn) -> bool:
-    return insn.row is not None and insn.row.form is Form.CALL and insn.imm == TAIL_CALL_HELPER
+    return insn.row is not None and insn.row.form is Form.CALL and insn.imm == BPF_TAIL_CALL
 
 
 _JUMPS = frozenset({Form.JA, Form.JCC_K, Form.JCC_X, Form.CALL_LOCAL})
@@ -183,9 +180,9 @@ def _self_contained(insns: Sequence[Insn]) -> bool:
 
 def tail_plan(helpers: dict[int, Any], insns: Sequence[Insn], stack: Region) -> TailPlan | None:
     """The plan for a JIT program whose VM's tail-call helper (helper 12)
-    offers a group (``native_group()``, see elf._TailCalls) for exactly these
+    offers a group (``native_group()``, see tailcalls._TailCalls) for exactly these
     instructions; None: helper 12, if any, stays a Python helper call."""
-    owner = getattr(getattr(helpers.get(TAIL_CALL_HELPER), "fn", None), "__self__", None)
+    owner = getattr(getattr(helpers.get(BPF_TAIL_CALL), "fn", None), "__self__", None)
     native_group: Callable[[], TailGroup | None] | None = getattr(owner, "native_group", None)
     if native_group is None:
         return None
@@ -264,7 +261,7 @@ class TailPlan:
         docstring. `plain` emits a helper call through Python."""
         from .translate import ADDR, BUDGET, REG_MAP, TMP
 
-        if row.form is not Form.CALL or insn.imm != TAIL_CALL_HELPER:
+        if row.form is not Form.CALL or insn.imm != BPF_TAIL_CALL:
             return False
         a = t.asm
         group = self.group

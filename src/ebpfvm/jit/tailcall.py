@@ -158,7 +158,8 @@ _JUMPS = frozenset({Form.JA, Form.JCC_K, Form.JCC_X, Form.CALL_LOCAL})
 
 def _self_contained(insns: Sequence[Insn]) -> bool:
     """Whether every branch of the program stays inside it and its last
-    instruction cannot fall off its end (an unverified program may)."""
+    instruction cannot fall off its end (an unverified program may), and it
+    has no callx (a helper number in a register, which could be 12)."""
     if not insns:
         return False
     end = insns[-1].pc + insns[-1].slots
@@ -166,6 +167,8 @@ def _self_contained(insns: Sequence[Insn]) -> bool:
         row = insn.row
         if row is None:
             continue
+        if row.form is Form.CALLX:
+            return False
         if row.form in _JUMPS:
             target = insn.pc + 1 + (insn.imm if row.form is Form.CALL_LOCAL else insn.off)
         elif row.form is Form.JA32:
@@ -212,6 +215,8 @@ class TailPlan:
             at += last.pc + last.slots
         self.insns = tuple(combined)
         self.clears = [observable_stack(code, stack_size(code)) for code in group.codes]
+        # At most FRAME_SIZE * MAX_CALL_DEPTH (cfg.stack_size): the whole
+        # stack buffer of every VM, below the root's region.
         size = max(len(stack.view), *self.clears)
         self.stack = stack if size == len(stack.view) else Region.of_address(
             stack.end - size, size, "stack", True)

@@ -89,21 +89,35 @@ def _capture(copies: int, directory: Path) -> Path:
     return path
 
 
-def _per_packet(make: Any, capture: Path, engine: str, repeat: int,
-                in_memory: bool) -> tuple[float, Any, str]:
-    """Median seconds per packet over `repeat` runs, the .bss after one run, the
-    mode. `in_memory`: the frames are read before the timed run (no pcap parsing)."""
-    times = []
-    bss: Any = None
-    mode = ""
+def _run_once(make: Any, capture: Path, frames: list[Any] | None,
+              engine: str) -> tuple[float, bytes, str]:
+    """Seconds per packet of one run, the .bss after it, the capture mode."""
+    obj, vm = make()
+    stats = run_capture(vm, frames if frames is not None else read_capture(capture),
+                        engine=engine)
+    return stats.seconds / stats.packets, bytes(obj.data[".bss"]), stats.mode
+
+
+def _compare(capture: Path, engine: str, repeat: int, in_memory: bool) -> list[str]:
+    """Both variants, their runs interleaved (the machine's load changes over
+    time): each one's median per-packet time and the median of the ratios of
+    the runs made side by side. `in_memory`: the frames are read before the
+    timed runs (no pcap parsing)."""
     frames = list(read_capture(capture)) if in_memory else None
+    tails, flats, ratios = [], [], []
+    modes = ("", "")
     for _ in range(repeat):
-        obj, vm = make()
-        stats = run_capture(vm, frames if frames is not None else read_capture(capture),
-                            engine=engine)
-        times.append(stats.seconds / stats.packets)
-        bss, mode = bytes(obj.data[".bss"]), stats.mode
-    return statistics.median(times), bss, mode
+        tail, tail_bss, tail_mode = _run_once(_dispatch, capture, frames, engine)
+        flat, flat_bss, flat_mode = _run_once(_inlined, capture, frames, engine)
+        if tail_bss != flat_bss:
+            raise SystemExit("the two programs counted different packets: not the same work")
+        tails.append(tail)
+        flats.append(flat)
+        ratios.append(tail / flat)
+        modes = (tail_mode, flat_mode)
+    return [f"  dispatch (tail calls): {statistics.median(tails) * 1e9:9.1f} ns/packet ({modes[0]})",
+            f"  inlined (no calls):    {statistics.median(flats) * 1e9:9.1f} ns/packet ({modes[1]})",
+            f"  ratio: {statistics.median(ratios):.2f}x (median of {repeat} side-by-side pairs)"]
 
 
 def main() -> None:
@@ -118,17 +132,8 @@ def main() -> None:
         capture = _capture(args.copies, Path(directory))
         for in_memory, what in ((False, "read from the pcap file (as the CLI)"),
                                 (True, "frames read beforehand (the engine's share)")):
-            tail, tail_bss, tail_mode = _per_packet(_dispatch, capture, args.engine,
-                                                    args.repeat, in_memory)
-            flat, flat_bss, flat_mode = _per_packet(_inlined, capture, args.engine,
-                                                    args.repeat, in_memory)
-            if tail_bss != flat_bss:
-                raise SystemExit("the two programs counted different packets: not the same work")
             print(f"{what}:")
-            print(f"  dispatch (tail calls): {tail * 1e9:9.1f} ns/packet ({tail_mode})")
-            print(f"  inlined (no calls):    {flat * 1e9:9.1f} ns/packet ({flat_mode})")
-            print(f"  ratio: {tail / flat:.2f}x")
-
+            print("\n".join(_compare(capture, args.engine, args.repeat, in_memory)), flush=True)
 
 if __name__ == "__main__":
     main()

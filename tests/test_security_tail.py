@@ -588,9 +588,9 @@ def test_a_chain_of_33_tail_calls_makes_one_callee_vm_per_program(checked_engine
     vm = obj.vm("relay")
     assert run(vm, checked_engine, _relay_input(100, EMPTY)) == 1000 + MAX_TAIL_CALLS + 1
     assert int.from_bytes(obj.data[".bss"], "little") == MAX_TAIL_CALLS + 1
-    assert list(vm._tail_calls.pool) == ["relay"]
-    callee = vm._tail_calls.pool["relay"]
     if checked_engine == "interp":
+        assert list(vm._tail_calls.pool) == ["relay"]
+        callee = vm._tail_calls.pool["relay"]
         assert callee._compiled is vm._compiled  # the root's translation, shared
-    else:
-        assert callee.jit_ready
+    else:  # issue 12: a native jump within the root's code, compiled once; no callee VM
+        assert list(vm._tail_calls.pool) == []

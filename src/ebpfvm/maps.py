@@ -25,7 +25,7 @@ evicted when full), and queue and stack
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Collection, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import Any, cast
 
 from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, count_of
@@ -157,6 +157,8 @@ class ProgArray(BpfMap):
         self.slots: dict[int, str] = {}
         """The programs set, by slot (slots never set take no memory)."""
         self.handle = 0
+        self.watchers: list[Callable[[int, str | None], None]] = []
+        """Called with (slot, program or None) when a slot changes (the JIT's tables)."""
 
     def get(self, index: int) -> str | None:
         """The program in slot `index`, or None."""
@@ -171,6 +173,8 @@ class ProgArray(BpfMap):
         if not 0 <= index < self.max_entries:
             raise ArrayIndexError(self.name, index, self.max_entries)
         self.slots[index] = program
+        for watch in self.watchers:
+            watch(index, program)
 
     def __getitem__(self, index: int) -> str:
         found = self.get(index)
@@ -182,6 +186,8 @@ class ProgArray(BpfMap):
         if self.get(index) is None:
             raise KeyError(index)
         del self.slots[index]
+        for watch in self.watchers:
+            watch(index, None)
 
     def __len__(self) -> int:
         return len(self.slots)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .contexts import SkbRunner, XdpRunner
-from .elf import _TailCalls
 from .kernel import KernelEnv, kernel_helpers
 from .maps import map_helpers
+from .tailcalls import _TailCalls
 from .vm import EbpfVmFixedMbuff, EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 if TYPE_CHECKING:

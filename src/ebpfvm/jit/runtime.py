@@ -43,6 +43,7 @@ from .context import (
     field_offset,
 )
 from .execmem import ExecMemory
+from .tailcall import tail_plan
 from .translate import JitCode, translate
 
 __all__ = ["BYTEARRAY_START", "MEMORYVIEW_BUF", "NO_BUDGET", "Busy", "JitProgram", "RunInput"]
@@ -203,6 +204,7 @@ class JitProgram:
         "_settled",
         "_table",
         "_table_regions",
+        "_tail",
         "_trampoline",
         "_unwound",
         "_words",
@@ -225,6 +227,9 @@ class JitProgram:
                  fixed_mbuff: tuple[Region, int, int] | None = None,
                  busy: Busy | None = None) -> None:
         self.busy = busy if busy is not None else Busy()
+        self._tail = tail_plan(helpers, insns, stack)  # tail calls as jumps (see tailcall)
+        if self._tail is not None:
+            insns, stack = self._tail.insns, self._tail.stack
         self.insns = tuple(insns)
         self.checked = checked
         self.helpers = helpers
@@ -237,7 +242,7 @@ class JitProgram:
         self._fault = self._words[_W_FAULT:_W_FAULT + 1]
         """ctx.fault as a one-item view: the cheapest read, for run()."""
         self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr,
-                                     stack_clear=len(stack.view))
+                                     stack_clear=len(stack.view), tail=self._tail)
         self.memory = ExecMemory(self.jit.code)
         base = self.memory.address
         self._entry = _ENTRY(base + self.jit.entry)
@@ -294,7 +299,7 @@ class JitProgram:
         """(eBPF pc, offset of its first x86 byte) for each instruction, in
         order. Translation does not record them; this translates again."""
         again = translate(self.insns, checked=self.checked, context=self.ctx_addr,
-                          stack_clear=len(self.stack.view), record=True)
+                          stack_clear=len(self.stack.view), record=True, tail=self._tail)
         if again.code != self.jit.code:
             raise JitError("translating again gave different code")
         return again.pc_offsets
@@ -390,7 +395,7 @@ class JitProgram:
         code = self._codes.get(on)
         if code is None:
             jit = translate(self.insns, checked=False, metered=True, context=self.ctx_addr,
-                            stack_clear=len(self.stack.view))
+                            stack_clear=len(self.stack.view), tail=self._tail)
             memory = ExecMemory(jit.code)
             base = memory.address
             code = self._codes[on] = (memory, _ENTRY(base + jit.entry),
@@ -548,6 +553,12 @@ class JitProgram:
         return (total - words[_W_LEFT] - words[_W_RESERVE] - length + index + 1) & M64
 
     def _stopped(self) -> int:
+        """_stop, or for code with tail calls its stops as the interpreter reports them."""
+        if self._tail is not None:
+            return self._tail.stopped(self, self._stop)
+        return self._stop()
+
+    def _stop(self) -> int:
         """The native code stopped early. Sets the instruction count, then
         raises the run's typed error, or returns the value a helper ended the
         run with (HelperContext.stop)."""

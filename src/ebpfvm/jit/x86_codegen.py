@@ -7,6 +7,7 @@ a :class:`~ebpfvm.jit.plan.JitCode`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..cfg import FRAME_SIZE, branch_target, register_problem
 from ..encoding import Insn
@@ -38,6 +39,9 @@ from .x86_stubs import (
 
 __all__ = ["CACHES", "X86Translator", "translate"]
 
+if TYPE_CHECKING:
+    from .tailcall import TailPlan
+
 CACHES = JitCaches()
 """The x86-64 backend's caches, shared by every translation in the process."""
 
@@ -51,9 +55,12 @@ class X86Translator(X86Stubs):
     """One program's translation: see the module docstring of x86_stubs for
     the register map and the checked/unchecked modes."""
 
-    def __init__(self, plan: Plan, context: int, record: bool, caches: JitCaches) -> None:
+    def __init__(self, plan: Plan, context: int, record: bool, caches: JitCaches,
+                 tail: TailPlan | None = None) -> None:
         super().__init__(context, plan.stack_clear, caches)
         self.plan = plan
+        self.tail = tail
+        """Tail calls as native jumps (see tailcall.TailPlan), or None."""
         self.record = record
         self.insns = plan.insns
         self.checked = plan.checked
@@ -91,6 +98,8 @@ class X86Translator(X86Stubs):
         entry = a.buf.position
         a.bind(self.entry_label)
         self._prologue()
+        if self.tail is not None:
+            self.tail.begin(self)
         data = a.buf.data
         positions = self.positions
         record = self.record
@@ -367,14 +376,17 @@ def _fused_check(caches: JitCaches, group: FusedGroup) -> Template:
 
 def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
               stack_clear: int | None = None, record: bool = False,
-              metered: bool | None = None, caches: JitCaches | None = None) -> JitCode:
+              metered: bool | None = None, caches: JitCaches | None = None,
+              tail: TailPlan | None = None) -> JitCode:
     """Translate decoded instructions to x86-64 machine code that runs with the
     JitContext at address `context`. Each run clears `stack_clear` bytes below
     r10 (by default what the program can observe, see observable_stack).
     `record` fills JitCode.pc_offsets; the code is the same either way.
     `metered` (default: `checked`) makes blocks charge the budget: unchecked
     code charges it only when asked (a run with a budget). `caches` (default:
-    the process's, CACHES) holds the code kept between translations."""
+    the process's, CACHES) holds the code kept between translations. `tail`
+    makes tail calls native jumps (see tailcall.TailPlan)."""
     charged = checked if metered is None else metered or checked
     plan = make_plan(insns, checked=checked, metered=charged, stack_clear=stack_clear)
-    return X86Translator(plan, context, record, CACHES if caches is None else caches).translate()
+    return X86Translator(plan, context, record, CACHES if caches is None else caches,
+                         tail).translate()

@@ -270,6 +270,8 @@ def _emit_jcc(t: X86Translator, insn: Insn, row: OpInfo) -> None:
 
 def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
     """Helper call through the Python trampoline: tramp(id, r1, ..., r5)."""
+    if t.tail is not None and t.tail.emit(t, insn, row, _emit_call):  # a native tail call
+        return
     a = t.asm
     if row.form is Form.CALLX:
         a.mov_rr(ADDR, REG_MAP[insn.dst])

@@ -513,11 +513,10 @@ class _TailCalls:
         callee = self.pool.get(target)
         if callee is None:
             callee = self.pool[target] = self.obj.vm(target, **self.settings)
-        if (caller is not None and callee._compiled is None and caller._compiled is not None
-                and caller.program == callee.program):
+        if caller is not None:
             # A program calling itself: its translation is a pure function of
             # its bytes, so the callee shares the root's instead of making its own.
-            callee._compiled = caller._compiled
+            callee._share_image(caller)
         below: _TailCalls = callee._tail_calls
         below.depth = depth
         below.request = None

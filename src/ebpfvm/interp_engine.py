@@ -37,7 +37,7 @@ class InterpEngine:
     batches = False
     tracing = True
     reference = True
-    platforms = ("any",)
+    platforms: tuple[str, ...] = ("any",)
 
     def unavailable(self) -> str | None:
         """None: the interpreter runs wherever Python does."""

@@ -291,6 +291,10 @@ class _VmBase:
     def jit_code(self) -> Any:
         """The compiled program (a JitProgram for the JIT engines, for dumps);
         raises JitError before jit_compile()."""
+        return self._code()
+
+    def _code(self) -> Executable:
+        """What jit_compile() made; JitError before it."""
         if self._jit is None:
             if self._jit_freed:
                 raise JitError("no JIT code: close() freed it (jit_compile() makes it again)")
@@ -336,7 +340,7 @@ class _VmBase:
         return [*extra, *self._allowed_buffers, *self._allowed_raw]
 
     def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
-        jit: Executable = self.jit_code()
+        jit = self._code()
         self._last_jit = jit
         return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self._budget)
 
@@ -477,7 +481,7 @@ class EbpfVmMbuff(_VmBase):
 
     def execute_program_jit(self, mem: Any = _EMPTY, mbuff: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
-        jit = self.jit_code()
+        jit = self._code()
         data = _run_input(mem)
         mbuff_region = Region.of_buffer(memoryview(mbuff), "mbuff")  # our own view: pinned
         r1 = mbuff_region.start if len(mbuff_region.view) else data.ptr
@@ -527,7 +531,7 @@ class EbpfVmFixedMbuff(_VmBase):
 
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call; every r0."""
-        jit = self.jit_code()
+        jit = self._code()
         return jit.batch([_run_input(item) for item in inputs], self._budget,
                          self._mbuff_region.start, 0)
 
@@ -584,7 +588,7 @@ class EbpfVmRaw(_VmBase):
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call (r1 = each
         input, r2 = its length); returns every r0."""
-        jit = self.jit_code()
+        jit = self._code()
         return jit.batch([_run_input(item) for item in inputs], self._budget, None, None)
 
     def execute_spans(self, buffer: Any, spans: Any) -> array.array[int]:
@@ -617,7 +621,7 @@ _NO_INPUT = NO_INPUT
 def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tuple[int, float]:
     if repeat < 1:
         raise ArgumentError("repeat", repeat, "at least 1")
-    jit: Executable = vm.jit_code()
+    jit = vm._code()
     start = time.perf_counter_ns()
     result = jit.repeat(data, r1, r2, vm._budget, repeat)
     elapsed = time.perf_counter_ns() - start
@@ -659,7 +663,7 @@ _SPAN_FORMATS = ("Q", "L")
 
 def _execute_spans(vm: _VmBase, buffer: Any, spans: Any, r1: int | None,
                    r2: int | None) -> array.array[int]:
-    jit: Executable = vm.jit_code()
+    jit = vm._code()
     view = _span_words(spans)
     data = _run_input(buffer)
 

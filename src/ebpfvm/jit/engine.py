@@ -23,7 +23,7 @@ class JitEngine:
     batches = True
     tracing = False
     reference = False
-    platforms = ("linux-x86_64",)
+    platforms: tuple[str, ...] = ("linux-x86_64",)
 
     def __init__(self, name: str, *, checked: bool) -> None:
         self.name = name

@@ -257,3 +257,17 @@ def test_the_vm_imports_no_jit_internals_and_the_jit_runtime_no_interpreter() ->
     runtime_imports = _imports(SRC / "jit" / "runtime.py")
     assert "ebpfvm.machine.Machine" in runtime_imports
     assert not [name for name in runtime_imports if name.startswith("ebpfvm.interpreter")]
+
+
+def test_an_interpreted_run_decodes_the_program_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter's translation decodes the bytes; the program value
+    keeps those instructions instead of decoding them again."""
+    vm = EbpfVmRaw(assemble("mov r0, r2\nadd r0, 1\nexit"))
+
+    def refuse(_code: bytes) -> Any:
+        raise AssertionError("the program value decoded the program again")
+
+    monkeypatch.setattr("ebpfvm.program.decode", refuse)
+    assert vm.execute_program(bytearray(4)) == 5
+    assert [insn.pc for insn in vm.decoded()] == [0, 1, 2]
+    assert vm.image.helpers == frozenset()

@@ -28,7 +28,9 @@ from .program import ProgramImage
 from .run import Busy, RunInput
 
 __all__ = [
+    "CHECKED_NATIVE",
     "REFERENCE",
+    "UNCHECKED_NATIVE",
     "CompileSettings",
     "Engine",
     "EngineInfo",
@@ -50,16 +52,17 @@ UNCHECKED_NATIVE = "jit-unchecked"
 """What ``jit_compile(unchecked=True)`` compiles with."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CompileSettings:
-    """What an engine compiles a program for: the VM's run stack (the top
-    `stack` bytes its runs clear), its helpers (the VM's live table), the
+    """What an engine compiles a program for: the VM's stack (`stack_for(n)`
+    is the region of its top n bytes: pass the program's ``run_stack``, the
+    bytes each run clears), its helpers (the VM's live table), the
     regions after stack and input (`extra`: mbuff, allowed memory, in the
     order runs search them), EbpfVmFixedMbuff's (mbuff, data offset, data
     end offset), the VM's busy flag, whether to call a trace function per
     instruction, and the interpreter's translation bound (None: none)."""
 
-    stack: Region
+    stack_for: Callable[[int], Region]
     helpers: dict[int, Helper]
     extra: Sequence[Region] = ()
     fixed_mbuff: tuple[Region, int, int] | None = None

@@ -53,7 +53,8 @@ class InterpEngine:
             compiled = compile_program(program.code, trace=settings.trace,
                                        max_slots=settings.max_slots)
             program.cache[key] = compiled
-        return InterpExecutable(compiled, settings)
+        program.seed(compiled.insns)
+        return InterpExecutable(compiled, settings.stack_for(program.run_stack), settings)
 
 
 class InterpExecutable:
@@ -66,9 +67,10 @@ class InterpExecutable:
     raw_bytearray_flags = 0
     raw_memoryview_flags = 0
 
-    def __init__(self, compiled: CompiledProgram, settings: CompileSettings) -> None:
+    def __init__(self, compiled: CompiledProgram, stack: Region,
+                 settings: CompileSettings) -> None:
         self.compiled = compiled
-        self.stack = settings.stack
+        self.stack = stack
         self.helpers = settings.helpers
         self.extra: list[Region] = list(settings.extra)
         self.fixed_mbuff = settings.fixed_mbuff

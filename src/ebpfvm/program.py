@@ -64,6 +64,12 @@ class ProgramImage:
             insns = self._insns = tuple(decode(self.code))
         return insns
 
+    def seed(self, insns: tuple[Insn, ...]) -> None:
+        """Keep `insns`, decoded from these bytes by an engine that had to
+        decode them itself, instead of decoding again at the first use."""
+        if self._insns is None:
+            self._insns = insns
+
     @property
     def blocks(self) -> tuple[tuple[Insn, ...], ...]:
         """The basic blocks, as every engine charges the budget for them."""

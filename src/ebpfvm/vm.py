@@ -264,13 +264,12 @@ class _VmBase:
         chosen = get_engine(engine)
         with self._idle():  # VmBusy during a run: its code stays mapped
             self._drop_jit()
-            self._jit = chosen.compile(image, self._settings(image, self._jit_mbuff()))
+            self._jit = chosen.compile(image, self._settings(self._jit_mbuff()))
             self._jit_engine = chosen
 
-    def _settings(self, image: ProgramImage, mbuff: Region | None,
-                  trace: bool = False) -> CompileSettings:
-        return CompileSettings(self._stack_for(image.run_stack), self._helpers,
-                               self._jit_extra(mbuff), self._fixed_mbuff(), self._busy, trace,
+    def _settings(self, mbuff: Region | None, trace: bool = False) -> CompileSettings:
+        return CompileSettings(self._stack_for, self._helpers, self._jit_extra(mbuff),
+                               self._fixed_mbuff(), self._busy, trace,
                                self.interpreter_slot_limit)
 
     @property
@@ -377,8 +376,7 @@ class _VmBase:
     def _reference(self, trace: bool) -> TracingExecutable:
         """The executable execute_program runs (the reference engine's)."""
         image = self.image
-        executable: Any = get_engine(REFERENCE).compile(
-            image, self._settings(image, None, trace))
+        executable: Any = get_engine(REFERENCE).compile(image, self._settings(None, trace))
         if trace:
             self._traced = executable
         else:

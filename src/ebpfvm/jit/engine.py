@@ -38,6 +38,7 @@ class JitEngine:
         """Translate `program` to x86-64 code bound to the VM's settings."""
         from .executable import JitExecutable
 
-        return JitExecutable(program.insns, checked=self.checked, stack=settings.stack,
+        return JitExecutable(program.insns, checked=self.checked,
+                             stack=settings.stack_for(program.run_stack),
                              helpers=settings.helpers, extra=settings.extra,
                              fixed_mbuff=settings.fixed_mbuff, busy=settings.busy)

@@ -22,6 +22,7 @@ from make_sample_pcap import write  # noqa: E402
 
 from ebpfvm import load  # noqa: E402
 from ebpfvm.capture import read_capture, run_capture  # noqa: E402
+from ebpfvm.engine import find_engine  # noqa: E402
 
 PROGRAMS = {"proto_count": ("proto_count", {}), "config": ("config", {}),
             "rate_limit": ("rate_limit", {}), "events": ("emit_events", {}),
@@ -35,7 +36,8 @@ def main() -> None:
     parser.add_argument("--engines", default="jit,jit-unchecked,interp")
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--interp-count", type=int, default=100_000,
-                        help="packets for the interpreter (it is ~100x slower)")
+                        help="packets for engines without batches, as the "
+                             "interpreter (it is ~100x slower)")
     args = parser.parse_args()
     capture = Path(f"/tmp/ebpfvm-bench-{args.count}.pcap")
     if not capture.exists():
@@ -52,7 +54,7 @@ def main() -> None:
                 for key, value in entries.items():
                     obj.maps[map_name][key] = value
             vm = obj.vm(function)
-            path = small if engine == "interp" else capture
+            path = capture if find_engine(engine).batches else small
             stats = run_capture(vm, read_capture(path), engine=engine)
             print(f"{name:<12} {engine:<14} {stats.packets:>9} {stats.seconds:>8.2f} "
                   f"{stats.packets_per_second:>11,.0f}  {stats.mode}", flush=True)

@@ -1,23 +1,26 @@
-"""Run a VM on a named engine, so every test runs the same case everywhere."""
+"""Run a VM on a named engine, so every test runs the same case everywhere.
+
+The engine lists come from the registry (``ebpfvm.engines()``): every engine
+that runs here, and the checked ones among them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ebpfvm.jit.execmem import jit_supported
+from ebpfvm import engines
+from ebpfvm.engine import find_engine
 
-ALL_ENGINES = ["interp", "jit", "jit-unchecked"] if jit_supported() is None else ["interp"]
-CHECKED_ENGINES = [name for name in ALL_ENGINES if name != "jit-unchecked"]
+ALL_ENGINES = [info.name for info in engines() if info.unavailable is None]
+CHECKED_ENGINES = [info.name for info in engines() if info.unavailable is None and info.checked]
 """Engines that must stop bad programs with a typed error (unchecked JIT code would crash)."""
 
 
 def run(vm: Any, engine: str, *args: Any) -> int:
     """vm.execute_program(*args) on `engine`, compiling first when needed."""
-    if engine == "interp":
+    if find_engine(engine).reference:
         result: int = vm.execute_program(*args)
         return result
-    unchecked = engine == "jit-unchecked"
-    if not vm.jit_ready or vm.jit_unchecked != unchecked:
-        vm.jit_compile(unchecked=unchecked)
+    if vm.jit_engine != engine:
+        vm.jit_compile(engine=engine)
     result = vm.execute_program_jit(*args)
     return result

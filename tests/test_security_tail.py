@@ -40,6 +40,7 @@ from ebpfvm.contexts import SkbRunner, XdpAction, XdpRunner
 from ebpfvm.elf import MAX_TAIL_CALLS, ElfObject
 from ebpfvm.encoding import decode
 from ebpfvm.helpers import HELPER_CALL_UNITS
+from ebpfvm.interp_engine import InterpEngine
 from ebpfvm.interpreter import compile_program
 from engines import run
 
@@ -461,7 +462,8 @@ def test_chunked_translation_runs_as_one_function(name: str, chunk: int) -> None
     vm = EbpfVmNoData(code, budget=1000)  # one VM: the same stack, the same r10
     vm.register_helper(1, lambda a, *_: a * 7)
     for translated in (compile_program(code), compile_program(code, chunk_slots=chunk)):
-        vm._compiled = translated
+        vm._interp = None  # the interpreter engine takes the translation kept on the image
+        vm.image.cache[InterpEngine, False] = translated
         try:
             outcome: tuple[object, ...] = (vm.execute_program(),)
         except (MemoryFault, BudgetExceeded) as exc:
@@ -591,6 +593,7 @@ def test_a_chain_of_33_tail_calls_makes_one_callee_vm_per_program(checked_engine
     if checked_engine == "interp":
         assert list(vm._tail_calls.pool) == ["relay"]
         callee = vm._tail_calls.pool["relay"]
-        assert callee._compiled is vm._compiled  # the root's translation, shared
+        assert callee.image is vm.image  # the root's program value, shared
+        assert callee._interp.compiled is vm._interp.compiled  # and so its translation
     else:  # issue 12: a native jump within the root's code, compiled once; no callee VM
         assert list(vm._tail_calls.pool) == []

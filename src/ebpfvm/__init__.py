@@ -1,13 +1,15 @@
 """ebpfvm: a user-space eBPF virtual machine.
 
 The public API: the four rbpf VM kinds, the assembler and disassembler, the
-verifier, helpers and the error hierarchy.
+verifier, helpers, the error hierarchy, and ``engines()``: the registered
+engines with their capabilities (:mod:`ebpfvm.engine`).
 """
 
 from .asm import assemble
 from .cfg import FRAME_SIZE, MAX_CALL_DEPTH
 from .disasm import disassemble
 from .elf import ElfObject, Program, load
+from .engine import engines
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -86,6 +88,7 @@ __all__ = [
     "assemble",
     "buffer_address",
     "disassemble",
+    "engines",
     "load",
     "verify",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from .capture import CONTEXT_SLOT, MAX_PACKET, called_helpers
 from .contexts import XDP_HELPERS, SkbRunner, XdpRunner, _Frame
+from .engine import get_engine
 from .progtypes import pack_xdp_md
 
 __all__ = ["bench_engines"]
@@ -36,6 +37,7 @@ def bench_engines(vm: Any, context: str, engine: str, data: bytes,
     """(r0 of the last run, mean nanoseconds per run) of `repeat` runs."""
     if len(data) > MAX_PACKET:
         raise ValueError(f"input of {len(data)} bytes exceeds {MAX_PACKET}")
+    chosen = get_engine(engine)
     if context == "skb" or (context == "xdp" and _uses_bounds_helpers(vm)):
         runner: Any = (SkbRunner if context == "skb" else XdpRunner)(vm, engine=engine)
         try:
@@ -52,9 +54,9 @@ def bench_engines(vm: Any, context: str, engine: str, data: bytes,
     else:
         mem = bytearray(data)
     try:
-        if engine == "interp":
+        if chosen.reference:
             return _loop(lambda: vm.execute_program(mem), repeat)
-        vm.jit_compile(unchecked=engine == "jit-unchecked")
+        vm.jit_compile(engine=engine)
         r0, ns = vm.test_run(mem, repeat)
         return int(r0), float(ns)
     finally:

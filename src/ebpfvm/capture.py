@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .contexts import XDP_HELPERS, _Frame
+from .engine import find_engine, get_engine
 from .errors import EbpfError
-from .isa import Form
-from .jit.execmem import jit_supported
 from .progtypes import contexts, runner_class, verdicts_of, xdp_md_packer
 
 __all__ = ["CHUNK_PACKETS", "CONTEXTS", "PLAIN_CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
@@ -217,18 +216,19 @@ Progress = Callable[[int], None]
 
 
 def called_helpers(vm: Any) -> set[int]:
-    """The helper numbers the VM's program calls (``call imm`` instructions)."""
-    return {insn.imm & 0xFFFF_FFFF for insn in vm.decoded()
-            if insn.row is not None and insn.row.form is Form.CALL}
+    """The helper numbers the VM's program calls (``call imm`` instructions),
+    from its program value."""
+    return set(vm.image.helpers)
 
 
 def batch_blocker(vm: Any, context: str, engine: str) -> str:
     """Why the native batch cannot run this program ("" when it can)."""
     if context == "skb":
         return "skb programs run one packet at a time (SkbRunner)"
-    if engine == "interp":
-        return "the interpreter runs one packet at a time"
-    unsupported = jit_supported()
+    chosen = find_engine(engine)
+    if not chosen.batches:
+        return f"{chosen.title} runs one packet at a time"
+    unsupported = chosen.unavailable()
     if unsupported is not None:
         return unsupported
     moving = sorted(XDP_HELPERS & called_helpers(vm))
@@ -250,8 +250,8 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
         raise ValueError(f"unknown context {context!r}; expected one of {all_contexts()}")
     why = batch_blocker(vm, context, engine)
     stats = CaptureStats(context, verdicts, "per-packet" if why else "native", why)
-    if not why and (not vm.jit_ready or vm.jit_unchecked != (engine == "jit-unchecked")):
-        vm.jit_compile(unchecked=engine == "jit-unchecked")  # not part of the timed run
+    if not why and vm.jit_engine != engine:
+        vm.jit_compile(engine=engine)  # not part of the timed run
     start = time.perf_counter()
     try:
         if why:
@@ -271,13 +271,13 @@ class _PlainRunner:
 
     def __init__(self, vm: Any, engine: str) -> None:
         self.vm = vm
-        self.engine = engine
-        if engine != "interp":
-            vm.jit_compile(unchecked=engine == "jit-unchecked")
+        self.engine = get_engine(engine)
+        if not self.engine.reference:
+            vm.jit_compile(engine=engine)
 
     def run(self, frame: bytes) -> tuple[int, bytes]:
         packet = bytearray(frame)
-        if self.engine == "interp":
+        if self.engine.reference:
             return self.vm.execute_program(packet), bytes(packet)
         return self.vm.execute_program_jit(packet), bytes(packet)
 

@@ -28,11 +28,11 @@ from .capture import (
     verdict_name,
 )
 from .disasm import disassemble, disassemble_insn
+from .engine import REFERENCE, engine_names, engines, find_engine, get_engine
 from .errors import EbpfError, MemoryFault
 from .kernel import KernelEnv
 from .progtypes import PROG_TYPES, prog_type_for_section, runner_class
 
-ENGINES = ("interp", "jit", "jit-unchecked")
 ASSEMBLY_SUFFIXES = (".s", ".asm", ".txt")
 ELF_MAGIC = b"\x7fELF"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
                          "packets per second and the maps.")
     _program_args(run)
     _input_args(run, pcap=True)
-    run.add_argument("--engine", choices=ENGINES,
+    run.add_argument("--engine", choices=engine_names(),
                      help="interp (default for single runs), jit (default for captures) or "
                           "jit-unchecked (no memory checks: UNSAFE)")
     run.add_argument("--budget", type=_budget, metavar="N",
@@ -268,7 +268,7 @@ def _parser() -> argparse.ArgumentParser:
                            "BPF_PROG_TEST_RUN: the JIT engines repeat in one native call.")
     _program_args(bench)
     _input_args(bench, pcap=False)
-    bench.add_argument("--engine", choices=ENGINES, action="append",
+    bench.add_argument("--engine", choices=engine_names(), action="append",
                        help="engine to time (repeatable; default: all available)")
     bench.add_argument("--repeat", type=int, default=100_000,
                        help="runs per JIT engine (the interpreter does 1/100 of them)")
@@ -399,7 +399,7 @@ def _print_maps(loaded: Loaded, limit: int) -> None:
 
 
 def _tracer(vm: Any) -> Callable[[int, tuple[int, ...]], None]:
-    by_pc = {insn.pc: insn for insn in vm.decoded()}
+    by_pc = {insn.pc: insn for insn in vm.image.insns}
 
     def trace(pc: int, regs: tuple[int, ...]) -> None:
         shown = " ".join(f"r{i}={v:#x}" for i, v in enumerate(regs) if v)
@@ -414,11 +414,12 @@ def _tracer(vm: Any) -> Callable[[int, tuple[int, ...]], None]:
 def _run(args: argparse.Namespace) -> int:
     parser = args.command_parser
     capture = args.pcap is not None
-    engine = args.engine or ("jit" if capture and _jit_ok() else "interp")
+    engine = args.engine or _default_engine(capture)
     if args.trace and capture:
         parser.error("--trace runs one input, not a capture (drop --pcap or --trace)")
-    if args.trace and engine != "interp":
-        parser.error("--trace needs --engine interp")
+    if args.trace and not find_engine(engine).tracing:
+        tracing = " or ".join(e.name for e in engines() if e.tracing)
+        parser.error(f"--trace needs --engine {tracing}")
     if args.out is not None and not capture:
         parser.error("--out needs --pcap")
     loaded = load_program(args.program, args.section, args.function)
@@ -466,10 +467,14 @@ class _Printk:
         print(f"trace_printk: {line.rstrip()}")
 
 
-def _jit_ok() -> bool:
-    from .jit.execmem import jit_supported
-
-    return jit_supported() is None
+def _default_engine(capture: bool) -> str:
+    """The reference engine for single runs; for captures the first checked
+    engine that batches and runs here (the JIT), else the reference one."""
+    if capture:
+        for info in engines():
+            if info.checked and info.batches and info.unavailable is None:
+                return info.name
+    return REFERENCE
 
 
 def _run_once(vm: Any, context: str, engine: str, data: bytes,
@@ -482,10 +487,10 @@ def _run_once(vm: Any, context: str, engine: str, data: bytes,
             runner.close()
         return r0
     mem = bytearray(data)
-    if engine == "interp":
+    if get_engine(engine).reference:
         result: int = vm.execute_program(mem, trace=trace)
         return result
-    vm.jit_compile(unchecked=engine == "jit-unchecked")
+    vm.jit_compile(engine=engine)
     result = vm.execute_program_jit(mem)
     return result
 
@@ -647,16 +652,16 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import bench_engines
 
     loaded = load_program(args.program, args.section, args.function)
-    engines = args.engine or [e for e in ENGINES if e == "interp" or _jit_ok()]
+    chosen = args.engine or [info.name for info in engines() if info.unavailable is None]
     if args.repeat < 1:
         raise EbpfError("--repeat must be at least 1")
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
     data = _input_bytes(args)
     print(f"{'engine':<14} {'ns/run':>12} {'runs':>9}  r0")
-    for engine in engines:
+    for engine in chosen:
         vm = _make_vm(loaded, args, KernelEnv(printk=lambda _line: None))
-        repeat = args.repeat if engine != "interp" else max(1, args.repeat // 100)
+        repeat = args.repeat if find_engine(engine).batches else max(1, args.repeat // 100)
         r0, ns = bench_engines(vm, context, engine, data, repeat)
         name = verdict_name(r0, verdicts)
         shown = f"{r0} ({name})" if name != str(r0) else str(r0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar
 
+from .engine import Engine, find_engine, get_engine
 from .errors import ArgumentError, Closed, EbpfError, VmBusy
 from .helper_table import Impl, helper_number, helpers_of
 from .helpers import HelperContext
@@ -139,10 +140,12 @@ class _Frame:
             with contextlib.suppress(BufferError):  # still exported: left to the GC
                 window.release()
 
-    def execute(self, vm: EbpfVmRaw, memory: memoryview, engine: str,
+    def execute(self, vm: EbpfVmRaw, memory: memoryview, engine: Engine,
                 trace: TraceFn | None = None) -> int:
-        """Run `vm` with `memory` (a part of the frame) as its input."""
-        if engine == "interp" or trace is not None:
+        """Run `vm` with `memory` (a part of the frame) as its input: on the
+        VM's reference path for the reference engine or a traced run, else in
+        the code jit_compile() made."""
+        if engine.reference or trace is not None:
             return vm.execute_program(memory, trace=trace)
         return vm.execute_program_jit(memory)
 
@@ -162,8 +165,6 @@ MAX_WINDOWS = 256
 
 
 _R = TypeVar("_R", bound="_Runner")
-ENGINES = ("interp", "jit", "jit-unchecked")
-"""The runners' `engine` values."""
 MAX_FRAME = 1 << 30
 """The largest headroom, packet or tailroom a runner maps (1 GiB)."""
 
@@ -175,6 +176,7 @@ class _Runner:
 
     vm: _VmBase
     engine: str
+    _engine: Engine
     max_packet: int
     _frame: _Frame
     _owns_vm: bool = False
@@ -184,11 +186,18 @@ class _Runner:
     def _check_settings(engine: str, **sizes: int) -> None:
         """ArgumentError for an unknown engine or a negative size, before
         anything is compiled or mapped."""
-        if engine not in ENGINES:
-            raise ArgumentError("engine", engine, f"one of {', '.join(ENGINES)}")
+        find_engine(engine)
         for argument, size in sizes.items():
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FRAME:
                 raise ArgumentError(argument, size, f"an int from 0 to {MAX_FRAME}")
+
+    def _use_engine(self, name: str) -> None:
+        """Run on the engine `name`: compile with it unless it is the VM's
+        reference path (JitUnsupported when it cannot run here)."""
+        self._engine = get_engine(name)
+        self.engine = name
+        if not self._engine.reference:
+            self.vm.jit_compile(engine=name)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -234,7 +243,8 @@ def _check_idle(vm: Any, what: str) -> None:
 class XdpRunner(_Runner):
     """Run an XDP program (a VM holding it, or its bytecode) on packets.
 
-    `engine` is ``"interp"``, ``"jit"`` or ``"jit-unchecked"``. Each run may
+    `engine` names a registered engine (``ebpfvm.engines()``: ``"interp"``,
+    ``"jit"``, ``"jit-unchecked"``). Each run may
     touch the context, the headroom, the packet and `tailroom` bytes after it
     (within `max_packet`), all cleared or rewritten before the run."""
 
@@ -247,9 +257,7 @@ class XdpRunner(_Runner):
                              tailroom=tailroom)
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
         self._owns_vm = self.vm is not program
-        self.engine = engine
-        if engine != "interp":
-            self.vm.jit_compile(unchecked=engine == "jit-unchecked")
+        self._use_engine(engine)
         self.headroom = headroom
         self.max_packet = max_packet
         self.tailroom = tailroom
@@ -309,7 +317,7 @@ class XdpRunner(_Runner):
         self._limit = limit
         pack_xdp_md(view, 0, self.base + start, self.base + end, self.ingress_ifindex,
                     self.rx_queue_index)
-        r0 = frame.execute(self.vm, frame.window(limit), self.engine, trace)
+        r0 = frame.execute(self.vm, frame.window(limit), self._engine, trace)
         new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
         low, high = new_start - self.base, new_end - self.base
         if not CONTEXT_SIZE <= low <= high <= limit:
@@ -414,9 +422,7 @@ class SkbRunner(_Runner):
         self._check_settings(engine, max_packet=max_packet)
         self.vm = _mbuff_vm(program)
         self._owns_vm = self.vm is not program
-        self.engine = engine
-        if engine != "interp":
-            self.vm.jit_compile(unchecked=engine == "jit-unchecked")
+        self._use_engine(engine)
         self.max_packet = max_packet
         self.fields = fields
         self._frame = _Frame(SKB_SIZE + CONTEXT_SIZE + max_packet)
@@ -460,7 +466,7 @@ class SkbRunner(_Runner):
             struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
         skb = frame.view[:SKB_SIZE]
         packet_view = frame.view[self._start : self._end]
-        if self.engine == "interp" or trace is not None:
+        if self._engine.reference or trace is not None:
             r0 = self.vm.execute_program(packet_view, skb, trace=trace)
         else:
             r0 = self.vm.execute_program_jit(packet_view, skb)

@@ -15,7 +15,7 @@ on the type and the fields, never on the wording of the message.
     ├── ArgumentError(argument, value)      (also a ValueError: a bad library argument)
     ├── ArgumentTypeError(argument, value)  (also a TypeError: an argument of the wrong type)
     ├── Closed(what)                  (also a ValueError: a runner or object used after close)
-    ├── JitError ── JitUnsupported(opcode)
+    ├── JitError ── JitUnsupported(engine, reason)  (an engine that cannot run here)
     └── VmFault(pc)
         ├── MemoryFault(address, size, access)
         ├── HelperFault(helper_id, cause, chain)  (exception inside a helper, or unknown helper)
@@ -218,11 +218,13 @@ class JitError(EbpfError):
 
 
 class JitUnsupported(JitError):
-    """An opcode the JIT cannot translate."""
+    """An engine that cannot run here (the x86-64 JIT off x86-64 Linux): the
+    engine's name and the reason. A JitError, as jit_compile() raised there
+    before the engine registry."""
 
-    def __init__(self, opcode: int, reason: str) -> None:
-        super().__init__(f"JIT does not support opcode 0x{opcode:02x}: {reason}")
-        self.opcode = opcode
+    def __init__(self, engine: str, reason: str) -> None:
+        super().__init__(reason)
+        self.engine = engine
         self.reason = reason
 
 

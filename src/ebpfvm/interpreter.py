@@ -58,16 +58,14 @@ from .encoding import Insn, decode
 from .errors import (
     BudgetExceeded,
     CallDepthExceeded,
-    HelperFault,
     InvalidInstruction,
     ResourceLimit,
     RunInterrupted,
-    TailCallFault,
     VmFault,
 )
-from .helpers import HELPER_CALL_UNITS, NO_BUDGET, Helper, HelperContext, Unwind
+from .helpers import NO_BUDGET, HelperContext, Unwind
 from .isa import MAX_REG, Form, Op, OpInfo, Reg
-from .memory import AddressSpace, Region
+from .machine import Machine
 
 __all__ = [
     "CHUNK_SLOTS",
@@ -98,120 +96,12 @@ CHUNK_SLOTS = 2048
 """Programs longer than this are translated one chunk of blocks at a time,
 each chunk a function of its own: peak memory while compiling stays that of
 one chunk (about 23 KB per slot) instead of growing with the program."""
-MAX_CAUSE_TEXT = 200
-"""Characters of a helper's exception text a HelperFault message keeps."""
 _GUEST_FILE = "<ebpf>"
 """The file name of generated code, how a traceback's guest frames are found."""
 
 TraceFn = Callable[[int, tuple[int, ...]], None]
 """Called before each instruction with its pc and the registers r0..r10."""
 
-_NO_REGION = Region(0, memoryview(b""), False, "none")
-
-
-class Machine:
-    """The run-time state one execution needs besides the program: the address
-    space, the two inlined regions, helpers, and the packet for legacy loads.
-
-    The generated function reads the attributes below into locals on entry."""
-
-    def __init__(
-        self,
-        space: AddressSpace,
-        stack: Region,
-        primary: Region | None,
-        helpers: dict[int, Helper],
-        packet: memoryview | None = None,
-    ) -> None:
-        self.space = space
-        self.helpers = helpers
-        self.context = HelperContext(space)
-        self.load = space.load
-        self.store = space.store
-        self.regs_out: list[int] = []
-        self.count = 0
-        self.s_view = stack.view
-        self.s_lo = stack.start
-        size = len(stack.view)
-        self.s_lim = (size - 1, size - 2, size - 4, size - 8)
-        if primary is None:
-            primary = _NO_REGION
-        self.p_view = primary.view
-        self.p_lo = primary.start
-        size = len(primary.view)
-        self.p_lim = (size - 1, size - 2, size - 4, size - 8)
-        self.p_wlim = self.p_lim if primary.writable else (-1, -1, -1, -1)
-        self.packet = packet if packet is not None else _NO_REGION.view
-
-    def call(self, helper_id: int, a: int, b: int, c: int, d: int, e: int, pc: int) -> int:
-        """Run helper `helper_id`. Its exceptions become a HelperFault (with the
-        exception as `cause`), except the run's own outcomes, which pass through:
-        Unwind (the helper ended the run), BudgetExceeded (the helper charged
-        more than is left), TailCallFault and RunInterrupted; a KeyboardInterrupt
-        becomes RunInterrupted at `pc`."""
-        helper = self.helpers.get(helper_id)
-        if helper is None:
-            raise HelperFault(pc, helper_id, "no helper registered with this id")
-        ctx = self.context
-        ctx.pc = pc
-        ctx.charge(HELPER_CALL_UNITS)
-        try:
-            if helper.context:
-                result = helper.fn(ctx, a, b, c, d, e)
-            else:
-                result = helper.fn(a, b, c, d, e)
-        except _PASS_THROUGH:
-            raise
-        except KeyboardInterrupt:
-            raise RunInterrupted(pc) from None
-        except Exception as exc:
-            fault = HelperFault(pc, helper_id, f"raised {describe_exception(exc)}", helper.name)
-            fault.cause = exc
-            raise fault from exc
-        if not isinstance(result, int):
-            raise HelperFault(pc, helper_id, f"returned {type(result).__name__}, not int", helper.name)
-        return result & M64
-
-    def atomic(self, op: str, addr: int, size: int, value: int, pc: int) -> int:
-        """Read-modify-write for the simple atomics and xchg; returns the old value.
-        An atomic needs writable memory even when it ends up writing nothing."""
-        region, offset = self.space.find(addr, size, "store", pc)
-        old = int.from_bytes(region.view[offset : offset + size], "little")
-        base = op.removeprefix("fetch_")
-        if base == "add":
-            new = old + value
-        elif base == "or":
-            new = old | value
-        elif base == "and":
-            new = old & value
-        elif base == "xor":
-            new = old ^ value
-        else:  # xchg
-            new = value
-        region.view[offset : offset + size] = (new & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
-        return old
-
-    def cmpxchg(self, addr: int, size: int, expected: int, value: int, pc: int) -> int:
-        """Compare-and-exchange against the low `size` bytes of r0; returns the old value."""
-        region, offset = self.space.find(addr, size, "store", pc)
-        old = int.from_bytes(region.view[offset : offset + size], "little")
-        mask = (1 << (size * 8)) - 1
-        if old == expected & mask:
-            region.view[offset : offset + size] = (value & mask).to_bytes(size, "little")
-        return old
-
-
-_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted)
-"""What Machine.call lets out of a helper unwrapped."""
-
-
-def describe_exception(exc: BaseException) -> str:
-    """The exception's type name and its text cut to MAX_CAUSE_TEXT characters:
-    a message that embeds it stays short however the text was made."""
-    text = str(exc)
-    if len(text) > MAX_CAUSE_TEXT:
-        text = text[:MAX_CAUSE_TEXT] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _budget_error(block_pcs: Sequence[int], count_before: int, budget: int) -> BudgetExceeded:

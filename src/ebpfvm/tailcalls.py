@@ -184,11 +184,10 @@ class _TailCalls:
         callee = self.pool.get(target)
         if callee is None:
             callee = self.pool[target] = self.obj.vm(target, **self.settings)
-        if (caller is not None and callee._compiled is None and caller._compiled is not None
-                and caller.program == callee.program):
+        if caller is not None:
             # A program calling itself: its translation is a pure function of
             # its bytes, so the callee shares the root's instead of making its own.
-            callee._compiled = caller._compiled
+            callee._share_image(caller)
         below: _TailCalls = callee._tail_calls
         below.depth = depth
         below.request = None
@@ -200,9 +199,11 @@ class _TailCalls:
 
     @staticmethod
     def _run(callee: Any, caller: Any, ctx: HelperContext) -> int:
-        """Run `callee` on the caller's input, with the caller's engine: JIT
-        code when the caller runs JIT code (checked code also under unchecked
-        code, so that the budget still ends the chain), else the interpreter."""
+        """Run `callee` on the caller's input, with the caller's engine: code
+        of the caller's compiled engine when the caller runs compiled code
+        (the JIT makes tail calls native jumps where it can: see
+        jit.tailcall; this is the path for what it cannot), else the
+        interpreter."""
         from .vm import EbpfVmMbuff, EbpfVmNoData
 
         mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
@@ -212,9 +213,9 @@ class _TailCalls:
             mbuff = next((r.view for r in ctx.space.regions if r.name == "mbuff"), b"")
             args = (*args, mbuff)
         jit = caller is not None and caller.jit_ready and caller._last_jit is not None
-        if jit and not callee.jit_ready:
+        if jit and callee.jit_engine != caller.jit_engine:
             try:
-                callee.jit_compile()
+                callee.jit_compile(engine=caller.jit_engine)
             except JitError:
                 jit = False  # stated fallback: the interpreter runs what the JIT cannot
         if jit:

@@ -17,29 +17,30 @@ from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
 import operator
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .cfg import stack_size
-from .encoding import SLOT, Insn, decode
+from .encoding import SLOT, Insn
+from .engine import (
+    CHECKED_NATIVE,
+    REFERENCE,
+    UNCHECKED_NATIVE,
+    CompileSettings,
+    Engine,
+    Executable,
+    TracingExecutable,
+    find_engine,
+    get_engine,
+)
 from .errors import ArgumentError, ArgumentTypeError, JitError, count_of
 from .helpers import Helper, as_helper
-from .interpreter import (
-    MAX_TRANSLATED_SLOTS,
-    STACK_SIZE,
-    CompiledProgram,
-    Machine,
-    TraceFn,
-    compile_program,
-)
-from .jit.context import IN_BYTEARRAY, IN_OFFSET_SHIFT, IN_R1_IS_INPUT
-from .jit.runtime import BYTEARRAY_START, MEMORYVIEW_BUF, Busy, JitProgram, RunInput
-from .jit.translate import observable_stack
-from .memory import AddressSpace, Region, address_of, as_view, coalesce_addresses, merge_runs
+from .interpreter import MAX_TRANSLATED_SLOTS, STACK_SIZE, TraceFn
+from .memory import Region, address_of, as_view, coalesce_addresses, merge_runs
+from .program import ProgramImage
+from .run import NO_INPUT, Busy, RunInput, run_input
 from .verifier import Verifier, verify
 
 __all__ = [
@@ -67,7 +68,6 @@ MAX_HELPER_ID = 0xFFFF_FFFF
 
 _U64 = struct.Struct("<Q")
 _EMPTY = b""
-_ZERO_STACK = bytes(STACK_SIZE)
 
 
 _Vm = TypeVar("_Vm", bound="_VmBase")
@@ -80,8 +80,9 @@ class _VmBase:
                  budget: int | None = DEFAULT_BUDGET) -> None:
         self._verifier: Verifier = verify
         self._prog: bytes | None = None
-        self._compiled: CompiledProgram | None = None
-        self._traced: CompiledProgram | None = None
+        self._image: ProgramImage | None = None
+        self._interp: TracingExecutable | None = None
+        self._traced: TracingExecutable | None = None
         self._helpers: dict[int, Helper] = {}
         self._allowed_buffers: list[Region] = []
         self._allowed_runs: list[tuple[int, int, bool]] = []
@@ -89,15 +90,18 @@ class _VmBase:
         self._stack = bytearray(STACK_SIZE)
         self._stack_region = Region.of_buffer(self._stack, "stack")
         self._stack_regions: dict[int, Region] = {}
-        self._interpreter_stack: int | None = None
         self._budget: int | None = check_budget(budget)
         self.interpreter_slot_limit: int | None = MAX_TRANSLATED_SLOTS
         """Longest program (in slots) the interpreter translates; a longer one
         raises ResourceLimit at its first interpreted run. None: no bound."""
-        self._jit: JitProgram | None = None
+        self._jit: Executable | None = None
+        """What jit_compile() made (execute_program_jit, test_run, batches)."""
+        self._jit_engine: Engine | None = None
         self._jit_freed = False
         self._busy = Busy()
-        self._last_jit: JitProgram | None = None
+        self._last_jit: Executable | None = None
+        """The executable the last run used (None: the reference one, below)."""
+        self._last_ref: Executable | None = None
         self._last_registers: list[int] = []
         self._last_count = 0
         if prog is not None:
@@ -127,9 +131,8 @@ class _VmBase:
         with self._idle():
             self._verifier(code)
             self._prog = code
-            self._compiled = None
-            self._traced = None
-            self._interpreter_stack = None
+            self._image = ProgramImage(code)
+            self._interp = self._traced = None
             self._drop_jit()
 
     def set_verifier(self, verifier: Verifier) -> None:
@@ -189,14 +192,20 @@ class _VmBase:
             # the memory under JIT code that holds its address.
             self._allowed_buffers.append(
                 Region.of_buffer(memoryview(memory), "allowed", None if writable else False))
-            if self._jit is not None:
-                self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
+            self._refresh_extra()
             return
         else:
             runs = coalesce_addresses(_addresses(memory))
         merged = merge_runs([*self._allowed_runs, *((s, n, writable) for s, n in runs if n)])
         self._allowed_runs = merged
         self._allowed_raw = [Region.of_address(s, n, "allowed", w) for s, n, w in merged]
+        self._refresh_extra()
+
+    def _refresh_extra(self) -> None:
+        """Tell the executables the allowed memory changed."""
+        for executable in (self._interp, self._traced):
+            if executable is not None:
+                executable.set_extra(self._jit_extra(None))
         if self._jit is not None:
             self._jit.set_extra(self._jit_extra(self._jit_mbuff()))
 
@@ -205,17 +214,28 @@ class _VmBase:
         """The loaded program's bytecode, or None before set_program()."""
         return self._prog
 
+    @property
+    def image(self) -> ProgramImage:
+        """The loaded program as a value: instructions, blocks, stack use,
+        helpers called and call graph (ValueError before set_program())."""
+        if self._image is None:
+            raise ValueError("no program loaded: call set_program() first")
+        return self._image
+
     def decoded(self) -> tuple[Insn, ...]:
         """The loaded program's decoded instructions."""
-        if self._compiled is not None:
-            return self._compiled.insns
-        if self._prog is None:
-            raise ValueError("no program loaded: call set_program() first")
-        return tuple(decode(self._prog))
+        return self.image.insns
+
+    def _share_image(self, other: _VmBase) -> None:
+        """Use `other`'s program value when both hold the same program: what
+        engines derive from it (the interpreter's translation) is shared."""
+        if (self._image is not other._image and other._image is not None
+                and self._prog == other._prog and self._interp is None):
+            self._image = other._image
 
     # -- JIT ------------------------------------------------------------------
 
-    def jit_compile(self, *, unchecked: bool = False) -> None:
+    def jit_compile(self, *, unchecked: bool = False, engine: str | None = None) -> None:
         """Compile the loaded program to x86-64 code (Linux/x86-64 only).
 
         By default the code checks every memory access, the budget and the
@@ -223,21 +243,34 @@ class _VmBase:
         the memory and budget checks for speed: UNSAFE, a wild pointer in the
         program can then crash the process.
 
+        `engine` names a registered engine (see ``ebpfvm.engines()``) to
+        compile with instead: ``unchecked=True`` is ``engine="jit-unchecked"``.
+        ArgumentError for an unknown name (or a checked engine asked for with
+        unchecked=True), JitUnsupported (a JitError) for one that cannot run
+        here.
+
         Ctrl-C stops a checked run with RunInterrupted (also with budget=None:
         the code polls between slices of the budget). Unchecked code honours
         the budget when the VM has one (it then counts and polls as checked
         code does); with budget=None it charges nothing, so it can be
         interrupted only at its helper calls: a loop without one runs until it
         ends. VmBusy during a run."""
-        if self._prog is None:
-            raise ValueError("no program loaded: call set_program() first")
-        insns = decode(self._prog)
+        if engine is None:
+            engine = UNCHECKED_NATIVE if unchecked else CHECKED_NATIVE
+        chosen = find_engine(engine)
+        if unchecked and chosen.checked:
+            raise ArgumentError("engine", engine, "an unchecked engine with unchecked=True")
+        image = self.image
+        chosen = get_engine(engine)
         with self._idle():  # VmBusy during a run: its code stays mapped
             self._drop_jit()
-            self._jit = JitProgram(
-                insns, checked=not unchecked, stack=self._stack_for(_run_stack(insns)),
-                helpers=self._helpers, extra=self._jit_extra(self._jit_mbuff()),
-                fixed_mbuff=self._fixed_mbuff(), busy=self._busy)
+            self._jit = chosen.compile(image, self._settings(self._jit_mbuff()))
+            self._jit_engine = chosen
+
+    def _settings(self, mbuff: Region | None, trace: bool = False) -> CompileSettings:
+        return CompileSettings(self._stack_for, self._helpers, self._jit_extra(mbuff),
+                               self._fixed_mbuff(), self._busy, trace,
+                               self.interpreter_slot_limit)
 
     @property
     def jit_ready(self) -> bool:
@@ -249,8 +282,18 @@ class _VmBase:
         """Whether the compiled code is the unchecked (unsafe) kind."""
         return self._jit is not None and not self._jit.checked
 
-    def jit_code(self) -> JitProgram:
-        """The compiled program (for dumps); raises JitError before jit_compile()."""
+    @property
+    def jit_engine(self) -> str | None:
+        """The name of the engine jit_compile() compiled with (None: no code)."""
+        return self._jit_engine.name if self._jit is not None and self._jit_engine else None
+
+    def jit_code(self) -> Any:
+        """The compiled program (a JitProgram for the JIT engines, for dumps);
+        raises JitError before jit_compile()."""
+        return self._code()
+
+    def _code(self) -> Executable:
+        """What jit_compile() made; JitError before it."""
         if self._jit is None:
             if self._jit_freed:
                 raise JitError("no JIT code: close() freed it (jit_compile() makes it again)")
@@ -274,8 +317,8 @@ class _VmBase:
     def __repr__(self) -> str:
         prog = getattr(self, "_prog", None)
         size = "no program" if prog is None else count_of(len(prog) // SLOT, "slot")
-        jit = getattr(self, "_jit", None)
-        code = "" if jit is None else ", jit" if jit.checked else ", jit-unchecked"
+        engine = getattr(self, "_jit_engine", None)
+        code = "" if getattr(self, "_jit", None) is None or engine is None else f", {engine.name}"
         return f"<{type(self).__name__} {size}, budget={getattr(self, '_budget', None)}{code}>"
 
     def _drop_jit(self) -> None:
@@ -296,47 +339,49 @@ class _VmBase:
         return [*extra, *self._allowed_buffers, *self._allowed_raw]
 
     def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
-        jit = self.jit_code()
+        jit = self._code()
         self._last_jit = jit
         return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self._budget)
 
     @property
     def last_registers(self) -> list[int]:
         """r0..r10 when the last run ended (empty when it stopped early)."""
-        if self._last_jit is not None:
-            return self._last_jit.registers
+        last = self._last_jit or self._last_ref
+        if last is not None:
+            return last.registers
         return self._last_registers
 
     @last_registers.setter
     def last_registers(self, value: list[int]) -> None:
-        self._last_jit = None
+        self._last_jit = self._last_ref = None
         self._last_registers = value
 
     @property
     def last_instruction_count(self) -> int:
         """Instructions the last run executed (0 for unchecked JIT code run
         with budget=None)."""
-        if self._last_jit is not None:
-            return self._last_jit.instruction_count()
+        last = self._last_jit or self._last_ref
+        if last is not None:
+            return last.instruction_count()
         return self._last_count
 
     @last_instruction_count.setter
     def last_instruction_count(self, value: int) -> None:
+        self._last_registers = self.last_registers
+        self._last_jit = self._last_ref = None
         self._last_count = value
 
     # -- running ----------------------------------------------------------
 
-    def _program(self, trace: bool) -> CompiledProgram:
-        if self._prog is None:
-            raise ValueError("no program loaded: call set_program() first")
+    def _reference(self, trace: bool) -> TracingExecutable:
+        """The executable execute_program runs (the reference engine's)."""
+        image = self.image
+        executable: Any = get_engine(REFERENCE).compile(image, self._settings(None, trace))
         if trace:
-            if self._traced is None:
-                self._traced = compile_program(self._prog, trace=True,
-                                               max_slots=self.interpreter_slot_limit)
-            return self._traced
-        if self._compiled is None:
-            self._compiled = compile_program(self._prog, max_slots=self.interpreter_slot_limit)
-        return self._compiled
+            self._traced = executable
+        else:
+            self._interp = executable
+        return executable  # type: ignore[no-any-return]
 
     def _stack_for(self, size: int) -> Region:
         """The top `size` bytes of the VM's stack buffer, as one region."""
@@ -350,41 +395,16 @@ class _VmBase:
 
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
-        program = self._program(trace is not None)
+        executable = self._traced if trace is not None else self._interp
+        if executable is None:
+            executable = self._reference(trace is not None)
         self._busy.enter()  # VmBusy: do not clear the stack of the run in progress
         try:
-            return self._run_entered(program, mem, extra, r1, r2, trace)
+            self._last_jit = None
+            self._last_ref = executable
+            return executable.execute(mem, extra, r1, r2, self._budget, trace)
         finally:
             self._busy.leave()
-
-    def _run_entered(self, program: CompiledProgram, mem: Region | None, extra: Iterable[Region],
-                     r1: int, r2: int, trace: TraceFn | None) -> int:
-        size = self._interpreter_stack
-        if size is None:
-            size = self._interpreter_stack = _run_stack(program.insns)
-        stack = self._stack_for(size)
-        stack.view[:] = _ZERO_STACK[:size]
-        space = AddressSpace([stack])
-        if mem is not None:
-            space.add(mem)
-        for region in extra:
-            space.add(region)
-        for region in self._allowed_buffers:
-            space.add(region)
-        for region in self._allowed_raw:
-            space.add(region)
-        packet = mem.view if mem is not None else None
-        machine = Machine(space, stack, mem, self._helpers, packet)
-        regs = [0, r1, r2, 0, 0, 0, 0, 0, 0, 0, stack.end]
-        self.last_registers = []  # stays empty when the run stops early
-        try:
-            result = program.run(machine, regs, self._budget, trace)
-        finally:
-            # After a fault too: the instructions that ran, the faulting one included.
-            self.last_instruction_count = machine.count
-            machine.context.finish()
-        self.last_registers = machine.regs_out
-        return result
 
 
 def check_budget(value: object) -> int | None:
@@ -402,14 +422,6 @@ def check_budget(value: object) -> int | None:
     if not 0 <= number <= MAX_BUDGET:
         raise ArgumentError("budget", value, f"from 0 to {MAX_BUDGET} instructions, or None")
     return number
-
-
-def _run_stack(insns: tuple[Insn, ...] | list[Insn]) -> int:
-    """The stack bytes a run may touch, cleared before each run in every engine:
-    what the program can observe through r10 (all of its frames when it makes
-    local calls or r10 escapes into another register), so that no run, even
-    through a pointer that does not come from r10, sees an earlier run's data."""
-    return observable_stack(insns, stack_size(insns))
 
 
 def _addresses(memory: Any) -> list[int]:
@@ -440,20 +452,7 @@ def _is_buffer(obj: Any) -> bool:
     return True
 
 
-def _run_input(mem: Any) -> RunInput:
-    """The JIT's view of an input buffer; holds a memoryview so it stays put."""
-    if mem is None:
-        return RunInput(None, 0, 0, False)
-    view = as_view(mem)
-    size = len(view)
-    if not size:
-        return RunInput(view, 0, 0, False)
-    if view.readonly:
-        # A view of our own: the caller releasing theirs cannot free the memory.
-        own = memoryview(view)
-        return RunInput(own, address_of(own), size, False)
-    pin = _BYTE.from_buffer(view)  # pins the buffer while the run holds `pin`
-    return RunInput(pin, _addressof(pin), size, True)
+_run_input = run_input
 
 
 def _mem_region(mem: Any) -> Region | None:
@@ -480,7 +479,7 @@ class EbpfVmMbuff(_VmBase):
 
     def execute_program_jit(self, mem: Any = _EMPTY, mbuff: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
-        jit = self.jit_code()
+        jit = self._code()
         data = _run_input(mem)
         mbuff_region = Region.of_buffer(memoryview(mbuff), "mbuff")  # our own view: pinned
         r1 = mbuff_region.start if len(mbuff_region.view) else data.ptr
@@ -530,7 +529,7 @@ class EbpfVmFixedMbuff(_VmBase):
 
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call; every r0."""
-        jit = self.jit_code()
+        jit = self._code()
         return jit.batch([_run_input(item) for item in inputs], self._budget,
                          self._mbuff_region.start, 0)
 
@@ -562,16 +561,19 @@ class EbpfVmRaw(_VmBase):
         if jit is not None:
             # Fast paths: the code reads the buffer object's data pointer itself.
             kind = type(mem)
-            if kind is bytearray and BYTEARRAY_START and mem:
-                self._last_jit = jit
-                size = len(mem)
-                return jit.run(mem, id(mem), size, True, 0, size, self._budget, _RAW_BYTEARRAY)
-            if kind is memoryview and MEMORYVIEW_BUF and mem.c_contiguous:
+            if kind is bytearray and mem:
+                flags = jit.raw_bytearray_flags
+                if flags:
+                    self._last_jit = jit
+                    size = len(mem)
+                    return jit.run(mem, id(mem), size, True, 0, size, self._budget, flags)
+            elif kind is memoryview and mem.c_contiguous:
+                flags = jit.raw_memoryview_flags
                 size = mem.nbytes
-                if size:
+                if flags and size:
                     self._last_jit = jit
                     return jit.run(mem, id(mem), size, not mem.readonly, 0, size, self._budget,
-                                   _RAW_MEMORYVIEW)
+                                   flags)
         data = _run_input(mem)
         return self._run_jit(data, data.ptr, data.size)
 
@@ -584,7 +586,7 @@ class EbpfVmRaw(_VmBase):
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call (r1 = each
         input, r2 = its length); returns every r0."""
-        jit = self.jit_code()
+        jit = self._code()
         return jit.batch([_run_input(item) for item in inputs], self._budget, None, None)
 
     def execute_spans(self, buffer: Any, spans: Any) -> array.array[int]:
@@ -611,17 +613,13 @@ class EbpfVmNoData(_VmBase):
         return _test_run(self, _NO_INPUT, 0, 0, repeat)
 
 
-_NO_INPUT = RunInput(None, 0, 0, False)
-_BYTE = ctypes.c_char
-_RAW_BYTEARRAY = BYTEARRAY_START << IN_OFFSET_SHIFT | IN_BYTEARRAY | IN_R1_IS_INPUT
-_RAW_MEMORYVIEW = MEMORYVIEW_BUF << IN_OFFSET_SHIFT | IN_BYTEARRAY | IN_R1_IS_INPUT
-_addressof = ctypes.addressof
+_NO_INPUT = NO_INPUT
 
 
 def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tuple[int, float]:
     if repeat < 1:
         raise ArgumentError("repeat", repeat, "at least 1")
-    jit = vm.jit_code()
+    jit = vm._code()
     start = time.perf_counter_ns()
     result = jit.repeat(data, r1, r2, vm._budget, repeat)
     elapsed = time.perf_counter_ns() - start
@@ -663,7 +661,7 @@ _SPAN_FORMATS = ("Q", "L")
 
 def _execute_spans(vm: _VmBase, buffer: Any, spans: Any, r1: int | None,
                    r2: int | None) -> array.array[int]:
-    jit = vm.jit_code()
+    jit = vm._code()
     view = _span_words(spans)
     data = _run_input(buffer)
 

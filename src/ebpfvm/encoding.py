@@ -1,5 +1,5 @@
 """Bytes <-> instructions: 8-byte little-endian slots and the two-slot lddw
-(isa.md section 2)."""
+(RFC 9669 section 3)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SLOT = 8
 """Bytes in one instruction slot."""
 
 SLOT_LAYOUT = struct.Struct("<BBhi")
-"""One slot (isa.md 2.1): opcode u8, dst | src << 4 u8, offset s16, imm s32, little-endian."""
+"""One slot (RFC 9669 section 3.1): opcode u8, dst | src << 4 u8, offset s16, imm s32, little-endian."""
 _SLOT = SLOT_LAYOUT
 _LDDW_OPCODE = next(row.opcode for rows in BY_OPCODE for row in rows if row.form is Form.LDDW)
 _M32 = 0xFFFF_FFFF

@@ -1,4 +1,4 @@
-"""The x86-64 JIT compiler, in layers (docs/style.md section 7).
+"""The x86-64 JIT compiler, in layers.
 
 ``codebuf`` holds the byte buffer, labels and rel32 fixups; ``x86_64`` is the
 instruction encoder, which knows nothing about eBPF; the translation layer

@@ -1,4 +1,4 @@
-"""Machine-code buffer with labels and rel32 fixups (docs/style.md section 7).
+"""Machine-code buffer with labels and rel32 fixups.
 
 A :class:`CodeBuffer` is a growing ``bytearray``. Branches to a :class:`Label`
 emit a 4-byte placeholder with :meth:`CodeBuffer.emit_rel32` and record a

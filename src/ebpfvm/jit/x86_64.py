@@ -1,4 +1,4 @@
-"""x86-64 machine-code encoder (docs/style.md section 7, layer 1).
+"""x86-64 machine-code encoder (layer 1).
 
 Encodings follow the Intel 64 and IA-32 Architectures Software Developer's
 Manual, Volume 2 (chapter 2, "Instruction Format", and the per-instruction

@@ -20,12 +20,16 @@ bounds: those belong to later passes or to the runtime.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import compress
+from operator import itemgetter
 from typing import Protocol
 
 from .cfg import branch_target
-from .encoding import SLOT, SLOT_LAYOUT, Insn, lddw_second_slot
-from .errors import VerifierError
+from .encoding import SLOT, SLOT_LAYOUT, Insn, decode, lddw_second_slot
+from .errors import DecodeError, VerifierError
 from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
+from .program import ProgramImage
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
 
@@ -69,6 +73,10 @@ _KIND_STRAIGHT = 0  # nothing more
 _KIND_LDDW = 1  # check the second slot and the subtype
 _KIND_CALL_RUNTIME = 2  # reject
 _KIND_BRANCH = 3  # jump or local call: check its target (see cfg.branch_target)
+_KIND_REJECTED = 4  # its fields break a rule: report it at its pc
+_entry_kind = itemgetter(1)
+_FIELDS = itemgetter(1, 2, 3, 4, 5)
+"""An instruction's opcode, dst, src, offset and imm: what the field rules read."""
 # Plain names for the forms _kind tests: enum attribute lookups and hashing are slow.
 _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
@@ -87,8 +95,12 @@ _IMM_NOUN: dict[Form, str] = {Form.ENDIAN: "byte-swap width", Form.ATOMIC: "atom
 _FIELD_NAME: dict[str, str] = {"src": "src", "off": "offset", "imm": "imm"}
 
 
-def verify(code: bytes | bytearray | memoryview, *, allow_lddw_subtypes: bool = False) -> None:
-    """Check that `code` is a structurally valid eBPF program.
+def verify(
+    code: bytes | bytearray | memoryview | ProgramImage, *, allow_lddw_subtypes: bool = False
+) -> None:
+    """Check that a program is structurally valid eBPF: its program value
+    (the VM's, whose instructions are then decoded once for the verifier and
+    every engine) or its bytecode (made into a program value here).
 
     Returns None or raises :class:`VerifierError` whose `rule` is one of
     :data:`VERIFIER_RULES` and whose `pc` is the slot index of the offending
@@ -96,18 +108,24 @@ def verify(code: bytes | bytearray | memoryview, *, allow_lddw_subtypes: bool = 
     any byte content. `allow_lddw_subtypes` accepts the lddw map/variable/
     function forms (src 1..6), for a loader that resolves them.
     """
-    nslots = _count_slots(code)
-    data = code.tobytes() if isinstance(code, memoryview) else code
-    branches, second_slots, last_pc, last_row = _check_slots(data, nslots, allow_lddw_subtypes)
-    for insn in branches:
+    if isinstance(code, ProgramImage):
+        image = code
+        nslots = _count_slots(image.code)
+    else:
+        nslots = _count_slots(code)  # before anything is built from the bytes
+        image = ProgramImage(code.tobytes() if isinstance(code, memoryview) else bytes(code))
+    insns = _instructions(image, nslots)
+    branches, second_slots, last_row = _check_insns(image.code, insns, nslots,
+                                                    allow_lddw_subtypes)
+    for insn, row in branches:
         target = branch_target(insn)
-        assert target is not None and insn.row is not None, "branches are jumps and local calls"
-        _check_target(insn.pc, insn.row, target, nslots, second_slots)
+        assert target is not None, "branches are jumps and local calls"
+        _check_target(insn.pc, row, target, nslots, second_slots)
     if last_row.form.falls_through:
         raise VerifierError(
             f"the last instruction ({last_row.mnemonic}) is not exit or ja: "
             "execution could run past the end",
-            last_pc,
+            insns[-1].pc,
             "falls_off_end",
         )
 
@@ -125,42 +143,55 @@ def _count_slots(code: bytes | bytearray | memoryview) -> int:
     return nslots
 
 
-def _check_slots(
-    data: bytes | bytearray, nslots: int, allow_lddw_subtypes: bool
-) -> tuple[list[Insn], set[int], int, OpInfo]:
-    """Run the per-instruction rules over every slot.
+def _instructions(image: ProgramImage, nslots: int) -> Sequence[Insn]:
+    """The image's instructions. Decoding fails only on an lddw in the last
+    slot (the length was checked): then the slots before it, and the last
+    slot alone, for the per-instruction rules to reject in pc order."""
+    try:
+        return image.insns
+    except DecodeError:
+        data = image.code
+        last = nslots - 1
+        opcode, regs, off, imm = SLOT_LAYOUT.unpack_from(data, last * SLOT)
+        cut = Insn(last, opcode, regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS, off, imm, None)
+        return [*decode(data[: last * SLOT]), cut]
 
-    Returns each jump and local call (register fields left 0), the slot
-    indexes of lddw second slots, and the pc and row of the last instruction.
-    """
-    checked: dict[tuple[int, int, int, int], tuple[OpInfo, int]] = {}  # same slot, same result
-    branches: list[Insn] = []
+
+def _check_insns(
+    data: bytes, insns: Sequence[Insn], nslots: int, allow_lddw_subtypes: bool
+) -> tuple[list[tuple[Insn, OpInfo]], set[int], OpInfo]:
+    """Run the per-instruction rules over every instruction, in pc order.
+
+    Returns each jump and local call with its row, the slot indexes of lddw
+    second slots, and the row of the last instruction. Fields are checked
+    once per distinct instruction; only the instructions that need more
+    (lddw, branches, rejected ones) are visited one by one."""
+    checked: dict[tuple[int, ...], tuple[OpInfo | None, int]] = {}
+    for key in dict.fromkeys(keys := list(map(_FIELDS, insns))):
+        try:
+            checked[key] = _check_fields(0, *key)
+        except VerifierError:
+            checked[key] = (None, _KIND_REJECTED)
+    kinds = list(map(_entry_kind, map(checked.__getitem__, keys)))
+    branches: list[tuple[Insn, OpInfo]] = []
     second_slots: set[int] = set()
-    skip = -1
-    last_pc = 0
-    last_row: OpInfo | None = None
-    for pc, fields in enumerate(SLOT_LAYOUT.iter_unpack(data)):
-        if pc == skip:
-            continue
-        entry = checked.get(fields)
-        if entry is None:
-            entry = checked[fields] = _check_fields(pc, *fields)
-        row, kind = entry
-        if kind == _KIND_STRAIGHT:
-            pass
-        elif kind == _KIND_LDDW:
-            _check_lddw(data, pc, nslots, row, allow_lddw_subtypes)
-            skip = pc + 1
-            second_slots.add(skip)
+    for insn, kind in zip(compress(insns, kinds), filter(None, kinds), strict=True):
+        row = checked[_FIELDS(insn)][0]
+        if kind == _KIND_REJECTED or row is None:
+            _check_fields(insn.pc, *_FIELDS(insn))  # raises, with this pc
+            raise AssertionError("a rejected instruction passed its checks")
+        if kind == _KIND_LDDW:
+            _check_lddw(data, insn.pc, nslots, row, allow_lddw_subtypes)
+            second_slots.add(insn.pc + 1)
         elif kind == _KIND_CALL_RUNTIME:
             raise VerifierError(
-                f"{row.mnemonic} (call by BTF id) is not supported", pc, "call_runtime"
+                f"{row.mnemonic} (call by BTF id) is not supported", insn.pc, "call_runtime"
             )
         else:
-            branches.append(Insn(pc, fields[0], 0, 0, fields[2], fields[3], row))
-        last_pc, last_row = pc, row
-    assert last_row is not None  # nslots > 0 was checked by _count_slots
-    return branches, second_slots, last_pc, last_row
+            branches.append((insn, row))
+    last_row = checked[keys[-1]][0]
+    assert last_row is not None  # a rejected one raised above
+    return branches, second_slots, last_row
 
 
 def _kind(form: Form) -> int:
@@ -174,9 +205,9 @@ def _kind(form: Form) -> int:
     return _KIND_STRAIGHT
 
 
-def _check_fields(pc: int, opcode: int, regs: int, off: int, imm: int) -> tuple[OpInfo, int]:
-    """The row of one slot and its kind, after the opcode, field and register rules."""
-    dst, src = regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS
+def _check_fields(pc: int, opcode: int, dst: int, src: int, off: int,
+                  imm: int) -> tuple[OpInfo, int]:
+    """The row of one instruction and its kind, after the opcode, field and register rules."""
     row = find_row(opcode, src, off, imm) or _select_row(pc, opcode, src, off, imm)
     _check_register(pc, row, "dst", dst, row.dst, 0)
     _check_register(pc, row, "src", src, row.src, row.src_value)

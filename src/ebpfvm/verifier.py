@@ -20,6 +20,7 @@ bounds: those belong to later passes or to the runtime.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from itertools import compress
 from operator import itemgetter
@@ -28,7 +29,7 @@ from typing import Protocol
 from .cfg import branch_target
 from .encoding import SLOT, SLOT_LAYOUT, Insn, decode, lddw_second_slot
 from .errors import DecodeError, VerifierError
-from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
+from .isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg, find_row
 from .program import ProgramImage
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
@@ -74,13 +75,17 @@ _KIND_LDDW = 1  # check the second slot and the subtype
 _KIND_CALL_RUNTIME = 2  # reject
 _KIND_BRANCH = 3  # jump or local call: check its target (see cfg.branch_target)
 _KIND_REJECTED = 4  # its fields break a rule: report it at its pc
-_entry_kind = itemgetter(1)
-_FIELDS = itemgetter(1, 2, 3, 4, 5)
-"""An instruction's opcode, dst, src, offset and imm: what the field rules read."""
+_DST = itemgetter(2)
+_SRC = itemgetter(3)
+_ROW = itemgetter(6)
+"""An instruction's dst, src and row (Insn fields)."""
 # Plain names for the forms _kind tests: enum attribute lookups and hashing are slow.
 _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
 _BRANCH_FORMS = frozenset(form for form in Form if form.has_branch_target)
+
+_ROWS_BY_ID: dict[int, OpInfo] = {id(row): row for row in OPS}
+"""Rows by identity: hashing a row itself runs Python code."""
 
 _PLAIN_LDDW_SUBTYPE = 0
 """lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
@@ -117,10 +122,10 @@ def verify(
     insns = _instructions(image, nslots)
     branches, second_slots, last_row = _check_insns(image.code, insns, nslots,
                                                     allow_lddw_subtypes)
-    for insn, row in branches:
-        target = branch_target(insn)
-        assert target is not None, "branches are jumps and local calls"
-        _check_target(insn.pc, row, target, nslots, second_slots)
+    for insn, target in zip(branches, map(branch_target, branches), strict=True):
+        if target is None or not 0 <= target < nslots or target in second_slots:
+            assert target is not None and insn.row is not None, "branches are jumps and calls"
+            _check_target(insn.pc, insn.row, target, nslots, second_slots)  # raises
     if last_row.form.falls_through:
         raise VerifierError(
             f"the last instruction ({last_row.mnemonic}) is not exit or ja: "
@@ -153,45 +158,75 @@ def _instructions(image: ProgramImage, nslots: int) -> Sequence[Insn]:
         data = image.code
         last = nslots - 1
         opcode, regs, off, imm = SLOT_LAYOUT.unpack_from(data, last * SLOT)
-        cut = Insn(last, opcode, regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS, off, imm, None)
+        dst, src = regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS
+        cut = Insn(last, opcode, dst, src, off, imm, find_row(opcode, src, off, imm))
         return [*decode(data[: last * SLOT]), cut]
 
 
 def _check_insns(
     data: bytes, insns: Sequence[Insn], nslots: int, allow_lddw_subtypes: bool
-) -> tuple[list[tuple[Insn, OpInfo]], set[int], OpInfo]:
-    """Run the per-instruction rules over every instruction, in pc order.
+) -> tuple[list[Insn], set[int], OpInfo]:
+    """Run the per-instruction rules over every instruction.
 
-    Returns each jump and local call with its row, the slot indexes of lddw
-    second slots, and the row of the last instruction. Fields are checked
-    once per distinct instruction; only the instructions that need more
-    (lddw, branches, rejected ones) are visited one by one."""
-    checked: dict[tuple[int, ...], tuple[OpInfo | None, int]] = {}
-    for key in dict.fromkeys(keys := list(map(_FIELDS, insns))):
-        try:
-            checked[key] = _check_fields(0, *key)
-        except VerifierError:
-            checked[key] = (None, _KIND_REJECTED)
-    kinds = list(map(_entry_kind, map(checked.__getitem__, keys)))
-    branches: list[tuple[Insn, OpInfo]] = []
-    second_slots: set[int] = set()
-    for insn, kind in zip(compress(insns, kinds), filter(None, kinds), strict=True):
-        row = checked[_FIELDS(insn)][0]
-        if kind == _KIND_REJECTED or row is None:
-            _check_fields(insn.pc, *_FIELDS(insn))  # raises, with this pc
-            raise AssertionError("a rejected instruction passed its checks")
-        if kind == _KIND_LDDW:
-            _check_lddw(data, insn.pc, nslots, row, allow_lddw_subtypes)
-            second_slots.add(insn.pc + 1)
-        elif kind == _KIND_CALL_RUNTIME:
-            raise VerifierError(
-                f"{row.mnemonic} (call by BTF id) is not supported", insn.pc, "call_runtime"
-            )
-        else:
-            branches.append((insn, row))
-    last_row = checked[keys[-1]][0]
+    Returns each jump and local call, the slot indexes of lddw second slots,
+    and the row of the last instruction. The register rules are checked once
+    per distinct (row, dst, src), the rest over whole columns; a program that
+    breaks a rule is walked in pc order, to report its first error."""
+    keys = list(zip(map(id, map(_ROW, insns)), map(_DST, insns), map(_SRC, insns),
+                    strict=True))
+    kind_of = {key: _registers_kind(*key) for key in set(keys)}
+    kinds = list(map(kind_of.__getitem__, keys))
+    heads = array("I", data)[::2]  # opcode, registers and offset of each slot: 0 or not
+    lddw_rows = {_ROWS_BY_ID[key[0]] for key, kind in kind_of.items() if kind == _KIND_LDDW}
+    lddw_pcs = [insn[0] for insn in compress(insns, map(_KIND_LDDW.__eq__, kinds))]
+    second_slots = [pc + 1 for pc in lddw_pcs]
+    if (_KIND_REJECTED in kind_of.values() or _KIND_CALL_RUNTIME in kind_of.values()
+            or (second_slots and second_slots[-1] >= nslots)
+            or any(map(heads.__getitem__, second_slots))
+            or (not allow_lddw_subtypes
+                and any(row.src_value != _PLAIN_LDDW_SUBTYPE for row in lddw_rows))):
+        _first_error(data, insns, kinds, heads, nslots, allow_lddw_subtypes)
+    branches = list(compress(insns, map(_KIND_BRANCH.__eq__, kinds)))
+    last_row = insns[-1].row
     assert last_row is not None  # a rejected one raised above
-    return branches, second_slots, last_row
+    return branches, set(second_slots), last_row
+
+
+def _first_error(data: bytes, insns: Sequence[Insn], kinds: list[int], heads: array[int],
+                 nslots: int, allow_lddw_subtypes: bool) -> None:
+    """Raise the per-instruction error of the lowest pc (some instruction has one)."""
+    for insn, kind in zip(compress(insns, kinds), filter(None, kinds), strict=True):
+        pc, row = insn.pc, insn.row
+        if kind == _KIND_LDDW:
+            assert row is not None
+            if (pc + 1 >= nslots or heads[pc + 1]
+                    or (row.src_value != _PLAIN_LDDW_SUBTYPE and not allow_lddw_subtypes)):
+                _check_lddw(data, pc, nslots, row, allow_lddw_subtypes)  # raises
+        elif kind == _KIND_CALL_RUNTIME:
+            assert row is not None
+            raise VerifierError(
+                f"{row.mnemonic} (call by BTF id) is not supported", pc, "call_runtime"
+            )
+        elif kind == _KIND_REJECTED:  # the slot's own fields, for the exact error
+            opcode, regs, off, imm = SLOT_LAYOUT.unpack_from(data, pc * SLOT)
+            _check_fields(pc, opcode, regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS, off, imm)
+            raise AssertionError("a rejected instruction passed its checks")
+    raise AssertionError("no instruction breaks a rule")
+
+
+def _registers_kind(row_id: int, dst: int, src: int) -> int:
+    """The kind of an instruction whose fields select the row with id
+    `row_id` (the decoder's find_row: no row is a field error), after the
+    register rules: _KIND_REJECTED when a rule fails."""
+    row = _ROWS_BY_ID.get(row_id)
+    if row is None:
+        return _KIND_REJECTED
+    try:
+        _check_register(0, row, "dst", dst, row.dst, 0)
+        _check_register(0, row, "src", src, row.src, row.src_value)
+    except VerifierError:
+        return _KIND_REJECTED
+    return _kind(row.form)
 
 
 def _kind(form: Form) -> int:

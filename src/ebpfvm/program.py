@@ -5,8 +5,8 @@ instruction encoding).
 The VM makes one :class:`ProgramImage` per ``set_program`` and hands it to
 the built-in verifier, every engine's compile, capture runs and the CLI's
 tracer. Each fact is computed at its first use and kept: the instructions
-are decoded once, by the first consumer (the verifier, when it is the
-built-in one), and the others use them as they are."""
+are decoded once, by the first consumer that needs them (the verifier reads
+the raw slots and decodes nothing), and the others use them as they are."""
 
 from __future__ import annotations
 

@@ -20,16 +20,12 @@ bounds: those belong to later passes or to the runtime.
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Sequence
-from itertools import compress
-from operator import itemgetter
 from typing import Protocol
 
 from .cfg import branch_target
-from .encoding import SLOT, SLOT_LAYOUT, Insn, decode, lddw_second_slot
-from .errors import DecodeError, VerifierError
-from .isa import BY_OPCODE, MAX_REG, OPS, Form, OpInfo, Reg, find_row
+from .encoding import SLOT, SLOT_LAYOUT, Insn, lddw_second_slot
+from .errors import VerifierError
+from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
 from .program import ProgramImage
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
@@ -74,18 +70,10 @@ _KIND_STRAIGHT = 0  # nothing more
 _KIND_LDDW = 1  # check the second slot and the subtype
 _KIND_CALL_RUNTIME = 2  # reject
 _KIND_BRANCH = 3  # jump or local call: check its target (see cfg.branch_target)
-_KIND_REJECTED = 4  # its fields break a rule: report it at its pc
-_DST = itemgetter(2)
-_SRC = itemgetter(3)
-_ROW = itemgetter(6)
-"""An instruction's dst, src and row (Insn fields)."""
 # Plain names for the forms _kind tests: enum attribute lookups and hashing are slow.
 _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
 _BRANCH_FORMS = frozenset(form for form in Form if form.has_branch_target)
-
-_ROWS_BY_ID: dict[int, OpInfo] = {id(row): row for row in OPS}
-"""Rows by identity: hashing a row itself runs Python code."""
 
 _PLAIN_LDDW_SUBTYPE = 0
 """lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
@@ -104,8 +92,12 @@ def verify(
     code: bytes | bytearray | memoryview | ProgramImage, *, allow_lddw_subtypes: bool = False
 ) -> None:
     """Check that a program is structurally valid eBPF: its program value
-    (the VM's, whose instructions are then decoded once for the verifier and
-    every engine) or its bytecode (made into a program value here).
+    (what the VM hands it) or its bytecode.
+
+    The checks read the slots' raw fields (reserved fields and the lddw
+    second slot are not in the decoded instructions), one pass with no
+    instruction objects built: the program value's instructions are decoded
+    once, by the first engine that needs them, not here.
 
     Returns None or raises :class:`VerifierError` whose `rule` is one of
     :data:`VERIFIER_RULES` and whose `pc` is the slot index of the offending
@@ -114,23 +106,19 @@ def verify(
     function forms (src 1..6), for a loader that resolves them.
     """
     if isinstance(code, ProgramImage):
-        image = code
-        nslots = _count_slots(image.code)
-    else:
-        nslots = _count_slots(code)  # before anything is built from the bytes
-        image = ProgramImage(code.tobytes() if isinstance(code, memoryview) else bytes(code))
-    insns = _instructions(image, nslots)
-    branches, second_slots, last_row = _check_insns(image.code, insns, nslots,
-                                                    allow_lddw_subtypes)
-    for insn, target in zip(branches, map(branch_target, branches), strict=True):
-        if target is None or not 0 <= target < nslots or target in second_slots:
-            assert target is not None and insn.row is not None, "branches are jumps and calls"
-            _check_target(insn.pc, insn.row, target, nslots, second_slots)  # raises
+        code = code.code
+    nslots = _count_slots(code)
+    data = code.tobytes() if isinstance(code, memoryview) else code
+    branches, second_slots, last_pc, last_row = _check_slots(data, nslots, allow_lddw_subtypes)
+    for insn in branches:
+        target = branch_target(insn)
+        assert target is not None and insn.row is not None, "branches are jumps and local calls"
+        _check_target(insn.pc, insn.row, target, nslots, second_slots)
     if last_row.form.falls_through:
         raise VerifierError(
             f"the last instruction ({last_row.mnemonic}) is not exit or ja: "
             "execution could run past the end",
-            insns[-1].pc,
+            last_pc,
             "falls_off_end",
         )
 
@@ -148,85 +136,42 @@ def _count_slots(code: bytes | bytearray | memoryview) -> int:
     return nslots
 
 
-def _instructions(image: ProgramImage, nslots: int) -> Sequence[Insn]:
-    """The image's instructions. Decoding fails only on an lddw in the last
-    slot (the length was checked): then the slots before it, and the last
-    slot alone, for the per-instruction rules to reject in pc order."""
-    try:
-        return image.insns
-    except DecodeError:
-        data = image.code
-        last = nslots - 1
-        opcode, regs, off, imm = SLOT_LAYOUT.unpack_from(data, last * SLOT)
-        dst, src = regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS
-        cut = Insn(last, opcode, dst, src, off, imm, find_row(opcode, src, off, imm))
-        return [*decode(data[: last * SLOT]), cut]
+def _check_slots(
+    data: bytes | bytearray, nslots: int, allow_lddw_subtypes: bool
+) -> tuple[list[Insn], set[int], int, OpInfo]:
+    """Run the per-instruction rules over every slot.
 
-
-def _check_insns(
-    data: bytes, insns: Sequence[Insn], nslots: int, allow_lddw_subtypes: bool
-) -> tuple[list[Insn], set[int], OpInfo]:
-    """Run the per-instruction rules over every instruction.
-
-    Returns each jump and local call, the slot indexes of lddw second slots,
-    and the row of the last instruction. The register rules are checked once
-    per distinct (row, dst, src), the rest over whole columns; a program that
-    breaks a rule is walked in pc order, to report its first error."""
-    keys = list(zip(map(id, map(_ROW, insns)), map(_DST, insns), map(_SRC, insns),
-                    strict=True))
-    kind_of = {key: _registers_kind(*key) for key in set(keys)}
-    kinds = list(map(kind_of.__getitem__, keys))
-    heads = array("I", data)[::2]  # opcode, registers and offset of each slot: 0 or not
-    lddw_rows = {_ROWS_BY_ID[key[0]] for key, kind in kind_of.items() if kind == _KIND_LDDW}
-    lddw_pcs = [insn[0] for insn in compress(insns, map(_KIND_LDDW.__eq__, kinds))]
-    second_slots = [pc + 1 for pc in lddw_pcs]
-    if (_KIND_REJECTED in kind_of.values() or _KIND_CALL_RUNTIME in kind_of.values()
-            or (second_slots and second_slots[-1] >= nslots)
-            or any(map(heads.__getitem__, second_slots))
-            or (not allow_lddw_subtypes
-                and any(row.src_value != _PLAIN_LDDW_SUBTYPE for row in lddw_rows))):
-        _first_error(data, insns, kinds, heads, nslots, allow_lddw_subtypes)
-    branches = list(compress(insns, map(_KIND_BRANCH.__eq__, kinds)))
-    last_row = insns[-1].row
-    assert last_row is not None  # a rejected one raised above
-    return branches, set(second_slots), last_row
-
-
-def _first_error(data: bytes, insns: Sequence[Insn], kinds: list[int], heads: array[int],
-                 nslots: int, allow_lddw_subtypes: bool) -> None:
-    """Raise the per-instruction error of the lowest pc (some instruction has one)."""
-    for insn, kind in zip(compress(insns, kinds), filter(None, kinds), strict=True):
-        pc, row = insn.pc, insn.row
-        if kind == _KIND_LDDW:
-            assert row is not None
-            if (pc + 1 >= nslots or heads[pc + 1]
-                    or (row.src_value != _PLAIN_LDDW_SUBTYPE and not allow_lddw_subtypes)):
-                _check_lddw(data, pc, nslots, row, allow_lddw_subtypes)  # raises
+    Returns each jump and local call (register fields left 0), the slot
+    indexes of lddw second slots, and the pc and row of the last instruction.
+    """
+    checked: dict[tuple[int, int, int, int], tuple[OpInfo, int]] = {}  # same slot, same result
+    branches: list[Insn] = []
+    second_slots: set[int] = set()
+    skip = -1
+    last_pc = 0
+    last_row: OpInfo | None = None
+    for pc, fields in enumerate(SLOT_LAYOUT.iter_unpack(data)):
+        if pc == skip:
+            continue
+        entry = checked.get(fields)
+        if entry is None:
+            entry = checked[fields] = _check_fields(pc, *fields)
+        row, kind = entry
+        if kind == _KIND_STRAIGHT:
+            pass
+        elif kind == _KIND_LDDW:
+            _check_lddw(data, pc, nslots, row, allow_lddw_subtypes)
+            skip = pc + 1
+            second_slots.add(skip)
         elif kind == _KIND_CALL_RUNTIME:
-            assert row is not None
             raise VerifierError(
                 f"{row.mnemonic} (call by BTF id) is not supported", pc, "call_runtime"
             )
-        elif kind == _KIND_REJECTED:  # the slot's own fields, for the exact error
-            opcode, regs, off, imm = SLOT_LAYOUT.unpack_from(data, pc * SLOT)
-            _check_fields(pc, opcode, regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS, off, imm)
-            raise AssertionError("a rejected instruction passed its checks")
-    raise AssertionError("no instruction breaks a rule")
-
-
-def _registers_kind(row_id: int, dst: int, src: int) -> int:
-    """The kind of an instruction whose fields select the row with id
-    `row_id` (the decoder's find_row: no row is a field error), after the
-    register rules: _KIND_REJECTED when a rule fails."""
-    row = _ROWS_BY_ID.get(row_id)
-    if row is None:
-        return _KIND_REJECTED
-    try:
-        _check_register(0, row, "dst", dst, row.dst, 0)
-        _check_register(0, row, "src", src, row.src, row.src_value)
-    except VerifierError:
-        return _KIND_REJECTED
-    return _kind(row.form)
+        else:
+            branches.append(Insn(pc, fields[0], 0, 0, fields[2], fields[3], row))
+        last_pc, last_row = pc, row
+    assert last_row is not None  # nslots > 0 was checked by _count_slots
+    return branches, second_slots, last_pc, last_row
 
 
 def _kind(form: Form) -> int:
@@ -240,9 +185,9 @@ def _kind(form: Form) -> int:
     return _KIND_STRAIGHT
 
 
-def _check_fields(pc: int, opcode: int, dst: int, src: int, off: int,
-                  imm: int) -> tuple[OpInfo, int]:
-    """The row of one instruction and its kind, after the opcode, field and register rules."""
+def _check_fields(pc: int, opcode: int, regs: int, off: int, imm: int) -> tuple[OpInfo, int]:
+    """The row of one slot and its kind, after the opcode, field and register rules."""
+    dst, src = regs & _NIBBLE_MASK, regs >> _NIBBLE_BITS
     row = find_row(opcode, src, off, imm) or _select_row(pc, opcode, src, off, imm)
     _check_register(pc, row, "dst", dst, row.dst, 0)
     _check_register(pc, row, "src", src, row.src, row.src_value)

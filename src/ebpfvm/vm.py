@@ -74,7 +74,7 @@ _Vm = TypeVar("_Vm", bound="_VmBase")
 
 
 def _run_verifier(verifier: Verifier, image: ProgramImage) -> None:
-    """The built-in verifier checks the program value (no second decoding);
+    """The built-in verifier checks the program value (it decodes nothing);
     any other verifier gets the bytes, as rbpf's do."""
     if verifier is verify:
         verify(image)
@@ -149,8 +149,7 @@ class _VmBase:
         """Replace the verifier; it runs at once on an already loaded program
         (VmBusy during a run). As in rbpf, a verifier takes the program's
         bytes; the built-in :func:`~ebpfvm.verifier.verify` alone is handed
-        the program value instead, so that it decodes the program once for
-        the verifier and every engine."""
+        the program value instead (the one every engine then compiles)."""
         with self._idle():
             if self._image is not None:
                 _run_verifier(verifier, self._image)

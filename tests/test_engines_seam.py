@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 import ebpfvm
-from ebpfvm import ArgumentError, EbpfVmRaw, JitError, JitUnsupported, assemble
+from ebpfvm import ArgumentError, EbpfVmRaw, JitError, JitUnsupported, assemble, encoding
 from ebpfvm.capture import run_capture
 from ebpfvm.contexts import XdpAction, XdpRunner
 from ebpfvm.engine import (
@@ -24,9 +25,12 @@ from ebpfvm.engine import (
     register_engine,
     unregister_engine,
 )
+from ebpfvm.errors import VerifierError
 from ebpfvm.interp_engine import InterpEngine, InterpExecutable
+from ebpfvm.interpreter import compile_program
 from ebpfvm.jit.execmem import jit_supported
 from ebpfvm.program import ProgramImage
+from ebpfvm.verifier import verify
 
 SRC = Path(ebpfvm.__file__).parent
 
@@ -259,15 +263,65 @@ def test_the_vm_imports_no_jit_internals_and_the_jit_runtime_no_interpreter() ->
     assert not [name for name in runtime_imports if name.startswith("ebpfvm.interpreter")]
 
 
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every ebpfvm module's `decode` (the bytes -> instructions one)
+    count its calls; returns the list it appends the slot counts to."""
+    calls: list[int] = []
+    original = encoding.decode
+
+    def counting(code: Any) -> Any:
+        calls.append(len(code) // encoding.SLOT)
+        return original(code)
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "ebpfvm" and getattr(module, "decode", None) is original:
+            monkeypatch.setattr(module, "decode", counting)
+    return calls
+
+
 def test_an_interpreted_run_decodes_the_program_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The interpreter's translation decodes the bytes; the program value
-    keeps those instructions instead of decoding them again."""
-    vm = EbpfVmRaw(assemble("mov r0, r2\nadd r0, 1\nexit"))
-
-    def refuse(_code: bytes) -> Any:
-        raise AssertionError("the program value decoded the program again")
-
-    monkeypatch.setattr("ebpfvm.program.decode", refuse)
+    """set_program (the built-in verifier, which reads the raw slots of the
+    program value) decodes nothing; the interpreter's translation decodes it
+    into the program value, and everything after uses those instructions."""
+    calls = _count_decodes(monkeypatch)
+    vm = EbpfVmRaw()
+    vm.set_program(assemble("mov r0, r2\nadd r0, 1\nexit"))
+    assert calls == []
     assert vm.execute_program(bytearray(4)) == 5
     assert [insn.pc for insn in vm.decoded()] == [0, 1, 2]
     assert vm.image.helpers == frozenset()
+    assert calls == [3]
+
+
+def test_a_user_verifier_gets_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rbpf's API: set_verifier's function takes the bytecode; the built-in
+    verifier alone gets the program value."""
+    seen: list[object] = []
+    first, code = assemble("mov r0, 7\nexit"), assemble("mov r0, 8\nexit")
+    vm = EbpfVmRaw(first)
+    vm.set_verifier(seen.append)
+    vm.set_program(code)
+    assert seen == [first, code]
+    assert all(type(item) is bytes for item in seen)
+    calls = _count_decodes(monkeypatch)
+    assert vm.execute_program(bytearray(4)) == 8
+    assert calls == [2]  # no built-in verifier decoded it: the translation did
+    handed: list[object] = []
+    monkeypatch.setattr("ebpfvm.vm.verify", handed.append)
+    vm.set_verifier(ebpfvm.vm.verify)
+    vm.set_program(code)
+    assert len(handed) == 2 and all(isinstance(item, ProgramImage) for item in handed)
+    assert handed[1] is vm.image and vm.image.code == code
+
+
+def test_verify_and_compile_program_take_bytes_or_the_program_value() -> None:
+    code = assemble("mov r0, 1\nlddw r1, 0x1122334455667788\nexit")
+    image = ProgramImage(code)
+    verify(code)
+    verify(image)
+    compiled = compile_program(image)
+    assert compiled.insns is image.insns
+    assert compile_program(code).insns == image.insns
+    with pytest.raises(VerifierError) as caught:
+        verify(ProgramImage(code[:8] + code[24:] + code[8:16]))  # an lddw cut off by the end
+    assert caught.value.rule == "incomplete_lddw" and caught.value.pc == 2

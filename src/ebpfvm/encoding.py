@@ -31,6 +31,7 @@ _DST = bytes(value & 0xF for value in range(256))
 _SRC = bytes(value >> 4 for value in range(256))
 """Translation tables from a registers byte to its dst and its src."""
 _ROW_CACHE_LIMIT = 1 << 16
+_new_tuple = tuple.__new__
 
 
 class Insn(NamedTuple):
@@ -104,8 +105,9 @@ def decode(code: bytes | bytearray | memoryview) -> list[Insn]:
     while pc >= 0:  # each lddw takes the next slot's imm as its high half
         if pc + 1 >= nslots:
             raise DecodeError("lddw is missing its second slot", pc)
-        first = insns[pc]
-        insns[pc] = first._replace(imm=(first.imm & _M32) | ((imms[pc + 1] & _M32) << 32))
+        first = insns[pc]  # rebuilt by tuple.__new__: _replace runs Python code
+        insns[pc] = _new_tuple(Insn, (pc, first[1], first[2], first[3], first[4],
+                                      (first[5] & _M32) | ((imms[pc + 1] & _M32) << 32), first[6]))
         keep[pc + 1] = 0
         pc = ops.find(_LDDW_OPCODE, pc + 2)
     return list(compress(insns, keep))

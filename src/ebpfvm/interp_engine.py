@@ -44,16 +44,16 @@ class InterpEngine:
         return None
 
     def compile(self, program: ProgramImage, settings: CompileSettings) -> InterpExecutable:
-        """The program translated to Python (kept on the image: a translation
-        is a pure function of the bytes), bound to the VM's settings."""
+        """The program translated to Python from the image's instructions
+        (kept on the image: a translation is a pure function of the bytes),
+        bound to the VM's settings."""
         key = (InterpEngine, settings.trace)
         compiled = program.cache.get(key)
         if compiled is None or (settings.max_slots is not None
                                 and program.slots > settings.max_slots):
-            compiled = compile_program(program.code, trace=settings.trace,
+            compiled = compile_program(program, trace=settings.trace,
                                        max_slots=settings.max_slots)
             program.cache[key] = compiled
-        program.seed(compiled.insns)
         return InterpExecutable(compiled, settings.stack_for(program.run_stack), settings)
 
 

@@ -49,12 +49,10 @@ from . import alu
 from .cfg import (
     FRAME_SIZE,
     MAX_CALL_DEPTH,
-    basic_blocks,
     branch_target,
     register_problem,
-    stack_size,
 )
-from .encoding import Insn, decode
+from .encoding import Insn
 from .errors import (
     BudgetExceeded,
     CallDepthExceeded,
@@ -66,6 +64,7 @@ from .errors import (
 from .helpers import NO_BUDGET, HelperContext, Unwind
 from .isa import MAX_REG, Form, Op, OpInfo, Reg
 from .machine import Machine
+from .program import ProgramImage
 
 __all__ = [
     "CHUNK_SLOTS",
@@ -187,7 +186,7 @@ class _Unit:
     charges the budget, for the whole block, as in every engine."""
 
     block: int
-    insns: list[Insn]
+    insns: Sequence[Insn]
     first: bool
     last: bool
 
@@ -196,7 +195,7 @@ class _Unit:
         return self.insns[0].pc
 
 
-def _units(blocks: list[list[Insn]], most: int) -> list[_Unit]:
+def _units(blocks: Sequence[Sequence[Insn]], most: int) -> list[_Unit]:
     """The blocks cut into pieces of at most `most` instructions."""
     units = []
     for index, block in enumerate(blocks):
@@ -223,7 +222,7 @@ class _Translator:
     """Builds the Python source of one program, as one function or per chunk."""
 
     def __init__(self, insns: Sequence[Insn], nslots: int, trace: bool,
-                 blocks: list[list[Insn]]) -> None:
+                 blocks: Sequence[Sequence[Insn]]) -> None:
         self.insns = list(insns)
         self.nslots = nslots
         self.trace = trace
@@ -552,19 +551,22 @@ _GLOBALS_BASE: dict[str, Any] = {
 }
 
 
-def compile_program(code: bytes, *, trace: bool = False,
+def compile_program(code: bytes | ProgramImage, *, trace: bool = False,
                     max_slots: int | None = MAX_TRANSLATED_SLOTS,
                     chunk_slots: int = CHUNK_SLOTS) -> CompiledProgram:
-    """Translate `code` into Python. Never fails on a decodable program of at
-    most `max_slots` slots (None: no bound): an invalid instruction becomes code
-    that raises when reached. A longer program raises ResourceLimit. Programs
-    of more than `chunk_slots` slots are translated chunk by chunk."""
-    nslots = len(code) // 8
+    """Translate a program into Python: its program value (whose instructions
+    and blocks, decoded once, are used as they are) or its bytes (made into
+    one). Never fails on a decodable program of at most `max_slots` slots
+    (None: no bound): an invalid instruction becomes code that raises when
+    reached. A longer program raises ResourceLimit. Programs of more than
+    `chunk_slots` slots are translated chunk by chunk."""
+    image = code if isinstance(code, ProgramImage) else ProgramImage(bytes(code))
+    nslots = image.slots
     if max_slots is not None and nslots > max_slots:
         raise ResourceLimit("interpreter translation", max_slots, nslots,
                             "instruction slots; raise vm.interpreter_slot_limit to run it")
-    insns = decode(code)
-    blocks = basic_blocks(insns)
+    insns = image.insns
+    blocks = image.blocks
     translator = _Translator(insns, nslots, trace, blocks)
     units = _units(blocks, max(1, chunk_slots))
     namespace = dict(_GLOBALS_BASE)
@@ -574,7 +576,7 @@ def compile_program(code: bytes, *, trace: bool = False,
     if len(chunks) <= 1:
         source = translator.translate("run", units, None)
         exec(compile(source, _GUEST_FILE, "exec"), namespace)
-        return CompiledProgram(tuple(insns), source, namespace["run"], stack_size(insns),
+        return CompiledProgram(insns, source, namespace["run"], image.stack_size,
                                translator.block_pcs, unit_block)
     starts = [chunk[0].pc for chunk in chunks]
     functions = []
@@ -586,7 +588,7 @@ def compile_program(code: bytes, *, trace: bool = False,
         functions.append(namespace.pop(name))
     del source
     translator.lines = []
-    return CompiledProgram(tuple(insns), "", _dispatch(functions, starts), stack_size(insns),
+    return CompiledProgram(insns, "", _dispatch(functions, starts), image.stack_size,
                            translator.block_pcs, unit_block)
 
 

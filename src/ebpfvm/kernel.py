@@ -140,23 +140,47 @@ class _StringBudget:
         return data
 
 
-def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
-    """The helpers the registry (ebpfvm.helper_table) gives to Impl.KERNEL:
-    probe_read*, ktime, trace_printk, prandom, the process helpers, jiffies64
-    (the map helpers come with the maps). probe_read* only read memory the
-    program may read."""
-    rng = random.Random(env.seed)
+class _KernelHelpers:
+    """The kernel helpers over one :class:`KernelEnv`, one method per helper
+    (bound methods cost a helper call what closures did)."""
 
-    def ktime_get_ns(*_args: int) -> int:
+    __slots__ = ("env", "rng")
+
+    def __init__(self, env: KernelEnv) -> None:
+        self.env = env
+        self.rng = random.Random(env.seed)
+
+    def ktime_get_ns(self, *_args: int) -> int:
+        """bpf_ktime_get_ns: a monotonic clock."""
         return time.monotonic_ns() & M64
 
-    def ktime_get_boot_ns(*_args: int) -> int:
-        return (time.monotonic_ns() + env.boot_offset_ns) & M64
+    def ktime_get_boot_ns(self, *_args: int) -> int:
+        """bpf_ktime_get_boot_ns: the monotonic clock plus the env's boot offset."""
+        return (time.monotonic_ns() + self.env.boot_offset_ns) & M64
 
-    def jiffies64(*_args: int) -> int:
+    def jiffies64(self, *_args: int) -> int:
+        """bpf_jiffies64."""
         return time.monotonic_ns() // 4_000_000  # HZ = 250
 
-    def trace_printk(ctx: HelperContext, fmt: int, size: int, a: int, b: int, c: int) -> int:
+    def prandom_u32(self, *_args: int) -> int:
+        """bpf_get_prandom_u32, from the env's seed."""
+        return self.rng.getrandbits(32)
+
+    def smp_processor_id(self, *_args: int) -> int:
+        """bpf_get_smp_processor_id: always CPU 0."""
+        return 0
+
+    def current_pid_tgid(self, *_args: int) -> int:
+        """bpf_get_current_pid_tgid."""
+        return (self.env.tgid << 32) | self.env.pid
+
+    def current_uid_gid(self, *_args: int) -> int:
+        """bpf_get_current_uid_gid."""
+        return (self.env.gid << 32) | self.env.uid
+
+    def trace_printk(self, ctx: HelperContext, fmt: int, size: int, a: int, b: int,
+                     c: int) -> int:
+        """bpf_trace_printk: the line goes to the env (kept, then printk or the log)."""
         raw = ctx.read(fmt, size)
         ctx.charge(TRACE_PRINTK_UNITS)
         ctx.charge_bytes(size)
@@ -170,6 +194,7 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         line = text.encode()[:TRACE_PRINTK_LINE_BYTES]
         ctx.charge_bytes(strings.used + len(line))
         text = line.decode("utf-8", "replace")
+        env = self.env
         env.keep_line(text.rstrip("\n"))
         if env.printk is not None:
             env.printk(text)
@@ -177,7 +202,8 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
             _TRACE_LOG.info("%s", text.rstrip("\n"))
         return len(line)
 
-    def probe_read(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
+    def probe_read(self, ctx: HelperContext, dst: int, size: int, src: int,
+                   *_rest: int) -> int:
         """Copy `size` bytes; a source outside every region gives -EFAULT and a
         zeroed destination, as the kernel's probe_read does. The destination
         is checked first, so nothing larger than it is ever built."""
@@ -193,7 +219,8 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         region.view[offset : offset + size] = data
         return 0
 
-    def probe_read_str(ctx: HelperContext, dst: int, size: int, src: int, *_rest: int) -> int:
+    def probe_read_str(self, ctx: HelperContext, dst: int, size: int, src: int,
+                       *_rest: int) -> int:
         """Copy a NUL-terminated string, at most `size` bytes with the NUL;
         returns the bytes copied including the NUL, or -EFAULT."""
         if size == 0:
@@ -212,32 +239,40 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         ctx.write(dst, out + b"\0")
         return len(out) + 1
 
-    def get_current_comm(ctx: HelperContext, buf: int, size: int, *_rest: int) -> int:
+    def get_current_comm(self, ctx: HelperContext, buf: int, size: int, *_rest: int) -> int:
+        """bpf_get_current_comm: the env's comm, cut and NUL-padded to `size`."""
         if size == 0:
             return -EINVAL & M64
         # The destination first: only then is anything built, and never more
         # than the destination holds.
         region, offset = ctx.space.find(buf, size, "store", ctx.pc)
         ctx.charge_bytes(size)
-        name = env.comm[: size - 1]
+        name = self.env.comm[: size - 1]
         region.view[offset : offset + len(name)] = name
         region.view[offset + len(name) : offset + size] = bytes(size - len(name))
         return 0
 
+
+def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
+    """The helpers the registry (ebpfvm.helper_table) gives to Impl.KERNEL:
+    probe_read*, ktime, trace_printk, prandom, the process helpers, jiffies64
+    (the map helpers come with the maps). probe_read* only read memory the
+    program may read."""
+    table = _KernelHelpers(env)
     return numbered([
-        Helper(probe_read, "bpf_probe_read", context=True),
-        Helper(probe_read_str, "bpf_probe_read_str", context=True),
-        Helper(probe_read, "bpf_probe_read_user", context=True),
-        Helper(probe_read, "bpf_probe_read_kernel", context=True),
-        Helper(probe_read_str, "bpf_probe_read_user_str", context=True),
-        Helper(probe_read_str, "bpf_probe_read_kernel_str", context=True),
-        Helper(ktime_get_ns, "bpf_ktime_get_ns"),
-        Helper(trace_printk, "bpf_trace_printk", context=True),
-        Helper(lambda *_a: rng.getrandbits(32), "bpf_get_prandom_u32"),
-        Helper(lambda *_a: 0, "bpf_get_smp_processor_id"),
-        Helper(lambda *_a: (env.tgid << 32) | env.pid, "bpf_get_current_pid_tgid"),
-        Helper(lambda *_a: (env.gid << 32) | env.uid, "bpf_get_current_uid_gid"),
-        Helper(get_current_comm, "bpf_get_current_comm", context=True),
-        Helper(jiffies64, "bpf_jiffies64"),
-        Helper(ktime_get_boot_ns, "bpf_ktime_get_boot_ns"),
+        Helper(table.probe_read, "bpf_probe_read", context=True),
+        Helper(table.probe_read_str, "bpf_probe_read_str", context=True),
+        Helper(table.probe_read, "bpf_probe_read_user", context=True),
+        Helper(table.probe_read, "bpf_probe_read_kernel", context=True),
+        Helper(table.probe_read_str, "bpf_probe_read_user_str", context=True),
+        Helper(table.probe_read_str, "bpf_probe_read_kernel_str", context=True),
+        Helper(table.ktime_get_ns, "bpf_ktime_get_ns"),
+        Helper(table.trace_printk, "bpf_trace_printk", context=True),
+        Helper(table.prandom_u32, "bpf_get_prandom_u32"),
+        Helper(table.smp_processor_id, "bpf_get_smp_processor_id"),
+        Helper(table.current_pid_tgid, "bpf_get_current_pid_tgid"),
+        Helper(table.current_uid_gid, "bpf_get_current_uid_gid"),
+        Helper(table.get_current_comm, "bpf_get_current_comm", context=True),
+        Helper(table.jiffies64, "bpf_jiffies64"),
+        Helper(table.ktime_get_boot_ns, "bpf_ktime_get_boot_ns"),
     ])

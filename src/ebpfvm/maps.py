@@ -570,62 +570,74 @@ AnyMap = BpfMap
 _M64 = (1 << 64) - 1
 
 
-def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
-    """The kernel's map helpers (lookup, update, delete, push, pop, peek and
-    the ring buffer's; Impl.MAPS in ebpfvm.helper_table) over `maps`, keyed
-    by the handle programs pass in r1."""
+class _MapHelpers:
+    """The map helpers over one handle -> map table, one method per helper
+    (bound methods cost a helper call what closures did)."""
 
-    def find(handle: int) -> Map:
-        found = maps.get(handle)
+    __slots__ = ("maps",)
+
+    def __init__(self, maps: dict[int, AnyMap]) -> None:
+        self.maps = maps
+
+    def find(self, handle: int) -> Map:
+        """The keyed map with `handle` (MapError for any other)."""
+        found = self.maps.get(handle)
         if found is None or found.kind != "keyed":
             raise MapError(f"no keyed map has handle {handle:#x}")
         return cast(Map, found)
 
-    def find_queue(handle: int) -> QueueMap:
-        found = maps.get(handle)
+    def find_queue(self, handle: int) -> QueueMap:
+        """The queue or stack map with `handle` (MapError for any other)."""
+        found = self.maps.get(handle)
         if found is None or found.kind != "queue":
             raise MapError(f"no queue or stack map has handle {handle:#x}")
         return cast(QueueMap, found)
 
-    def find_ring(handle: int) -> RingBuf:
-        found = maps.get(handle)
+    def find_ring(self, handle: int) -> RingBuf:
+        """The ring buffer with `handle` (MapError for any other)."""
+        found = self.maps.get(handle)
         if found is None or found.kind != "ringbuf":
             raise MapError(f"no ring buffer has handle {handle:#x}")
         return cast(RingBuf, found)
 
-    def ring_output(ctx: HelperContext, handle: int, data: int, size: int, _f: int,
-                    _e: int) -> int:
-        ring = find_ring(handle)
-        ctx.charge_bytes(size)
-        return ring.output(ctx.read(data, size)) & _M64
-
-    def ring_reserve(ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
-        """The record's address; the program may then write the ring's data
-        area (one region for the whole run)."""
-        ring = find_ring(handle)
-        address = ring.reserve(size, owner=ctx)
-        if address and ctx.space.add_once(ring.region):
-            # Records the run neither submits nor discards (it faulted, or it
-            # was not verified) are discarded when the run ends, or they would
-            # block the ring for every later record.
-            ctx.at_exit(lambda: ring.discard_owned(ctx))
+    def lookup(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
+               _e: int) -> int:
+        """The value's address; the program may then touch the map's slab
+        (one region, registered once per run)."""
+        target = self.find(handle)
+        ctx.charge_bytes(target.key_size)
+        address = target.lookup_elem(ctx.read(key, target.key_size))
+        if address:
+            ctx.space.add_once(target.region)
         return address
 
-    def ring_commit(address: int, discard: bool) -> int:
-        for ring in maps.values():
-            if ring.kind == "ringbuf" and cast(RingBuf, ring).commit(address, discard):
-                return 0
-        raise MapError(f"{address:#x} is not a reserved ring buffer record")
+    def update(self, ctx: HelperContext, handle: int, key: int, value: int, flags: int,
+               _e: int) -> int:
+        """bpf_map_update_elem."""
+        target = self.find(handle)
+        ctx.charge_bytes(target.key_size + target.value_size)
+        result = target.update_elem(ctx.read(key, target.key_size),
+                                    ctx.read(value, target.value_size), flags)
+        return result & _M64
 
-    def push(ctx: HelperContext, handle: int, value: int, flags: int, _d: int, _e: int) -> int:
-        target = find_queue(handle)
+    def delete(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
+               _e: int) -> int:
+        """bpf_map_delete_elem."""
+        target = self.find(handle)
+        ctx.charge_bytes(target.key_size)
+        return target.delete_elem(ctx.read(key, target.key_size)) & _M64
+
+    def push(self, ctx: HelperContext, handle: int, value: int, flags: int, _d: int,
+             _e: int) -> int:
+        """bpf_map_push_elem."""
+        target = self.find_queue(handle)
         ctx.charge_bytes(target.value_size)
         return target.push_elem(ctx.read(value, target.value_size), flags) & _M64
 
-    def take(ctx: HelperContext, handle: int, value: int, remove: bool) -> int:
+    def take(self, ctx: HelperContext, handle: int, value: int, remove: bool) -> int:
         """peek or pop: the value is written first, and only a written value
         leaves the map (a bad pointer faults with the map unchanged)."""
-        target = find_queue(handle)
+        target = self.find_queue(handle)
         ctx.charge_bytes(target.value_size)
         item = target.peek_elem()
         if item is None:
@@ -635,39 +647,63 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
             target.pop_elem()
         return 0
 
-    def lookup(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
-        """The value's address; the program may then touch the map's slab
-        (one region, registered once per run)."""
-        target = find(handle)
-        ctx.charge_bytes(target.key_size)
-        address = target.lookup_elem(ctx.read(key, target.key_size))
-        if address:
-            ctx.space.add_once(target.region)
+    def pop(self, ctx: HelperContext, handle: int, value: int, *_rest: int) -> int:
+        """bpf_map_pop_elem."""
+        return self.take(ctx, handle, value, True)
+
+    def peek(self, ctx: HelperContext, handle: int, value: int, *_rest: int) -> int:
+        """bpf_map_peek_elem."""
+        return self.take(ctx, handle, value, False)
+
+    def ring_output(self, ctx: HelperContext, handle: int, data: int, size: int, _f: int,
+                    _e: int) -> int:
+        """bpf_ringbuf_output."""
+        ring = self.find_ring(handle)
+        ctx.charge_bytes(size)
+        return ring.output(ctx.read(data, size)) & _M64
+
+    def ring_reserve(self, ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
+        """The record's address; the program may then write the ring's data
+        area (one region for the whole run)."""
+        ring = self.find_ring(handle)
+        address = ring.reserve(size, owner=ctx)
+        if address and ctx.space.add_once(ring.region):
+            # Records the run neither submits nor discards (it faulted, or it
+            # was not verified) are discarded when the run ends, or they would
+            # block the ring for every later record.
+            ctx.at_exit(lambda: ring.discard_owned(ctx))
         return address
 
-    def update(ctx: HelperContext, handle: int, key: int, value: int, flags: int,
-               _e: int) -> int:
-        target = find(handle)
-        ctx.charge_bytes(target.key_size + target.value_size)
-        result = target.update_elem(ctx.read(key, target.key_size),
-                                    ctx.read(value, target.value_size), flags)
-        return result & _M64
+    def ring_commit(self, address: int, discard: bool) -> int:
+        """Submit or discard the reserved record at `address`."""
+        for ring in self.maps.values():
+            if ring.kind == "ringbuf" and cast(RingBuf, ring).commit(address, discard):
+                return 0
+        raise MapError(f"{address:#x} is not a reserved ring buffer record")
 
-    def delete(ctx: HelperContext, handle: int, key: int, _c: int, _d: int, _e: int) -> int:
-        target = find(handle)
-        ctx.charge_bytes(target.key_size)
-        return target.delete_elem(ctx.read(key, target.key_size)) & _M64
+    def ring_submit(self, address: int, *_rest: int) -> int:
+        """bpf_ringbuf_submit."""
+        return self.ring_commit(address, False)
 
+    def ring_discard(self, address: int, *_rest: int) -> int:
+        """bpf_ringbuf_discard."""
+        return self.ring_commit(address, True)
+
+
+def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
+    """The kernel's map helpers (lookup, update, delete, push, pop, peek and
+    the ring buffer's; Impl.MAPS in ebpfvm.helper_table) over `maps`, keyed
+    by the handle programs pass in r1."""
+    table = _MapHelpers(maps)
     return numbered([
-        Helper(lookup, "bpf_map_lookup_elem", context=True),
-        Helper(update, "bpf_map_update_elem", context=True),
-        Helper(delete, "bpf_map_delete_elem", context=True),
-        Helper(push, "bpf_map_push_elem", context=True),
-        Helper(lambda ctx, h, v, *_r: take(ctx, h, v, True), "bpf_map_pop_elem", context=True),
-        Helper(lambda ctx, h, v, *_r: take(ctx, h, v, False), "bpf_map_peek_elem",
-               context=True),
-        Helper(ring_output, "bpf_ringbuf_output", context=True),
-        Helper(ring_reserve, "bpf_ringbuf_reserve", context=True),
-        Helper(lambda address, *_r: ring_commit(address, False), "bpf_ringbuf_submit"),
-        Helper(lambda address, *_r: ring_commit(address, True), "bpf_ringbuf_discard"),
+        Helper(table.lookup, "bpf_map_lookup_elem", context=True),
+        Helper(table.update, "bpf_map_update_elem", context=True),
+        Helper(table.delete, "bpf_map_delete_elem", context=True),
+        Helper(table.push, "bpf_map_push_elem", context=True),
+        Helper(table.pop, "bpf_map_pop_elem", context=True),
+        Helper(table.peek, "bpf_map_peek_elem", context=True),
+        Helper(table.ring_output, "bpf_ringbuf_output", context=True),
+        Helper(table.ring_reserve, "bpf_ringbuf_reserve", context=True),
+        Helper(table.ring_submit, "bpf_ringbuf_submit"),
+        Helper(table.ring_discard, "bpf_ringbuf_discard"),
     ])

@@ -3,9 +3,10 @@ from it, built once when the program is set (RFC 9669 section 3 for the
 instruction encoding).
 
 The VM makes one :class:`ProgramImage` per ``set_program`` and hands it to
-every engine's compile, to capture runs and to the CLI's tracer. Each fact is
-computed at its first use and kept: setting a program costs no decoding
-until something needs the instructions."""
+the built-in verifier, every engine's compile, capture runs and the CLI's
+tracer. Each fact is computed at its first use and kept: the instructions
+are decoded once, by the first consumer that needs them (the verifier reads
+the raw slots and decodes nothing), and the others use them as they are."""
 
 from __future__ import annotations
 
@@ -63,12 +64,6 @@ class ProgramImage:
         if insns is None:
             insns = self._insns = tuple(decode(self.code))
         return insns
-
-    def seed(self, insns: tuple[Insn, ...]) -> None:
-        """Keep `insns`, decoded from these bytes by an engine that had to
-        decode them itself, instead of decoding again at the first use."""
-        if self._insns is None:
-            self._insns = insns
 
     @property
     def blocks(self) -> tuple[tuple[Insn, ...], ...]:

@@ -26,6 +26,7 @@ from .cfg import branch_target
 from .encoding import SLOT, SLOT_LAYOUT, Insn, lddw_second_slot
 from .errors import VerifierError
 from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
+from .program import ProgramImage
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
 
@@ -87,8 +88,16 @@ _IMM_NOUN: dict[Form, str] = {Form.ENDIAN: "byte-swap width", Form.ATOMIC: "atom
 _FIELD_NAME: dict[str, str] = {"src": "src", "off": "offset", "imm": "imm"}
 
 
-def verify(code: bytes | bytearray | memoryview, *, allow_lddw_subtypes: bool = False) -> None:
-    """Check that `code` is a structurally valid eBPF program.
+def verify(
+    code: bytes | bytearray | memoryview | ProgramImage, *, allow_lddw_subtypes: bool = False
+) -> None:
+    """Check that a program is structurally valid eBPF: its program value
+    (what the VM hands it) or its bytecode.
+
+    The checks read the slots' raw fields (reserved fields and the lddw
+    second slot are not in the decoded instructions), one pass with no
+    instruction objects built: the program value's instructions are decoded
+    once, by the first engine that needs them, not here.
 
     Returns None or raises :class:`VerifierError` whose `rule` is one of
     :data:`VERIFIER_RULES` and whose `pc` is the slot index of the offending
@@ -96,6 +105,8 @@ def verify(code: bytes | bytearray | memoryview, *, allow_lddw_subtypes: bool = 
     any byte content. `allow_lddw_subtypes` accepts the lddw map/variable/
     function forms (src 1..6), for a loader that resolves them.
     """
+    if isinstance(code, ProgramImage):
+        code = code.code
     nslots = _count_slots(code)
     data = code.tobytes() if isinstance(code, memoryview) else code
     branches, second_slots, last_pc, last_row = _check_slots(data, nslots, allow_lddw_subtypes)

@@ -73,6 +73,15 @@ _EMPTY = b""
 _Vm = TypeVar("_Vm", bound="_VmBase")
 
 
+def _run_verifier(verifier: Verifier, image: ProgramImage) -> None:
+    """The built-in verifier checks the program value (it decodes nothing);
+    any other verifier gets the bytes, as rbpf's do."""
+    if verifier is verify:
+        verify(image)
+    else:
+        verifier(image.code)
+
+
 class _VmBase:
     """What every VM kind shares: program, verifier, helpers, allowed memory."""
 
@@ -128,20 +137,27 @@ class _VmBase:
         if isinstance(prog, (int, str)) or not _is_buffer(prog):
             raise ArgumentTypeError("program", prog, "bytes-like bytecode")
         code = bytes(prog)
+        image = ProgramImage(code)
         with self._idle():
-            self._verifier(code)
+            self._verify(image)
             self._prog = code
-            self._image = ProgramImage(code)
+            self._image = image
             self._interp = self._traced = None
             self._drop_jit()
 
     def set_verifier(self, verifier: Verifier) -> None:
         """Replace the verifier; it runs at once on an already loaded program
-        (VmBusy during a run)."""
+        (VmBusy during a run). As in rbpf, a verifier takes the program's
+        bytes; the built-in :func:`~ebpfvm.verifier.verify` alone is handed
+        the program value instead (the one every engine then compiles)."""
         with self._idle():
-            if self._prog is not None:
-                verifier(self._prog)
+            if self._image is not None:
+                _run_verifier(verifier, self._image)
             self._verifier = verifier
+
+    def _verify(self, image: ProgramImage) -> None:
+        """Run the VM's verifier on `image` (see set_verifier)."""
+        _run_verifier(self._verifier, image)
 
     @property
     def budget(self) -> int | None:

@@ -49,7 +49,6 @@ from ..isa import Form
 from ..maps import ProgArray
 from ..memory import Region
 from ..tailcalls import BPF_TAIL_CALL, E2BIG, ENOENT, MAX_TAIL_CALLS
-from .context import BUDGET_SLICE
 from .x86_64 import AluOp, Cond, Label, Mem, ShiftOp
 from .x86_64 import Reg as X
 
@@ -322,7 +321,7 @@ class TailPlan:
         """Take HELPER_CALL_UNITS off the budget register; when it holds
         fewer, refill it from the reserve (cold code), and when the run has
         fewer left, stop with the budget fault of a helper charge at `pc`."""
-        from .x86_stubs import ADDR, BUDGET, TMP
+        from .x86_stubs import ADDR, BUDGET, TMP, take_slice
         from .x86_stubs import ctx_mem as _ctx
 
         a = t.asm
@@ -332,18 +331,12 @@ class TailPlan:
         a.bind(charged)
 
         def cold() -> None:
-            spent, full = a.new_label(), a.new_label()
+            spent = a.new_label()
             a.bind(refill)
             a.load(ADDR, _ctx("budget_reserve"), _WORD)
             a.alu_rr(AluOp.ADD, ADDR, BUDGET)  # what the run has left after the charge
             a.jcc(Cond.S, spent)
-            a.mov_ri(BUDGET, BUDGET_SLICE, w64=False)
-            a.alu_rr(AluOp.CMP, ADDR, BUDGET)
-            a.jcc(Cond.AE, full)
-            a.mov_rr(BUDGET, ADDR)
-            a.bind(full)
-            a.alu_rr(AluOp.SUB, ADDR, BUDGET)
-            a.store(_ctx("budget_reserve"), ADDR, _WORD)
+            take_slice(a)
             a.jmp(charged)
             a.bind(spent)
             a.mov_rr(BUDGET, ADDR)

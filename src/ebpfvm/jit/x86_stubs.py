@@ -421,7 +421,7 @@ class X86Stubs:
         handle a pending signal, and refill the register with up to
         BUDGET_SLICE instructions of the reserve (see context.BUDGET_SLICE)."""
         a = self.asm
-        spent, full = a.new_label(), a.new_label()
+        spent = a.new_label()
         live = (X.RAX, X.RDI, X.RSI, X.RDX, X.R8, X.R9, ADDR)  # seven: the call stays aligned
         a.bind(self.budget_refill)
         a.load(ADDR, ctx_mem("budget_reserve"), QWORD)
@@ -439,13 +439,7 @@ class X86Stubs:
         a.alu_rm(AluOp.SUB, BUDGET, ctx_mem("budget_reserve"))
         a.alu_mi(AluOp.CMP, ctx_mem("fault"), 0)
         a.jcc(Cond.NE, self.fault_exit)
-        a.mov_ri(BUDGET, BUDGET_SLICE, w64=False)
-        a.alu_rr(AluOp.CMP, ADDR, BUDGET)
-        a.jcc(Cond.AE, full)
-        a.mov_rr(BUDGET, ADDR)
-        a.bind(full)
-        a.alu_rr(AluOp.SUB, ADDR, BUDGET)
-        a.store(ctx_mem("budget_reserve"), ADDR, QWORD)
+        take_slice(a)
         a.ret()
         a.bind(spent)  # the register holds what the run has left, below zero
         a.mov_rr(BUDGET, ADDR)
@@ -513,3 +507,16 @@ class X86Stubs:
         a.store_imm(ctx_mem("fault"), Fault.MEMORY, QWORD)
         a.jmp(self.fault_exit)
 
+
+def take_slice(a: X86Assembler) -> None:
+    """With ADDR = what the run has left: BUDGET = min(ADDR, BUDGET_SLICE)
+    and the rest back into ctx.budget_reserve (a budget refill's last step,
+    shared by the block refill and the tail-call charge)."""
+    full = a.new_label()
+    a.mov_ri(BUDGET, BUDGET_SLICE, w64=False)
+    a.alu_rr(AluOp.CMP, ADDR, BUDGET)
+    a.jcc(Cond.AE, full)
+    a.mov_rr(BUDGET, ADDR)
+    a.bind(full)
+    a.alu_rr(AluOp.SUB, ADDR, BUDGET)
+    a.store(ctx_mem("budget_reserve"), ADDR, QWORD)

@@ -12,11 +12,13 @@ as a disagreement, so the vector fails until the API shows the result.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,17 @@ def cpu_value(value: Any, cpu: int) -> bytes:
 
 # -- setup ---------------------------------------------------------------------
 
+def load_options(vector: Vector) -> dict[str, Any]:
+    """vectors.json's section_types (section -> program type, "*" for every
+    unknown section) and skip_programs, for a ``load()`` that takes them. The
+    runner is chosen by the entry's type in the manifest either way, and
+    skipped programs are never built, so a load() without them still runs
+    the vector."""
+    accepted = inspect.signature(ebpfvm.load).parameters
+    options = {name: vector.definition.get(name) for name in ("section_types", "skip_programs")}
+    return {name: value for name, value in options.items() if value and name in accepted}
+
+
 @dataclass
 class Session:
     """One vector's fresh object and runner."""
@@ -215,7 +228,7 @@ def entry_type(vector: Vector) -> tuple[str, str]:
 
 def open_session(vector: Vector, engine: str) -> Session:
     """Load the object afresh, apply the vector's setup, build the entry's runner."""
-    obj = ebpfvm.load(vector.directory / vector.manifest["object"])
+    obj: Any = ebpfvm.load(vector.directory / vector.manifest["object"], **load_options(vector))
     setup = vector.vector.get("setup") or {}
     for section, data in (setup.get("data_sections") or {}).items():
         image = bytes.fromhex(data["image"])
@@ -228,6 +241,7 @@ def open_session(vector: Vector, engine: str) -> Session:
             obj.maps[name][int(index)] = program
     env = KernelEnv(printk=lambda _line: None)
     entry, prog_type = entry_type(vector)
+    runner: Any
     if prog_type == "xdp":
         runner = obj.xdp(entry, engine=engine, env=env)
     else:
@@ -336,7 +350,7 @@ def compare_ringbufs(session: Session, number: int, expected: dict[str, Any]) ->
     for name, count in (expected.get("ringbuf_discarded") or {}).items():
         ring = session.obj.maps[name]
         total = _asked(f"ringbuf_discarded {name}", number, count,
-                       lambda ring=ring: ringbuf_discarded(ring))
+                       partial(ringbuf_discarded, ring))
         if total is None:
             continue
         before = session.discarded.get(name, 0)

@@ -14,6 +14,8 @@ shrinks. Every other vector must agree exactly.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from conftest import CORPUS_AGREED, CORPUS_GAPS, CORPUS_RAN
@@ -133,6 +135,18 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
 }
 """(program, vector) -> why ebpfvm disagrees with the kernel today (diagnosed:
 the first disagreement, then what else the vector needs when known)."""
+
+
+EXPECTED_VECTORS = 212
+
+
+@pytest.mark.skipif(not VECTORS, reason=ABSENT)
+def test_corpus_is_complete() -> None:
+    """Every vector is there, and every object is the one the kernel ran."""
+    assert len(VECTORS) == EXPECTED_VECTORS
+    for program in {vector.program: vector.manifest for vector in VECTORS}.values():
+        data = (DIRECTORY / program["object"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == program["object_sha256"], program["object"]
 
 
 @pytest.mark.skipif(not VECTORS, reason=ABSENT)

@@ -92,8 +92,17 @@ class Disagreement:
 
     def __str__(self) -> str:
         where = "setup" if self.step < 0 else f"step {self.step}"
-        return (f"{where}, {self.field}:\n  kernel: {_show(self.expected)}\n"
-                f"  ebpfvm: {_show(self.actual)}")
+        expected, actual = self.expected, self.actual
+        detail = ""
+        if isinstance(expected, bytes) and isinstance(actual, bytes):
+            at = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=False))
+                       if a != b), min(len(expected), len(actual)))
+            start = max(at - 8, 0)
+            detail = (f" (lengths {len(expected)} and {len(actual)}, first difference at "
+                      f"byte {at}; shown from byte {start})")
+            expected, actual = expected[start : start + 48], actual[start : start + 48]
+        return (f"{where}, {self.field}{detail}:\n  kernel: {_show(expected)}\n"
+                f"  ebpfvm: {_show(actual)}")
 
 
 def _show(value: Any) -> str:

@@ -28,6 +28,11 @@ from engines import ALL_ENGINES, CHECKED_ENGINES  # noqa: E402
 
 CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
+CORPUS_RAN: Counter[str] = Counter()
+CORPUS_AGREED: Counter[str] = Counter()
+CORPUS_GAPS: Counter[str] = Counter()
+"""Corpus vectors (tests/test_corpus.py) per engine: ran, agreed with the kernel,
+known gaps (still disagreeing, as KNOWN_GAPS says)."""
 DOCS_RAN: Counter[str] = Counter()
 """Samples of the docs that ran (tests/test_docs.py): python, python output, commands."""
 KERNEL_DIFF: Counter[str] = Counter()
@@ -64,6 +69,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"conformance [{name}]: {CONFORMANCE_RAN[name]} files ran, "
             f"{CONFORMANCE_PASSED[name]} passed"
+        )
+    for name in sorted(CORPUS_RAN):
+        terminalreporter.write_line(
+            f"corpus [{name}]: {CORPUS_RAN[name]} vectors ran, "
+            f"{CORPUS_AGREED[name]} agree with the kernel, {CORPUS_GAPS[name]} known gaps"
         )
 
 

@@ -321,9 +321,9 @@ def _context(args: argparse.Namespace, loaded: Loaded) -> str:
 def _verdicts(context: str, loaded: Loaded) -> str:
     """How r0 is named: as the runner of `context` names it, else as the
     section's program type does (ebpfvm.progtypes), else "none"."""
-    found = next((t for t in PROG_TYPES.values() if t.context == context), None)
-    if found is None:
-        found = prog_type_for_section(loaded.section)
+    found = prog_type_for_section(loaded.section)
+    if found is None or found.context != context:
+        found = next((t for t in PROG_TYPES.values() if t.context == context), found)
     return found.verdicts.key if found is not None else "none"
 
 
@@ -434,7 +434,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         try:
             r0 = _run_once(vm, context, engine, _input_bytes(args),
-                           _tracer(vm) if args.trace else None)
+                           _runner_options(context, loaded), _tracer(vm) if args.trace else None)
         except MemoryFault as fault:
             if args.mbuff is None and fault.address < NULL_PAGE:
                 raise InputError(f"{fault} (a pointer the program read from its context "
@@ -477,10 +477,18 @@ def _default_engine(capture: bool) -> str:
     return REFERENCE
 
 
-def _run_once(vm: Any, context: str, engine: str, data: bytes,
+def _runner_options(context: str, loaded: Loaded) -> dict[str, str]:
+    """An skb runner's program type: the section's, when it hands an __sk_buff."""
+    found = prog_type_for_section(loaded.section)
+    if context == "skb" and found is not None and found.context == context:
+        return {"prog_type": found.name}
+    return {}
+
+
+def _run_once(vm: Any, context: str, engine: str, data: bytes, options: dict[str, str],
               trace: Callable[[int, tuple[int, ...]], None] | None) -> int:
     if any(found.context == context for found in PROG_TYPES.values()):
-        runner = runner_class(context)(vm, engine=engine)
+        runner = runner_class(context)(vm, engine=engine, **options)
         try:
             r0: int = runner.run(data, trace=trace).r0
         finally:

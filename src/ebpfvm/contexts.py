@@ -41,7 +41,7 @@ from .progtypes import (
 )
 from .skb_context import SKB_SIZE, SkbResult, ctx_in_fields, decode_skb, encode_fields, kernel_ctx_out
 from .skb_frame import SkbFrameHelpers
-from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord
+from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord, packet_type
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
@@ -450,14 +450,19 @@ class SkbRunner(_Runner):
         mac = self.prog_type.packet_offset
         if len(data) < mac:
             raise ArgumentError("packet length", len(data), f"at least {mac} bytes")
-        values = {"ifindex": LOOPBACK_IFINDEX, "wire_len": len(data), **self.fields,
-                  **(ctx_in_fields(ctx, len(data)) if ctx is not None else {}), **fields}
+        length = len(data) - mac
+        values = {"ifindex": LOOPBACK_IFINDEX, "wire_len": length, **self.fields,
+                  **(ctx_in_fields(ctx, length) if ctx is not None else {}), **fields}
         start = self._low + SKB_HEADROOM
         frame, pkt = self._frame, self._packet
         end = frame.load(start, data, SKB_TAILROOM)
         pkt.data, pkt.end, pkt.mac = start + mac, end, mac
         pkt.protocol = int.from_bytes(data[12:14], "big") if len(data) >= ETH_HLEN else 0
-        pkt.pkt_type, pkt.vlan = 0, None
+        if "protocol" in values:  # network order, as the __sk_buff holds it
+            pkt.protocol = int.from_bytes(int(values.pop("protocol") & 0xFFFF).to_bytes(
+                2, "little"), "big")
+        pkt.pkt_type = int(values.pop("pkt_type", packet_type(data)))
+        pkt.vlan = None
         helpers = self._helpers
         helpers.record, helpers.encapsulated = SkbRecord(), False
         skb = frame.view[:SKB_SIZE]

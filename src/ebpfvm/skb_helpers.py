@@ -28,7 +28,7 @@ from .helpers import HelperContext
 from .progtypes import ETH_HLEN, SKB_FIELDS
 
 __all__ = ["CSUM_NONE", "CSUM_UNNECESSARY", "Redirect", "SkbHelpers", "SkbPacket", "SkbRecord",
-           "TunnelKey", "csum_replace"]
+           "TunnelKey", "csum_replace", "packet_type"]
 
 M64 = (1 << 64) - 1
 EPERM, ENOENT, EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 1, 2, 14, 12, 13, 19, 22, 71
@@ -44,7 +44,20 @@ BPF_F_INVALIDATE_HASH = 2
 BPF_F_INGRESS = 1
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
-PACKET_OTHERHOST = 3
+PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
+LOOPBACK_ADDRESS = bytes(6)
+"""The test-run device's MAC address (the loopback device's)."""
+
+
+def packet_type(frame: bytes) -> int:
+    """skb->pkt_type as the kernel's Ethernet receive sets it from the
+    destination address, on the loopback device."""
+    dest = frame[:6]
+    if dest == LOOPBACK_ADDRESS:
+        return PACKET_HOST
+    if dest[0] & 1:
+        return PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
+    return PACKET_OTHERHOST
 CSUM_NONE, CSUM_UNNECESSARY, CSUM_COMPLETE = 0, 1, 2
 SKB_MAX_CSUM_LEVEL = 3
 TUNNEL_KEY_SIZE = 44
@@ -152,7 +165,7 @@ class SkbPacket:
         self.end = low
         self.mac = 0
         self.protocol = 0
-        self.pkt_type = 0
+        self.pkt_type = PACKET_HOST
         self.vlan: tuple[int, int] | None = None
         self.reach = (low, low)
         """The frame offsets the run's memory regions cover."""
@@ -291,7 +304,7 @@ class SkbHelpers:
     # -- checksums ------------------------------------------------------------------
 
     def _csum_field(self, offset: int) -> tuple[int, int] | None:
-        return self.packet.span(offset, 2) if offset <= 0xFFFF else None
+        return self.packet.span(offset, 2) if offset <= 0xFFFF and not offset & 1 else None
 
     def l3_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,
                         added: int, flags: int) -> int:

@@ -78,9 +78,10 @@ class SkbFrameHelpers(SkbHelpers):
     def skb_vlan_push(self, ctx: HelperContext, _skb: int, proto: int, tci: int,
                       *_rest: int) -> int:
         """bpf_skb_vlan_push: the tag becomes the packet's offloaded tag; an
-        offloaded tag already there moves into the frame first."""
+        offloaded tag already there moves into the frame first. A protocol
+        other than 802.1Q or 802.1ad means 802.1Q."""
         if _swap16(proto) not in (ETH_P_8021Q, ETH_P_8021AD):
-            return _err(EINVAL)
+            proto = _swap16(ETH_P_8021Q)  # the kernel's default for any other value
         packet = self.packet
         if packet.vlan is not None:
             old_proto, old_tci = packet.vlan

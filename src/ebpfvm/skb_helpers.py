@@ -31,7 +31,7 @@ __all__ = ["CSUM_NONE", "CSUM_UNNECESSARY", "Redirect", "SkbHelpers", "SkbPacket
            "TunnelKey", "csum_replace", "packet_type"]
 
 M64 = (1 << 64) - 1
-EPERM, ENOENT, EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 1, 2, 14, 12, 13, 19, 22, 71
+EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 14, 12, 13, 19, 22, 71
 ENOTSUPP = 524
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
 BPF_F_HDR_FIELD_MASK = 0xF
@@ -434,12 +434,13 @@ class SkbHelpers:
 
     def skb_get_tunnel_key(self, ctx: HelperContext, _skb: int, to: int, size: int,
                            flags: int, *_rest: int) -> int:
-        """bpf_skb_get_tunnel_key: the key set in this run, else zeros and -ENOENT."""
+        """bpf_skb_get_tunnel_key: the key set in this run, else zeros and
+        -EINVAL (no tunnel metadata: the kernel's answer under a test run)."""
         tunnel = self.record.tunnel
         fits = size == TUNNEL_KEY_SIZE or (size in _TUNNEL_COMPAT_SIZES and not flags & 1)
         if tunnel is None or not fits or flags & ~0x11:
             ctx.write(to, bytes(size))
-            return _err(ENOENT if tunnel is None else EINVAL)
+            return _err(EINVAL)
         if bool(flags & 1) != bool(tunnel.flags & 1):
             ctx.write(to, bytes(size))
             return _err(EPROTO)
@@ -453,6 +454,8 @@ class SkbHelpers:
         """bpf_skb_set_tunnel_opt: options of the key set in this run."""
         tunnel = self.record.tunnel
         if tunnel is None:
+            return _err(EINVAL)
+        if size & 3:
             return _err(EINVAL)
         if size > IP_TUNNEL_OPTS_MAX:
             return _err(ENOMEM)

@@ -7,11 +7,11 @@ Skipped where bpf() is unavailable."""
 from __future__ import annotations
 
 import pytest
-from test_skb_kernel import IPV6, MAC, UDP, _compare, _ipv4_udp
-from skb_oracle import SCHED_CLS
 
 import kernel_oracle
 from ebpfvm.helper_table import helper_number
+from skb_oracle import SCHED_CLS
+from test_skb_kernel import IPV6, MAC, UDP, _compare, _ipv4_udp
 
 pytestmark = pytest.mark.skipif(kernel_oracle.available() is not None,
                                 reason=f"bpf() unavailable: {kernel_oracle.available()}")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import struct
 
-import kernel_oracle
 import pytest
-import skb_oracle
-from skb_oracle import SCHED_CLS, SOCKET_FILTER
 
+import kernel_oracle
+import skb_oracle
 from ebpfvm import assemble
 from ebpfvm.contexts import SkbRunner
+from skb_oracle import SCHED_CLS, SOCKET_FILTER
 
 pytestmark = pytest.mark.skipif(kernel_oracle.available() is not None,
                                 reason=f"bpf() unavailable: {kernel_oracle.available()}")

@@ -39,7 +39,14 @@ from .progtypes import (
     pack_xdp_md,
     prog_type,
 )
-from .skb_context import SKB_SIZE, SkbResult, ctx_in_fields, decode_skb, encode_fields, kernel_ctx_out
+from .skb_context import (
+    SKB_SIZE,
+    SkbResult,
+    ctx_in_fields,
+    decode_skb,
+    encode_fields,
+    kernel_ctx_out,
+)
 from .skb_frame import SkbFrameHelpers
 from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord, packet_type
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase

@@ -85,7 +85,7 @@ class SkbFrameHelpers(SkbHelpers):
         packet = self.packet
         if packet.vlan is not None:
             old_proto, old_tci = packet.vlan
-            frame = packet.bytes()
+            frame = packet.frame()
             if len(frame) < ETH_HLEN:
                 return _err(ENOMEM)
             tag = old_proto.to_bytes(2, "little") + old_tci.to_bytes(2, "big")
@@ -111,7 +111,7 @@ class SkbFrameHelpers(SkbHelpers):
         if failed or packet.protocol not in (ETH_P_8021Q, ETH_P_8021AD):
             return failed
         proto = _swap16(packet.protocol)
-        tci = int.from_bytes(packet.bytes()[14:16], "big")
+        tci = int.from_bytes(packet.frame()[14:16], "big")
         failed = self._pop_tag(ctx)
         if not failed:
             packet.vlan = (proto, tci)
@@ -119,7 +119,7 @@ class SkbFrameHelpers(SkbHelpers):
         return failed
 
     def _pop_tag(self, ctx: HelperContext) -> int:
-        frame = self.packet.bytes()
+        frame = self.packet.frame()
         if len(frame) < ETH_HLEN + VLAN_HLEN:
             return _err(ENOMEM)
         self.packet.protocol = int.from_bytes(frame[16:18], "big")
@@ -133,7 +133,7 @@ class SkbFrameHelpers(SkbHelpers):
         room &= 0xFFFF_FFFF
         if flags or self.packet.length + room > self.max_len:
             return _err(EINVAL)
-        return self._put(ctx, bytes(room) + self.packet.bytes())
+        return self._put(ctx, bytes(room) + self.packet.frame())
 
     def skb_change_tail(self, ctx: HelperContext, _skb: int, new_len: int, flags: int,
                         *_rest: int) -> int:
@@ -141,7 +141,7 @@ class SkbFrameHelpers(SkbHelpers):
         new_len &= 0xFFFF_FFFF
         if flags or new_len > self.max_len or new_len < self.packet.network_offset():
             return _err(EINVAL)
-        frame = self.packet.bytes()
+        frame = self.packet.frame()
         return self._put(ctx, frame[:new_len] + bytes(max(new_len - len(frame), 0)))
 
     def skb_adjust_room(self, ctx: HelperContext, _skb: int, len_diff: int, mode: int,
@@ -175,9 +175,9 @@ class SkbFrameHelpers(SkbHelpers):
             return _err(ENOTSUPP)
         result = (self._shrink(ctx, offset, size, flags) if shrink
                   else self._grow(ctx, offset, size, flags))
-        if not result and not flags & ADJ_NO_CSUM_RESET:
-            if self.record.csum[0] == CSUM_UNNECESSARY:
-                self.record.csum = (CSUM_NONE, 0)
+        unnecessary = self.record.csum[0] == CSUM_UNNECESSARY
+        if not result and not flags & ADJ_NO_CSUM_RESET and unnecessary:
+            self.record.csum = (CSUM_NONE, 0)
         return result
 
     def _grow(self, ctx: HelperContext, offset: int, size: int, flags: int) -> int:
@@ -193,7 +193,7 @@ class SkbFrameHelpers(SkbHelpers):
                 return _err(EALREADY)
             if inner_mac > size:
                 return _err(EINVAL)
-        frame = packet.bytes()
+        frame = packet.frame()
         failed = self._put(ctx, frame[:offset] + bytes(size) + frame[offset:])
         if failed:
             return failed
@@ -210,7 +210,7 @@ class SkbFrameHelpers(SkbHelpers):
         packet = self.packet
         if flags & ~_ADJ_SHRINK_FLAGS:
             return _err(EINVAL)
-        frame = packet.bytes()
+        frame = packet.frame()
         failed = self._put(ctx, frame[:offset] + frame[offset + size :])
         if failed:
             return failed
@@ -233,7 +233,7 @@ class SkbFrameHelpers(SkbHelpers):
         packet = self.packet
         target = _swap16(proto)
         net = packet.network_offset()
-        frame = packet.bytes()
+        frame = packet.frame()
         if packet.protocol == ETH_P_IP and target == ETH_P_IPV6:
             new = frame[:net] + bytes(IPV6_HLEN - IPV4_HLEN) + frame[net:]
         elif packet.protocol == ETH_P_IPV6 and target == ETH_P_IP:

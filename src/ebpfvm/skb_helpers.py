@@ -181,7 +181,7 @@ class SkbPacket:
             return None
         return self.data + offset, self.data + offset + size
 
-    def bytes(self, start: int = 0) -> bytes:
+    def frame(self, start: int = 0) -> bytes:
         """The packet from data (start: the offset from data)."""
         return bytes(self.view[self.data + start : self.end])
 
@@ -421,9 +421,8 @@ class SkbHelpers:
         shorter one, IPv4 only)."""
         if flags & ~_TUNNEL_FLAGS:
             return _err(EINVAL)
-        if size != TUNNEL_KEY_SIZE:
-            if size not in _TUNNEL_COMPAT_SIZES or flags & 1:
-                return _err(EINVAL)
+        if size != TUNNEL_KEY_SIZE and (size not in _TUNNEL_COMPAT_SIZES or flags & 1):
+            return _err(EINVAL)
         raw = ctx.read(key, size) + bytes(TUNNEL_KEY_SIZE - size)
         tunnel_id, remote, tos, ttl, ext, label, local = struct.unpack("<I16sBBHI16s", raw)
         ipv6 = bool(flags & 1)
@@ -476,7 +475,7 @@ class SkbHelpers:
         headers (the kernel keys its flow hash with a per-boot random value:
         no run can repeat its number)."""
         if not self.record.hash:
-            head = self.packet.bytes()[:64]
+            head = self.packet.frame()[:64]
             ctx.charge_bytes(len(head))
             self.record.hash = zlib.crc32(head) or 1
             struct.pack_into("<I", self.skb, SKB_FIELDS["hash"], self.record.hash)

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 
-import kernel_oracle
 import pytest
+
+import kernel_oracle
 import skb_oracle
 from conftest import REPO
-from test_skb_kernel import IPV6, UDP
-
 from ebpfvm import elf
 from ebpfvm.cli import main
 from ebpfvm.contexts import SkbRunner
 from ebpfvm.errors import ArgumentError
 from ebpfvm.skb_helpers import Redirect
+from test_skb_kernel import IPV6, UDP
 
 OBJECT = REPO / "tests" / "data" / "elf" / "skb.o"  # built from skb.c
 NO_BPF = kernel_oracle.available()

@@ -7,6 +7,7 @@ where bpf() is available."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ import kernel_oracle
 import skb_oracle
 from conftest import REPO
 from ebpfvm import elf
+from ebpfvm.capture import CaptureWriter
 from ebpfvm.cli import main
 from ebpfvm.contexts import SkbRunner
 from ebpfvm.errors import ArgumentError
@@ -93,3 +95,16 @@ def test_the_cli_labels_a_socket_filter_r0_as_bytes(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "verdict" not in out
     assert f"r0 = {len(UDP) - 14:#x} ({len(UDP) - 14})" in out
+
+
+def test_a_capture_runs_a_socket_filter_as_one(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    pcap = tmp_path / "in.pcap"
+    writer = CaptureWriter(pcap)
+    for frame in (UDP, IPV6, UDP):
+        writer.write(frame, 0.0)
+    writer.close()
+    assert main(["run", str(OBJECT), "--section", "socket", "--pcap", str(pcap),
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:2] == [str(len(UDP) - 14), "2"] for line in lines)

@@ -430,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
     if capture:
-        _run_capture(args, vm, context, verdicts, engine)
+        _run_capture(args, vm, context, verdicts, engine, _runner_options(context, loaded))
     else:
         try:
             r0 = _run_once(vm, context, engine, _input_bytes(args),
@@ -521,7 +521,7 @@ def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[i
 
 
 def _run_capture(args: argparse.Namespace, vm: Any, context: str,
-                 verdicts: str, engine: str) -> None:
+                 verdicts: str, engine: str, options: dict[str, str]) -> None:
     try:
         handle = open(args.pcap, "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
@@ -531,8 +531,8 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
         bar, advance = _progress(args.pcap, handle, args.no_progress)
         try:
             stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
-                                verdicts=verdicts, engine=engine,
-                                writer=writer, progress=advance)
+                                verdicts=verdicts, engine=engine, writer=writer,
+                                progress=advance, prog_type=options.get("prog_type"))
         except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
             bar.close()  # clears itself before they print
             if writer is not None:

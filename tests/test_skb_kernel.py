@@ -13,12 +13,12 @@ import kernel_oracle
 import skb_oracle
 from ebpfvm import assemble
 from ebpfvm.contexts import SkbRunner
-from skb_oracle import SCHED_CLS, SOCKET_FILTER
+from skb_oracle import CGROUP_SKB, SCHED_CLS, SOCKET_FILTER
 
 pytestmark = pytest.mark.skipif(kernel_oracle.available() is not None,
                                 reason=f"bpf() unavailable: {kernel_oracle.available()}")
 
-TYPES = {SOCKET_FILTER: "socket_filter", SCHED_CLS: "sched_cls"}
+TYPES = {SOCKET_FILTER: "socket_filter", SCHED_CLS: "sched_cls", CGROUP_SKB: "cgroup_skb"}
 MAC = bytes.fromhex("02000000000b02000000000a")
 
 
@@ -43,7 +43,7 @@ def _compare(engine: str, source: str, prog_type: int, packet: bytes,
     retval, packet_out, ctx_out = skb_oracle.load_run(code, prog_type, packet, ctx)
     with SkbRunner(code, engine=engine, prog_type=TYPES[prog_type]) as runner:
         result = runner.run(packet, ctx=ctx)
-    skip = 14 if prog_type == SOCKET_FILTER else 0
+    skip = 0 if prog_type == SCHED_CLS else 14
     assert (result.r0 & 0xFFFF_FFFF, result.packet[skip:].hex()) == (
         retval, packet_out[skip:].hex())
     assert result.ctx_out.hex() == ctx_out.hex()
@@ -172,3 +172,11 @@ def test_a_result_of_zero_is_stored_as_ffff(engine: str) -> None:
 @pytest.mark.parametrize("offset", [24, 52, 53, 0x10000])
 def test_l3_csum_replace(engine: str, flags: int, offset: int) -> None:
     _compare(engine, _csum_program(L3, offset, 0x0100000A, 0x0300000A, flags), SCHED_CLS, UDP)
+
+
+@pytest.mark.parametrize("packet", [UDP, IPV6, MAC + b"\x88\xb5" + bytes(40)])
+@pytest.mark.parametrize("offset", [0, 4, 8, 16, 36, 40, 88, 92, 96, 100, 112, 116, 128, 132])
+def test_cgroup_skb_field_reads(engine: str, packet: bytes, offset: int) -> None:
+    """cgroup_skb sees the test run's socket: family and addresses."""
+    _compare(engine, f"ldxw r2, [r1+{offset}]\nstxw [r1+48], r2\nmov r0, 1\nexit",
+             CGROUP_SKB, packet)

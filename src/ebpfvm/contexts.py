@@ -46,6 +46,7 @@ from .skb_context import (
     decode_skb,
     encode_fields,
     kernel_ctx_out,
+    socket_fields,
 )
 from .skb_frame import SkbFrameHelpers
 from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord, packet_type
@@ -391,6 +392,9 @@ may grow into (more moves the packet up)."""
 SKB_TAILROOM = 4096
 """Bytes after the packet that growing helpers may use besides max_packet."""
 LOOPBACK_IFINDEX = 1
+SOCKET_VIEW = frozenset({"cgroup_skb"})
+"""Program types that read the test run's socket in the __sk_buff (family,
+addresses: ebpfvm.skb_context.socket_fields); the others read zeros."""
 
 
 class SkbRunner(_Runner):
@@ -473,6 +477,8 @@ class SkbRunner(_Runner):
         helpers = self._helpers
         helpers.record, helpers.encapsulated = SkbRecord(), False
         skb = frame.view[:SKB_SIZE]
+        if self.prog_type.name in SOCKET_VIEW:
+            values = {**socket_fields(pkt.protocol, data[mac:]), **values}
         encode_fields(skb, values)
         pkt.sync(skb)
         lines_before = self._trace_count()

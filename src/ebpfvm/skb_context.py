@@ -19,7 +19,7 @@ from .progtypes import SKB_ARRAYS, SKB_FIELDS, SKB_FIELDS64, SKB_LAYOUT, Verdict
 from .skb_helpers import Redirect, TunnelKey
 
 __all__ = ["CTX_IN_FIELDS", "SKB_SIZE", "SkbResult", "ctx_in_fields", "decode_skb",
-           "encode_fields", "kernel_ctx_out"]
+           "encode_fields", "kernel_ctx_out", "socket_fields"]
 
 SKB_SIZE = SKB_LAYOUT.size
 GSO_MAX_SEGS = 65535
@@ -104,6 +104,28 @@ def encode_fields(view: memoryview, values: dict[str, Any]) -> None:
         else:
             names = sorted([*SKB_FIELDS, *SKB_FIELDS64, *SKB_ARRAYS])
             raise ArgumentError("__sk_buff field", name, f"one of {', '.join(names)}")
+
+
+AF_INET, AF_INET6 = 2, 10
+
+
+def socket_fields(protocol: int, network: bytes) -> dict[str, Any]:
+    """The socket a test run gives the packet, as the __sk_buff shows it:
+    the family from the ethertype, and the packet's addresses as the
+    socket's (remote = destination, local = source) when the header fits."""
+    if protocol == 0x0800:
+        fields: dict[str, Any] = {"family": AF_INET}
+        if len(network) >= 20:
+            fields["remote_ip4"] = int.from_bytes(network[16:20], "little")
+            fields["local_ip4"] = int.from_bytes(network[12:16], "little")
+        return fields
+    if protocol == 0x86DD:
+        fields = {"family": AF_INET6}
+        if len(network) >= 40:
+            fields["remote_ip6"] = struct.unpack("<4I", network[24:40])
+            fields["local_ip6"] = struct.unpack("<4I", network[8:24])
+        return fields
+    return {}
 
 
 def kernel_ctx_out(fields: dict[str, Any]) -> bytes:

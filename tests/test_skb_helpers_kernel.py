@@ -152,3 +152,10 @@ CASES = {
 def test_skb_helper_against_the_kernel(engine: str, case: str) -> None:
     source, packet = CASES[case]
     _compare(engine, source, SCHED_CLS, packet)
+
+
+@pytest.mark.parametrize("offset", [-1 & 0xFFFF_FFFF_FFFF_FFFF, 0x1_0000_0002, 0x8000_0000])
+@pytest.mark.parametrize("name", ["bpf_skb_load_bytes", "bpf_skb_store_bytes"])
+def test_offsets_are_32_bit(engine: str, offset: int, name: str) -> None:
+    extra = (0,) if name == "bpf_skb_store_bytes" else ()
+    _compare(engine, _call(name, offset, STACK, 4, *extra, after=STACK_PTR), SCHED_CLS, UDP)

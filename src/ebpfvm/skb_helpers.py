@@ -33,6 +33,7 @@ __all__ = ["CSUM_NONE", "CSUM_UNNECESSARY", "Redirect", "SkbHelpers", "SkbPacket
 M64 = (1 << 64) - 1
 EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 14, 12, 13, 19, 22, 71
 ENOTSUPP = 524
+INT_MAX = 0x7FFF_FFFF
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
 BPF_F_HDR_FIELD_MASK = 0xF
 BPF_F_PSEUDO_HDR = 1 << 4
@@ -256,8 +257,8 @@ class SkbHelpers:
     def skb_load_bytes(self, ctx: HelperContext, _skb: int, offset: int, to: int, size: int,
                        *_rest: int) -> int:
         """bpf_skb_load_bytes: copy from data + offset; past the end, zeros and -EFAULT."""
-        size &= 0xFFFF_FFFF
-        span = self.packet.span(offset & 0xFFFF_FFFF, size) if offset <= 0x7FFF_FFFF else None
+        size, offset = size & 0xFFFF_FFFF, offset & 0xFFFF_FFFF
+        span = self.packet.span(offset, size) if offset <= INT_MAX else None
         ctx.charge_bytes(size)
         if span is None:
             ctx.write(to, bytes(size))
@@ -271,8 +272,8 @@ class SkbHelpers:
         INVALIDATE_HASH)."""
         if flags & ~(BPF_F_RECOMPUTE_CSUM | BPF_F_INVALIDATE_HASH):
             return _err(EINVAL)
-        size &= 0xFFFF_FFFF
-        span = self.packet.span(offset, size) if offset <= 0xFFFF else None
+        size, offset = size & 0xFFFF_FFFF, offset & 0xFFFF_FFFF
+        span = self.packet.span(offset, size) if offset <= INT_MAX else None
         if span is None:
             return _err(EFAULT)
         ctx.charge_bytes(size)
@@ -283,7 +284,7 @@ class SkbHelpers:
 
     def load_bytes_relative(self, ctx: HelperContext, offset: int, to: int, size: int,
                             header: int) -> int:
-        size &= 0xFFFF_FFFF
+        size, offset = size & 0xFFFF_FFFF, offset & 0xFFFF_FFFF
         start = {0: -self.packet.mac, 1: self.packet.network_offset()}.get(header)
         ctx.charge_bytes(size)
         if start is None or offset > 0xFFFF:
@@ -304,6 +305,7 @@ class SkbHelpers:
     # -- checksums ------------------------------------------------------------------
 
     def _csum_field(self, offset: int) -> tuple[int, int] | None:
+        offset &= 0xFFFF_FFFF
         return self.packet.span(offset, 2) if offset <= 0xFFFF and not offset & 1 else None
 
     def l3_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,

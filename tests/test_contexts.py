@@ -240,7 +240,8 @@ def test_csum_diff_matches_a_full_recomputation() -> None:
     header[10:12] = b"\0\0"
     full = sum(int.from_bytes(header[i : i + 2], "big") for i in range(0, 20, 2))
     # Apply the diff as l3_csum_replace does with size 0, then compare with a full sum.
-    from ebpfvm.contexts import _csum_fold, _replace_checksum
+    from ebpfvm.contexts import _csum_fold
+    from ebpfvm.skb_helpers import csum_replace as _replace_checksum
 
     def fold(total: int) -> int:
         while total >> 16:

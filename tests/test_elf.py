@@ -201,11 +201,11 @@ def test_unsupported_helper_fails_at_load_time() -> None:
         load(bytes(data))
     assert info.value.section == "xdp"
     assert "9999" in info.value.reason
-    number = KERNEL_HELPER_NAMES.index("bpf_skb_change_head")  # a real helper we lack
+    number = KERNEL_HELPER_NAMES.index("bpf_sk_lookup_tcp")  # a real helper we lack
     data[at + 4 : at + 8] = number.to_bytes(4, "little")
     with pytest.raises(ElfError) as info:
         load(bytes(data))
-    assert "bpf_skb_change_head" in info.value.reason
+    assert "bpf_sk_lookup_tcp" in info.value.reason
 
 
 def test_queue_and_stack_maps(engine: str) -> None:

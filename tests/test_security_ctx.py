@@ -17,7 +17,14 @@ from bounded import run_bounded
 from conftest import REPO
 from ebpfvm import HelperFault, MemoryFault, VmBusy, assemble
 from ebpfvm.capture import run_capture
-from ebpfvm.contexts import CONTEXT_SIZE, SKB_SIZE, XDP_TAILROOM, SkbRunner, XdpRunner
+from ebpfvm.contexts import (
+    CONTEXT_SIZE,
+    SKB_HEADROOM,
+    SKB_SIZE,
+    XDP_TAILROOM,
+    SkbRunner,
+    XdpRunner,
+)
 from ebpfvm.vm import EbpfVmMbuff, EbpfVmRaw
 
 EXAMPLES = REPO / "examples" / "bpf"
@@ -113,7 +120,8 @@ def test_skb_program_sees_only_its_skb_and_packet(checked_engine: str) -> None:
         with pytest.raises(MemoryFault) as caught:
             runner.run(bytes(20))
         # data_end + 16; the packet sits after the __sk_buff and a 64-byte gap.
-        assert caught.value.address == runner.base + SKB_SIZE + CONTEXT_SIZE + 20 + 16
+        assert caught.value.address == (runner.base + SKB_SIZE + CONTEXT_SIZE + SKB_HEADROOM
+                                        + 20 + 16)
         assert caught.value.size == 4 and caught.value.access == "store"
     finally:
         runner.close()

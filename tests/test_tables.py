@@ -183,12 +183,12 @@ def test_allowed_helpers_per_program_type() -> None:
 def test_the_loader_check_is_derived_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     data = bytearray((DATA / "maps.o").read_bytes())
     at = data.index(bytes.fromhex("8500000001000000"))  # call 1
-    number = helper_number("bpf_skb_change_head")
+    number = helper_number("bpf_sk_lookup_tcp")
     data[at + 4 : at + 8] = number.to_bytes(4, "little")
-    with pytest.raises(ElfError, match="bpf_skb_change_head"):
+    with pytest.raises(ElfError, match="bpf_sk_lookup_tcp"):
         load(bytes(data))
     monkeypatch.setitem(HELPERS, number, HelperSpec(
-        "bpf_skb_change_head", (ArgKind.CONTEXT, ArgKind.SCALAR, ArgKind.SCALAR),
+        "bpf_sk_lookup_tcp", (ArgKind.CONTEXT, ArgKind.POINTER, ArgKind.SIZE, ArgKind.SCALAR, ArgKind.SCALAR),
         frozenset({"sched_cls"}), Impl.SKB))
     assert load(bytes(data)).program().helpers  # one row, and the loader accepts it
 

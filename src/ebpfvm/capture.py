@@ -242,10 +242,12 @@ def batch_blocker(vm: Any, context: str, engine: str) -> str:
 def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str = "xdp",
                 verdicts: str = "xdp", engine: str = "jit",
                 writer: CaptureWriter | None = None, progress: Progress | None = None,
-                chunk: int = CHUNK_PACKETS) -> CaptureStats:
+                chunk: int = CHUNK_PACKETS, prog_type: str | None = None) -> CaptureStats:
     """Run `vm`'s program once per frame; count verdicts, write passing frames
     (as the program left them) to `writer`. Ctrl-C raises CaptureInterrupted
-    with the statistics of the packets done so far."""
+    with the statistics of the packets done so far. `prog_type` names the
+    program type an skb runner runs (ebpfvm.progtypes: a socket filter sees
+    the packet from its network header)."""
     if context not in all_contexts():
         raise ValueError(f"unknown context {context!r}; expected one of {all_contexts()}")
     why = batch_blocker(vm, context, engine)
@@ -255,7 +257,8 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
     start = time.perf_counter()
     try:
         if why:
-            _run_per_packet(vm, frames, stats, engine, writer, progress)
+            options = {} if prog_type is None else {"prog_type": prog_type}
+            _run_per_packet(vm, frames, stats, engine, writer, progress, options)
         else:
             _run_batches(vm, frames, stats, writer, progress, chunk)
     except KeyboardInterrupt as stop:
@@ -288,8 +291,9 @@ class _PlainRunner:
 class _ContextRunner:
     """xdp and skb contexts, one packet at a time (XdpRunner, SkbRunner)."""
 
-    def __init__(self, vm: Any, engine: str, context: str) -> None:
-        self.runner: Any = runner_class(context)(vm, engine=engine, max_packet=MAX_PACKET)
+    def __init__(self, vm: Any, engine: str, context: str, options: dict[str, str]) -> None:
+        self.runner: Any = runner_class(context)(vm, engine=engine, max_packet=MAX_PACKET,
+                                                 **options)
 
     def run(self, frame: bytes) -> tuple[int, bytes]:
         result = self.runner.run(frame)
@@ -300,8 +304,9 @@ class _ContextRunner:
 
 
 def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
-                    engine: str, writer: CaptureWriter | None, progress: Progress | None) -> None:
-    runner = (_ContextRunner(vm, engine, stats.context) if stats.context in contexts()
+                    engine: str, writer: CaptureWriter | None, progress: Progress | None,
+                    options: dict[str, str]) -> None:
+    runner = (_ContextRunner(vm, engine, stats.context, options) if stats.context in contexts()
               else _PlainRunner(vm, engine))
     counts: Counter[int] = Counter()
     done = 0

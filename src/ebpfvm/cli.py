@@ -321,9 +321,9 @@ def _context(args: argparse.Namespace, loaded: Loaded) -> str:
 def _verdicts(context: str, loaded: Loaded) -> str:
     """How r0 is named: as the runner of `context` names it, else as the
     section's program type does (ebpfvm.progtypes), else "none"."""
-    found = next((t for t in PROG_TYPES.values() if t.context == context), None)
-    if found is None:
-        found = prog_type_for_section(loaded.section)
+    found = prog_type_for_section(loaded.section)
+    if found is None or found.context != context:
+        found = next((t for t in PROG_TYPES.values() if t.context == context), found)
     return found.verdicts.key if found is not None else "none"
 
 
@@ -430,11 +430,11 @@ def _run(args: argparse.Namespace) -> int:
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
     if capture:
-        _run_capture(args, vm, context, verdicts, engine)
+        _run_capture(args, vm, context, verdicts, engine, _runner_options(context, loaded))
     else:
         try:
             r0 = _run_once(vm, context, engine, _input_bytes(args),
-                           _tracer(vm) if args.trace else None)
+                           _runner_options(context, loaded), _tracer(vm) if args.trace else None)
         except MemoryFault as fault:
             if args.mbuff is None and fault.address < NULL_PAGE:
                 raise InputError(f"{fault} (a pointer the program read from its context "
@@ -477,10 +477,18 @@ def _default_engine(capture: bool) -> str:
     return REFERENCE
 
 
-def _run_once(vm: Any, context: str, engine: str, data: bytes,
+def _runner_options(context: str, loaded: Loaded) -> dict[str, str]:
+    """An skb runner's program type: the section's, when it hands an __sk_buff."""
+    found = prog_type_for_section(loaded.section)
+    if context == "skb" and found is not None and found.context == context:
+        return {"prog_type": found.name}
+    return {}
+
+
+def _run_once(vm: Any, context: str, engine: str, data: bytes, options: dict[str, str],
               trace: Callable[[int, tuple[int, ...]], None] | None) -> int:
     if any(found.context == context for found in PROG_TYPES.values()):
-        runner = runner_class(context)(vm, engine=engine)
+        runner = runner_class(context)(vm, engine=engine, **options)
         try:
             r0: int = runner.run(data, trace=trace).r0
         finally:
@@ -513,7 +521,7 @@ def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[i
 
 
 def _run_capture(args: argparse.Namespace, vm: Any, context: str,
-                 verdicts: str, engine: str) -> None:
+                 verdicts: str, engine: str, options: dict[str, str]) -> None:
     try:
         handle = open(args.pcap, "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
@@ -523,8 +531,8 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
         bar, advance = _progress(args.pcap, handle, args.no_progress)
         try:
             stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
-                                verdicts=verdicts, engine=engine,
-                                writer=writer, progress=advance)
+                                verdicts=verdicts, engine=engine, writer=writer,
+                                progress=advance, prog_type=options.get("prog_type"))
         except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
             bar.close()  # clears itself before they print
             if writer is not None:

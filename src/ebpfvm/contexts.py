@@ -32,9 +32,6 @@ from .interpreter import TraceFn
 from .memory import address_of
 from .progtypes import (
     ETH_HLEN,
-    SKB_CB,
-    SKB_FIELDS,
-    SKB_LAYOUT,
     XDP_MD,
     XDP_MD_LAYOUT,
     TcAction,
@@ -42,6 +39,17 @@ from .progtypes import (
     pack_xdp_md,
     prog_type,
 )
+from .skb_context import (
+    SKB_SIZE,
+    SkbResult,
+    ctx_in_fields,
+    decode_skb,
+    encode_fields,
+    kernel_ctx_out,
+    socket_fields,
+)
+from .skb_frame import SkbFrameHelpers
+from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord, packet_type
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
@@ -63,9 +71,6 @@ XDP_HELPERS = helpers_of(Impl.XDP)
 """Helpers that only exist in an XDP context: XdpRunner registers them."""
 M64 = (1 << 64) - 1
 _XDP_DATA = XDP_MD_LAYOUT.fields["data"]
-_SKB_ACTIONS = prog_type("sched_cls").verdicts.actions or TcAction
-"""How SkbRunner names r0: as tc's verdicts, for every skb program type
-(a socket filter's kernel meaning, bytes kept, is issue 13's change)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,6 @@ class RunResult:
 
 
 XdpResult = RunResult
-SkbResult = RunResult
 
 
 class _Frame:
@@ -330,14 +334,8 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-SKB_SIZE = SKB_LAYOUT.size
-"""sizeof(struct __sk_buff)."""
-_SKB_FIELDS = SKB_FIELDS
-_SKB_CB = SKB_CB
-EFAULT = 14
 SKB_HELPERS = helpers_of(Impl.SKB)
 """Helpers that need an __sk_buff: SkbRunner registers them."""
-BPF_F_HDR_FIELD_MASK = 0xF
 
 
 def _csum_add(total: int, value: int) -> int:
@@ -364,19 +362,6 @@ def csum_diff(removed: bytes, added: bytes, seed: int) -> int:
     return total & 0xFFFF_FFFF
 
 
-def _replace_checksum(old: int, removed: int, added: int, size: int) -> int:
-    """RFC 1624 incremental update of a 16-bit checksum (network byte order
-    values as they sit in memory, read little-endian)."""
-    if size == 0:  # `added` is a csum_diff result
-        total = _csum_add(~old & 0xFFFF, added)
-    else:
-        width = size * 8
-        mask = (1 << width) - 1
-        total = _csum_add(~old & 0xFFFF, ~removed & mask)
-        total = _csum_add(total, added & mask)
-    return ~_csum_fold(total) & 0xFFFF
-
-
 def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
     """The EbpfVmMbuff an SkbRunner runs: `program` itself, a new one for
     bytecode, or for an EbpfVmRaw a new one with its program, verifier,
@@ -401,122 +386,146 @@ def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
     return vm
 
 
-class SkbRunner(_Runner):
-    """Run a socket-filter or tc program on packets with a real ``__sk_buff``.
+SKB_HEADROOM = 256
+"""Bytes before the packet that bpf_skb_change_head, bpf_skb_vlan_push...
+may grow into (more moves the packet up)."""
+SKB_TAILROOM = 4096
+"""Bytes after the packet that growing helpers may use besides max_packet."""
+LOOPBACK_IFINDEX = 1
+SOCKET_VIEW = frozenset({"cgroup_skb"})
+"""Program types that read the test run's socket in the __sk_buff (family,
+addresses: ebpfvm.skb_context.socket_fields); the others read zeros."""
 
-    Fields (mark, priority, ifindex, cb...) come from the keyword arguments of
-    the constructor, per run from :meth:`run`; len, protocol, data and data_end
-    from the packet. `engine` as for :class:`XdpRunner`.
+
+class SkbRunner(_Runner):
+    """Run a socket-filter, tc or cgroup_skb program on packets with a real
+    ``__sk_buff``, as BPF_PROG_TEST_RUN does.
+
+    `prog_type` ("sched_cls", "sched_act", "socket_filter", "cgroup_skb"...:
+    ebpfvm.progtypes) says where the packet starts: a tc program's data is
+    the frame's Ethernet header; a socket filter's and a cgroup_skb's is the
+    network header (frame offset 14, len = frame length - 14), and r0 is the
+    bytes kept. Fields (mark, priority, cb...) come from the keyword
+    arguments of the constructor, per run from :meth:`run` or its `ctx` (a
+    192-byte __sk_buff as BPF_PROG_TEST_RUN takes it); len, protocol, data
+    and data_end from the packet. `engine` as for :class:`XdpRunner`.
 
     The program runs in an :class:`~ebpfvm.vm.EbpfVmMbuff` (``self.vm``):
-    r1 is the ``__sk_buff`` and the input memory is the packet, so legacy
-    LD_ABS/LD_IND loads read the packet as in the kernel. `program` may be
-    that VM, bytecode, or an EbpfVmRaw, whose program, helpers, allowed memory
-    and budget are copied into a new EbpfVmMbuff (helpers registered on the
-    EbpfVmRaw later do not reach it; register them on ``self.vm``)."""
+    r1 is the ``__sk_buff`` and the input memory is the packet from data, so
+    legacy LD_ABS/LD_IND loads read it from data, as in the kernel. `program`
+    may be that VM, bytecode, or an EbpfVmRaw, whose program, helpers,
+    allowed memory and budget are copied into a new EbpfVmMbuff (helpers
+    registered on the EbpfVmRaw later do not reach it; register them on
+    ``self.vm``). `mtus` maps the ifindexes bpf_check_mtu knows to their MTU
+    (default: the test run's loopback device, 1, MTU 65536); `env` is the
+    KernelEnv whose trace_printk lines each result carries (default: the
+    one of the VM's bpf_trace_printk)."""
 
     vm: EbpfVmMbuff
 
     def __init__(self, program: EbpfVmRaw | EbpfVmMbuff | bytes, *, engine: str = "interp",
-                 max_packet: int = 65536, **fields: Any) -> None:
+                 max_packet: int = 65536, prog_type: str = "sched_cls",
+                 mtus: dict[int, int] | None = None, socket_cookie: int = 1,
+                 env: Any = None, **fields: Any) -> None:
         self._check_settings(engine, max_packet=max_packet)
+        self.prog_type = _skb_prog_type(prog_type)
         self.vm = _mbuff_vm(program)
         self._owns_vm = self.vm is not program
         self._use_engine(engine)
         self.max_packet = max_packet
         self.fields = fields
-        self._frame = _Frame(SKB_SIZE + CONTEXT_SIZE + max_packet)
+        self.mtus = dict(mtus) if mtus is not None else {LOOPBACK_IFINDEX: LOOPBACK_MTU}
+        self.socket_cookie = socket_cookie
+        self.env = env if env is not None else _trace_env(self.vm)
+        self._low = SKB_SIZE + CONTEXT_SIZE
+        self._high = self._low + SKB_HEADROOM + max_packet + SKB_TAILROOM
+        self._frame = _Frame(self._high)
         self.base = self._frame.base
-        self._start = SKB_SIZE + CONTEXT_SIZE
-        self._end = self._start
-        for fn, name in (
-            (self._load_bytes, "bpf_skb_load_bytes"),
-            (self._store_bytes, "bpf_skb_store_bytes"),
-            (self._l3_csum_replace, "bpf_l3_csum_replace"),
-            (self._l4_csum_replace, "bpf_l4_csum_replace"),
-            (self._csum_diff, "bpf_csum_diff"),
-        ):
+        self._packet = SkbPacket(self._frame.view, self.base, self._low, self._high)
+        self._helpers = SkbFrameHelpers(self._packet, self._frame.view[:SKB_SIZE], self.mtus,
+                                        socket_cookie)
+        for name, fn in (*self._helpers.functions().items(), ("bpf_csum_diff", self._csum_diff)):
             self.vm.register_helper(helper_number(name), fn, context=True, name=name)
 
-    def run(self, packet: Any, *, trace: TraceFn | None = None, **fields: Any) -> RunResult:
-        """Run once with the packet and these __sk_buff fields (and `trace`,
-        as for XdpRunner.run)."""
+    def run(self, packet: Any, *, trace: TraceFn | None = None, ctx: Any = None,
+            **fields: Any) -> SkbResult:
+        """Run once with the packet, the fields of `ctx` (a 192-byte
+        __sk_buff, checked as BPF_PROG_TEST_RUN checks it) and these
+        __sk_buff fields (and `trace`, as for XdpRunner.run)."""
         _check_idle(self.vm, "run the SkbRunner again")
         self._check_open()
         data = bytes(packet)
         if len(data) > self.max_packet:
             raise ArgumentError("packet length", len(data),
                                 f"at most max_packet ({self.max_packet})")
-        frame = self._frame
-        self._end = frame.load(self._start, data)
-        values = {"len": len(data), "wire_len": len(data), "pkt_type": 0,
-                  "protocol": int.from_bytes(data[12:14], "little") if len(data) >= 14 else 0,
-                  **self.fields, **fields,
-                  "data": self.base + self._start, "data_end": self.base + self._end,
-                  "data_meta": self.base + self._start}
-        cb: tuple[int, ...] = tuple(values.pop("cb", ()))
-        if len(cb) > 5:
-            raise ArgumentError("cb", cb, "at most five __sk_buff cb words")
-        for name, value in values.items():
-            if name not in _SKB_FIELDS:
-                raise ArgumentError("__sk_buff field", name,
-                                    f"one of {', '.join(sorted(_SKB_FIELDS))}")
-            struct.pack_into("<I", frame.view, _SKB_FIELDS[name], int(value) & 0xFFFF_FFFF)
-        for index, value in enumerate(cb):
-            struct.pack_into("<I", frame.view, _SKB_CB + 4 * index, value & 0xFFFF_FFFF)
+        mac = self.prog_type.packet_offset
+        if len(data) < mac:
+            raise ArgumentError("packet length", len(data), f"at least {mac} bytes")
+        length = len(data) - mac
+        values = {"ifindex": LOOPBACK_IFINDEX, "wire_len": length, **self.fields,
+                  **(ctx_in_fields(ctx, length) if ctx is not None else {}), **fields}
+        start = self._low + SKB_HEADROOM
+        frame, pkt = self._frame, self._packet
+        end = frame.load(start, data, SKB_TAILROOM)
+        pkt.data, pkt.end, pkt.mac = start + mac, end, mac
+        pkt.protocol = int.from_bytes(data[12:14], "big") if len(data) >= ETH_HLEN else 0
+        if "protocol" in values:  # network order, as the __sk_buff holds it
+            pkt.protocol = int.from_bytes(int(values.pop("protocol") & 0xFFFF).to_bytes(
+                2, "little"), "big")
+        pkt.pkt_type = int(values.pop("pkt_type", packet_type(data)))
+        pkt.vlan = None
+        helpers = self._helpers
+        helpers.record, helpers.encapsulated = SkbRecord(), False
         skb = frame.view[:SKB_SIZE]
-        packet_view = frame.view[self._start : self._end]
+        if self.prog_type.name in SOCKET_VIEW:
+            values = {**socket_fields(pkt.protocol, data[mac:]), **values}
+        encode_fields(skb, values)
+        pkt.sync(skb)
+        lines_before = self._trace_count()
+        packet_view = frame.view[pkt.data : pkt.end]
+        pkt.reach = (pkt.data, pkt.end)
+        mbuff = frame.view[:SKB_SIZE]
         if self._engine.reference or trace is not None:
-            r0 = self.vm.execute_program(packet_view, skb, trace=trace)
+            r0 = self.vm.execute_program(packet_view, mbuff, trace=trace)
         else:
-            r0 = self.vm.execute_program_jit(packet_view, skb)
-        return RunResult(r0, bytes(frame.view[self._start : self._end]), _SKB_ACTIONS)
+            r0 = self.vm.execute_program_jit(packet_view, mbuff)
+        return self._result(r0, lines_before)
 
-    # -- helpers ------------------------------------------------------------------
+    def _result(self, r0: int, lines_before: int) -> SkbResult:
+        pkt, record = self._packet, self._helpers.record
+        fields = decode_skb(self._frame.view[:SKB_SIZE])
+        new_lines = self._trace_count() - lines_before
+        lines = tuple(self.env.lines[-new_lines:]) if self.env is not None and new_lines else ()
+        return SkbResult(r0, bytes(self._frame.view[pkt.data - pkt.mac : pkt.end]),
+                         self.prog_type.verdicts, fields, kernel_ctx_out(fields), lines,
+                         record.redirect, tuple(record.clones), record.tunnel)
 
-    def _packet_range(self, offset: int, size: int) -> tuple[int, int] | None:
-        start = self._start + offset
-        if offset < 0 or size < 0 or start + size > self._end:
-            return None
-        return start, start + size
+    def _trace_count(self) -> int:
+        env = self.env
+        return 0 if env is None else len(env.lines) + env.dropped_lines
 
-    def _load_bytes(self, ctx: HelperContext, _skb: int, offset: int, to: int, size: int,
-                    _e: int) -> int:
-        span = self._packet_range(_s32(offset), _s32(size))
-        if span is None:
-            return -EFAULT & M64
-        ctx.write(to, bytes(self._frame.view[span[0] : span[1]]))
-        return 0
-
-    def _store_bytes(self, ctx: HelperContext, _skb: int, offset: int, source: int, size: int,
-                     _flags: int) -> int:
-        span = self._packet_range(_s32(offset), _s32(size))
-        if span is None:
-            return -EFAULT & M64
-        self._frame.view[span[0] : span[1]] = ctx.read(source, span[1] - span[0])
-        return 0
-
-    def _replace(self, offset: int, removed: int, added: int, flags: int) -> int:
-        span = self._packet_range(_s32(offset), 2)
-        size = flags & BPF_F_HDR_FIELD_MASK
-        if span is None or size not in (0, 2, 4):
-            return -EINVAL & M64
-        view = self._frame.view
-        old = int.from_bytes(view[span[0] : span[1]], "little")
-        new = _replace_checksum(old, removed, added, size)
-        view[span[0] : span[1]] = new.to_bytes(2, "little")
-        return 0
-
-    def _l3_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,
-                         added: int, size: int) -> int:
-        return self._replace(offset, removed, added, size)
-
-    def _l4_csum_replace(self, _ctx: HelperContext, _skb: int, offset: int, removed: int,
-                         added: int, flags: int) -> int:
-        return self._replace(offset, removed, added, flags)
 
     def _csum_diff(self, ctx: HelperContext, removed: int, removed_size: int, added: int,
                    added_size: int, seed: int) -> int:
         if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
             return -EINVAL & M64
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
+
+
+def _skb_prog_type(name: str) -> Any:
+    """The registered program type `name`, which must hand an __sk_buff."""
+    try:
+        found = prog_type(name)
+    except KeyError:
+        found = None
+    if found is None or found.context != "skb":
+        raise ArgumentError("prog_type", name, "a program type with an __sk_buff context "
+                            "(sched_cls, sched_act, socket_filter, cgroup_skb...)")
+    return found
+
+
+def _trace_env(vm: _VmBase) -> Any:
+    """The KernelEnv behind the VM's bpf_trace_printk, if it has one."""
+    helper = vm._helpers.get(helper_number("bpf_trace_printk"))
+    table = getattr(getattr(helper, "fn", None), "__self__", None)
+    return getattr(table, "env", None)

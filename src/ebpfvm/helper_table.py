@@ -57,9 +57,10 @@ class Impl(Enum):
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
 """Program types of bpf_tracing_func_proto (none runs in ebpfvm yet)."""
-BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter"}) | TRACING
+BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb"}) | TRACING
 """Program types whose func_proto falls back on bpf_base_func_proto."""
 _TC = frozenset({"sched_cls", "sched_act"})
+_SOCKET = frozenset({"socket_filter", "cgroup_skb"})
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ _ROWS = (
     HelperSpec("bpf_get_current_pid_tgid", (), TRACING, Impl.KERNEL),
     HelperSpec("bpf_get_current_uid_gid", (), TRACING, Impl.KERNEL),
     HelperSpec("bpf_get_current_comm", (P, Z), TRACING, Impl.KERNEL),
-    HelperSpec("bpf_skb_load_bytes", (C, S, P, Z), _TC | {"socket_filter"}, Impl.SKB),
+    HelperSpec("bpf_skb_load_bytes", (C, S, P, Z), _TC | _SOCKET, Impl.SKB),
     HelperSpec("bpf_csum_diff", (P, Z, P, Z, S), _TC | {"xdp"}, Impl.SKB),
     HelperSpec("bpf_xdp_adjust_head", (C, S), frozenset({"xdp"}), Impl.XDP),
     HelperSpec("bpf_probe_read_str", (P, Z, S), TRACING, Impl.KERNEL),
@@ -116,6 +117,32 @@ _ROWS = (
     HelperSpec("bpf_ringbuf_reserve", (M, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_submit", (P, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_discard", (P, S), BASE, Impl.MAPS),
+    # skb (issue 13): tc_cls_act_func_proto, sk_filter_func_proto, cg_skb_func_proto
+    HelperSpec("bpf_clone_redirect", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_get_cgroup_classid", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_vlan_push", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_vlan_pop", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_get_tunnel_key", (C, P, Z, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_set_tunnel_key", (C, P, Z, S), _TC, Impl.SKB),
+    HelperSpec("bpf_redirect", (S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_get_route_realm", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_get_hash_recalc", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_change_proto", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_change_type", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_change_tail", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_set_tunnel_opt", (C, P, Z), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_pull_data", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_csum_update", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_set_hash", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_get_socket_cookie", (C,), _TC | _SOCKET, Impl.SKB),
+    HelperSpec("bpf_skb_adjust_room", (C, S, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_change_head", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_load_bytes_relative", (C, S, P, Z, S), _TC | _SOCKET, Impl.SKB),
+    HelperSpec("bpf_skb_ecn_set_ce", (C,), _TC | {"cgroup_skb"}, Impl.SKB),
+    HelperSpec("bpf_csum_level", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_redirect_neigh", (S, P, Z, S), _TC, Impl.SKB),
+    HelperSpec("bpf_redirect_peer", (S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_check_mtu", (C, S, P, S, S), _TC, Impl.SKB),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

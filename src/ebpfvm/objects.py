@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .contexts import SkbRunner, XdpRunner
 from .kernel import KernelEnv, kernel_helpers
 from .maps import map_helpers
+from .progtypes import prog_type_for_section
 from .tailcalls import _TailCalls
 from .vm import EbpfVmFixedMbuff, EbpfVmMbuff, EbpfVmRaw, _VmBase
 
@@ -64,8 +65,12 @@ def build_xdp(obj: ElfObject, name: str | None, section: str | None, engine: str
 
 def build_skb(obj: ElfObject, name: str | None, section: str | None, engine: str,
               env: KernelEnv | None, **kwargs: Any) -> SkbRunner:
-    """ElfObject.skb: an SkbRunner owning an EbpfVmMbuff of one program of `obj`."""
+    """ElfObject.skb: an SkbRunner owning an EbpfVmMbuff of one program of `obj`
+    (its program type from the section, unless `prog_type` is given)."""
     vm = build_vm(obj, name, section, EbpfVmMbuff, None, env)
+    found = prog_type_for_section(obj.program(name, section=section).section)
+    if "prog_type" not in kwargs and found is not None and found.context == "skb":
+        kwargs["prog_type"] = found.name
     runner = SkbRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
     obj._made.add(runner)

@@ -24,7 +24,8 @@ from typing import Any
 
 from .helper_table import allowed_helpers
 
-__all__ = ["ETH_HLEN", "PROG_TYPES", "SKB_CB", "SKB_FIELDS", "SKB_LAYOUT", "XDP_MD",
+__all__ = ["ETH_HLEN", "PROG_TYPES", "SKB_ARRAYS", "SKB_CB", "SKB_FIELDS", "SKB_FIELDS64",
+           "SKB_LAYOUT", "XDP_MD",
            "XDP_MD_LAYOUT", "ContextLayout", "ProgType", "TcAction", "Verdicts", "XdpAction",
            "contexts", "pack_xdp_md", "prog_type", "prog_type_for_section", "register",
            "runner_class", "verdicts_of", "xdp_md_packer"]
@@ -96,7 +97,13 @@ SKB_FIELDS = {  # offsetof(struct __sk_buff, field), from linux/bpf.h
     "vlan_present": 20, "vlan_tci": 24, "vlan_proto": 28, "priority": 32,
     "ingress_ifindex": 36, "ifindex": 40, "tc_index": 44, "hash": 68, "tc_classid": 72,
     "data": 76, "data_end": 80, "napi_id": 84, "family": 88, "data_meta": 140, "wire_len": 160,
+    "remote_ip4": 92, "local_ip4": 96, "remote_port": 132, "local_port": 136, "gso_segs": 164,
+    "gso_size": 176, "tstamp_type": 180,
 }
+SKB_FIELDS64 = {"flow_keys": 144, "tstamp": 152, "sk": 168, "hwtstamp": 184}
+"""The u64 fields (and pointers) of struct __sk_buff, by offset."""
+SKB_ARRAYS = {"cb": (48, 5), "remote_ip6": (100, 4), "local_ip6": (116, 4)}
+"""The u32 arrays of struct __sk_buff: (offset, count)."""
 SKB_CB = 48
 """offsetof(struct __sk_buff, cb): five u32 words."""
 SKB_LAYOUT = ContextLayout("__sk_buff", 192, SKB_FIELDS)
@@ -187,14 +194,14 @@ for _type in (
     ProgType("sched_cls", "skb", SKB_LAYOUT, TC_VERDICTS, ("tc", "tcx", "classifier",
                                                           ".classifier"), _SKB_RUNNER),
     ProgType("sched_act", "skb", SKB_LAYOUT, TC_VERDICTS, ("action",), _SKB_RUNNER),
-    # The kernel's socket filter sees the packet from its network header and
-    # returns the bytes kept (BYTES_KEPT); SkbRunner still gives it the frame
-    # from the Ethernet header and names r0 as a tc verdict (issue 13).
+    # A socket filter sees the packet from its network header and returns
+    # the bytes kept (BYTES_KEPT).
     ProgType("socket_filter", "skb", SKB_LAYOUT, BYTES_KEPT, ("socket",), _SKB_RUNNER,
              packet_offset=ETH_HLEN),
     # r0 is SK_PASS/SK_DROP (sk_skb) or 1/0 (cgroup_skb); runs name it as tc's.
     ProgType("sk_skb", "skb", SKB_LAYOUT, TC_VERDICTS, ("sk_skb",), _SKB_RUNNER),
-    ProgType("cgroup_skb", "skb", SKB_LAYOUT, TC_VERDICTS, ("cgroup_skb",), _SKB_RUNNER),
+    ProgType("cgroup_skb", "skb", SKB_LAYOUT, TC_VERDICTS, ("cgroup_skb",), _SKB_RUNNER,
+             packet_offset=ETH_HLEN),
 ):
     register(_type)
 

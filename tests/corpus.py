@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -148,16 +147,11 @@ def xdp_run(runner: Any, packet: bytes, ctx_in: bytes | None) -> Any:
 
 
 def skb_run(runner: Any, packet: bytes, ctx_in: bytes | None) -> Any:
-    """SkbRunner.run with the __sk_buff fields of ctx_in by name."""
+    """SkbRunner.run, with a step's 192-byte struct __sk_buff as ``ctx``
+    (BPF_PROG_TEST_RUN's ctx_in)."""
     if ctx_in is None:
         return runner.run(packet)
-    fields: dict[str, Any] = {}
-    for name, (offset, size) in SKB_CTX_IN.items():
-        value = int.from_bytes(ctx_in[offset : offset + size], "little")
-        if value or name in ("mark", "priority"):
-            fields[name] = value
-    fields["cb"] = struct.unpack_from("<5I", ctx_in, SKB_CB)
-    return runner.run(packet, **fields)
+    return runner.run(packet, ctx=ctx_in)
 
 
 def result_ctx(result: Any) -> dict[str, Any]:

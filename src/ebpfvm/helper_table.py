@@ -60,6 +60,7 @@ TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
 BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter"}) | TRACING
 """Program types whose func_proto falls back on bpf_base_func_proto."""
 _TC = frozenset({"sched_cls", "sched_act"})
+_XDP = frozenset({"xdp"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,16 @@ _ROWS = (
     HelperSpec("bpf_ringbuf_reserve", (M, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_submit", (P, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_discard", (P, S), BASE, Impl.MAPS),
+    # xdp (issue 13): ebpfvm.xdp_helpers, registered by XdpRunner. bpf_redirect,
+    # bpf_check_mtu and bpf_fib_lookup are tc helpers too (SkbRunner's own).
+    HelperSpec("bpf_xdp_adjust_meta", (C, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_get_buff_len", (C,), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_load_bytes", (C, S, P, Z), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_store_bytes", (C, S, P, Z), _XDP, Impl.XDP),
+    HelperSpec("bpf_redirect", (S, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_redirect_map", (M, S, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_check_mtu", (C, S, P, S, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_fib_lookup", (C, P, Z, S), _XDP, Impl.XDP),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

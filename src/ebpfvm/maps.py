@@ -28,6 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import Any, cast
 
+from . import devmaps as _devmaps  # noqa: F401  (xdp: registers the redirect maps)
 from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, count_of
 from .helpers import Helper, HelperContext, numbered
 from .mapbase import (

@@ -41,6 +41,7 @@ from .progtypes import (
     XDP_MD_LAYOUT,
     TcAction,
     XdpAction,
+    pack_xdp_md,
     prog_type,
 )
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
@@ -116,7 +117,11 @@ class XdpResult(RunResult):
     @property
     def context_raw(self) -> bytes:
         """`context` packed as the 24-byte struct xdp_md."""
-        return XDP_MD.pack(*(self.context.get(name, 0) for name in XDP_MD_LAYOUT.fields))
+        raw = bytearray(XDP_MD.size)
+        fields = self.context
+        pack_xdp_md(raw, 0, fields.get("data", 0), fields.get("data_end", 0),
+                    fields.get("ingress_ifindex", 0), fields.get("rx_queue_index", 0), 0)
+        return bytes(raw)
 
 
 SkbResult = RunResult
@@ -333,8 +338,8 @@ class XdpRunner(_Runner):
         limit = min(end + self.tailroom, len(view))
         self.helpers.limit = self.base + limit
         self.helpers.redirect = None
-        XDP_MD.pack_into(view, 0, self.base + start, self.base + end,
-                         self.base + start - metalen, ingress, queue, 0)
+        pack_xdp_md(view, 0, self.base + start, self.base + end, ingress, queue,
+                    self.base + start - metalen)
         lines = self._trace_mark()
         r0 = frame.execute(self.vm, frame.window(limit), self._engine, trace)
         new_start, new_end, new_meta = XDP_MD.unpack_from(view, 0)[:3]

@@ -34,6 +34,7 @@ from .kernel import KernelEnv
 from .mapbase import BpfMap
 from .memory import address_of
 from .progtypes import (
+    ETH_HLEN,
     SKB_CB,
     SKB_FIELDS,
     SKB_LAYOUT,
@@ -286,8 +287,9 @@ class XdpRunner(_Runner):
 
     The XDP helpers (ebpfvm.xdp_helpers) see `maps` (the redirect maps
     bpf_redirect_map may name), `devices` (ifindex -> MTU; default: loopback,
-    ifindex 1, MTU 65536) and `routes` (bpf_fib_lookup's table of
-    :class:`~ebpfvm.xdp_helpers.FibRoute`). With `env` (the VM's KernelEnv),
+    ifindex 1, MTU 65536), `routes` (bpf_fib_lookup's table of
+    :class:`~ebpfvm.xdp_helpers.FibRoute`) and `forwarding` (whether the
+    input device forwards; default: when routes are given). With `env` (the VM's KernelEnv),
     each result carries the run's trace_printk lines."""
 
     vm: EbpfVmRaw
@@ -296,7 +298,8 @@ class XdpRunner(_Runner):
                  headroom: int = 256, max_packet: int = 65536, ingress_ifindex: int = 1,
                  rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM,
                  maps: Iterable[BpfMap] = (), devices: Mapping[int, int] | None = None,
-                 routes: Iterable[FibRoute] = (), env: KernelEnv | None = None) -> None:
+                 routes: Iterable[FibRoute] = (), forwarding: bool | None = None,
+                 env: KernelEnv | None = None) -> None:
         self._check_settings(engine, headroom=headroom, max_packet=max_packet,
                              tailroom=tailroom)
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
@@ -310,7 +313,7 @@ class XdpRunner(_Runner):
         self.env = env
         self._frame = _Frame(CONTEXT_SIZE + headroom + max_packet)
         self.base = self._frame.base
-        self.helpers = XdpHelpers(maps, devices, routes)
+        self.helpers = XdpHelpers(maps, devices, routes, forwarding)
         self.helpers.hard_start = self.base + CONTEXT_SIZE
         for number, (name, fn) in self.helpers.functions().items():
             self.vm.register_helper(number, fn, context=True, name=name)
@@ -364,9 +367,13 @@ class XdpRunner(_Runner):
         if meta or egress or data_end != size or data > data_end:
             raise ArgumentError("ctx", raw.hex(), "data_meta and egress_ifindex 0, data_end "
                                 "the packet length, data at most data_end")
-        if data % 4 or data > XDP_METADATA_MAX or data > self.headroom - XDP_FRAME_RESERVED:
+        most = min(XDP_METADATA_MAX, self.headroom - XDP_FRAME_RESERVED)
+        if data % 4 or data > most:
             raise ArgumentError("ctx data", data, "metadata of a multiple of 4 bytes, at "
-                                f"most {XDP_METADATA_MAX}")
+                                f"most {most}")
+        if size - data < ETH_HLEN:
+            raise ArgumentError("ctx data", data, "at least an Ethernet header after the "
+                                "metadata")
         if not ingress and queue:
             raise ArgumentError("ctx rx_queue_index", queue, "0 without an ingress_ifindex")
         return data, ingress, queue

@@ -43,7 +43,6 @@ EINVAL = 22
 EFAULT = 14
 ENODEV = 19
 EACCES = 13
-ENOTSUPP = 524
 EAFNOSUPPORT = 97
 ETH_HLEN = 14
 XDP_PAGE = 4096
@@ -54,8 +53,9 @@ packet may not grow into."""
 XDP_FRAME_RESERVED = 40
 """sizeof(struct xdp_frame): the start of the headroom that neither data nor
 data_meta may move into."""
-XDP_METADATA_MAX = 32
-"""The most metadata bytes bpf_xdp_adjust_meta allows (a multiple of 4)."""
+XDP_METADATA_MAX = 252
+"""The most metadata bytes bpf_xdp_adjust_meta allows: a multiple of 4 that
+fits skb_shared_info's u8 meta_len (the headroom limits it further)."""
 XDP_ABORTED, XDP_REDIRECT = 0, 4
 XDP_ACTION_MASK = 3
 """The fallback actions bpf_redirect_map takes from its flags' low bits."""
@@ -68,6 +68,7 @@ BPF_FIB_LOOKUP_FLAGS = 0x3F
 """DIRECT, OUTPUT, SKIP_NEIGH, TBID, SRC and MARK: the flags the kernel knows."""
 BPF_FIB_LKUP_RET_SUCCESS = 0
 BPF_FIB_LKUP_RET_NOT_FWDED = 4
+BPF_FIB_LKUP_RET_FWD_DISABLED = 5
 BPF_FIB_LKUP_RET_FRAG_NEEDED = 8
 AF_INET, AF_INET6 = 2, 10
 DEFAULT_DEVICES: Mapping[int, int] = {1: 65536}
@@ -126,10 +127,13 @@ class XdpHelpers:
     `redirect` (cleared before each run) in guest addresses."""
 
     def __init__(self, maps: Iterable[BpfMap] = (), devices: Mapping[int, int] | None = None,
-                 routes: Iterable[FibRoute] = ()) -> None:
+                 routes: Iterable[FibRoute] = (), forwarding: bool | None = None) -> None:
         self.maps = {found.handle: found for found in maps}
         self.devices = dict(DEFAULT_DEVICES if devices is None else devices)
         self.routes = tuple(routes)
+        self.forwarding = bool(self.routes) if forwarding is None else forwarding
+        """Whether the input device forwards (net.ipv4/ipv6 forwarding):
+        off by default, as on a kernel's loopback device, on once routes are given."""
         self.hard_start = 0
         self.limit = 0
         self.redirect: Redirect | None = None
@@ -176,16 +180,14 @@ class XdpHelpers:
 
     def adjust_meta(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
         """bpf_xdp_adjust_meta: move data_meta by `delta` (s32): not before the
-        reserved xdp_frame nor after data, and the metadata a multiple of 4
-        bytes (ENOTSUPP) of at most 32 (EACCES)."""
+        reserved xdp_frame nor after data (EINVAL), and the metadata a
+        multiple of 4 bytes of at most XDP_METADATA_MAX (EACCES)."""
         data, _end, meta = self.bounds(ctx, xdp)
         new = meta + _s32(delta)
         if new < self.hard_start + XDP_FRAME_RESERVED or new > data:
             return _err(EINVAL)
         metalen = data - new
-        if metalen % 4:
-            return _err(ENOTSUPP)
-        if metalen > XDP_METADATA_MAX:
+        if metalen % 4 or metalen > XDP_METADATA_MAX:
             return _err(EACCES)
         self._set(ctx, xdp, 8, new)
         return 0
@@ -310,7 +312,7 @@ class XdpHelpers:
         """bpf_fib_lookup against the runner's routes: -EINVAL for a short
         `plen` or unknown flags (nothing written), -EAFNOSUPPORT for a family
         other than AF_INET/AF_INET6, -ENODEV for an unknown input device,
-        NOT_FWDED when no route matches, else SUCCESS with the output device,
+        FWD_DISABLED when the device does not forward, NOT_FWDED when no route matches, else SUCCESS with the output device,
         MTU and MAC addresses written (FRAG_NEEDED over the MTU)."""
         if _s32(plen) < BPF_FIB_LOOKUP_SIZE or flags & ~BPF_FIB_LOOKUP_FLAGS:
             return _err(EINVAL)
@@ -321,6 +323,8 @@ class XdpHelpers:
         device_mtu = self.devices.get(ifindex)
         if device_mtu is None:
             return _err(ENODEV)
+        if not self.forwarding:
+            return BPF_FIB_LKUP_RET_FWD_DISABLED
         dst = (ipaddress.ip_address(bytes(raw[32:36])) if family == AF_INET
                else ipaddress.ip_address(bytes(raw[32:48])))
         matches = [r for r in self.routes if r.parsed.version == dst.version and dst in r.parsed]

@@ -86,6 +86,7 @@ class MapType(IntEnum):
     CPUMAP = 16
     XSKMAP = 17
     DEVMAP_HASH = 25
+    LPM_TRIE = 11  # ebpfvm.lpmtrie
 
 
 @dataclass(frozen=True)

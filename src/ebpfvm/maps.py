@@ -28,7 +28,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import Any, cast
 
-from . import devmaps as _devmaps  # noqa: F401  (xdp: registers the redirect maps)
 from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, count_of
 from .helpers import Helper, HelperContext, numbered
 from .mapbase import (
@@ -708,3 +707,7 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         Helper(table.ring_submit, "bpf_ringbuf_submit"),
         Helper(table.ring_discard, "bpf_ringbuf_discard"),
     ])
+
+
+from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
+from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)

@@ -57,8 +57,7 @@ def build_xdp(obj: ElfObject, name: str | None, section: str | None, engine: str
     """ElfObject.xdp: an XdpRunner owning a VM of one program of `obj`."""
     env = env if env is not None else KernelEnv()
     vm = build_vm(obj, name, section, None, None, env)
-    program = obj.program(name, section=section)
-    kwargs.setdefault("maps", [obj.maps[used] for used in program.maps])
+    kwargs.setdefault("maps", list(obj.maps.values()))  # tail-called programs' maps too
     runner = XdpRunner(vm, engine=engine, env=env, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
     obj._made.add(runner)

@@ -367,7 +367,7 @@ class XdpRunner(_Runner):
         if meta or egress or data_end != size or data > data_end:
             raise ArgumentError("ctx", raw.hex(), "data_meta and egress_ifindex 0, data_end "
                                 "the packet length, data at most data_end")
-        most = min(XDP_METADATA_MAX, self.headroom - XDP_FRAME_RESERVED)
+        most = max(min(XDP_METADATA_MAX, self.headroom - XDP_FRAME_RESERVED), 0)
         if data % 4 or data > most:
             raise ArgumentError("ctx data", data, "metadata of a multiple of 4 bytes, at "
                                 f"most {most}")

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator, MutableMapping
 from typing import Any
 
 from .errors import ArrayIndexError, MapError, MapFull
-from .mapbase import BpfMap, MapSpec, as_bytes, check_size, register
+from .mapbase import BpfMap, MapSpec, as_bytes, as_int, check_size, register
 
 __all__ = ["REDIRECT_MAP_TYPES", "RedirectMap"]
 
@@ -104,6 +104,8 @@ class RedirectMap(BpfMap, MutableMapping[bytes, bytes]):
 
     def set(self, key: int, value: int) -> None:
         """Set slot `key` to the int `value` (an ifindex, a queue size)."""
+        key = as_int(self.name, "key", key)
+        value = as_int(self.name, "value", value)
         self[(key & 0xFFFF_FFFF).to_bytes(4, "little")] = (
             (value & 0xFFFF_FFFF).to_bytes(4, "little").ljust(self.value_size, b"\0"))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import MapError, MapFull
-from .mapbase import MapSpec, MapType, register
+from .mapbase import MapSpec, MapType, as_bytes, register
 from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, EEXIST, EINVAL, ENOENT, HASH_ENTRY_BYTES, Map
 
 __all__ = ["BPF_F_NO_PREALLOC", "LPM_DATA_SIZE_MAX", "LpmTrie"]
@@ -88,7 +88,8 @@ class LpmTrie(Map):
 
     def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> int:
         """Store `value` for exactly the key's prefix; 0 or a negative errno."""
-        key, value = bytes(key), bytes(value)
+        key = as_bytes(self.name, "key", key)
+        value = as_bytes(self.name, "value", value)
         canon = self._canon(key)
         if canon is None or len(value) != self.value_size or flags not in (
                 BPF_ANY, BPF_NOEXIST, BPF_EXIST):
@@ -116,7 +117,7 @@ class LpmTrie(Map):
 
     def delete_elem(self, key: bytes) -> int:
         """Remove the entry of exactly the key's prefix; 0 or -ENOENT."""
-        canon = self._canon(bytes(key))
+        canon = self._canon(as_bytes(self.name, "key", key))
         stored = self._stored.pop(canon, None) if canon is not None else None
         if stored is None:
             return -ENOENT

@@ -143,7 +143,7 @@ def xdp_run(runner: Any, packet: bytes, ctx_in: bytes | None) -> Any:
     rx_queue_index)."""
     if ctx_in is None:
         return runner.run(packet)
-    return runner.run(packet, ctx_in=ctx_in)
+    return runner.run(packet, ctx=ctx_in)
 
 
 def skb_run(runner: Any, packet: bytes, ctx_in: bytes | None) -> Any:
@@ -168,10 +168,10 @@ def result_ctx(result: Any) -> dict[str, Any]:
 
 def result_xdp_ctx_raw(result: Any) -> bytes:
     """The struct xdp_md after the run, as BPF_PROG_TEST_RUN's ctx_out:
-    ``result.ctx_raw``."""
-    raw = getattr(result, "ctx_raw", None)
+    ``result.context_raw``."""
+    raw = getattr(result, "context_raw", None)
     if raw is None:
-        raise AttributeError("the run result carries no raw context (result.ctx_raw)")
+        raise AttributeError("the run result carries no raw context (result.context_raw)")
     return bytes(raw)
 
 

@@ -312,7 +312,11 @@ MAP_OPS: dict[str, tuple[tuple[str, str], ...]] = {
                 ("__len__", "")),
     "ProgArray": (("__setitem__", "is"), ("get", "i"), ("__getitem__", "i"),
                   ("__delitem__", "i"), ("__len__", "")),
+    "RedirectMap": (("__getitem__", "k"), ("__setitem__", "kv"), ("__delitem__", "k"),
+                    ("__contains__", "k"), ("get", "k"), ("set", "ii"), ("__len__", ""),
+                    ("__iter__", "")),
 }
+MAP_OPS["LpmTrie"] = MAP_OPS["Map"]
 """Each map kind's Python operations and their arguments: k key, v value,
 f flags, i index or size or address, b flag, s program name."""
 

@@ -297,7 +297,7 @@ class _ContextRunner:
 
     def run(self, frame: bytes) -> tuple[int, bytes]:
         result = self.runner.run(frame)
-        return result.r0, result.packet
+        return result.r0, getattr(result, "data", result.packet)  # XDP: without metadata
 
     def close(self) -> None:
         self.runner.close()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import struct
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
 
@@ -29,6 +29,8 @@ from .errors import ArgumentError, Closed, EbpfError, VmBusy
 from .helper_table import Impl, helper_number, helpers_of
 from .helpers import HelperContext
 from .interpreter import TraceFn
+from .kernel import KernelEnv
+from .mapbase import BpfMap
 from .memory import address_of
 from .progtypes import (
     ETH_HLEN,
@@ -51,6 +53,7 @@ from .skb_context import (
 from .skb_frame import SkbFrameHelpers
 from .skb_helpers import LOOPBACK_MTU, SkbPacket, SkbRecord, packet_type
 from .vm import EbpfVmMbuff, EbpfVmRaw, _VmBase
+from .xdp_helpers import XDP_FRAME_RESERVED, XDP_METADATA_MAX, FibRoute, Redirect, XdpHelpers
 
 __all__ = ["RunResult", "SkbResult", "SkbRunner", "TcAction", "XdpAction", "XdpResult",
            "XdpRunner", "csum_diff"]
@@ -67,7 +70,7 @@ them. Cleared before every run."""
 EINVAL = 22
 BPF_XDP_ADJUST_HEAD = helper_number("bpf_xdp_adjust_head")
 BPF_XDP_ADJUST_TAIL = helper_number("bpf_xdp_adjust_tail")
-XDP_HELPERS = helpers_of(Impl.XDP)
+XDP_HELPERS = helpers_of(Impl.XDP) | helpers_of(Impl.RUNNER)
 """Helpers that only exist in an XDP context: XdpRunner registers them."""
 M64 = (1 << 64) - 1
 _XDP_DATA = XDP_MD_LAYOUT.fields["data"]
@@ -92,7 +95,39 @@ class RunResult:
             return self.r0
 
 
-XdpResult = RunResult
+@dataclass(frozen=True)
+class XdpResult(RunResult):
+    """An XDP run's result. `packet` is what BPF_PROG_TEST_RUN returns: the
+    bytes from data_meta to data_end, so the metadata (`meta_len` bytes)
+    comes first. `context` is the xdp_md as the kernel hands it back
+    (data and data_end counted from data_meta), `trace` the run's
+    trace_printk lines (with the runner's `env`), `redirect` the target of
+    an XDP_REDIRECT verdict."""
+
+    meta_len: int = 0
+    context: dict[str, int] = field(default_factory=dict)
+    trace: tuple[str, ...] = ()
+    redirect: Redirect | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The packet from data (the metadata left out)."""
+        return self.packet[self.meta_len:]
+
+    @property
+    def meta(self) -> bytes:
+        """The metadata bytes before data."""
+        return self.packet[: self.meta_len]
+
+    @property
+    def context_raw(self) -> bytes:
+        """`context` packed as the 24-byte struct xdp_md."""
+        raw = bytearray(XDP_MD.size)
+        fields = self.context
+        pack_xdp_md(raw, 0, fields.get("data", 0), fields.get("data_end", 0),
+                    fields.get("ingress_ifindex", 0), fields.get("rx_queue_index", 0), 0)
+        return bytes(raw)
+
 
 
 class _Frame:
@@ -250,13 +285,23 @@ class XdpRunner(_Runner):
     `engine` names a registered engine (``ebpfvm.engines()``: ``"interp"``,
     ``"jit"``, ``"jit-unchecked"``). Each run may
     touch the context, the headroom, the packet and `tailroom` bytes after it
-    (within `max_packet`), all cleared or rewritten before the run."""
+    (within `max_packet`), all cleared or rewritten before the run.
+
+    The XDP helpers (ebpfvm.xdp_helpers) see `maps` (the redirect maps
+    bpf_redirect_map may name), `devices` (ifindex -> MTU; default: loopback,
+    ifindex 1, MTU 65536), `routes` (bpf_fib_lookup's table of
+    :class:`~ebpfvm.xdp_helpers.FibRoute`) and `forwarding` (whether the
+    input device forwards; default: when routes are given). With `env` (the VM's KernelEnv),
+    each result carries the run's trace_printk lines."""
 
     vm: EbpfVmRaw
 
     def __init__(self, program: EbpfVmRaw | bytes, *, engine: str = "interp",
                  headroom: int = 256, max_packet: int = 65536, ingress_ifindex: int = 1,
-                 rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM) -> None:
+                 rx_queue_index: int = 0, tailroom: int = XDP_TAILROOM,
+                 maps: Iterable[BpfMap] = (), devices: Mapping[int, int] | None = None,
+                 routes: Iterable[FibRoute] = (), forwarding: bool | None = None,
+                 env: KernelEnv | None = None) -> None:
         self._check_settings(engine, headroom=headroom, max_packet=max_packet,
                              tailroom=tailroom)
         self.vm = program if isinstance(program, EbpfVmRaw) else EbpfVmRaw(program)
@@ -267,42 +312,21 @@ class XdpRunner(_Runner):
         self.tailroom = tailroom
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
+        self.env = env
         self._frame = _Frame(CONTEXT_SIZE + headroom + max_packet)
         self.base = self._frame.base
-        self._limit = 0
-        """End (offset in the frame) of the memory the current run may touch."""
-        self.vm.register_helper(BPF_XDP_ADJUST_HEAD, self._adjust_head, context=True,
-                                name="bpf_xdp_adjust_head")
-        self.vm.register_helper(BPF_XDP_ADJUST_TAIL, self._adjust_tail, context=True,
-                                name="bpf_xdp_adjust_tail")
+        self.helpers = XdpHelpers(maps, devices, routes, forwarding)
+        self.helpers.hard_start = self.base + CONTEXT_SIZE
+        for number, (name, fn) in self.helpers.functions().items():
+            self.vm.register_helper(number, fn, context=True, name=name)
 
-    def _bounds(self, ctx: HelperContext, xdp: int) -> tuple[int, int]:
-        data, data_end = struct.unpack("<II", ctx.read(xdp + _XDP_DATA, 8))
-        return data, data_end
-
-    def _adjust_head(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
-        """bpf_xdp_adjust_head: move data by `delta` (s32) within the headroom."""
-        data, data_end = self._bounds(ctx, xdp)
-        new = data + _s32(delta)
-        if new < self.base + CONTEXT_SIZE or new > data_end - ETH_HLEN:
-            return -EINVAL & M64
-        ctx.write(xdp + _XDP_DATA, struct.pack("<I", new))
-        # data_meta follows data (no metadata)
-        ctx.write(xdp + XDP_MD_LAYOUT.fields["data_meta"], struct.pack("<I", new))
-        return 0
-
-    def _adjust_tail(self, ctx: HelperContext, xdp: int, delta: int, *_rest: int) -> int:
-        """bpf_xdp_adjust_tail: move data_end by `delta` (s32) within the tailroom."""
-        data, data_end = self._bounds(ctx, xdp)
-        new = data_end + _s32(delta)
-        if new > self.base + self._limit or new - data < ETH_HLEN:
-            return -EINVAL & M64
-        ctx.write(xdp + XDP_MD_LAYOUT.fields["data_end"], struct.pack("<I", new))
-        return 0
-
-    def run(self, packet: Any, *, trace: TraceFn | None = None) -> RunResult:
-        """Run once; the context is rebuilt for every packet. `trace` (the
-        interpreter's per-instruction callback) makes this run interpreted."""
+    def run(self, packet: Any, *, ctx: Any = None, trace: TraceFn | None = None) -> XdpResult:
+        """Run once; the context is rebuilt for every packet. `ctx` is a
+        24-byte struct xdp_md as BPF_PROG_TEST_RUN takes it: its ``data`` N
+        makes the first N bytes of `packet` metadata, and it sets
+        ingress_ifindex and rx_queue_index (ArgumentError for what the kernel
+        refuses). `trace` (the interpreter's per-instruction callback) makes
+        this run interpreted."""
         if self.vm._busy.on:
             _check_idle(self.vm, "run the XdpRunner again")
         if self._closed:
@@ -311,22 +335,62 @@ class XdpRunner(_Runner):
         if len(data) > self.max_packet:
             raise ArgumentError("packet length", len(data),
                                 f"at most max_packet ({self.max_packet})")
+        metalen, ingress, queue = self._context_in(ctx, len(data))
         start = CONTEXT_SIZE + self.headroom
         frame = self._frame
         view = frame.view
-        end = frame.load(start, data, self.tailroom)
-        limit = end + self.tailroom
-        if limit > len(view):
-            limit = len(view)
-        self._limit = limit
-        pack_xdp_md(view, 0, self.base + start, self.base + end, self.ingress_ifindex,
-                    self.rx_queue_index)
+        end = frame.load(start - metalen, data, self.tailroom)
+        limit = min(end + self.tailroom, len(view))
+        self.helpers.limit = self.base + limit
+        self.helpers.redirect = None
+        pack_xdp_md(view, 0, self.base + start, self.base + end, ingress, queue,
+                    self.base + start - metalen)
+        lines = self._trace_mark()
         r0 = frame.execute(self.vm, frame.window(limit), self._engine, trace)
-        new_start, new_end = XDP_MD.unpack_from(view, 0)[:2]
-        low, high = new_start - self.base, new_end - self.base
-        if not CONTEXT_SIZE <= low <= high <= limit:
+        new_start, new_end, new_meta = XDP_MD.unpack_from(view, 0)[:3]
+        low, high, meta = new_start - self.base, new_end - self.base, new_meta - self.base
+        if not CONTEXT_SIZE <= meta <= low <= high <= limit:
             raise EbpfError("the program left data/data_end outside its packet memory")
-        return XdpResult(r0, bytes(view[low:high]))
+        context = {"data": low - meta, "data_end": high - meta, "data_meta": 0,
+                   "ingress_ifindex": ingress, "rx_queue_index": queue, "egress_ifindex": 0}
+        redirect = self.helpers.redirect if r0 & 0xFFFF_FFFF == XdpAction.REDIRECT else None
+        return XdpResult(r0, bytes(view[meta:high]), XdpAction, low - meta, context,
+                         self._trace_since(lines), redirect)
+
+    def _context_in(self, ctx: Any, size: int) -> tuple[int, int, int]:
+        """(metadata length, ingress_ifindex, rx_queue_index) from a ctx_in
+        struct xdp_md, checked as BPF_PROG_TEST_RUN checks it."""
+        if ctx is None:
+            return 0, self.ingress_ifindex, self.rx_queue_index
+        raw = bytes(ctx)
+        if len(raw) != XDP_MD.size:
+            raise ArgumentError("ctx", len(raw), f"a {XDP_MD.size}-byte struct xdp_md")
+        data, data_end, meta, ingress, queue, egress = XDP_MD.unpack(raw)
+        if meta or egress or data_end != size or data > data_end:
+            raise ArgumentError("ctx", raw.hex(), "data_meta and egress_ifindex 0, data_end "
+                                "the packet length, data at most data_end")
+        most = max(min(XDP_METADATA_MAX, self.headroom - XDP_FRAME_RESERVED), 0)
+        if data % 4 or data > most:
+            raise ArgumentError("ctx data", data, "metadata of a multiple of 4 bytes, at "
+                                f"most {most}")
+        if size - data < ETH_HLEN:
+            raise ArgumentError("ctx data", data, "at least an Ethernet header after the "
+                                "metadata")
+        if not ingress and queue:
+            raise ArgumentError("ctx rx_queue_index", queue, "0 without an ingress_ifindex")
+        return data, ingress, queue
+
+    def _trace_mark(self) -> int:
+        env = self.env
+        return 0 if env is None else len(env.lines) + env.dropped_lines
+
+    def _trace_since(self, mark: int) -> tuple[str, ...]:
+        """The trace_printk lines since `mark` (those `env` still keeps)."""
+        env = self.env
+        if env is None:
+            return ()
+        count = len(env.lines) + env.dropped_lines - mark
+        return tuple(env.lines[len(env.lines) - min(count, len(env.lines)):]) if count else ()
 
 
 def _s32(value: int) -> int:
@@ -334,7 +398,7 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-SKB_HELPERS = helpers_of(Impl.SKB)
+SKB_HELPERS = helpers_of(Impl.SKB) | helpers_of(Impl.RUNNER)
 """Helpers that need an __sk_buff: SkbRunner registers them."""
 
 

@@ -53,6 +53,7 @@ class Impl(Enum):
     XDP = "ebpfvm.contexts.XdpRunner"
     SKB = "ebpfvm.contexts.SkbRunner"
     TAIL_CALL = "ebpfvm.objects (the object's tail calls)"
+    RUNNER = "ebpfvm.contexts.XdpRunner and SkbRunner (each its own)"
 
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
@@ -61,6 +62,7 @@ BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb"
 """Program types whose func_proto falls back on bpf_base_func_proto."""
 _TC = frozenset({"sched_cls", "sched_act"})
 _SOCKET = frozenset({"socket_filter", "cgroup_skb"})
+_XDP = frozenset({"xdp"})
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,6 @@ _ROWS = (
     HelperSpec("bpf_skb_vlan_pop", (C,), _TC, Impl.SKB),
     HelperSpec("bpf_skb_get_tunnel_key", (C, P, Z, S), _TC, Impl.SKB),
     HelperSpec("bpf_skb_set_tunnel_key", (C, P, Z, S), _TC, Impl.SKB),
-    HelperSpec("bpf_redirect", (S, S), _TC, Impl.SKB),
     HelperSpec("bpf_get_route_realm", (C,), _TC, Impl.SKB),
     HelperSpec("bpf_get_hash_recalc", (C,), _TC, Impl.SKB),
     HelperSpec("bpf_skb_change_proto", (C, S, S), _TC, Impl.SKB),
@@ -142,7 +143,16 @@ _ROWS = (
     HelperSpec("bpf_csum_level", (C, S), _TC, Impl.SKB),
     HelperSpec("bpf_redirect_neigh", (S, P, Z, S), _TC, Impl.SKB),
     HelperSpec("bpf_redirect_peer", (S, S), _TC, Impl.SKB),
-    HelperSpec("bpf_check_mtu", (C, S, P, S, S), _TC, Impl.SKB),
+    # xdp (issue 13): ebpfvm.xdp_helpers, registered by XdpRunner.
+    HelperSpec("bpf_xdp_adjust_meta", (C, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_get_buff_len", (C,), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_load_bytes", (C, S, P, Z), _XDP, Impl.XDP),
+    HelperSpec("bpf_xdp_store_bytes", (C, S, P, Z), _XDP, Impl.XDP),
+    HelperSpec("bpf_redirect_map", (M, S, S), _XDP, Impl.XDP),
+    HelperSpec("bpf_fib_lookup", (C, P, Z, S), _XDP, Impl.XDP),
+    # Both runners (issue 13), each with its own implementation for its context.
+    HelperSpec("bpf_redirect", (S, S), _TC | _XDP, Impl.RUNNER),
+    HelperSpec("bpf_check_mtu", (C, S, P, S, S), _TC | _XDP, Impl.RUNNER),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

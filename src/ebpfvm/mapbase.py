@@ -82,6 +82,11 @@ class MapType(IntEnum):
     QUEUE = 22
     STACK = 23
     RINGBUF = 27
+    DEVMAP = 14  # xdp: redirect maps (ebpfvm.devmaps)
+    CPUMAP = 16
+    XSKMAP = 17
+    DEVMAP_HASH = 25
+    LPM_TRIE = 11  # ebpfvm.lpmtrie
 
 
 @dataclass(frozen=True)

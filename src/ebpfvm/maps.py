@@ -707,3 +707,7 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
         Helper(table.ring_submit, "bpf_ringbuf_submit"),
         Helper(table.ring_discard, "bpf_ringbuf_discard"),
     ])
+
+
+from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
+from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)

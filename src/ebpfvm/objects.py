@@ -56,8 +56,10 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
 def build_xdp(obj: ElfObject, name: str | None, section: str | None, engine: str,
               env: KernelEnv | None, **kwargs: Any) -> XdpRunner:
     """ElfObject.xdp: an XdpRunner owning a VM of one program of `obj`."""
+    env = env if env is not None else KernelEnv()
     vm = build_vm(obj, name, section, None, None, env)
-    runner = XdpRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("maps", list(obj.maps.values()))  # tail-called programs' maps too
+    runner = XdpRunner(vm, engine=engine, env=env, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
     obj._made.add(runner)
     return runner

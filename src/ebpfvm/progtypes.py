@@ -74,10 +74,13 @@ _PACK_XDP_MD = xdp_md_packer()
 
 
 def pack_xdp_md(buffer: Any, offset: int, data: int, data_end: int,
-                ingress_ifindex: int = 1, rx_queue_index: int = 0) -> None:
-    """Write the xdp_md of a packet at [data, data_end) (no metadata: data_meta
-    is data; no egress device) at `offset` of `buffer`."""
-    _PACK_XDP_MD(buffer, offset, data, data_end, data, ingress_ifindex, rx_queue_index, 0)
+                ingress_ifindex: int = 1, rx_queue_index: int = 0,
+                data_meta: int | None = None) -> None:
+    """Write the xdp_md of a packet at [data, data_end) (no egress device) at
+    `offset` of `buffer`; without `data_meta` there is no metadata (data_meta
+    is data)."""
+    _PACK_XDP_MD(buffer, offset, data, data_end, data if data_meta is None else data_meta,
+                 ingress_ifindex, rx_queue_index, 0)
 
 
 @dataclass(frozen=True)

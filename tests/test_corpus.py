@@ -61,33 +61,12 @@ def _each(program: str, reason: str, *vectors: str) -> dict[tuple[str, str], str
 
 
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **_each("test_xdp_adjust_tail_grow", GET_BUFF_LEN,
-            "len_54", "len_53", "len_74", "len_64", "len_128", "len_100"),
     **_each("for_each_array_map_elem", CALLBACKS,
             "defaults", "values", "large_values", "rodata_bypass_off", "twice"),
-    **_each("test_xdp_with_devmap_helpers", DEVMAP,
-            "redirect_empty_slot", "dummy_progs", "ipv6_tcp", "arp_request", "runt_frame"),
-    **_each("test_xdp_meta", ADJUST_META,
-            "ipv4_tcp_syn_opts", "ipv6_tcp", "arp_request", "runt_frame", "tc_reads_meta"),
     **_each("test_spin_lock", CGROUP_SKB,
             "hmap_and_vqueue", "empty_hmap", "cnt_out_of_range", "preset_vqueue", "three_runs"),
     **_each("verifier_ringbuf", FIB_LOOKUP,
             "one_record", "three_runs", "ipv4_udp", "runt_frame", "tiny_frame"),
-    **_each("xdping_kern", XDP_CSUM_DIFF,
-            "server_echo_request", "client_first_reply", "client_rtt_recorded",
-            "client_two_round_trips"),
-    **_each("xdpwall", LPM_TRIE,
-            "ipv6_tcp_ack_pass", "ipv6_tcp_syn_drop", "ipv6_udp_and_icmp", "gue_inner_ipv4",
-            "gue_inner_ipv6", "gue_truncated", "not_ipv6", "empty_maps", "other_proto"),
-    **_each("test_check_mtu", CHECK_MTU,
-            "xdp_use_helper_basic_lo", "xdp_use_helper_lo", "xdp_exceed_mtu_lo",
-            "xdp_minus_delta_lo", "xdp_input_len_lo", "xdp_input_len_exceed_lo",
-            "xdp_use_helper_defaults", "xdp_exceed_mtu_defaults"),
-    **_each("test_xdp_context_test_run", XDP_META_CTX,
-            "meta_pass", "meta_drop_and_tx", "meta_any_value", "no_metadata", "ctx_without_meta"),
-    **_each("test_xdp_update_frags", XDP_LOAD_STORE,
-            "markers_at_16", "markers_at_end", "no_markers", "offset_past_end", "huge_offset",
-            "twice"),
 }
 """(program, vector) -> why ebpfvm disagrees with the kernel today (diagnosed:
 the first disagreement, then what else the vector needs when known)."""

@@ -53,6 +53,7 @@ class Impl(Enum):
     XDP = "ebpfvm.contexts.XdpRunner"
     SKB = "ebpfvm.contexts.SkbRunner"
     TAIL_CALL = "ebpfvm.objects (the object's tail calls)"
+    CALLBACKS = "ebpfvm.callbacks.callback_helpers"
 
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
@@ -116,6 +117,9 @@ _ROWS = (
     HelperSpec("bpf_ringbuf_reserve", (M, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_submit", (P, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_discard", (P, S), BASE, Impl.MAPS),
+    # callbacks (issue 13): helpers that call a function of the program
+    HelperSpec("bpf_for_each_map_elem", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
+    HelperSpec("bpf_loop", (S, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .helper_table import helper_number
 from .helpers import NO_BUDGET, HelperContext
+from .callbacks import callback_helpers
 from .maps import ProgArray, map_helpers
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class _TailCalls:
         if names - set(mine.maps):
             used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}
             for key, helper in map_helpers(used).items():
+                vm.register_helper(key, helper)
+            for key, helper in callback_helpers(used).items():
                 vm.register_helper(key, helper)
 
     def native_group(self) -> TailGroup | None:

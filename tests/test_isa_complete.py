@@ -11,12 +11,12 @@ import pytest
 
 from ebpfvm import alu
 from ebpfvm.asm import FORM_OPERANDS, assemble
+from ebpfvm.cfg import callback_value
 from ebpfvm.disasm import disassemble
 from ebpfvm.encoding import encode_one
 from ebpfvm.errors import InvalidInstruction, VerifierError
 from ebpfvm.helpers import HELPER_CALL_UNITS, Helper
 from ebpfvm.interpreter import _EMITTERS
-from ebpfvm.cfg import callback_value
 from ebpfvm.isa import OPS, Form, Op, OpInfo, Reg
 from ebpfvm.jit.x86_emit import EMITTERS as _JIT_EMITTERS
 from ebpfvm.verifier import verify

@@ -12,9 +12,6 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-
-PSEUDO_FUNC = 4
-"""lddw src 4 (BPF_PSEUDO_FUNC): a callback's slot offset."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +29,9 @@ from ebpfvm.isa import (
     rows_for_mnemonic,
 )
 from ebpfvm.verifier import MAX_INSNS, VERIFIER_RULES, Verifier, verify
+
+PSEUDO_FUNC = 4
+"""lddw src 4 (BPF_PSEUDO_FUNC): a callback's slot offset."""
 
 
 def row_of(mnemonic: str, form: Form | None = None) -> OpInfo:

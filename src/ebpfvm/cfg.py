@@ -75,8 +75,14 @@ def callback_target(insn: Insn) -> int | None:
     after the lddw's first, as the kernel's verifier reads it), or None for
     other instructions."""
     if id(insn.row) in _CALLBACK_ROWS:
-        return relative_target(insn.pc, insn.imm)
+        return relative_target(insn.pc, _first_imm(insn.imm))
     return None
+
+
+def _first_imm(imm: int) -> int:
+    """The first slot's imm (a signed 32-bit field) of an lddw's 64-bit value."""
+    low = imm & 0xFFFF_FFFF
+    return low - (1 << 32) if low >> 31 else low
 
 
 def callback_value(pc: int) -> int:
@@ -99,7 +105,7 @@ def basic_blocks(insns: Sequence[Insn]) -> list[list[Insn]]:
         if where:
             leaders.add(relative_target(insn.pc, insn.off if where == _TARGET_IN_OFF else insn.imm))
         elif id(row) in _CALLBACK_ROWS:
-            leaders.add(relative_target(insn.pc, insn.imm))
+            leaders.add(relative_target(insn.pc, _first_imm(insn.imm)))
     leaders &= starts
     blocks: list[list[Insn]] = []
     current: list[Insn] = []

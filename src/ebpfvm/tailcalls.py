@@ -10,6 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import callback_helpers
 from .errors import (
     BudgetExceeded,
     ElfError,
@@ -20,7 +21,6 @@ from .errors import (
 )
 from .helper_table import helper_number
 from .helpers import NO_BUDGET, HelperContext
-from .callbacks import callback_helpers
 from .maps import ProgArray, map_helpers
 
 if TYPE_CHECKING:

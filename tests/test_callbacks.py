@@ -8,6 +8,7 @@ checks them against the kernel (BPF_PROG_TEST_RUN) where bpf() works.
 
 from __future__ import annotations
 
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -18,9 +19,17 @@ import pytest
 from ebpfvm import EbpfVmRaw, assemble, load
 from ebpfvm.callbacks import BPF_MAX_LOOPS, CALLBACK_CALL_UNITS, callback_helpers
 from ebpfvm.cfg import MAX_CALL_DEPTH, callback_value
-from ebpfvm.errors import BudgetExceeded, CallDepthExceeded, HelperFault, MemoryFault
+from ebpfvm.errors import (
+    BudgetExceeded,
+    CallDepthExceeded,
+    HelperFault,
+    MapError,
+    MemoryFault,
+    RunInterrupted,
+)
 from ebpfvm.helpers import HELPER_CALL_UNITS, BadCallback
 from ebpfvm.interpreter import compile_program
+from ebpfvm.maps import MapType, create_map, map_helpers
 from ebpfvm.program import ProgramImage
 from engines import run
 
@@ -263,3 +272,71 @@ def test_kernel_agrees() -> None:
         table.close()
     assert results == {"loop_prog": LOOP_R0, "foreach_prog": FOREACH_R0}
     assert array == ARRAY_AFTER
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # pytest's hook
+def test_ctrl_c_stops_a_long_loop(engine: str) -> None:
+    """Without a budget, 2**23 iterations still stop at Ctrl-C (a handler
+    that raises KeyboardInterrupt): RunInterrupted, in every engine."""
+    vm = _vm(LOOP.format(n=BPF_MAX_LOOPS, flags=0), budget=None)
+    fired = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        fired.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(RunInterrupted):
+            run(vm, engine, bytearray(8))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired
+
+
+HASH_WALK = """
+lddw r1, {handle:#x}
+lddw_func r2, +5
+mov r3, 0
+mov r4, 0
+call 164
+exit
+mov r6, r1
+ldxw r7, [r2+0]
+stxw [r10-4], r7
+mov r1, r6
+mov r2, r10
+add r2, -4
+call 3
+mov r0, 0
+exit
+"""
+
+
+def test_for_each_survives_deleting_the_element(engine: str) -> None:
+    """A hash callback that deletes the element it is given: every element
+    is visited once, and the map ends empty (kernel: deleting the current
+    element while iterating is allowed)."""
+    table = create_map("h", MapType.HASH, 4, 8, 8)
+    table.handle = 0x1000
+    for key in (3, 1, 2):
+        table[struct.pack("<I", key)] = bytes(8)
+    vm = _vm(HASH_WALK.format(handle=table.handle))
+    for number, helper in {**map_helpers({table.handle: table}),
+                           **callback_helpers({table.handle: table})}.items():
+        vm.register_helper(number, helper)
+    assert run(vm, engine, bytearray(8)) == 3
+    assert len(table) == 0
+
+
+def test_for_each_refuses_other_maps(checked_engine: str) -> None:
+    queue = create_map("q", MapType.QUEUE, 0, 8, 4)
+    queue.handle = 0x2000
+    vm = _vm(HASH_WALK.format(handle=queue.handle))
+    for number, helper in callback_helpers({queue.handle: queue}).items():
+        vm.register_helper(number, helper)
+    with pytest.raises(HelperFault) as info:
+        run(vm, checked_engine, bytearray(8))
+    assert isinstance(info.value.cause, MapError) and info.value.pc == 6

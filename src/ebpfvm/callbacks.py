@@ -103,7 +103,6 @@ class _ForEach:
         nonzero; the number of elements visited."""
         key_buffer, key_address = self._key_buffer(ctx, handle, target, level)
         ctx.space.add_once(target.region)
-        size = target.value_size
         visited = 0
         keys: Iterable[tuple[bytes, int]]
         if target.is_array:
@@ -116,7 +115,9 @@ class _ForEach:
             ctx.charge(CALLBACK_CALL_UNITS)
             key_buffer[:] = key
             visited += 1
-            value = target.base + slot * size
+            # lookup_elem gives the value the program would see (per-CPU maps:
+            # this CPU's); an LRU map's order is not touched, as in the kernel.
+            value = target.base + slot * size if target._lru else target.lookup_elem(key)
             if ctx.call(function, handle, key_address, value, data, 0) != _STOP:
                 break
         return visited

@@ -117,7 +117,8 @@ class _ForEach:
             visited += 1
             # lookup_elem gives the value the program would see (per-CPU maps:
             # this CPU's); an LRU map's order is not touched, as in the kernel.
-            value = target.base + slot * size if target._lru else target.lookup_elem(key)
+            value = (target.base + slot * target.value_size if target._lru
+                     else target.lookup_elem(key))
             if ctx.call(function, handle, key_address, value, data, 0) != _STOP:
                 break
         return visited

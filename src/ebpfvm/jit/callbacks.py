@@ -18,13 +18,14 @@ neither the entry nor the r10 store.
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..cfg import CALLBACK_BASE, CALLBACK_SCALE, FRAME_SIZE, MAX_CALL_DEPTH
 from ..errors import CallDepthExceeded, VmFault
 from ..helpers import BadCallback, CallbackFault, Unwind
-from .context import BUDGET_SLICE
+from .context import BUDGET_SLICE, field_offset
 
 if TYPE_CHECKING:
     from .plan import JitCode
@@ -34,6 +35,11 @@ __all__ = ["NativeCallbacks"]
 
 _ENTRY = ctypes.CFUNCTYPE(ctypes.c_uint64)
 M64 = (1 << 64) - 1
+_WORD = 8
+_SAVED_RSP, _DEPTH, _HELPER_PC, _CB_R10, _CB_BUDGET, _RESERVE, _CB_TARGET, _CB_ARGS, \
+    _NREGIONS, _FAULT, _LEFT = (field_offset(name) // _WORD for name in (
+        "saved_rsp", "depth", "helper_pc", "cb_r10", "cb_budget", "budget_reserve",
+        "cb_target", "cb_args", "nregions", "fault", "budget_left"))
 
 
 class NativeCallbacks:
@@ -58,32 +64,33 @@ class NativeCallbacks:
             raise BadCallback(f"{value:#x} is not a callback entry of this program")
         machine = program._get_machine()
         helper_ctx = machine.context
-        ctx = program.ctx
+        words = program._words  # the context's fields as words: faster than ctypes'
         entry, base, offsets = self._codes[program.metered]
-        saved = (ctx.saved_rsp, ctx.depth, ctx.helper_pc, ctx.cb_r10, helper_ctx.pc)
-        if ctx.depth + 1 >= MAX_CALL_DEPTH:
-            raise CallbackFault(CallDepthExceeded(helper_ctx.pc, MAX_CALL_DEPTH))
-        left = helper_ctx.budget
+        saved = words[_SAVED_RSP], words[_DEPTH], words[_HELPER_PC], words[_CB_R10]
+        caller_pc = helper_ctx.pc
+        if saved[1] + 1 >= MAX_CALL_DEPTH:
+            raise CallbackFault(CallDepthExceeded(caller_pc, MAX_CALL_DEPTH))
         if program.metered:
-            ctx.cb_budget = min(left, BUDGET_SLICE)
-            ctx.budget_reserve = left - ctx.cb_budget
-        ctx.cb_r10 = (ctx.cb_r10 - FRAME_SIZE) & M64
-        ctx.depth += 1
-        ctx.cb_target = base + offsets[pc]
-        for index, arg in enumerate(args):
-            ctx.cb_args[index] = arg
+            left = helper_ctx.budget
+            words[_CB_BUDGET] = register = min(left, BUDGET_SLICE)
+            words[_RESERVE] = left - register
+        words[_CB_R10] = (saved[3] - FRAME_SIZE) & M64
+        words[_DEPTH] = saved[1] + 1
+        words[_CB_TARGET] = base + offsets[pc]
+        words[_CB_ARGS : _CB_ARGS + len(args)] = array("Q", args)
         regions = machine.space.regions
-        if len(regions) != ctx.nregions:  # the helper gave the program memory (map values)
+        if len(regions) != words[_NREGIONS]:  # the helper gave the program memory (map values)
             program._update_table(regions)
-            ctx.nregions = len(regions)
+            words[_NREGIONS] = len(regions)
         try:
             r0 = entry()
-            if ctx.fault:
+            if words[_FAULT]:
                 self._fault()
             if program.metered:
-                helper_ctx.budget = ctx.budget_left + ctx.budget_reserve
+                helper_ctx.budget = words[_LEFT] + words[_RESERVE]
         finally:
-            ctx.saved_rsp, ctx.depth, ctx.helper_pc, ctx.cb_r10, helper_ctx.pc = saved
+            words[_SAVED_RSP], words[_DEPTH], words[_HELPER_PC], words[_CB_R10] = saved
+            helper_ctx.pc = caller_pc
         return int(r0)
 
     def _fault(self) -> None:

@@ -287,7 +287,11 @@ class X86Stubs:
         a.load(REG_MAP[10], ctx_mem("cb_r10"), QWORD)
         a.load(BUDGET, ctx_mem("cb_budget"), QWORD)
         a.load(ADDR, ctx_mem("cb_target"), QWORD)
+        # A local call pushes five registers first: the callee's stack sits
+        # 8 mod 16 lower than the caller's, and its helper calls rely on it.
+        a.alu_ri(AluOp.SUB, X.RSP, QWORD)
         a.call_r(ADDR)
+        a.alu_ri(AluOp.ADD, X.RSP, QWORD)
         a.jmp(self.exit_main)
         return start
 

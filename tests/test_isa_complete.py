@@ -11,12 +11,13 @@ import pytest
 
 from ebpfvm import alu
 from ebpfvm.asm import FORM_OPERANDS, assemble
+from ebpfvm.cfg import callback_value
 from ebpfvm.disasm import disassemble
 from ebpfvm.encoding import encode_one
 from ebpfvm.errors import InvalidInstruction, VerifierError
 from ebpfvm.helpers import HELPER_CALL_UNITS, Helper
 from ebpfvm.interpreter import _EMITTERS
-from ebpfvm.isa import OPS, Form, OpInfo, Reg
+from ebpfvm.isa import OPS, Form, Op, OpInfo, Reg
 from ebpfvm.jit.x86_emit import EMITTERS as _JIT_EMITTERS
 from ebpfvm.verifier import verify
 from ebpfvm.vm import EbpfVmRaw
@@ -24,7 +25,8 @@ from engines import run
 
 EXIT = next(r for r in OPS if r.form is Form.EXIT)
 BY_DESIGN = {  # rows the interpreter and the default verifier reject on purpose
-    **{(r.opcode, r.src_value): "lddw_subtype" for r in OPS if r.form is Form.LDDW and r.src_value},
+    **{(r.opcode, r.src_value): "lddw_subtype" for r in OPS
+       if r.form is Form.LDDW and r.src_value and r.op is not Op.CODE_ADDR},
     **{(r.opcode, r.src_value): "call_runtime" for r in OPS if r.form is Form.CALL_RUNTIME},
 }
 
@@ -38,6 +40,8 @@ def sample(row: OpInfo) -> bytes:
     imm = row.imm if row.imm is not None else (2 if row.form is not Form.CALL else 7)
     if row.form is Form.CALLX:
         dst = 2  # holds the helper id, set below
+    if row.op is Op.CODE_ADDR:
+        imm = 1  # lddw_func: the callback is the exit after it
     insn = encode_one(row.opcode, dst, src, off, 0 if row.form in _RELATIVE_IMM else imm)
     setup = encode_one(_MOV_K.opcode, 2, 0, 0, 7)  # r2 = 7: helper id for callx, divisor...
     return setup + insn + encode_one(EXIT.opcode)
@@ -89,6 +93,8 @@ def test_row_is_complete(row: OpInfo, engine: str) -> None:
     run(vm, engine, mem)
     if engine != "jit-unchecked":  # unchecked code does not count
         assert vm.last_instruction_count == _EXPECTED_COUNT.get(row.form, 3)
+    if row.op is Op.CODE_ADDR:  # what identifies the callback at pc 3
+        assert vm.last_registers[3] == callback_value(3)
     if row.form in (Form.ALU_K, Form.ALU_X, Form.NEG, Form.ENDIAN):
         source = 7 if row.form is Form.ALU_X else alu.widen_imm(row, row.imm if row.imm is not None else 2)
         assert vm.last_registers[3] == alu.alu(row, 0, source)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ebpfvm import assemble, load
+from ebpfvm.callbacks import callback_helpers
 from ebpfvm.capture import passes, run_capture, verdict_name
 from ebpfvm.cli import Loaded, _preload_maps, main
 from ebpfvm.contexts import SkbRunner, XdpRunner
@@ -135,7 +136,9 @@ def test_providers_implement_exactly_their_registry_rows() -> None:
     maps = map_helpers({})
     assert set(kernel) == helpers_of(Impl.KERNEL)
     assert set(maps) == helpers_of(Impl.MAPS)
-    for number, helper in {**kernel, **maps}.items():
+    callbacks = callback_helpers({})
+    assert set(callbacks) == helpers_of(Impl.CALLBACKS)
+    for number, helper in {**kernel, **maps, **callbacks}.items():
         assert helper.name == helper_name(number)
     xdp = XdpRunner(assemble("mov r0, 2\nexit"))
     skb = SkbRunner(assemble("mov r0, 0\nexit"))
@@ -152,7 +155,7 @@ def test_providers_implement_exactly_their_registry_rows() -> None:
         vm = obj.vm("count_first_byte")
         assert helper_number("bpf_tail_call") in vm._helpers
         assert set(vm._helpers) == helpers_of(Impl.KERNEL) | helpers_of(Impl.MAPS) \
-            | helpers_of(Impl.TAIL_CALL)
+            | helpers_of(Impl.TAIL_CALL) | helpers_of(Impl.CALLBACKS)
     assert supported_helpers() == frozenset().union(*(helpers_of(impl) for impl in Impl))
 
 

@@ -30,6 +30,9 @@ from ebpfvm.isa import (
 )
 from ebpfvm.verifier import MAX_INSNS, VERIFIER_RULES, Verifier, verify
 
+PSEUDO_FUNC = 4
+"""lddw src 4 (BPF_PSEUDO_FUNC): a callback's slot offset."""
+
 
 def row_of(mnemonic: str, form: Form | None = None) -> OpInfo:
     """The one table row spelled `mnemonic` (and of `form`, when several share it)."""
@@ -160,8 +163,13 @@ BAD: list[Bad] = [
     # lddw subtypes and kfunc calls
     *(
         Bad(f"lddw_subtype_{src}", lddw_slots(1, src, 0) + EXIT, "lddw_subtype", 0)
-        for src in sorted(LDDW_SUBTYPES) if src != 0
+        for src in sorted(LDDW_SUBTYPES) if src not in (0, PSEUDO_FUNC)
     ),
+    # lddw_func (src 4) needs no loader, but its callback must be an instruction
+    Bad("callback_into_lddw", lddw_slots(1, PSEUDO_FUNC, 0) + EXIT, "jump_into_lddw", 0),
+    Bad("callback_past_end", lddw_slots(1, PSEUDO_FUNC, 2) + EXIT, "call_out_of_range", 0),
+    Bad("callback_before_start", MOV_R0 + lddw_slots(1, PSEUDO_FUNC, -3) + EXIT,
+        "call_out_of_range", 1),
     Bad("lddw_subtype_after_mov", MOV_R0 + lddw_slots(2, 1, 3) + EXIT, "lddw_subtype", 1),
     Bad("call_runtime", insn("call runtime", imm=7) + EXIT, "call_runtime", 0),
     # jump and call targets
@@ -301,7 +309,15 @@ def test_memoryview_of_wide_items_counts_bytes() -> None:
 
 @pytest.mark.parametrize("src", sorted(LDDW_SUBTYPES))
 def test_lddw_subtypes_allowed_on_request(src: int) -> None:
-    verify(lddw_slots(1, src, 0) + EXIT, allow_lddw_subtypes=True)
+    # lddw_func's imm is its callback's slot offset: 1 is the exit after it
+    verify(lddw_slots(1, src, 1 if src == PSEUDO_FUNC else 0) + EXIT, allow_lddw_subtypes=True)
+
+
+def test_lddw_func_needs_no_loader() -> None:
+    """A callback reference is self-contained (RFC 9669 section 5.4: src 4
+    holds the function's slot offset), as the kernel takes it from a loader."""
+    verify(lddw_slots(2, PSEUDO_FUNC, 1) + EXIT)
+    verify(lddw_slots(2, PSEUDO_FUNC, 2) + EXIT + MOV_R0 + EXIT)
 
 
 def test_allowing_subtypes_still_rejects_bad_lddw() -> None:
@@ -327,7 +343,8 @@ def test_verify_is_a_verifier() -> None:
 # -- every table row -------------------------------------------------------------
 
 REJECTED_BY_DESIGN: dict[str, str] = {
-    **{mnemonic: "lddw_subtype" for src, (mnemonic, _op) in LDDW_SUBTYPES.items() if src != 0},
+    **{mnemonic: "lddw_subtype" for src, (mnemonic, _op) in LDDW_SUBTYPES.items()
+       if src not in (0, PSEUDO_FUNC)},
     "call runtime": "call_runtime",
 }
 """Rows that are valid encodings but that the default verifier refuses."""
@@ -343,11 +360,14 @@ def _register(rule: Reg, fixed: int, highest: bool) -> int:
 
 
 def row_program(row: OpInfo, highest: bool = False) -> bytes:
-    """`row-instruction; exit` with legal fields; jumps and local calls land on the exit."""
+    """`row-instruction; exit` with legal fields; jumps, local calls and
+    callback references (lddw_func) land on the exit."""
     dst = _register(row.dst, 0, highest)
     src = _register(row.src, row.src_value, highest)
     off = 0 if row.off is None else row.off
     imm = 0 if row.imm is None else row.imm
+    if row.src_value == PSEUDO_FUNC and row.form is Form.LDDW:
+        imm = 1
     return encode_one(row.opcode, dst, src, off, imm) + EXIT
 
 

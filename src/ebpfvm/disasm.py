@@ -25,7 +25,7 @@ from .asm import CALLX_ALIAS, RAW_DIRECTIVE, Operand, operand_layout
 from .disasm_llvm import format_llvm
 from .encoding import SLOT, Insn, decode, encode_one, lddw_second_slot
 from .errors import ArgumentError
-from .isa import MAX_REG, MNEMONIC_ALIASES, Form, OpInfo, Reg
+from .isa import MAX_REG, MNEMONIC_ALIASES, Form, Op, OpInfo, Reg
 
 __all__ = [
     "ALL_STYLES",
@@ -148,6 +148,8 @@ def _operand_text(slot: Operand, insn: Insn, style: str) -> str | None:
     if slot is Operand.MEM_SRC:
         return _memory(insn.src, insn.off, style)
     if slot is Operand.IMM:
+        if lddw and insn.row is not None and insn.row.op is Op.CODE_ADDR:
+            return f"{imm:+d}"  # lddw_func: the callback's slot offset, as a jump's
         return format_imm(imm)
     if slot is Operand.IMM64:
         return format_imm(insn.imm)

@@ -66,7 +66,10 @@ __all__ = ["R_BPF_64_32", "R_BPF_64_64", "ElfObject", "Program", "load"]
 
 EM_BPF = 247
 R_BPF_64_64 = 1
-"""Relocation on lddw: the address of a map or of global data."""
+"""Relocation on lddw: the address of a map, of global data or of a
+function (a callback, lddw src 4)."""
+PSEUDO_FUNC = 4
+"""lddw src 4 (BPF_PSEUDO_FUNC): imm is the slot offset of a callback."""
 R_BPF_64_32 = 10
 """Relocation on a call: the called function."""
 SHF_ALLOC = 0x2
@@ -548,6 +551,13 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                 used_maps.add(target_name)
                 relocations.append((pc, "map", target_name, 0))
                 continue
+            if shndx in sections and shndx not in data:  # a callback (BPF_PSEUDO_FUNC)
+                function, text_base, pending = _callback(
+                    (pc, where, index_in_section), reloc, imm, (section, own, text),
+                    code, text_base, pending)
+                code[pc * SLOT : (pc + 2) * SLOT] = lddw_slots(
+                    regs & 0xF, PSEUDO_FUNC, branch_delta(pc, function))
+                continue
             if shndx not in data:
                 raise ElfError(f"lddw of {target_name!r}, which is neither a map nor "
                                "global data", where.name)
@@ -589,3 +599,36 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                       if _op == CALL_OPCODE and _regs >> 4 == 0})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
                    tuple(sorted(used_maps)), tuple(helpers), tuple(sorted(relocations)))
+
+
+_Pending = list[tuple[int, _Section, int]]
+
+
+def _callback(at: tuple[int, _Section, int], reloc: tuple[int, str, int, int], imm: int,
+              program: tuple[_Section, dict[int, int], _Section | None], code: bytearray,
+              text_base: int | None, pending: _Pending) -> tuple[int, int | None, _Pending]:
+    """Where the function an lddw at `at` (pc, section, index there) refers
+    to starts in the linked program: its byte offset is the symbol's value
+    plus the lddw's imm (a section symbol with an addend, or a function
+    symbol). A function in .text appends .text after the program, as a
+    local call does. Returns (its pc, text_base, pending)."""
+    _pc, where, index_in_section = at
+    _kind, target_name, value, shndx = reloc
+    section, own, text = program
+    offset = value + imm
+    if offset % SLOT:
+        raise ElfError(f"lddw of {target_name!r} + {imm} is not an instruction boundary",
+                       where.name)
+    target = offset // SLOT
+    if section.index == shndx and target in own:
+        return own[target], text_base, pending
+    if text is None or text.index != shndx:
+        raise ElfError(f"lddw of function {target_name!r} at instruction {index_in_section}, "
+                       "outside the program and .text", where.name)
+    if not 0 <= target < len(text.data) // SLOT:
+        raise ElfError(f"callback {target_name!r} + {imm} lies outside .text", where.name)
+    if text_base is None:
+        text_base = len(code) // SLOT
+        code += text.data
+        pending = pending + [(text_base + i, text, i) for i in range(len(text.data) // SLOT)]
+    return text_base + target, text_base, pending

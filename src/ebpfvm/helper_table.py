@@ -54,6 +54,7 @@ class Impl(Enum):
     SKB = "ebpfvm.contexts.SkbRunner"
     TAIL_CALL = "ebpfvm.objects (the object's tail calls)"
     RUNNER = "ebpfvm.contexts.XdpRunner and SkbRunner (each its own)"
+    CALLBACKS = "ebpfvm.callbacks.callback_helpers"
 
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
@@ -153,6 +154,9 @@ _ROWS = (
     # Both runners (issue 13), each with its own implementation for its context.
     HelperSpec("bpf_redirect", (S, S), _TC | _XDP, Impl.RUNNER),
     HelperSpec("bpf_check_mtu", (C, S, P, S, S), _TC | _XDP, Impl.RUNNER),
+    # callbacks (issue 13): helpers that call a function of the program
+    HelperSpec("bpf_for_each_map_elem", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
+    HelperSpec("bpf_loop", (S, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

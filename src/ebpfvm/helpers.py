@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
-from .errors import BudgetExceeded
+from .errors import BudgetExceeded, VmFault
 from .helper_table import helper_number
 from .memory import AddressSpace, Region
 
@@ -29,6 +29,9 @@ __all__ = [
     "HELPER_BYTES_PER_UNIT",
     "HELPER_CALL_UNITS",
     "NO_BUDGET",
+    "BadCallback",
+    "CallbackFault",
+    "CallbackRunner",
     "Helper",
     "HelperContext",
     "Unwind",
@@ -61,6 +64,19 @@ class Unwind(Exception):
     def __init__(self, value: int) -> None:
         super().__init__(value)
         self.value = value
+
+
+class CallbackFault(Exception):
+    """Carries a fault of a callback (bpf_loop...) out of the helper that
+    called it: Machine.call raises `fault` itself, not a HelperFault."""
+
+    def __init__(self, fault: VmFault) -> None:
+        super().__init__(fault)
+        self.fault = fault
+
+
+CallbackRunner = Callable[[int, tuple[int, ...]], int]
+"""An engine's way to run a callback: (value lddw_func loaded, r1..r5) -> r0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +123,8 @@ class HelperContext:
     the whole run's budget, for BudgetExceeded. One budget covers the whole
     run: tail calls and callbacks draw on it too."""
 
-    __slots__ = ("_at_exit", "budget", "budget_total", "pc", "space", "stdout")
+    __slots__ = ("_at_exit", "budget", "budget_total", "frame", "pc", "run_callback", "space",
+                 "stdout")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
@@ -116,6 +133,11 @@ class HelperContext:
         self._at_exit: list[Callable[[], object]] = []
         self.budget = NO_BUDGET
         self.budget_total = NO_BUDGET
+        self.frame = (0, 0)
+        """(frames below, r10) of the calling function, which engines set
+        before helper calls of programs that refer to callbacks."""
+        self.run_callback: CallbackRunner | None = None
+        """How the engine runs a callback of the program (None: it has none)."""
 
     def charge(self, units: int) -> None:
         """Take `units` instructions of helper work off the run's budget;
@@ -166,9 +188,24 @@ class HelperContext:
         self.space.add(region)
         return region.start
 
+    def call(self, function: int, *args: int) -> int:
+        """Run the program's callback `function` (the value its lddw_func
+        loaded) with r1..r5 = `args` as a bpf-to-bpf call: its own frame, the
+        run's budget and call depth. BadCallback (a ValueError) when
+        `function` is not a callback entry of this program."""
+        runner = self.run_callback
+        if runner is None:
+            raise BadCallback(f"{function:#x} is not a callback: the program refers to none")
+        return runner(function, args)
+
     def stop(self, value: int = 0) -> NoReturn:
         """End the program now, with `value` as its result."""
         raise Unwind(value & M64)
+
+
+class BadCallback(ValueError):
+    """A helper was given a callback value that is not an entry of the
+    program's callbacks (a forged or stale function pointer)."""
 
 
 def bpf_time_getns(_a: int, _b: int, _c: int, _d: int, _e: int) -> int:

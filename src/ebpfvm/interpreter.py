@@ -47,9 +47,13 @@ from typing import Any
 
 from . import alu
 from .cfg import (
+    CALLBACK_BASE,
+    CALLBACK_SCALE,
     FRAME_SIZE,
     MAX_CALL_DEPTH,
     branch_target,
+    callback_target,
+    callback_value,
     register_problem,
 )
 from .encoding import Insn
@@ -61,7 +65,7 @@ from .errors import (
     RunInterrupted,
     VmFault,
 )
-from .helpers import NO_BUDGET, HelperContext, Unwind
+from .helpers import NO_BUDGET, BadCallback, CallbackFault, HelperContext, Unwind
 from .isa import MAX_REG, Form, Op, OpInfo, Reg
 from .machine import Machine
 from .program import ProgramImage
@@ -123,6 +127,7 @@ class CompiledProgram:
     stack_size: int
     block_pcs: list[list[int]] = field(default_factory=list)
     unit_block: dict[int, int] = field(default_factory=dict)
+    callbacks: frozenset[int] = frozenset()
 
     def run(
         self,
@@ -135,6 +140,8 @@ class CompiledProgram:
         limit = _NO_BUDGET if budget is None else budget
         ctx = machine.context
         ctx.budget = ctx.budget_total = limit
+        if self.callbacks:
+            ctx.run_callback = self._callback_runner(machine, limit, trace)
         try:
             return self.fn(machine, list(regs), limit, trace)
         except Unwind as unwind:
@@ -148,6 +155,38 @@ class CompiledProgram:
             stop = RunInterrupted(pc)
             machine.count = self._count_at(stop, interrupt.__traceback__, limit, ctx)
             raise stop from None
+
+    def _callback_runner(self, machine: Machine, limit: int,
+                         trace: TraceFn | None) -> Callable[[int, tuple[int, ...]], int]:
+        """HelperContext.run_callback for one run: the generated function
+        entered at the callback's pc, in a frame below its caller's, with the
+        count so far; it returns at the callback's exit."""
+        entries = self.callbacks
+        fn = self.fn
+
+        def run_callback(value: int, args: tuple[int, ...]) -> int:
+            ctx = machine.context
+            pc, rest = divmod(value - CALLBACK_BASE, CALLBACK_SCALE)
+            if rest or pc not in entries:
+                raise BadCallback(f"{value:#x} is not a callback entry of this program")
+            caller_pc, frame = ctx.pc, ctx.frame
+            depth, r10 = frame
+            saved = machine.fb, machine.entry
+            machine.fb = depth + 1
+            machine.entry = (pc, limit - ctx.budget)
+            try:
+                if depth + 1 >= MAX_CALL_DEPTH:
+                    raise CallDepthExceeded(caller_pc, MAX_CALL_DEPTH)
+                r0 = fn(machine, [0, *args, 0, 0, 0, 0, r10 - FRAME_SIZE], limit, trace)
+            except VmFault as fault:
+                raise CallbackFault(fault) from None
+            finally:
+                machine.fb, machine.entry = saved
+                ctx.pc, ctx.frame = caller_pc, frame
+            ctx.budget = limit - machine.count
+            return r0
+
+        return run_callback
 
     def _count_at(self, fault: VmFault, tb: TracebackType | None, limit: int,
                   ctx: HelperContext) -> int:
@@ -222,7 +261,10 @@ class _Translator:
     """Builds the Python source of one program, as one function or per chunk."""
 
     def __init__(self, insns: Sequence[Insn], nslots: int, trace: bool,
-                 blocks: Sequence[Sequence[Insn]]) -> None:
+                 blocks: Sequence[Sequence[Insn]], callbacks: bool = False) -> None:
+        self.callbacks = callbacks
+        """Whether the program refers to callbacks: its code then starts at
+        M.entry and tells helpers its frame (else it has no such code)."""
         self.insns = list(insns)
         self.nslots = nslots
         self.trace = trace
@@ -243,13 +285,15 @@ class _Translator:
         emit = self.emit
         if bounds is None:
             emit(0, f"def {name}(M, regs, B, TRACE):")
-            for line in _ENTRY:
+            for line in _CALLBACK_ENTRY if self.callbacks else _ENTRY:
                 emit(1, line)
         else:
             emit(0, f"def {name}(M, st, B, TRACE):")
             emit(1, f"{_REGS}, pc, n, frames = st")
         for line in _PROLOGUE:
             emit(1, line)
+        if self.callbacks:
+            emit(1, "FB = M.fb")
         emit(1, "while True:")
         if bounds is not None:
             emit(2, f"if pc < {bounds[0]} or pc >= {bounds[1]}:")
@@ -344,6 +388,13 @@ def _emit_alu(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
 
 
 def _emit_lddw(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
+    target = callback_target(insn)
+    if target is not None:
+        if target not in t.by_pc:
+            t._invalid(indent, insn, f"callback {target} is not an instruction")
+        else:
+            t.emit(indent, f"r{insn.dst} = {callback_value(target):#x}")
+        return
     if row.src_value != 0:
         t._invalid(indent, insn, f"lddw subtype {row.op} was not resolved by a loader")
         return
@@ -441,6 +492,8 @@ def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     # The budget protocol: a call ends its block, so B - n is exactly what is
     # left; the helper may charge work or run tail-called programs from it.
     t.emit(indent, "CTX.budget = B - n")
+    if t.callbacks:  # where a callback this helper runs gets its frame
+        t.emit(indent, "CTX.frame = (len(frames), r10)")
     t.emit(indent, f"r0 = CALL({helper}, r1, r2, r3, r4, r5, {insn.pc})")
     t.emit(indent, "n = B - CTX.budget")
 
@@ -463,7 +516,7 @@ def _emit_call_runtime(t: _Translator, indent: int, insn: Insn, _row: OpInfo) ->
 
 
 def _emit_exit(t: _Translator, indent: int, _insn: Insn, _row: OpInfo) -> None:
-    t.emit(indent, "if frames:")
+    t.emit(indent, "if len(frames) > FB:" if t.callbacks else "if frames:")
     t.emit(indent + 1, "pc, r6, r7, r8, r9, r10 = frames.pop()")
     t.emit(indent + 1, "continue")
     t.emit(indent, f"M.regs_out = [{_REGS}]")
@@ -525,6 +578,13 @@ _ENTRY = (
     "pc = 0",
 )
 """The start of a whole-program function; a chunk gets these from its caller."""
+_CALLBACK_ENTRY = (
+    f"{_REGS} = regs",
+    "frames = [None] * M.fb",
+    "pc, n = M.entry",
+)
+"""The start of a program that refers to callbacks: a callback starts at its
+pc, with frames below it that its exit does not pop."""
 _PROLOGUE = (
     "S_v = M.s_view; S_lo = M.s_lo",
     "S_l1, S_l2, S_l4, S_l8 = M.s_lim",
@@ -567,7 +627,7 @@ def compile_program(code: bytes | ProgramImage, *, trace: bool = False,
                             "instruction slots; raise vm.interpreter_slot_limit to run it")
     insns = image.insns
     blocks = image.blocks
-    translator = _Translator(insns, nslots, trace, blocks)
+    translator = _Translator(insns, nslots, trace, blocks, bool(image.callbacks))
     units = _units(blocks, max(1, chunk_slots))
     namespace = dict(_GLOBALS_BASE)
     namespace["BLOCK_PCS"] = translator.block_pcs
@@ -577,7 +637,7 @@ def compile_program(code: bytes | ProgramImage, *, trace: bool = False,
         source = translator.translate("run", units, None)
         exec(compile(source, _GUEST_FILE, "exec"), namespace)
         return CompiledProgram(insns, source, namespace["run"], image.stack_size,
-                               translator.block_pcs, unit_block)
+                               translator.block_pcs, unit_block, image.callbacks)
     starts = [chunk[0].pc for chunk in chunks]
     functions = []
     for index, chunk in enumerate(chunks):
@@ -589,7 +649,7 @@ def compile_program(code: bytes | ProgramImage, *, trace: bool = False,
     del source
     translator.lines = []
     return CompiledProgram(insns, "", _dispatch(functions, starts), image.stack_size,
-                           translator.block_pcs, unit_block)
+                           translator.block_pcs, unit_block, image.callbacks)
 
 
 _STATE_PC = MAX_REG + 1
@@ -601,7 +661,8 @@ def _dispatch(functions: list[Callable[..., Any]], starts: list[int]) -> Callabl
     one returns r0 (an int) instead of the state to go on with."""
 
     def run(machine: Machine, regs: list[int], budget: int, trace: TraceFn | None) -> int:
-        state: Any = (*regs, 0, 0, [])
+        pc, n = machine.entry  # (0, 0) but for a callback
+        state: Any = (*regs, pc, n, [None] * machine.fb)
         while True:
             state = functions[bisect_right(starts, state[_STATE_PC]) - 1](machine, state, budget, trace)
             if state.__class__ is int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import alu
 from .errors import BudgetExceeded, HelperFault, RunInterrupted, TailCallFault
-from .helpers import HELPER_CALL_UNITS, Helper, HelperContext, Unwind
+from .helpers import HELPER_CALL_UNITS, CallbackFault, Helper, HelperContext, Unwind
 from .memory import AddressSpace, Region
 
 __all__ = ["MAX_CAUSE_TEXT", "Machine", "describe_exception"]
@@ -52,6 +52,11 @@ class Machine:
         self.p_lim = (size - 1, size - 2, size - 4, size - 8)
         self.p_wlim = self.p_lim if primary.writable else (-1, -1, -1, -1)
         self.packet = packet if packet is not None else _NO_REGION.view
+        self.entry = (0, 0)
+        """(pc, instructions counted) where the generated code starts: (0, 0)
+        for a run, a callback's entry and the count so far for a callback."""
+        self.fb = 0
+        """Frames below the one being run (a callback's caller's, plus one)."""
 
     def call(self, helper_id: int, a: int, b: int, c: int, d: int, e: int, pc: int) -> int:
         """Run helper `helper_id`. Its exceptions become a HelperFault (with the
@@ -72,6 +77,8 @@ class Machine:
                 result = helper.fn(a, b, c, d, e)
         except _PASS_THROUGH:
             raise
+        except CallbackFault as carried:  # a fault of a callback the helper called
+            raise carried.fault from None
         except KeyboardInterrupt:
             raise RunInterrupted(pc) from None
         except Exception as exc:

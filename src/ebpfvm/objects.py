@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import callback_helpers
 from .contexts import SkbRunner, XdpRunner
 from .kernel import KernelEnv, kernel_helpers
 from .maps import map_helpers
@@ -42,10 +43,12 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     for data_section in program.data_sections:
         vm.register_allowed_memory(obj.data[data_section],
                                    writable=not data_section.startswith(".rodata"))
+    used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
     if program.maps:
-        used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
         for key, helper in map_helpers(used).items():
             vm.register_helper(key, helper)
+    for key, helper in callback_helpers(used).items():
+        vm.register_helper(key, helper)
     settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
     _TailCalls(obj, settings, program.name, vm).attach(vm)
     obj._made.add(vm)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .cfg import basic_blocks, branch_target, stack_size
+from .cfg import basic_blocks, branch_target, callback_target, stack_size
 from .encoding import SLOT, Insn, decode
 from .isa import Form
 
@@ -33,10 +33,10 @@ class CallGraph(NamedTuple):
 class ProgramImage:
     """One program's bytecode and the facts derived from it, each computed
     once at its first use: `insns`, `blocks`, `stack_size`, `run_stack`,
-    `helpers` and `calls`. `cache` holds what engines derive from the image
+    `helpers`, `calls` and `callbacks`. `cache` holds what engines derive from the image
     (the interpreter's translation), so VMs sharing an image share it too."""
 
-    __slots__ = ("_blocks", "_calls", "_helpers", "_insns", "_run_stack", "_stack_size",
+    __slots__ = ("_blocks", "_callbacks", "_calls", "_helpers", "_insns", "_run_stack", "_stack_size",
                  "cache", "code")
 
     def __init__(self, code: bytes) -> None:
@@ -47,6 +47,7 @@ class ProgramImage:
         self._run_stack: int | None = None
         self._helpers: frozenset[int] | None = None
         self._calls: CallGraph | None = None
+        self._callbacks: frozenset[int] | None = None
         self.cache: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
@@ -114,3 +115,13 @@ class ProgramImage:
             entries = (0, *sorted({target for _pc, target in edges} - {0}))
             self._calls = CallGraph(entries, tuple(edges))
         return self._calls
+
+    @property
+    def callbacks(self) -> frozenset[int]:
+        """The function entries ``lddw_func`` instructions refer to: the only
+        pcs bpf_loop and bpf_for_each_map_elem may call (empty for most
+        programs, whose engines then emit no callback support at all)."""
+        if self._callbacks is None:
+            targets = (callback_target(insn) for insn in self.insns)
+            self._callbacks = frozenset(target for target in targets if target is not None)
+        return self._callbacks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import callback_helpers
 from .errors import (
     BudgetExceeded,
     ElfError,
@@ -99,6 +100,8 @@ class _TailCalls:
         if names - set(mine.maps):
             used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}
             for key, helper in map_helpers(used).items():
+                vm.register_helper(key, helper)
+            for key, helper in callback_helpers(used).items():
                 vm.register_helper(key, helper)
 
     def native_group(self) -> TailGroup | None:

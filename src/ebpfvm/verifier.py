@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .cfg import branch_target
+from .cfg import branch_target, callback_target
 from .encoding import SLOT, SLOT_LAYOUT, Insn, lddw_second_slot
 from .errors import VerifierError
-from .isa import BY_OPCODE, MAX_REG, Form, OpInfo, Reg, find_row
+from .isa import BY_OPCODE, MAX_REG, Form, Op, OpInfo, Reg, find_row
 from .program import ProgramImage
 
 __all__ = ["MAX_INSNS", "VERIFIER_RULES", "Verifier", "verify"]
@@ -75,8 +75,11 @@ _FORM_LDDW = Form.LDDW
 _FORM_CALL_RUNTIME = Form.CALL_RUNTIME
 _BRANCH_FORMS = frozenset(form for form in Form if form.has_branch_target)
 
+_CODE_ADDR = Op.CODE_ADDR
+"""lddw_func (src 4): a callback's slot offset, resolved and self-contained."""
 _PLAIN_LDDW_SUBTYPE = 0
-"""lddw src 0 loads a 64-bit constant; 1..6 need a loader (RFC 9669 section 5.4)."""
+"""lddw src 0 loads a 64-bit constant and src 4 a callback; the others need a
+loader (RFC 9669 section 5.4)."""
 
 _SUBTYPED: tuple[bool, ...] = tuple(
     len({row.src_value for row in rows if row.src is Reg.NONE}) > 1 for rows in BY_OPCODE
@@ -112,7 +115,10 @@ def verify(
     branches, second_slots, last_pc, last_row = _check_slots(data, nslots, allow_lddw_subtypes)
     for insn in branches:
         target = branch_target(insn)
-        assert target is not None and insn.row is not None, "branches are jumps and local calls"
+        if target is None:
+            target = callback_target(insn)
+        assert target is not None and insn.row is not None, \
+            "branches are jumps, local calls and callback references"
         _check_target(insn.pc, insn.row, target, nslots, second_slots)
     if last_row.form.falls_through:
         raise VerifierError(
@@ -161,6 +167,8 @@ def _check_slots(
             pass
         elif kind == _KIND_LDDW:
             _check_lddw(data, pc, nslots, row, allow_lddw_subtypes)
+            if row.op is _CODE_ADDR:  # a callback: its target is checked as a call's
+                branches.append(Insn(pc, fields[0], 0, 0, fields[2], fields[3], row))
             skip = pc + 1
             second_slots.add(skip)
         elif kind == _KIND_CALL_RUNTIME:
@@ -294,7 +302,7 @@ def _check_lddw(
             pc,
             "incomplete_lddw",
         )
-    if row.src_value != _PLAIN_LDDW_SUBTYPE and not allow_subtypes:
+    if row.src_value != _PLAIN_LDDW_SUBTYPE and row.op is not _CODE_ADDR and not allow_subtypes:
         raise VerifierError(
             f"{row.mnemonic} (lddw src {row.src_value}, {row.op}) needs the ELF loader",
             pc,
@@ -305,7 +313,7 @@ def _check_lddw(
 def _check_target(pc: int, row: OpInfo, target: int, nslots: int, second_slots: set[int]) -> None:
     """A jump or local-call target must be a slot that starts an instruction."""
     if not 0 <= target < nslots:
-        is_call = row.form is Form.CALL_LOCAL
+        is_call = row.form is Form.CALL_LOCAL or row.op is _CODE_ADDR
         raise VerifierError(
             f"{row.mnemonic} target {target} is outside the program (0..{nslots - 1})",
             pc,

@@ -98,6 +98,11 @@ class JitContext(ctypes.Structure):
         ("budget_left", U64),  # the budget register: at exit, at a fault, around helper calls
         ("budget_block", U64),
         ("regs_out", U64 * 11),
+        # callbacks (bpf_loop...): see jit/callbacks.py
+        ("cb_r10", U64),  # r10 of the function at its last helper call, then the callback's
+        ("cb_target", U64),  # the callback's native address
+        ("cb_budget", U64),  # the budget register for the callback
+        ("cb_args", U64 * 5),  # r1..r5 of the callback
     ]
 
 

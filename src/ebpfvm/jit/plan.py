@@ -66,6 +66,11 @@ class JitCode:
     for (see translate), for jit-dump."""
     body_end: int = 0
     """Offset where the code of the last instruction ends."""
+    callback_entry: int = 0
+    """Offset of the native entry that runs one callback (programs with
+    lddw_func only, see jit/callbacks.py)."""
+    callbacks: dict[int, int] = field(default_factory=dict)
+    """Offset of each callback's code, by its pc."""
 
 
 # -- fused bounds checks ---------------------------------------------------------

@@ -33,6 +33,7 @@ from ..memory import (
 )
 from ..run import Busy, RunInput
 from .buffers import BYTEARRAY_START, MEMORYVIEW_BUF, Pin
+from .callbacks import NativeCallbacks
 from .context import (
     BUDGET_SLICE,
     FAULT_INFO_SHIFT,
@@ -133,6 +134,8 @@ class JitProgram:
         "_batch_memory",
         "_batching",
         "_block_at",
+        "_callback_fault",
+        "_callbacks",
         "_codes",
         "_ctx_bytes",
         "_entry",
@@ -197,6 +200,13 @@ class JitProgram:
         self._codes: dict[bool, _Code] = {checked: (self.memory, self._entry, self._repeat,
                                                     self._batch)}
         """The code by `metered`: unchecked code gets its metered kind on demand."""
+        entries = frozenset(self.jit.callbacks)
+        self._callbacks = NativeCallbacks(self, entries) if entries else None
+        """Runs the program's callbacks for helpers (None: it has none)."""
+        if self._callbacks is not None:
+            self._callbacks.add_code(checked, base, self.jit)
+        self._callback_fault: tuple[BaseException, int] | None = None
+        """A callback's fault on its way out through the helper, and its count."""
         self._trampoline = _TRAMPOLINE(self._call_helper)
         self._poller = _POLL(self._poll)
         self.ctx.helper_fn = ctypes.cast(self._trampoline, ctypes.c_void_p).value or 0
@@ -342,6 +352,8 @@ class JitProgram:
                             stack_clear=len(self.stack.view), tail=self._tail)
             memory = ExecMemory(jit.code)
             base = memory.address
+            if self._callbacks is not None:
+                self._callbacks.add_code(on, base, jit)
             code = self._codes[on] = (memory, _ENTRY(base + jit.entry),
                                       _REPEAT(base + jit.repeat_entry),
                                       _BATCH(base + jit.batch_entry))
@@ -547,6 +559,10 @@ class JitProgram:
         ended the run: raise it as the run's error, or return that value."""
         pc = self.ctx.helper_pc
         pending, self._pending = self._pending, None
+        carried, self._callback_fault = self._callback_fault, None
+        if carried is not None and carried[0] is pending:  # a callback's fault: its count
+            self._set_count(carried[1])
+            raise pending
         if isinstance(pending, BudgetExceeded):  # a helper charged past the budget
             self._set_count(self._words[_W_IN_BUDGET] + self._words[_W_IN_RESERVE])
             raise pending
@@ -610,6 +626,7 @@ class JitProgram:
             regions = self._current_regions()
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
+            self._machine.context.run_callback = self._callbacks
             if self.metered:
                 words = self._words
                 self._machine.context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]

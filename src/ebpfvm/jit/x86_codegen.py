@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..cfg import FRAME_SIZE, branch_target, register_problem
+from ..cfg import FRAME_SIZE, branch_target, callback_target, register_problem
 from ..encoding import Insn
-from ..isa import JUMP_FORMS, MAX_REG, Form
+from ..isa import JUMP_FORMS, MAX_REG, Form, Op
 from .codebuf import REL32_SIZE, patch_rel32
 from .context import FAULT_INFO_SHIFT
 from .plan import (
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 CACHES = JitCaches()
 """The x86-64 backend's caches, shared by every translation in the process."""
 
+_CODE_ADDR = Op.CODE_ADDR
 _POSITION_FREE_FORMS = frozenset(form for form in Form if not form.ends_block)
 """Forms whose emitters never use the pc except through a cold stub or an
 invalid-instruction exit (which make the code uncacheable): all that do not
@@ -79,6 +80,9 @@ class X86Translator(X86Stubs):
         self.pc_offsets: list[tuple[int, int]] = []
         self.insn_cache = caches.insns[self.checked]
         self.holed_cache = caches.holed[self.checked]
+        targets = (callback_target(insn) for insn in self.insns)
+        self.callbacks = sorted({target for target in targets if target is not None})
+        """The callbacks' pcs: helper calls then record r10 (see _emit_call)."""
 
     def place(self, template: Template, *labels: Label) -> None:
         """Emit `template` with its branches going to `labels`."""
@@ -140,11 +144,13 @@ class X86Translator(X86Stubs):
         for emit in self.cold:
             emit()
         self._access_stubs()  # last: cold code (fused blocks' copies) adds some
+        callback_entry = self._callback_entry() if self.callbacks else 0
         self._place_blocks()
         code = a.code()
         self._keep_runtime(code[:entry], repeat_entry, batch_entry)
         return JitCode(code, entry, repeat_entry, batch_entry, self.plan.block_insns,
-                       self.invalid, self.pc_offsets, body_end)
+                       self.invalid, self.pc_offsets, body_end, callback_entry,
+                       {pc: positions[pc] for pc in self.callbacks if pc in positions})
 
     def label(self, pc: int) -> Label | None:
         """The label of the block starting at `pc`, None when no block does."""
@@ -304,7 +310,7 @@ class X86Translator(X86Stubs):
         if len(self.cold) != cold:
             return
         form = row.form
-        if form in _POSITION_FREE_FORMS:
+        if form in _POSITION_FREE_FORMS and row.op is not _CODE_ADDR:  # lddw_func: pc-relative
             if len(stubs) == nstubs:
                 code = buf.local_bytes(start, fixups)
                 if code is not None:

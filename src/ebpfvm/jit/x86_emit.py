@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..alu import M32
-from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, branch_target
+from ..cfg import FRAME_SIZE, MAX_CALL_DEPTH, branch_target, callback_target, callback_value
 from ..encoding import Insn
 from ..isa import Form, Op, OpInfo
 from .context import Fault
@@ -180,6 +180,13 @@ def _emit_endian(t: X86Translator, insn: Insn, row: OpInfo) -> None:
 
 
 def _emit_lddw(t: X86Translator, insn: Insn, row: OpInfo) -> None:
+    target = callback_target(insn)
+    if target is not None:  # lddw_func: the value the interpreter loads too
+        if t.label(target) is None:
+            t._to_invalid(insn, f"callback {target} is not an instruction")
+        else:
+            t.asm.mov_ri64(REG_MAP[insn.dst], callback_value(target))
+        return
     if row.src_value:
         t._to_invalid(insn, f"lddw subtype {row.op} was not resolved by a loader")
         return
@@ -278,6 +285,8 @@ def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
     else:
         a.mov_ri(ADDR, insn.imm & M32, w64=False)
     a.store_imm(ctx_mem("helper_pc"), insn.pc, QWORD)
+    if t.callbacks:  # the frame a callback the helper runs goes below
+        a.store(ctx_mem("cb_r10"), REG_MAP[10], QWORD)
     if t.metered:  # the run's budget left (register + reserve), for the helper
         a.load(TMP, ctx_mem("budget_reserve"), QWORD)
         a.alu_rr(AluOp.ADD, TMP, BUDGET)

@@ -266,6 +266,35 @@ class X86Stubs:
         assert built is not None, "the prologue branches only inside itself"
         self.caches.remember(self.caches.prologues, clear, (built, context_at))
 
+    def _callback_entry(self) -> int:
+        """A second entry, for programs that refer to callbacks: Python calls
+        it from a helper (bpf_loop...) to run one callback as a local call
+        with its own frame (cb_r10), r1..r5 (cb_args) and the run's budget
+        (cb_budget; Python sets depth and keeps saved_rsp). The callback's
+        exit returns here and ends through exit_main; a fault unwinds to this
+        entry's frame (saved_rsp), so Python sees it at once. Returns its offset."""
+        a = self.asm
+        start = a.buf.position
+        for reg in CALLEE_SAVED:
+            a.push(reg)
+        a.alu_ri(AluOp.SUB, X.RSP, ALIGN_PAD)
+        a.mov_ri64(CTX, self.context)
+        a.store(ctx_mem("saved_rsp"), X.RSP, QWORD)
+        for ebpf in range(1, 6):
+            a.load(REG_MAP[ebpf], ctx_mem("cb_args", ebpf - 1), QWORD)
+        for ebpf in (0, 6, 7, 8, 9):
+            a.xor_zero(REG_MAP[ebpf])
+        a.load(REG_MAP[10], ctx_mem("cb_r10"), QWORD)
+        a.load(BUDGET, ctx_mem("cb_budget"), QWORD)
+        a.load(ADDR, ctx_mem("cb_target"), QWORD)
+        # A local call pushes five registers first: the callee's stack sits
+        # 8 mod 16 lower than the caller's, and its helper calls rely on it.
+        a.alu_ri(AluOp.SUB, X.RSP, QWORD)
+        a.call_r(ADDR)
+        a.alu_ri(AluOp.ADD, X.RSP, QWORD)
+        a.jmp(self.exit_main)
+        return start
+
     def _zero_stack(self, size: int) -> None:
         """No run sees another run's stack. Only the bytes the program can
         reach need clearing (see observable_stack); a few stores beat rep stos."""

@@ -116,6 +116,10 @@ _ROWS = (
     HelperSpec("bpf_ringbuf_reserve", (M, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_submit", (P, S), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_discard", (P, S), BASE, Impl.MAPS),
+    # state (issue 13): the controllable environment's helpers
+    HelperSpec("bpf_ktime_get_coarse_ns", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_ktime_get_tai_ns", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_get_numa_node_id", (), BASE, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

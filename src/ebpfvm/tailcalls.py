@@ -98,7 +98,9 @@ class _TailCalls:
         names = {n for p in self.obj.programs for n in p.maps}
         if names - set(mine.maps):
             used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}
-            for key, helper in map_helpers(used).items():
+            env = self.settings.get("env")
+            cpu = (lambda: env.cpu) if env is not None else None
+            for key, helper in map_helpers(used, cpu).items():
                 vm.register_helper(key, helper)
 
     def native_group(self) -> TailGroup | None:

@@ -235,9 +235,9 @@ def test_rodata_is_set_before_load_and_frozen_after() -> None:
 
 def test_a_program_store_to_rodata_is_a_typed_fault(checked_engine: str) -> None:
     obj = load(STATE)
-    with obj.xdp("write_rodata", engine=checked_engine) as runner:
-        with pytest.raises(MemoryFault) as caught:
-            runner.run(FRAME)
+    with obj.xdp("write_rodata", engine=checked_engine) as runner, \
+            pytest.raises(MemoryFault) as caught:
+        runner.run(FRAME)
     fault = caught.value
     start = ctypes.addressof(ctypes.c_char.from_buffer(obj.data[".rodata"]))
     assert (fault.access, fault.size, fault.address) == ("store", 8, start)

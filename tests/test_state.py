@@ -16,7 +16,8 @@ import pytest
 
 import kernel_oracle as kernel
 from ebpfvm import load
-from ebpfvm.errors import ArgumentError, MapError, MemoryFault
+from ebpfvm.errors import ArgumentError, ElfError, MapError, MemoryFault
+from ebpfvm.externs import KCONFIG, KERNEL_VERSION
 from ebpfvm.kernel import FixedClock, KernelEnv
 from ebpfvm.mapflags import MapFlag, MapFlagError, MapFrozen
 from ebpfvm.maps import MapType, create_map
@@ -337,3 +338,24 @@ def test_the_ring_buffer_counts_discarded_records() -> None:
     assert ring.discarded == 2  # type: ignore[attr-defined]
     assert ring.take_discarded() == 2  # type: ignore[attr-defined]
     assert ring.discarded == 0  # type: ignore[attr-defined]
+
+
+# -- .kconfig externs ----------------------------------------------------------------------
+
+
+def test_kconfig_externs_get_documented_values(engine: str) -> None:
+    obj = load(DATA / "kconfig.o")
+    assert obj.globals["LINUX_KERNEL_VERSION"] == KERNEL_VERSION == (6 << 16) | (18 << 8)
+    assert obj.globals["CONFIG_HZ"] == KCONFIG["CONFIG_HZ"] == KernelEnv().hz
+    assert obj.globals["CONFIG_NOT_KNOWN"] == 0  # __weak and unknown: 0, as libbpf
+    with obj.xdp("version", engine=engine) as runner:
+        assert runner.run(FRAME).r0 == 0x612
+    with obj.xdp("hz", engine=engine) as runner:
+        assert runner.run(FRAME).r0 == 250
+    with pytest.raises(MapFrozen):
+        obj.globals["CONFIG_HZ"] = 100
+
+
+def test_an_unknown_strong_kconfig_extern_is_a_load_error() -> None:
+    with pytest.raises(ElfError, match="CONFIG_NOT_KNOWN"):
+        load(DATA / "kconfig_bad.o")

@@ -39,6 +39,7 @@ from .errors import (
     MapError,
     count_of,
 )
+from .externs import kconfig_externs
 from .globalvars import GlobalVars
 from .helper_table import helper_name, supported_helpers
 from .isa import OPS, Form, find_row
@@ -357,6 +358,7 @@ def _load(data: bytes, limits: _MapLimits) -> ElfObject:
     btf = parse_btf(bytes(btf_section.data())) if btf_section is not None else None
     if btf is not None:
         _data_variables(elf, symbols, btf, result)
+    _link_kconfig(symbols, btf, result, global_data, sections)
     map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
@@ -482,6 +484,31 @@ def _data_sections(elf: Any, result: ElfObject,
         result.maps[name] = result._globals[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1,
                                                         flags, slab=buffer)
     return found
+
+
+KCONFIG_KEY = -2
+"""The data key of the ``.kconfig`` externs' section (no ELF section has it)."""
+
+
+def _link_kconfig(symbols: list[Any], btf: Btf | None, result: ElfObject,
+                  data: dict[int, tuple[str, int, int]], sections: dict[int, _Section]) -> None:
+    """Give the object's .kconfig externs a frozen section (ebpfvm.externs)
+    and point the relocations against them into it."""
+
+    def add(name: str, buffer: bytearray) -> tuple[int, Map]:
+        result.data[name] = buffer
+        result._pins.append(memoryview(buffer))
+        data[KCONFIG_KEY] = (name, address_of(buffer), len(buffer))
+        made = Map(name, MapType.ARRAY, 4, len(buffer), 1, MapFlag.RDONLY_PROG, slab=buffer)
+        result.maps[name] = result._globals[name] = made
+        return KCONFIG_KEY, made
+
+    externs = kconfig_externs(symbols, btf, add)
+    for section in sections.values():
+        for pc, (kind, name, _value, shndx) in list(section.relocations.items()):
+            if shndx == -1 and name in externs:
+                key, offset = externs[name]
+                section.relocations[pc] = (kind, name, offset, key)
 
 
 def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -> None:

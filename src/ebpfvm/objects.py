@@ -41,8 +41,8 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     for key, helper in kernel_helpers(kenv).items():
         vm.register_helper(key, helper)
     for data_section in program.data_sections:
-        vm.register_allowed_memory(obj.data[data_section],
-                                   writable=not data_section.startswith(".rodata"))
+        read_only = data_section.startswith((".rodata", ".kconfig"))
+        vm.register_allowed_memory(obj.data[data_section], writable=not read_only)
     if program.maps:
         used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
         for key, helper in map_helpers(used, lambda: kenv.cpu).items():

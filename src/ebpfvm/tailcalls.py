@@ -93,8 +93,8 @@ class _TailCalls:
         sections = {s for p in self.obj.programs for s in p.data_sections} - set(
             mine.data_sections)
         for section in sorted(sections):
-            vm.register_allowed_memory(self.obj.data[section],
-                                       writable=not section.startswith(".rodata"))
+            read_only = section.startswith((".rodata", ".kconfig"))
+            vm.register_allowed_memory(self.obj.data[section], writable=not read_only)
         names = {n for p in self.obj.programs for n in p.maps}
         if names - set(mine.maps):
             used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}

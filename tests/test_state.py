@@ -20,7 +20,7 @@ from ebpfvm.errors import ArgumentError, ElfError, MapError, MemoryFault
 from ebpfvm.externs import KCONFIG, KERNEL_VERSION
 from ebpfvm.kernel import FixedClock, KernelEnv
 from ebpfvm.mapflags import MapFlag, MapFlagError, MapFrozen
-from ebpfvm.maps import MapType, create_map
+from ebpfvm.maps import MapTooLarge, MapType, create_map
 from ebpfvm.percpu import POSSIBLE_CPUS, PerCpuMap
 
 DATA = Path(__file__).parent / "data" / "elf"
@@ -359,3 +359,12 @@ def test_kconfig_externs_get_documented_values(engine: str) -> None:
 def test_an_unknown_strong_kconfig_extern_is_a_load_error() -> None:
     with pytest.raises(ElfError, match="CONFIG_NOT_KNOWN"):
         load(DATA / "kconfig_bad.o")
+
+
+def test_possible_cpus_stay_within_the_map_memory_limit() -> None:
+    m = create_map("p", MapType.PERCPU_ARRAY, 4, 4096, 256, max_bytes=4 << 20)
+    assert isinstance(m, PerCpuMap)
+    m.set_possible_cpus(4)
+    with pytest.raises(MapTooLarge):
+        m.set_possible_cpus(8)  # 8 MiB of values over a 4 MiB limit
+    assert m.ncpus == 4

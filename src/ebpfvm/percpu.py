@@ -22,7 +22,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, ClassVar
 
 from .errors import ArrayIndexError, MapError, count_of
-from .mapbase import MAX_MAP_BYTES, MapSpec, MapType, register
+from .mapbase import MAX_MAP_BYTES, MapSpec, MapTooLarge, MapType, register
 from .mapbase import as_bytes as _as_bytes
 from .maps import BPF_ANY, E2BIG, Map, MapFull
 from .memory import Region, address_of
@@ -69,6 +69,7 @@ class PerCpuMap(Map):
                          slab=bytearray(max(value_size, 0) * max(max_entries, 0) * ncpus),
                          max_bytes=max_bytes)
         self.ncpus = ncpus
+        self.max_bytes = max_bytes
 
     def set_possible_cpus(self, ncpus: int) -> None:
         """Give the map `ncpus` possible CPUs (before any program uses it:
@@ -77,6 +78,10 @@ class PerCpuMap(Map):
             raise MapError(f"map {self.name!r}: possible CPUs must be 1..{MAX_POSSIBLE_CPUS}, "
                            f"not {ncpus!r}")
         block = self.value_size * self.max_entries
+        spec = MapSpec(self.name, self.type, self.key_size, self.value_size, self.max_entries)
+        size = Map.memory_bytes(spec) + block * (ncpus - 1)
+        if size > self.max_bytes:
+            raise MapTooLarge("map memory", self.max_bytes, size, self.name)
         slab = bytearray(block * ncpus)
         keep = min(ncpus, self.ncpus) * block
         slab[:keep] = self.slab[:keep]

@@ -368,3 +368,32 @@ def test_possible_cpus_stay_within_the_map_memory_limit() -> None:
     with pytest.raises(MapTooLarge):
         m.set_possible_cpus(8)  # 8 MiB of values over a 4 MiB limit
     assert m.ncpus == 4
+
+
+def _peek_in_kernel(start: list[bytes]) -> int:
+    obj = load(STATE)
+    program = obj.program("peek")
+    fd = kernel.map_create(int(MapType.PERCPU_ARRAY), 4, 8, 2)
+    try:
+        ncpus = os.cpu_count() or 1
+        value = b"".join(start[:ncpus])
+        kernel.map_update(fd, u32(0), value)
+        code = kernel.kernel_code(program.code, program.relocations, {"counts": fd}, {})
+        prog = kernel.prog_load(code)
+        try:
+            return kernel.test_run(prog, FRAME)[0]
+        finally:
+            os.close(prog)
+    finally:
+        os.close(fd)
+
+
+def test_lookup_percpu_elem_reads_another_cpu(engine: str) -> None:
+    start = [u64(5), u64(42)]
+    obj = load(STATE)
+    obj.maps["counts"][u32(0)] = start
+    with obj.xdp("peek", engine=engine) as runner:
+        got = runner.run(FRAME).r0
+    assert got == 1042  # CPU 1's value; CPU 7 is not possible: NULL
+    if UNAVAILABLE is None and os.cpu_count() == 2:
+        assert _peek_in_kernel(start) == got

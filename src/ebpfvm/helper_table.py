@@ -120,6 +120,7 @@ _ROWS = (
     HelperSpec("bpf_ktime_get_coarse_ns", (), BASE, Impl.KERNEL),
     HelperSpec("bpf_ktime_get_tai_ns", (), BASE, Impl.KERNEL),
     HelperSpec("bpf_get_numa_node_id", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_map_lookup_percpu_elem", (M, P, S), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

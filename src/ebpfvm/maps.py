@@ -627,6 +627,21 @@ class _MapHelpers:
             ctx.space.add_once(target.region)
         return address
 
+    def lookup_percpu(self, ctx: HelperContext, handle: int, key: int, cpu: int, _d: int,
+                      _e: int) -> int:
+        """bpf_map_lookup_percpu_elem: `cpu`'s value, or 0 past the possible CPUs."""
+        target = self.find(handle)
+        if not target.percpu:
+            raise MapError(f"map {target.name!r} is not a per-CPU map")
+        ctx.charge_bytes(target.key_size)
+        found = cast("PerCpuMap", target)
+        if cpu >= found.ncpus:
+            return 0
+        address = found.lookup_cpu(ctx.read(key, target.key_size), cpu)
+        if address:
+            ctx.space.add_once(target.region)
+        return address
+
     def update(self, ctx: HelperContext, handle: int, key: int, value: int, flags: int,
                _e: int) -> int:
         """bpf_map_update_elem."""
@@ -725,6 +740,7 @@ def map_helpers(maps: dict[int, AnyMap],
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
         Helper(table.delete, "bpf_map_delete_elem", context=True),
+        Helper(table.lookup_percpu, "bpf_map_lookup_percpu_elem", context=True),
         Helper(table.push, "bpf_map_push_elem", context=True),
         Helper(table.pop, "bpf_map_pop_elem", context=True),
         Helper(table.peek, "bpf_map_peek_elem", context=True),

@@ -17,6 +17,7 @@ static __u64 (*bpf_ktime_get_boot_ns)(void) = (void *)125;
 static __u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)160;
 static __u64 (*bpf_ktime_get_tai_ns)(void) = (void *)208;
 static long (*bpf_get_numa_node_id)(void) = (void *)42;
+static void *(*bpf_map_lookup_percpu_elem)(void *map, const void *key, __u32 cpu) = (void *)195;
 
 struct {
 	__uint(type, 6);		/* BPF_MAP_TYPE_PERCPU_ARRAY */
@@ -69,6 +70,19 @@ int write_rodata(void *ctx)
 {
 	*(volatile __u64 *)&step = 5;	/* a store into .rodata: a fault */
 	return 2;
+}
+
+/* counts[0] on CPU 1, plus 1000 when CPU 7 (past the possible CPUs) has none. */
+SEC("xdp")
+int peek(void *ctx)
+{
+	__u32 key = 0;
+	__u64 *one = bpf_map_lookup_percpu_elem(&counts, &key, 1);
+	__u64 *seven = bpf_map_lookup_percpu_elem(&counts, &key, 7);
+
+	if (!one)
+		return -1;
+	return *one + (seven ? 0 : 1000);
 }
 
 char _license[] SEC("license") = "GPL";

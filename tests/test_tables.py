@@ -38,6 +38,7 @@ from ebpfvm.lpmtrie import LpmTrie
 from ebpfvm.mapbase import MAP_CLASSES, BpfMap, MapSpec, map_bytes
 from ebpfvm.maps import Map, MapType, ProgArray, QueueMap, RingBuf, create_map, map_helpers
 from ebpfvm.mapview import describe, entries, preload
+from ebpfvm.percpu import PerCpuMap
 from ebpfvm.progtypes import (
     PROG_TYPES,
     SKB_LAYOUT,
@@ -215,8 +216,9 @@ def test_the_guides_helper_table_is_the_registry() -> None:
 # -- maps -----------------------------------------------------------------------------------
 
 SHAPES = {MapType.HASH: (4, 8, 4, Map), MapType.ARRAY: (4, 8, 4, Map),
-          MapType.PERCPU_HASH: (4, 8, 4, Map), MapType.PERCPU_ARRAY: (4, 8, 4, Map),
-          MapType.LRU_HASH: (4, 8, 4, Map), MapType.LRU_PERCPU_HASH: (4, 8, 4, Map),
+          MapType.PERCPU_HASH: (4, 8, 4, PerCpuMap),
+          MapType.PERCPU_ARRAY: (4, 8, 4, PerCpuMap),
+          MapType.LRU_HASH: (4, 8, 4, Map), MapType.LRU_PERCPU_HASH: (4, 8, 4, PerCpuMap),
           MapType.PROG_ARRAY: (4, 4, 4, ProgArray), MapType.QUEUE: (0, 8, 4, QueueMap),
           MapType.STACK: (0, 8, 4, QueueMap), MapType.RINGBUF: (0, 0, 4096, RingBuf),
           MapType.DEVMAP: (4, 4, 4, RedirectMap), MapType.CPUMAP: (4, 4, 4, RedirectMap),

@@ -26,7 +26,7 @@ import struct
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .cfg import branch_delta, relative_target
@@ -39,9 +39,12 @@ from .errors import (
     MapError,
     count_of,
 )
+from .externs import kconfig_externs
+from .globalvars import GlobalVars
 from .helper_table import helper_name, supported_helpers
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv
+from .mapflags import MapFlag
 from .maps import (
     MAX_MAP_BYTES,
     MAX_OBJECT_MAP_BYTES,
@@ -59,6 +62,7 @@ from .tailcalls import MAX_TAIL_CALLS as MAX_TAIL_CALLS
 
 if TYPE_CHECKING:
     from .objects import EbpfVmFixedMbuff, EbpfVmRaw, SkbRunner, XdpRunner, _VmBase
+    from .percpu import PerCpuMap
 
     _Vm = TypeVar("_Vm", bound=_VmBase)
 
@@ -176,6 +180,20 @@ class ElfObject:
         return {name: codec.decode(data[offset : offset + codec.size])
                 for name, (offset, codec) in found.variables.items()}
 
+    @property
+    def globals(self) -> GlobalVars:
+        """The global variables of every data section, by name, read and
+        written with their BTF types (ebpfvm.globalvars)."""
+        return GlobalVars(self)
+
+    def freeze(self) -> None:
+        """Freeze the ``.rodata*`` sections: Python may no longer write them
+        (the first VM or runner built from the object does this, as libbpf's
+        load does). Idempotent."""
+        for name, found in self._globals.items():
+            if name.startswith(".rodata"):
+                found.frozen = True
+
     def xdp(self, name: str | None = None, *, section: str | None = None,
             engine: str = "interp", env: KernelEnv | None = None,
             **kwargs: Any) -> XdpRunner:
@@ -267,7 +285,8 @@ class _Section:
 
 def load(source: str | os.PathLike[str] | bytes | bytearray, *,
          max_map_bytes: int = MAX_MAP_BYTES,
-         max_object_map_bytes: int = MAX_OBJECT_MAP_BYTES) -> ElfObject:
+         max_object_map_bytes: int = MAX_OBJECT_MAP_BYTES,
+         possible_cpus: int | None = None) -> ElfObject:
     """Read an object file (a path or its bytes). Malformed or unsupported input
     raises ElfError naming the section when there is one.
 
@@ -275,7 +294,9 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
     its slab, and its keys and entries' bookkeeping), and the maps and
     global-data sections together at most `max_object_map_bytes`; a map over
     either is an ElfError naming it, caused by a MapTooLarge (a
-    ResourceLimit) with the limit and the bytes asked for. The defaults
+    ResourceLimit) with the limit and the bytes asked for. `possible_cpus`
+    gives the per-CPU maps that many CPUs (ebpfvm.percpu.POSSIBLE_CPUS, 2,
+    when None). The defaults
     (MAX_MAP_BYTES, 256 MiB, and MAX_OBJECT_MAP_BYTES, 512 MiB) keep a hostile
     object within a few hundred MB. A limit that is not a positive int is an
     ArgumentError or ArgumentTypeError, before anything is read."""
@@ -285,9 +306,18 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
             raise ArgumentTypeError(argument, limit, "an int")
         if limit <= 0:
             raise ArgumentError(argument, limit, "a positive number of bytes")
+    if possible_cpus is not None and (not isinstance(possible_cpus, int)
+                                      or isinstance(possible_cpus, bool)
+                                      or not 1 <= possible_cpus <= 4096):
+        raise ArgumentError("possible_cpus", possible_cpus, "None or an int from 1 to 4096")
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source)
     try:
-        return _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)))
+        loaded = _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)))
+        if possible_cpus is not None:
+            for created in loaded.maps.values():
+                if created.kind == "keyed" and cast(Map, created).percpu:
+                    cast("PerCpuMap", created).set_possible_cpus(possible_cpus)
+        return loaded
     except ElfError:
         raise
     except Exception as exc:  # pyelftools raises many types on corrupt input
@@ -331,6 +361,7 @@ def _load(data: bytes, limits: _MapLimits) -> ElfObject:
     btf = parse_btf(bytes(btf_section.data())) if btf_section is not None else None
     if btf is not None:
         _data_variables(elf, symbols, btf, result)
+    _link_kconfig(symbols, btf, result, global_data, sections)
     map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     for sym in symbols:
@@ -452,9 +483,35 @@ def _data_sections(elf: Any, result: ElfObject,
         result._pins.append(memoryview(buffer))  # no resize while programs point into it
         found[index] = (name, address_of(buffer), size)
         # As libbpf does: each section is also a single-element array map.
+        flags = MapFlag.RDONLY_PROG if name.startswith(".rodata") else 0
         result.maps[name] = result._globals[name] = Map(name, MapType.ARRAY, 4, len(buffer), 1,
-                                                        slab=buffer)
+                                                        flags, slab=buffer)
     return found
+
+
+KCONFIG_KEY = -2
+"""The data key of the ``.kconfig`` externs' section (no ELF section has it)."""
+
+
+def _link_kconfig(symbols: list[Any], btf: Btf | None, result: ElfObject,
+                  data: dict[int, tuple[str, int, int]], sections: dict[int, _Section]) -> None:
+    """Give the object's .kconfig externs a frozen section (ebpfvm.externs)
+    and point the relocations against them into it."""
+
+    def add(name: str, buffer: bytearray) -> tuple[int, Map]:
+        result.data[name] = buffer
+        result._pins.append(memoryview(buffer))
+        data[KCONFIG_KEY] = (name, address_of(buffer), len(buffer))
+        made = Map(name, MapType.ARRAY, 4, len(buffer), 1, MapFlag.RDONLY_PROG, slab=buffer)
+        result.maps[name] = result._globals[name] = made
+        return KCONFIG_KEY, made
+
+    externs = kconfig_externs(symbols, btf, add)
+    for section in sections.values():
+        for pc, (kind, name, _value, shndx) in list(section.relocations.items()):
+            if shndx == -1 and name in externs:
+                key, offset = externs[name]
+                section.relocations[pc] = (kind, name, offset, key)
 
 
 def _data_variables(elf: Any, symbols: list[Any], btf: Btf, result: ElfObject) -> None:

@@ -157,6 +157,11 @@ _ROWS = (
     # callbacks (issue 13): helpers that call a function of the program
     HelperSpec("bpf_for_each_map_elem", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
     HelperSpec("bpf_loop", (S, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
+    # state (issue 13): the controllable environment's helpers
+    HelperSpec("bpf_ktime_get_coarse_ns", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_ktime_get_tai_ns", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_get_numa_node_id", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_map_lookup_percpu_elem", (M, P, S), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

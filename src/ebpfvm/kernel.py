@@ -28,8 +28,8 @@ from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
 
 __all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
-           "TRACE_PRINTK_STRING_BYTES", "KernelEnv", "format_trace_printk", "helper_name",
-           "kernel_helpers"]
+           "TRACE_PRINTK_STRING_BYTES", "FixedClock", "KernelEnv", "format_trace_printk",
+           "helper_name", "kernel_helpers"]
 
 M64 = (1 << 64) - 1
 EINVAL = 22
@@ -51,10 +51,40 @@ MAX_TRACE_LINES = 4096
 """KernelEnv.max_lines by default: the trace lines kept (about 0.5 MB)."""
 
 
+class FixedClock:
+    """A repeatable clock for :class:`KernelEnv`: the first reading is
+    `start_ns`, and each reading moves it on by `step_ns` (0: time stands
+    still). ``FixedClock(10**9, 1000)`` reads 1 s, then 1 s + 1 us, ..."""
+
+    def __init__(self, start_ns: int = 0, step_ns: int = 0) -> None:
+        self.now = start_ns
+        self.step = step_ns
+
+    def __call__(self) -> int:
+        now = self.now
+        self.now += self.step
+        return now
+
+    def __repr__(self) -> str:
+        return f"FixedClock({self.now}, {self.step})"
+
+
 @dataclass
 class KernelEnv:
-    """What the process helpers report, and where trace_printk output goes
-    (each formatted line to `printk`, else to the ``ebpfvm.trace_printk`` logger)."""
+    """What the process and time helpers report, and where trace_printk
+    output goes (each formatted line to `printk`, else to the
+    ``ebpfvm.trace_printk`` logger).
+
+    Defaults: the host's monotonic clock (`clock` None; give a
+    :class:`FixedClock` or any callable returning nanoseconds for repeatable
+    runs), CPU 0 (`cpu`: what bpf_get_smp_processor_id returns and the CPU
+    whose per-CPU map values a program sees), NUMA node 0, prandom seeded
+    with 0, pid = tgid = 4242, uid = gid = 1000, comm "ebpfvm", CONFIG_HZ
+    250 (`hz`: jiffies and the coarse clock's tick). From the clock's reading
+    T: ktime_get_ns = T, ktime_get_boot_ns = T + `boot_offset_ns`,
+    ktime_get_coarse_ns = T rounded down to a tick, ktime_get_tai_ns = T +
+    `tai_offset_ns` (with the host clock: the host's CLOCK_TAI), jiffies64 =
+    T // (10**9 // hz)."""
 
     pid: int = 4242
     tgid: int = 4242
@@ -63,6 +93,14 @@ class KernelEnv:
     comm: bytes = b"ebpfvm"
     seed: int = 0
     boot_offset_ns: int = 0
+    clock: Callable[[], int] | None = None
+    """Nanoseconds of the monotonic clock; None: the host's."""
+    cpu: int = 0
+    """The CPU every run is on (bpf_get_smp_processor_id, per-CPU maps)."""
+    numa_node: int = 0
+    tai_offset_ns: int = 37_000_000_000
+    """What ktime_get_tai_ns adds to a user clock's reading (TAI - UTC: 37 s)."""
+    hz: int = 250
     printk: Callable[[str], None] | None = None
     lines: list[str] = field(default_factory=list)
     """The last `max_lines` trace_printk lines of the VM's runs, in order."""
@@ -150,25 +188,46 @@ class _KernelHelpers:
         self.env = env
         self.rng = random.Random(env.seed)
 
+    def now(self) -> int:
+        """The env's clock (the host's monotonic clock when it has none)."""
+        clock = self.env.clock
+        return time.monotonic_ns() if clock is None else int(clock())
+
     def ktime_get_ns(self, *_args: int) -> int:
-        """bpf_ktime_get_ns: a monotonic clock."""
-        return time.monotonic_ns() & M64
+        """bpf_ktime_get_ns: the monotonic clock."""
+        return self.now() & M64
 
     def ktime_get_boot_ns(self, *_args: int) -> int:
         """bpf_ktime_get_boot_ns: the monotonic clock plus the env's boot offset."""
-        return (time.monotonic_ns() + self.env.boot_offset_ns) & M64
+        return (self.now() + self.env.boot_offset_ns) & M64
+
+    def ktime_get_coarse_ns(self, *_args: int) -> int:
+        """bpf_ktime_get_coarse_ns: the clock as of the last tick (1/hz s)."""
+        tick = 1_000_000_000 // self.env.hz
+        return (self.now() // tick * tick) & M64
+
+    def ktime_get_tai_ns(self, *_args: int) -> int:
+        """bpf_ktime_get_tai_ns: CLOCK_TAI (the host's, or the env's clock
+        plus its TAI offset)."""
+        if self.env.clock is None and hasattr(time, "CLOCK_TAI"):
+            return time.clock_gettime_ns(time.CLOCK_TAI) & M64
+        return (self.now() + self.env.tai_offset_ns) & M64
 
     def jiffies64(self, *_args: int) -> int:
-        """bpf_jiffies64."""
-        return time.monotonic_ns() // 4_000_000  # HZ = 250
+        """bpf_jiffies64: clock ticks at the env's hz."""
+        return (self.now() // (1_000_000_000 // self.env.hz)) & M64
+
+    def numa_node_id(self, *_args: int) -> int:
+        """bpf_get_numa_node_id: the env's NUMA node."""
+        return self.env.numa_node
 
     def prandom_u32(self, *_args: int) -> int:
         """bpf_get_prandom_u32, from the env's seed."""
         return self.rng.getrandbits(32)
 
     def smp_processor_id(self, *_args: int) -> int:
-        """bpf_get_smp_processor_id: always CPU 0."""
-        return 0
+        """bpf_get_smp_processor_id: the env's CPU."""
+        return self.env.cpu
 
     def current_pid_tgid(self, *_args: int) -> int:
         """bpf_get_current_pid_tgid."""
@@ -275,4 +334,7 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         Helper(table.get_current_comm, "bpf_get_current_comm", context=True),
         Helper(table.jiffies64, "bpf_jiffies64"),
         Helper(table.ktime_get_boot_ns, "bpf_ktime_get_boot_ns"),
+        Helper(table.ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
+        Helper(table.ktime_get_tai_ns, "bpf_ktime_get_tai_ns"),
+        Helper(table.numa_node_id, "bpf_get_numa_node_id"),
     ])

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, MutableMapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, count_of
+from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, MemoryFault, count_of
 from .helpers import Helper, HelperContext, numbered
 from .mapbase import (
     MAX_KEY_SIZE,
@@ -47,8 +47,12 @@ from .mapbase import (
 from .mapbase import as_bytes as _as_bytes
 from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
+from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
+
+if TYPE_CHECKING:
+    from .percpu import PerCpuMap
 
 __all__ = [
     "BPF_ANY",
@@ -333,6 +337,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     """One map: fixed key and value sizes, at most `max_entries` entries."""
 
     kind = "keyed"
+    percpu: ClassVar[bool] = False
+    """Whether each key has one value per CPU (ebpfvm.percpu.PerCpuMap)."""
     type: MapType
     key_codec: Any
     value_codec: Any
@@ -399,7 +405,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         self.slab = slab if slab is not None else bytearray(value_size * max_entries)
         self._pin = memoryview(self.slab)  # the slab never moves
         self.base = address_of(self.slab)
-        self.region = Region(self.base, memoryview(self.slab), True, f"map {name}")
+        self.region = Region(self.base, memoryview(self.slab),
+                             not flags & MapFlag.RDONLY_PROG, f"map {name}")
         """The slab: the one region a program gets for every value it looks up."""
         self._slots: OrderedDict[bytes, int] = OrderedDict()
         # Slots are handed out lazily: never used ones from the high-water
@@ -411,6 +418,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         self.key_codec = None
         self.value_codec = None
         """BTF codecs (ebpfvm.btf.Codec) when the object describes the types."""
+        self.frozen = False
+        """Set when the map is frozen: Python may no longer write it."""
         self.variables: dict[str, tuple[int, Any]] = {}
         """For a global-data section's map: each variable's offset in the value
         and its BTF codec, from the section's BTF DATASEC."""
@@ -502,6 +511,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         return bytes(self.slab[start : start + self.value_size])
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
+        if self.frozen:
+            raise MapFrozen(self.name)
         key = self._key(key)
         value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size:
@@ -549,6 +560,7 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
     cls = map_class(name, map_type)
     spec = MapSpec(name, map_type, key_size, value_size, max_entries, flags)
     cls.check_shape(spec)
+    check_flags(spec)
     if max_entries > 0 and value_size >= 0:
         size = _check_size(name, map_type, key_size, value_size, max_entries, max_bytes)
         if memory is not None:
@@ -557,8 +569,7 @@ def create_map(name: str, map_type: int, key_size: int, value_size: int, max_ent
 
 
 for _number, _cls in (
-    (MapType.HASH, Map), (MapType.ARRAY, Map), (MapType.PERCPU_HASH, Map),
-    (MapType.PERCPU_ARRAY, Map), (MapType.LRU_HASH, Map), (MapType.LRU_PERCPU_HASH, Map),
+    (MapType.HASH, Map), (MapType.ARRAY, Map), (MapType.LRU_HASH, Map),
     (MapType.PROG_ARRAY, ProgArray), (MapType.QUEUE, QueueMap), (MapType.STACK, QueueMap),
     (MapType.RINGBUF, RingBuf),
 ):
@@ -574,10 +585,11 @@ class _MapHelpers:
     """The map helpers over one handle -> map table, one method per helper
     (bound methods cost a helper call what closures did)."""
 
-    __slots__ = ("maps",)
+    __slots__ = ("cpu", "maps")
 
-    def __init__(self, maps: dict[int, AnyMap]) -> None:
+    def __init__(self, maps: dict[int, AnyMap], cpu: Callable[[], int]) -> None:
         self.maps = maps
+        self.cpu = cpu
 
     def find(self, handle: int) -> Map:
         """The keyed map with `handle` (MapError for any other)."""
@@ -606,7 +618,26 @@ class _MapHelpers:
         (one region, registered once per run)."""
         target = self.find(handle)
         ctx.charge_bytes(target.key_size)
-        address = target.lookup_elem(ctx.read(key, target.key_size))
+        if target.percpu:
+            address = cast("PerCpuMap", target).lookup_cpu(ctx.read(key, target.key_size),
+                                                            self.cpu())
+        else:
+            address = target.lookup_elem(ctx.read(key, target.key_size))
+        if address:
+            ctx.space.add_once(target.region)
+        return address
+
+    def lookup_percpu(self, ctx: HelperContext, handle: int, key: int, cpu: int, _d: int,
+                      _e: int) -> int:
+        """bpf_map_lookup_percpu_elem: `cpu`'s value, or 0 past the possible CPUs."""
+        target = self.find(handle)
+        if not target.percpu:
+            raise MapError(f"map {target.name!r} is not a per-CPU map")
+        ctx.charge_bytes(target.key_size)
+        found = cast("PerCpuMap", target)
+        if cpu >= found.ncpus:
+            return 0
+        address = found.lookup_cpu(ctx.read(key, target.key_size), cpu)
         if address:
             ctx.space.add_once(target.region)
         return address
@@ -615,9 +646,17 @@ class _MapHelpers:
                _e: int) -> int:
         """bpf_map_update_elem."""
         target = self.find(handle)
+        if target.flags & MapFlag.RDONLY_PROG:
+            raise MemoryFault(ctx.pc, value, target.value_size, "store",
+                              f"map {target.name} is read-only for programs")
         ctx.charge_bytes(target.key_size + target.value_size)
-        result = target.update_elem(ctx.read(key, target.key_size),
-                                    ctx.read(value, target.value_size), flags)
+        key_bytes = ctx.read(key, target.key_size)
+        value_bytes = ctx.read(value, target.value_size)
+        if target.percpu:
+            result = cast("PerCpuMap", target).update_cpu(key_bytes, value_bytes, flags,
+                                                           self.cpu())
+        else:
+            result = target.update_elem(key_bytes, value_bytes, flags)
         return result & _M64
 
     def delete(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
@@ -690,15 +729,18 @@ class _MapHelpers:
         return self.ring_commit(address, True)
 
 
-def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
+def map_helpers(maps: dict[int, AnyMap],
+                cpu: Callable[[], int] | None = None) -> dict[int, Helper]:
     """The kernel's map helpers (lookup, update, delete, push, pop, peek and
     the ring buffer's; Impl.MAPS in ebpfvm.helper_table) over `maps`, keyed
-    by the handle programs pass in r1."""
-    table = _MapHelpers(maps)
+    by the handle programs pass in r1. `cpu` tells the run's CPU (per-CPU
+    maps; CPU 0 when None)."""
+    table = _MapHelpers(maps, cpu if cpu is not None else (lambda: 0))
     return numbered([
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
         Helper(table.delete, "bpf_map_delete_elem", context=True),
+        Helper(table.lookup_percpu, "bpf_map_lookup_percpu_elem", context=True),
         Helper(table.push, "bpf_map_push_elem", context=True),
         Helper(table.pop, "bpf_map_pop_elem", context=True),
         Helper(table.peek, "bpf_map_peek_elem", context=True),
@@ -711,3 +753,4 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
+from . import percpu as _percpu  # noqa: E402, F401  (registers the per-CPU map types)

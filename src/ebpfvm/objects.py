@@ -33,23 +33,25 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     memory and its tail calls."""
     obj._check_open()
     program = obj.program(name, section=section)
+    obj.freeze()  # .rodata is frozen at load, before any run (as libbpf does)
     vm: Any
     if fixed_mbuff is not None:
         vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
     else:
         vm = (kind or EbpfVmRaw)(program.code, **kwargs)
-    for key, helper in kernel_helpers(env if env is not None else KernelEnv()).items():
+    kenv = env if env is not None else KernelEnv()
+    for key, helper in kernel_helpers(kenv).items():
         vm.register_helper(key, helper)
     for data_section in program.data_sections:
-        vm.register_allowed_memory(obj.data[data_section],
-                                   writable=not data_section.startswith(".rodata"))
+        read_only = data_section.startswith((".rodata", ".kconfig"))
+        vm.register_allowed_memory(obj.data[data_section], writable=not read_only)
     used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
     if program.maps:
-        for key, helper in map_helpers(used).items():
+        for key, helper in map_helpers(used, lambda: kenv.cpu).items():
             vm.register_helper(key, helper)
     for key, helper in callback_helpers(used).items():
         vm.register_helper(key, helper)
-    settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": env, **kwargs}
+    settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": kenv, **kwargs}
     _TailCalls(obj, settings, program.name, vm).attach(vm)
     obj._made.add(vm)
     made: _VmBase = vm

@@ -81,6 +81,10 @@ class RingBuf(BpfMap):
         self.producer = 0
         self.consumer = 0
         self.handle = 0
+        self.discarded = 0
+        """How many records were discarded (bpf_ringbuf_discard, or reserved
+        by a run that ended without giving them back) since the ring was made
+        or the user last set it to 0."""
         self._busy: dict[int, tuple[int, object]] = {}
         """Reserved records not yet submitted or discarded: header offset ->
         (length, the run that reserved it)."""
@@ -109,6 +113,7 @@ class RingBuf(BpfMap):
         if found is None:
             return False
         header = found[0] | (RINGBUF_DISCARD if discard else 0)
+        self.discarded += discard
         self.slab[offset : offset + 4] = header.to_bytes(4, "little")
         return True
 
@@ -130,8 +135,15 @@ class RingBuf(BpfMap):
         self.commit(address, discard=False)
         return 0
 
+    def take_discarded(self) -> int:
+        """The discarded count, set back to 0 (what BPF_PROG_TEST_RUN
+        harnesses read after each run)."""
+        count, self.discarded = self.discarded, 0
+        return count
+
     def consume(self) -> Iterator[bytes]:
-        """Yield submitted records in order, up to the first busy one.
+        """Yield submitted records in order (as they were reserved), up to
+        the first busy one.
 
         A header a program overwrote with a length past what was produced is
         a MapError; the ring then drops what was left to read, so the next

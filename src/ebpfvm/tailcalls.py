@@ -94,12 +94,14 @@ class _TailCalls:
         sections = {s for p in self.obj.programs for s in p.data_sections} - set(
             mine.data_sections)
         for section in sorted(sections):
-            vm.register_allowed_memory(self.obj.data[section],
-                                       writable=not section.startswith(".rodata"))
+            read_only = section.startswith((".rodata", ".kconfig"))
+            vm.register_allowed_memory(self.obj.data[section], writable=not read_only)
         names = {n for p in self.obj.programs for n in p.maps}
         if names - set(mine.maps):
             used = {self.obj.maps[n].handle: self.obj.maps[n] for n in sorted(names)}
-            for key, helper in map_helpers(used).items():
+            env = self.settings.get("env")
+            cpu = (lambda: env.cpu) if env is not None else None
+            for key, helper in map_helpers(used, cpu).items():
                 vm.register_helper(key, helper)
             for key, helper in callback_helpers(used).items():
                 vm.register_helper(key, helper)

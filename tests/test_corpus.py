@@ -25,8 +25,6 @@ DIRECTORY = corpus_dir()
 VECTORS = load_vectors(DIRECTORY) if (DIRECTORY / "manifest.json").is_file() else []
 ABSENT = f"corpus folder {DIRECTORY} is absent"
 
-CGROUP_SKB = ("cgroup_storage map type, bpf_get_local_storage, bpf_spin_lock/unlock and the "
-              "cgroup_skb context not implemented (the object fails to load)")
 RINGBUF_DISCARDED = "the ring buffer's count of discarded records is not shown"
 
 
@@ -35,8 +33,6 @@ def _each(program: str, reason: str, *vectors: str) -> dict[tuple[str, str], str
 
 
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **_each("test_spin_lock", CGROUP_SKB,
-            "hmap_and_vqueue", "empty_hmap", "cnt_out_of_range", "preset_vqueue", "three_runs"),
     **_each("verifier_ringbuf", RINGBUF_DISCARDED,
             "one_record", "three_runs", "ipv4_udp", "runt_frame", "tiny_frame"),
 }

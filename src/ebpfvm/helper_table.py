@@ -157,6 +157,10 @@ _ROWS = (
     # callbacks (issue 13): helpers that call a function of the program
     HelperSpec("bpf_for_each_map_elem", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
     HelperSpec("bpf_loop", (S, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
+    # cgroup (issue 13): cgroup local storage and spin locks, ebpfvm.cgroup_storage
+    HelperSpec("bpf_get_local_storage", (M, S), frozenset({"cgroup_skb"}), Impl.MAPS),
+    HelperSpec("bpf_spin_lock", (P,), BASE, Impl.MAPS),
+    HelperSpec("bpf_spin_unlock", (P,), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

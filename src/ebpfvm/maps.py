@@ -695,7 +695,8 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
     the ring buffer's; Impl.MAPS in ebpfvm.helper_table) over `maps`, keyed
     by the handle programs pass in r1."""
     table = _MapHelpers(maps)
-    return numbered([
+    found = _cgroup.cgroup_helpers(maps)  # cgroup storage and spin locks (issue 13)
+    return found | numbered([
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
         Helper(table.delete, "bpf_map_delete_elem", context=True),
@@ -711,3 +712,4 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
 
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
+from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)

@@ -36,6 +36,9 @@ CGROUP_STORAGE = 19
 PERCPU_CGROUP_STORAGE = 21
 _KEY_SIZES = (8, 16)
 _LOCK_SIZE = 4
+PERCPU_MAX_VALUE = 32 << 10
+"""The largest percpu_cgroup_storage value: the kernel refuses larger ones
+(above its per-CPU allocator's minimum unit size) with E2BIG."""
 
 
 class LockMisuse(EbpfError):
@@ -63,6 +66,9 @@ class CgroupStorage(BpfMap):
                            f"not {spec.key_size}")
         if spec.value_size <= 0:
             raise MapError(f"map {spec.name!r}: cgroup storage needs a value")
+        if spec.type == PERCPU_CGROUP_STORAGE and spec.value_size > PERCPU_MAX_VALUE:
+            raise MapError(f"map {spec.name!r}: percpu cgroup storage values are at most "
+                           f"{PERCPU_MAX_VALUE} bytes, not {spec.value_size}")
         if spec.max_entries != 0:
             raise MapError(f"map {spec.name!r}: cgroup storage max_entries must be 0")
 
@@ -72,7 +78,7 @@ class CgroupStorage(BpfMap):
         return spec.value_size
 
     @classmethod
-    def create(cls, spec: MapSpec, max_bytes: int) -> CgroupStorage:
+    def create(cls, spec: MapSpec, _max_bytes: int) -> CgroupStorage:
         """A new, empty cgroup storage map."""
         return cls(spec.name, spec.type, spec.key_size, spec.value_size, spec.flags)
 

@@ -710,6 +710,6 @@ def map_helpers(maps: dict[int, AnyMap]) -> dict[int, Helper]:
     ])
 
 
+from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
-from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)

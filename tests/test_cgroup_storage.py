@@ -41,6 +41,7 @@ MISUSE = {
     "double_lock": "function calls are not allowed while holding a lock",
     "unlock_unlocked": "bpf_spin_unlock without taking a lock",
     "nonzero_flags": "get_local_storage() doesn't support non-zero flags",
+    "wrong_offset": "off 8 doesn't point to 'struct bpf_spin_lock' that is at 4",
 }
 """Programs the kernel's verifier refuses, with the last line of its log."""
 
@@ -64,7 +65,8 @@ def test_storage_and_locks_as_the_kernel(engine: str) -> None:
 @pytest.mark.parametrize("name", sorted(MISUSE))
 def test_what_the_verifier_refuses_faults(engine: str, name: str) -> None:
     """A run-time fault where the kernel refuses to load: a second lock
-    while one is held, an unlock without a lock, non-zero flags."""
+    while one is held, an unlock without a lock, non-zero flags, a lock
+    that is not the map value's struct bpf_spin_lock (its BTF says where)."""
     with ebpfvm.load(OBJECT) as obj:
         runner = obj.skb(name, engine=engine)
         with pytest.raises(HelperFault) as info:

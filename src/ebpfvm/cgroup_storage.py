@@ -30,7 +30,7 @@ from .helpers import Helper, HelperContext, numbered
 from .mapbase import BpfMap, MapSpec, register
 
 __all__ = ["CGROUP_STORAGE", "PERCPU_CGROUP_STORAGE", "CgroupStorage", "LockMisuse",
-           "cgroup_helpers"]
+           "cgroup_helpers", "lock_offsets"]
 
 CGROUP_STORAGE = 19
 PERCPU_CGROUP_STORAGE = 21
@@ -95,6 +95,12 @@ class CgroupStorage(BpfMap):
         self.storages: dict[tuple[int, int], bytearray] = {}
         """(cgroup id, attach type) -> value of each attachment."""
         self._run: dict[int, int] = {}
+        self.value_codec: Any = None
+        """The BTF codec of the value type, when the object describes it."""
+
+    def set_btf(self, _key_codec: Any, value_codec: Any) -> None:
+        """Keep the value codec: where its struct bpf_spin_lock is."""
+        self.value_codec = value_codec
 
     def describe(self) -> str:
         """Name, type, key and value sizes."""
@@ -140,6 +146,23 @@ class CgroupStorage(BpfMap):
         return address
 
 
+def lock_offsets(value_codec: Any) -> frozenset[int] | None:
+    """The offsets of the struct bpf_spin_lock members of a map's BTF value
+    type (the value itself when it is one); None without BTF."""
+    from .btf import BtfKind  # btf imports the maps
+
+    if value_codec is None:
+        return None
+    found = value_codec.type
+    if found.kind is BtfKind.STRUCT and found.name == "bpf_spin_lock":
+        return frozenset({0})
+    if found.kind not in (BtfKind.STRUCT, BtfKind.UNION):
+        return frozenset()
+    return frozenset((offset & 0xFFFFFF) // 8 for _name, member, offset in found.items
+                     if (kind := value_codec.btf.strip(member)).kind is BtfKind.STRUCT
+                     and kind.name == "bpf_spin_lock")
+
+
 class _LockHelpers:
     """bpf_get_local_storage and the spin lock helpers over one VM's maps."""
 
@@ -160,9 +183,15 @@ class _LockHelpers:
     def _check(self, ctx: HelperContext, address: int) -> None:
         if address % _LOCK_SIZE:
             raise LockMisuse("a bpf_spin_lock is 4-byte aligned", address)
-        region, _offset = ctx.space.find(address, _LOCK_SIZE, "store", ctx.pc)
+        region, offset = ctx.space.find(address, _LOCK_SIZE, "store", ctx.pc)
         if not (region.name.startswith("map ") or region.name == "allowed"):
             raise LockMisuse("a bpf_spin_lock must be in a map value", address)
+        for table in self.maps.values():
+            if region.name == f"map {table.name}" and table.value_size > 0:
+                offsets = lock_offsets(getattr(table, "value_codec", None))
+                if offsets is not None and offset % table.value_size not in offsets:
+                    raise LockMisuse(f"map {table.name!r}: not the struct bpf_spin_lock of "
+                                     "its value", address)
 
     def lock(self, ctx: HelperContext, address: int, *_rest: int) -> int:
         """Take the lock at `address` (none may be held)."""

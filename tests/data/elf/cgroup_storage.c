@@ -116,4 +116,18 @@ int nonzero_flags(struct __sk_buff *skb)
 	return 1;
 }
 
+SEC("cgroup_skb/ingress")
+int wrong_offset(struct __sk_buff *skb)
+{
+	struct counter *c;
+	int key = 0;
+
+	c = bpf_map_lookup_elem(&counters, &key);
+	if (!c)
+		return 0;
+	bpf_spin_lock((struct bpf_spin_lock *)&c->cnt);
+	bpf_spin_unlock((struct bpf_spin_lock *)&c->cnt);
+	return 1;
+}
+
 char _license[] SEC("license") = "GPL";

@@ -162,6 +162,10 @@ _ROWS = (
     HelperSpec("bpf_ktime_get_tai_ns", (), BASE, Impl.KERNEL),
     HelperSpec("bpf_get_numa_node_id", (), BASE, Impl.KERNEL),
     HelperSpec("bpf_map_lookup_percpu_elem", (M, P, S), BASE, Impl.MAPS),
+    # cgroup (issue 13): cgroup local storage and spin locks, ebpfvm.cgroup_storage
+    HelperSpec("bpf_get_local_storage", (M, S), frozenset({"cgroup_skb"}), Impl.MAPS),
+    HelperSpec("bpf_spin_lock", (P,), BASE, Impl.MAPS),
+    HelperSpec("bpf_spin_unlock", (P,), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

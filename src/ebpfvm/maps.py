@@ -736,7 +736,8 @@ def map_helpers(maps: dict[int, AnyMap],
     by the handle programs pass in r1. `cpu` tells the run's CPU (per-CPU
     maps; CPU 0 when None)."""
     table = _MapHelpers(maps, cpu if cpu is not None else (lambda: 0))
-    return numbered([
+    found = _cgroup.cgroup_helpers(maps)  # cgroup storage and spin locks (issue 13)
+    return found | numbered([
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
         Helper(table.delete, "bpf_map_delete_elem", context=True),
@@ -751,6 +752,7 @@ def map_helpers(maps: dict[int, AnyMap],
     ])
 
 
+from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
 from . import percpu as _percpu  # noqa: E402, F401  (registers the per-CPU map types)

@@ -10,7 +10,10 @@ import ctypes
 import os
 import platform
 import struct
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
@@ -169,3 +172,24 @@ def ringbuf_records(fd: int, size: int) -> list[bytes]:
     finally:
         consumer.close()
         producer.close()
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+"""The shared corpus, whose kbpf.py and rwobj.py load clang objects into the
+kernel with BTF func_info (which programs with callbacks need)."""
+
+
+def corpus_loader() -> tuple[Any, Any]:
+    """The corpus's (rwobj, kbpf) modules; skips the calling test when the
+    corpus is not beside the repository."""
+    import pytest
+
+    if not (CORPUS / "rwobj.py").exists():
+        pytest.skip(f"the corpus's kernel loader is not at {CORPUS}")
+    sys.path.insert(0, str(CORPUS))
+    try:
+        import kbpf  # type: ignore[import-not-found]
+        import rwobj  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(CORPUS))
+    return rwobj, kbpf

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import signal
 import struct
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import kernel_oracle
 from ebpfvm import EbpfVmRaw, assemble, load
 from ebpfvm.callbacks import BPF_MAX_LOOPS, CALLBACK_CALL_UNITS, callback_helpers
 from ebpfvm.cfg import MAX_CALL_DEPTH, callback_value
@@ -34,7 +34,6 @@ from ebpfvm.program import ProgramImage
 from engines import run
 
 DATA = Path(__file__).parent / "data" / "elf"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EINVAL = -22 & (1 << 64) - 1
 E2BIG = -7 & (1 << 64) - 1
 
@@ -237,21 +236,9 @@ def test_programs_without_callbacks_keep_their_code() -> None:
     assert "FB" in with_callback.source
 
 
-def _kernel_modules() -> tuple[Any, Any]:
-    if not (CORPUS / "rwobj.py").exists():
-        pytest.skip(f"the corpus's kernel loader is not at {CORPUS}")
-    sys.path.insert(0, str(CORPUS))
-    try:
-        import kbpf  # type: ignore[import-not-found]
-        import rwobj  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(CORPUS))
-    return rwobj, kbpf
-
-
 def test_kernel_agrees() -> None:
     """The hand-worked results are the kernel's (BPF_PROG_TEST_RUN)."""
-    rwobj, kbpf = _kernel_modules()
+    rwobj, kbpf = kernel_oracle.corpus_loader()
     obj = rwobj.BpfObject(str(DATA / "callbacks.o"))
     try:
         btf = kbpf.load_btf(obj.kernel_btf())

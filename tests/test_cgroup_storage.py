@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from ebpfvm.errors import HelperFault, MapError
 from ebpfvm.maps import create_map
 
 DATA = Path(__file__).parent / "data" / "elf"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 OBJECT = DATA / "cgroup_storage.o"
 
 FRAME = bytes.fromhex("02000000000b02000000000a0800")
@@ -111,21 +109,9 @@ def test_map_shapes_are_the_kernels() -> None:
         assert found == accepted, (map_type, key_size, value_size, max_entries)
 
 
-def _kernel() -> tuple[Any, Any]:
-    if not (CORPUS / "rwobj.py").exists():
-        pytest.skip(f"the corpus's kernel loader is not at {CORPUS}")
-    sys.path.insert(0, str(CORPUS))
-    try:
-        import kbpf  # type: ignore[import-not-found]
-        import rwobj  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(CORPUS))
-    return rwobj, kbpf
-
-
 def test_kernel_agrees() -> None:
     """KERNEL_RUNS and MISUSE are what the kernel does with the object."""
-    rwobj, kbpf = _kernel()
+    rwobj, kbpf = kernel_oracle.corpus_loader()
     obj = rwobj.BpfObject(str(OBJECT))
     try:
         btf = kbpf.load_btf(obj.kernel_btf())

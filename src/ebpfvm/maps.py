@@ -229,7 +229,7 @@ class TypedMap(MutableMapping[Any, Any]):
         return len(self.raw)
 
     def __repr__(self) -> str:
-        return f"TypedMap({self.raw!r})"
+        return f"{type(self).__name__}({self.raw!r})"
 
 
 class QueueMap(BpfMap):

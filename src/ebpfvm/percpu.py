@@ -18,13 +18,12 @@ covers the map, as for the other maps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
 from typing import Any, ClassVar
 
 from .errors import ArrayIndexError, MapError, count_of
 from .mapbase import MAX_MAP_BYTES, MapSpec, MapTooLarge, MapType, register
 from .mapbase import as_bytes as _as_bytes
-from .maps import BPF_ANY, E2BIG, Map, MapFull
+from .maps import BPF_ANY, E2BIG, Map, MapFull, TypedMap
 from .memory import Region, address_of
 
 __all__ = ["MAX_PERCPU_VALUE", "POSSIBLE_CPUS", "PerCpuMap", "PerCpuTypedMap"]
@@ -174,7 +173,7 @@ class PerCpuMap(Map):
         return {key: self[key][cpu] for key in self}
 
     @property
-    def typed(self) -> PerCpuTypedMap:  # type: ignore[override]
+    def typed(self) -> PerCpuTypedMap:
         """The map with keys and each CPU's value decoded from BTF."""
         if self.key_codec is None or self.value_codec is None:
             raise MapError(f"map {self.name!r} has no BTF key and value types")
@@ -201,11 +200,14 @@ class PerCpuMap(Map):
                 f"ncpus={self.ncpus})")
 
 
-class PerCpuTypedMap(MutableMapping[Any, Any]):
-    """A per-CPU map through its BTF types: each value is a list, one per CPU."""
+class PerCpuTypedMap(TypedMap):
+    """A per-CPU map through its BTF types: each value is a list, one per
+    CPU (deleting, iterating and the length are TypedMap's)."""
+
+    raw: PerCpuMap
 
     def __init__(self, raw: PerCpuMap) -> None:
-        self.raw = raw
+        super().__init__(raw)
 
     def __getitem__(self, key: Any) -> list[Any]:
         try:
@@ -224,18 +226,6 @@ class PerCpuTypedMap(MutableMapping[Any, Any]):
                 raise
             encoded = [codec.encode(one) for one in value]
         self.raw[self.raw.key_codec.encode(key)] = encoded
-
-    def __delitem__(self, key: Any) -> None:
-        try:
-            del self.raw[self.raw.key_codec.encode(key)]
-        except KeyError:
-            raise KeyError(key) from None
-
-    def __iter__(self) -> Iterator[Any]:
-        return (self.raw.key_codec.decode(key) for key in self.raw)
-
-    def __len__(self) -> int:
-        return len(self.raw)
 
 
 for _number in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):

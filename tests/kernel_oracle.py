@@ -59,6 +59,24 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) 
     return bpf(BPF_MAP_CREATE, attr)
 
 
+def map_create_extra(map_type: int, key_size: int, value_size: int, max_entries: int,
+                     flags: int, map_extra: int) -> int:
+    """BPF_MAP_CREATE with map_flags and map_extra (a bloom filter's hashes)."""
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
+    struct.pack_into("<Q", attr, 64, map_extra)
+    return bpf(BPF_MAP_CREATE, attr)
+
+
+def keyless_elem(cmd: int, fd: int, value: bytes, flags: int = 0) -> None:
+    """BPF_MAP_UPDATE_ELEM (push) or BPF_MAP_LOOKUP_ELEM (peek) with no key,
+    as queues and bloom filters take them."""
+    buf = ctypes.create_string_buffer(value, len(value))
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIQQQ", attr, 0, fd, 0, 0, ctypes.addressof(buf), flags)
+    bpf(cmd, attr)
+
+
 def _elem(cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char],
           flags: int = 0) -> int:
     key_buf = ctypes.create_string_buffer(key, max(len(key), 1))

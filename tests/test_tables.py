@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ebpfvm import assemble, load
+from ebpfvm.bloom import BloomFilter
 from ebpfvm.callbacks import callback_helpers
 from ebpfvm.capture import passes, run_capture, verdict_name
 from ebpfvm.cli import Loaded, _preload_maps, main
@@ -223,7 +224,7 @@ SHAPES = {MapType.HASH: (4, 8, 4, Map), MapType.ARRAY: (4, 8, 4, Map),
           MapType.STACK: (0, 8, 4, QueueMap), MapType.RINGBUF: (0, 0, 4096, RingBuf),
           MapType.DEVMAP: (4, 4, 4, RedirectMap), MapType.CPUMAP: (4, 4, 4, RedirectMap),
           MapType.XSKMAP: (4, 4, 4, RedirectMap), MapType.DEVMAP_HASH: (4, 8, 4, RedirectMap),
-          MapType.LPM_TRIE: (8, 4, 4, LpmTrie)}
+          MapType.LPM_TRIE: (8, 4, 4, LpmTrie), MapType.BLOOM_FILTER: (0, 4, 4, BloomFilter)}
 MAP_FLAGS = {MapType.LPM_TRIE: 1}
 """Flags a map type needs (an LPM trie: BPF_F_NO_PREALLOC)."""
 

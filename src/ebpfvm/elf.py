@@ -444,7 +444,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
             created = create_map(var.name, fields.get("type", 0), fields.get("key_size", 0),
                                  fields.get("value_size", 0), fields.get("max_entries", 0),
                                  fields.get("map_flags", 0), max_bytes=limits.per_map,
-                                 memory=limits.memory)
+                                 memory=limits.memory, map_extra=fields.get("map_extra", 0))
         except MapError as exc:
             raise ElfError(str(exc), ".maps") from exc
         created.handle = id(created)

@@ -87,6 +87,7 @@ class MapType(IntEnum):
     XSKMAP = 17
     DEVMAP_HASH = 25
     LPM_TRIE = 11  # ebpfvm.lpmtrie
+    BLOOM_FILTER = 30  # ebpfvm.bloom
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class MapSpec:
     value_size: int
     max_entries: int
     flags: int = 0
+    map_extra: int = 0
+    """The kernel's map_extra (a bloom filter's number of hash functions)."""
 
 
 class BpfMap:

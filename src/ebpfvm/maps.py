@@ -52,6 +52,7 @@ from .memory import Region, address_of
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
+    from .bloom import BloomFilter
     from .percpu import PerCpuMap
 
 __all__ = [
@@ -92,6 +93,7 @@ E2BIG = 7
 EEXIST = 17
 ENOENT = 2
 EINVAL = 22
+EOPNOTSUPP = 95
 
 HASH_ENTRY_BYTES = 192
 """Python's cost of one hash-map entry besides its key bytes (the key's
@@ -552,13 +554,13 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
 
 def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
                flags: int = 0, *, max_bytes: int = MAX_MAP_BYTES,
-               memory: MapMemory | None = None) -> AnyMap:
+               memory: MapMemory | None = None, map_extra: int = 0) -> AnyMap:
     """A map of a kernel type number; MapError for the types not supported yet
     and for bad sizes. The map's :func:`map_bytes` must fit in `max_bytes`
     and, when given, in what is left of `memory` (the object's budget), or
     MapTooLarge is raised before anything is allocated."""
     cls = map_class(name, map_type)
-    spec = MapSpec(name, map_type, key_size, value_size, max_entries, flags)
+    spec = MapSpec(name, map_type, key_size, value_size, max_entries, flags, map_extra)
     cls.check_shape(spec)
     check_flags(spec)
     if max_entries > 0 and value_size >= 0:
@@ -599,9 +601,10 @@ class _MapHelpers:
         return cast(Map, found)
 
     def find_queue(self, handle: int) -> QueueMap:
-        """The queue or stack map with `handle` (MapError for any other)."""
+        """The queue or stack map with `handle` (or a bloom filter, which takes
+        push and peek too: ebpfvm.bloom); MapError for any other."""
         found = self.maps.get(handle)
-        if found is None or found.kind != "queue":
+        if found is None or found.kind not in ("queue", "bloom"):
             raise MapError(f"no queue or stack map has handle {handle:#x}")
         return cast(QueueMap, found)
 
@@ -668,7 +671,7 @@ class _MapHelpers:
 
     def push(self, ctx: HelperContext, handle: int, value: int, flags: int, _d: int,
              _e: int) -> int:
-        """bpf_map_push_elem."""
+        """bpf_map_push_elem (a bloom filter's add)."""
         target = self.find_queue(handle)
         ctx.charge_bytes(target.value_size)
         return target.push_elem(ctx.read(value, target.value_size), flags) & _M64
@@ -678,6 +681,10 @@ class _MapHelpers:
         leaves the map (a bad pointer faults with the map unchanged)."""
         target = self.find_queue(handle)
         ctx.charge_bytes(target.value_size)
+        if target.kind == "bloom":  # peek tests the value; pop is not supported
+            if remove:
+                return -EOPNOTSUPP & _M64
+            return cast("BloomFilter", target).test_elem(ctx.read(value, target.value_size)) & _M64
         item = target.peek_elem()
         if item is None:
             return -ENOENT & _M64
@@ -752,6 +759,7 @@ def map_helpers(maps: dict[int, AnyMap],
     ])
 
 
+from . import bloom as _bloom  # noqa: E402, F401  (registers the bloom filter)
 from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)

@@ -15,6 +15,8 @@ import kernel_oracle
 from ebpfvm.bloom import BloomFilter, bitset_bits, jhash
 from ebpfvm.errors import MapError
 from ebpfvm.maps import create_map
+from ebpfvm.percpu import POSSIBLE_CPUS
+from ebpfvm.perf import ENOSPC, EOPNOTSUPP, PerfEventArray, PerfRecord, record_bytes
 
 OBJECT = Path(__file__).parent / "data" / "elf" / "bloom.o"
 ZERO_SEED = 0x40
@@ -134,6 +136,86 @@ def test_kernel_runs_the_object() -> None:
         try:
             for (add, test), retval in RUNS:
                 assert kernel_oracle.test_run(prog, _packet(add, test))[0] == retval
+        finally:
+            os.close(prog)
+    finally:
+        os.close(fd)
+        obj.close()
+
+
+# -- the perf event array ------------------------------------------------------
+
+PERF_OBJECT = Path(__file__).parent / "data" / "elf" / "perf.o"
+CURRENT = 0xFFFFFFFF
+NO_BUFFERS = (((CURRENT, 4), 1002), ((0, 4), 1002), ((1, 4), 1002), ((2, 4), 1007),
+              ((1 << 52 | 0, 4), 1022), ((1 << 63, 4), 1022))
+"""((flags, size), return value) of perf.c on an array whose slots have no
+perf event, from the kernel (test_kernel_without_buffers checks them again):
+-ENOENT for an empty slot, -E2BIG past max_entries, -EINVAL for flags past
+the context-length bits."""
+
+
+def _perf_packet(flags: int, size: int) -> bytes:
+    return struct.pack("<QI", flags, size) + bytes(range(1, 41))
+
+
+def test_perf_errors_without_buffers(engine: str) -> None:
+    with ebpfvm.load(PERF_OBJECT) as obj:
+        events = obj.maps["events"]
+        assert isinstance(events, PerfEventArray)
+        events.close_slot(0)
+        events.close_slot(1)
+        runner = obj.xdp("emit", engine=engine)
+        for (flags, size), retval in NO_BUFFERS:
+            assert runner.run(_perf_packet(flags, size)).r0 == retval
+        assert events.records() == [] and events.lost == 0
+
+
+def test_perf_records(engine: str) -> None:
+    """Records go to the run's CPU's buffer in order; another CPU's slot is
+    -EOPNOTSUPP (a perf event takes output on its own CPU only)."""
+    with ebpfvm.load(PERF_OBJECT) as obj:
+        events = obj.maps["events"]
+        assert isinstance(events, PerfEventArray)
+        runner = obj.xdp("emit", engine=engine)
+        assert runner.run(_perf_packet(CURRENT, 5)).r0 == 1000
+        assert runner.run(_perf_packet(0, 0)).r0 == 1000
+        assert runner.run(_perf_packet(1, 3)).r0 == 1000 + EOPNOTSUPP
+        assert events.records() == [PerfRecord(0, bytes([1, 2, 3, 4, 5])), PerfRecord(0, b"")]
+        assert events.consume(cpu=1) == [] and len(events.consume()) == 2
+        assert events.records() == []
+
+
+def test_perf_buffer_full_counts_lost() -> None:
+    events = PerfEventArray("e", 2, buffer_bytes=64)
+    assert record_bytes(5) == 24 and record_bytes(4) == 16
+    assert [events.output(CURRENT, b"x" * 12, 1) for _ in range(4)] == [0, 0, -ENOSPC, -ENOSPC]
+    assert events.lost == 2 and events.lost_by_cpu == [0, 2]  # 24 bytes each: two fit
+    assert len(events.consume(cpu=1)) == 2
+    assert events.output(1, b"y", 1) == 0 and events.records(1) == [PerfRecord(1, b"y")]
+    with pytest.raises(MapError):
+        events.output(5 << 32, b"", 0)  # packet bytes: not supported yet
+
+
+def test_perf_shapes() -> None:
+    made = create_map("e", 4, 4, 4, 0)
+    assert isinstance(made, PerfEventArray) and made.max_entries == POSSIBLE_CPUS
+    with pytest.raises(MapError):
+        create_map("e", 4, 4, 8, 2)
+
+
+def test_kernel_without_buffers() -> None:
+    """NO_BUFFERS are what BPF_PROG_TEST_RUN gives."""
+    _kernel()
+    obj = ebpfvm.load(PERF_OBJECT)
+    program = obj.programs[0]
+    fd = kernel_oracle.map_create(4, 4, 4, 2)
+    try:
+        code = kernel_oracle.kernel_code(program.code, program.relocations, {"events": fd}, {})
+        prog = kernel_oracle.prog_load(code)
+        try:
+            for (flags, size), retval in NO_BUFFERS:
+                assert kernel_oracle.test_run(prog, _perf_packet(flags, size))[0] == retval
         finally:
             os.close(prog)
     finally:

@@ -40,6 +40,7 @@ from ebpfvm.mapbase import MAP_CLASSES, BpfMap, MapSpec, map_bytes
 from ebpfvm.maps import Map, MapType, ProgArray, QueueMap, RingBuf, create_map, map_helpers
 from ebpfvm.mapview import describe, entries, preload
 from ebpfvm.percpu import PerCpuMap
+from ebpfvm.perf import PerfEventArray
 from ebpfvm.progtypes import (
     PROG_TYPES,
     SKB_LAYOUT,
@@ -224,7 +225,8 @@ SHAPES = {MapType.HASH: (4, 8, 4, Map), MapType.ARRAY: (4, 8, 4, Map),
           MapType.STACK: (0, 8, 4, QueueMap), MapType.RINGBUF: (0, 0, 4096, RingBuf),
           MapType.DEVMAP: (4, 4, 4, RedirectMap), MapType.CPUMAP: (4, 4, 4, RedirectMap),
           MapType.XSKMAP: (4, 4, 4, RedirectMap), MapType.DEVMAP_HASH: (4, 8, 4, RedirectMap),
-          MapType.LPM_TRIE: (8, 4, 4, LpmTrie), MapType.BLOOM_FILTER: (0, 4, 4, BloomFilter)}
+          MapType.LPM_TRIE: (8, 4, 4, LpmTrie), MapType.BLOOM_FILTER: (0, 4, 4, BloomFilter),
+          MapType.PERF_EVENT_ARRAY: (4, 4, 2, PerfEventArray)}
 MAP_FLAGS = {MapType.LPM_TRIE: 1}
 """Flags a map type needs (an LPM trie: BPF_F_NO_PREALLOC)."""
 

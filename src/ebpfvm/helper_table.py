@@ -166,6 +166,9 @@ _ROWS = (
     HelperSpec("bpf_get_local_storage", (M, S), frozenset({"cgroup_skb"}), Impl.MAPS),
     HelperSpec("bpf_spin_lock", (P,), BASE, Impl.MAPS),
     HelperSpec("bpf_spin_unlock", (P,), BASE, Impl.MAPS),
+    # maps2 (issue 13): ebpfvm.perf (xdp, tc, socket filter and cgroup skb
+    # func_protos offer it, as do tracing programs)
+    HelperSpec("bpf_perf_event_output", (C, M, S, P, Z), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

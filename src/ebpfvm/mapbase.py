@@ -88,6 +88,7 @@ class MapType(IntEnum):
     DEVMAP_HASH = 25
     LPM_TRIE = 11  # ebpfvm.lpmtrie
     BLOOM_FILTER = 30  # ebpfvm.bloom
+    PERF_EVENT_ARRAY = 4  # ebpfvm.perf
 
 
 @dataclass(frozen=True)

@@ -744,6 +744,7 @@ def map_helpers(maps: dict[int, AnyMap],
     maps; CPU 0 when None)."""
     table = _MapHelpers(maps, cpu if cpu is not None else (lambda: 0))
     found = _cgroup.cgroup_helpers(maps)  # cgroup storage and spin locks (issue 13)
+    found |= _perf.perf_helpers(maps, table.cpu)  # bpf_perf_event_output (issue 13)
     return found | numbered([
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
@@ -764,3 +765,4 @@ from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
 from . import percpu as _percpu  # noqa: E402, F401  (registers the per-CPU map types)
+from . import perf as _perf  # noqa: E402  (registers the perf event array)

@@ -321,6 +321,12 @@ MAP_OPS: dict[str, tuple[tuple[str, str], ...]] = {
                     ("__iter__", "")),
 }
 MAP_OPS["LpmTrie"] = MAP_OPS["Map"]
+MAP_OPS["BloomFilter"] = (("push_elem", "vf"), ("test_elem", "v"), ("add", "v"),
+                          ("__contains__", "v"))
+MAP_OPS["PerfEventArray"] = (("output", "ivi"), ("records", ""), ("consume", ""),
+                             ("close_slot", "i"), ("open_slot", "i"))
+MAP_OPS["MapOfMaps"] = (("__setitem__", "kv"), ("__getitem__", "k"), ("__delitem__", "k"),
+                        ("__contains__", "k"), ("__len__", ""))
 """Each map kind's Python operations and their arguments: k key, v value,
 f flags, i index or size or address, b flag, s program name."""
 

@@ -100,6 +100,8 @@ def _materialize(value: Any) -> Any:
 def _well_formed_key(the_map: Any, key: Any) -> bool:
     if type(the_map).__name__ == "ProgArray":
         return isinstance(key, int)
+    if type(the_map).__name__ == "MapOfMaps" and isinstance(key, int):
+        return 0 <= key < 1 << 8 * the_map.key_size
     return isinstance(key, (bytes, bytearray, memoryview)) and len(key) == the_map.key_size
 
 

@@ -68,6 +68,15 @@ def map_create_extra(map_type: int, key_size: int, value_size: int, max_entries:
     return bpf(BPF_MAP_CREATE, attr)
 
 
+def map_create_inner(map_type: int, key_size: int, value_size: int, max_entries: int,
+                     inner_map_fd: int) -> int:
+    """BPF_MAP_CREATE of a map of maps whose inner maps are like `inner_map_fd`."""
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIIIII", attr, 0, map_type, key_size, value_size, max_entries, 0,
+                     inner_map_fd)
+    return bpf(BPF_MAP_CREATE, attr)
+
+
 def keyless_elem(cmd: int, fd: int, value: bytes, flags: int = 0) -> None:
     """BPF_MAP_UPDATE_ELEM (push) or BPF_MAP_LOOKUP_ELEM (peek) with no key,
     as queues and bloom filters take them."""

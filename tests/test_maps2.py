@@ -14,6 +14,7 @@ import ebpfvm
 import kernel_oracle
 from ebpfvm.bloom import BloomFilter, bitset_bits, jhash
 from ebpfvm.errors import MapError
+from ebpfvm.mapinmap import MapOfMaps
 from ebpfvm.maps import create_map
 from ebpfvm.percpu import POSSIBLE_CPUS
 from ebpfvm.perf import ENOSPC, EOPNOTSUPP, PerfEventArray, PerfRecord, record_bytes
@@ -220,4 +221,76 @@ def test_kernel_without_buffers() -> None:
             os.close(prog)
     finally:
         os.close(fd)
+        obj.close()
+
+
+# -- maps of maps --------------------------------------------------------------
+
+MIM_OBJECT = Path(__file__).parent / "data" / "elf" / "mapinmap.o"
+MIM_EMPTY = ((0, 0, 1), 1000)
+MIM_RUNS = (((0, 0, 1), 1), ((1, 7, 1), 2), ((0, 0, 4), 2000), ((1, 8, 1), 1000),
+            ((0, 1, 0), 1000))
+"""((outer, key, index), return value) of mapinmap.c, from the kernel
+(test_kernel_maps_of_maps checks them again): first with empty outer maps,
+then with one inner array in outer_array[0] and outer_hash[7]: both reach
+the same inner value, an index past the inner map is NULL, an empty slot
+NULL."""
+
+
+def _mim_packet(outer: int, key: int, index: int) -> bytes:
+    return struct.pack("<III", outer, key, index) + bytes(60)
+
+
+def test_maps_of_maps(engine: str) -> None:
+    with ebpfvm.load(MIM_OBJECT) as obj:
+        outer_array, outer_hash = obj.maps["outer_array"], obj.maps["outer_hash"]
+        assert isinstance(outer_array, MapOfMaps) and isinstance(outer_hash, MapOfMaps)
+        assert outer_array.inner is not None and outer_array.inner.value_size == 8
+        assert len(outer_array) == 0 and len(outer_hash) == 0
+        runner = obj.xdp("bump", engine=engine)
+        assert runner.run(_mim_packet(*MIM_EMPTY[0])).r0 == MIM_EMPTY[1]
+        inner = create_map("inner", 2, 4, 8, 4)
+        outer_array[0] = inner
+        outer_hash[7] = inner
+        for packet, retval in MIM_RUNS:
+            assert runner.run(_mim_packet(*packet)).r0 == retval
+        assert inner[struct.pack("<I", 1)] == struct.pack("<Q", 2)
+        assert outer_hash[7] is inner
+        del outer_hash[7]
+        assert runner.run(_mim_packet(1, 7, 1)).r0 == 1000
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 8, 5), (2, 4, 4, 4), (1, 4, 8, 4)])
+def test_inner_map_of_another_shape(shape: tuple[int, int, int, int]) -> None:
+    """The kernel refuses an inner map whose type, sizes or max_entries differ
+    from the inner definition's (EINVAL from BPF_MAP_UPDATE_ELEM)."""
+    with ebpfvm.load(MIM_OBJECT) as obj:
+        with pytest.raises(MapError):
+            obj.maps["outer_array"][0] = create_map("other", *shape)
+        with pytest.raises(MapError):
+            obj.maps["outer_array"][2] = create_map("inner", 2, 4, 8, 4)  # past max_entries
+
+
+def test_kernel_maps_of_maps() -> None:
+    """MIM_EMPTY and MIM_RUNS are what BPF_PROG_TEST_RUN gives."""
+    _kernel()
+    obj = ebpfvm.load(MIM_OBJECT)
+    program = obj.programs[0]
+    fds = [kernel_oracle.map_create(2, 4, 8, 4)]
+    fds += [kernel_oracle.map_create_inner(kind, 4, 4, 2, fds[0]) for kind in (12, 13)]
+    try:
+        code = kernel_oracle.kernel_code(program.code, program.relocations,
+                                         {"outer_array": fds[1], "outer_hash": fds[2]}, {})
+        prog = kernel_oracle.prog_load(code)
+        try:
+            assert kernel_oracle.test_run(prog, _mim_packet(*MIM_EMPTY[0]))[0] == MIM_EMPTY[1]
+            kernel_oracle.map_update(fds[1], struct.pack("<I", 0), struct.pack("<I", fds[0]))
+            kernel_oracle.map_update(fds[2], struct.pack("<I", 7), struct.pack("<I", fds[0]))
+            for packet, retval in MIM_RUNS:
+                assert kernel_oracle.test_run(prog, _mim_packet(*packet))[0] == retval
+        finally:
+            os.close(prog)
+    finally:
+        for fd in fds:
+            os.close(fd)
         obj.close()

@@ -37,6 +37,7 @@ from ebpfvm.kernel import KernelEnv, kernel_helpers
 from ebpfvm.kernel_helper_names import KERNEL_HELPER_NAMES
 from ebpfvm.lpmtrie import LpmTrie
 from ebpfvm.mapbase import MAP_CLASSES, BpfMap, MapSpec, map_bytes
+from ebpfvm.mapinmap import MapOfMaps
 from ebpfvm.maps import Map, MapType, ProgArray, QueueMap, RingBuf, create_map, map_helpers
 from ebpfvm.mapview import describe, entries, preload
 from ebpfvm.percpu import PerCpuMap
@@ -226,7 +227,8 @@ SHAPES = {MapType.HASH: (4, 8, 4, Map), MapType.ARRAY: (4, 8, 4, Map),
           MapType.DEVMAP: (4, 4, 4, RedirectMap), MapType.CPUMAP: (4, 4, 4, RedirectMap),
           MapType.XSKMAP: (4, 4, 4, RedirectMap), MapType.DEVMAP_HASH: (4, 8, 4, RedirectMap),
           MapType.LPM_TRIE: (8, 4, 4, LpmTrie), MapType.BLOOM_FILTER: (0, 4, 4, BloomFilter),
-          MapType.PERF_EVENT_ARRAY: (4, 4, 2, PerfEventArray)}
+          MapType.PERF_EVENT_ARRAY: (4, 4, 2, PerfEventArray),
+          MapType.ARRAY_OF_MAPS: (4, 4, 2, MapOfMaps), MapType.HASH_OF_MAPS: (8, 4, 2, MapOfMaps)}
 MAP_FLAGS = {MapType.LPM_TRIE: 1}
 """Flags a map type needs (an LPM trie: BPF_F_NO_PREALLOC)."""
 

@@ -44,7 +44,9 @@ from .globalvars import GlobalVars
 from .helper_table import helper_name, supported_helpers
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv
+from .mapbase import MapSpec
 from .mapflags import MapFlag
+from .mapinmap import MapOfMaps
 from .maps import (
     MAX_MAP_BYTES,
     MAX_OBJECT_MAP_BYTES,
@@ -430,16 +432,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
         definition = btf.strip(var.ref)
         fields: dict[str, int] = {}
         codecs: dict[str, Codec] = {}
-        for member, member_type, _bits in definition.items:
-            pointee = btf.strip(btf.strip(member_type).ref) if btf.strip(member_type).kind \
-                is BtfKind.PTR else None
-            if pointee is None:
-                continue
-            if member in ("key", "value"):
-                fields[f"{member}_size"] = btf.size(pointee.id)
-                codecs[member] = Codec(btf, pointee.id, role=member)
-            elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
-                fields[member] = pointee.array[2]
+        inner = _btf_map_fields(btf, definition, fields, codecs)
         try:
             created = create_map(var.name, fields.get("type", 0), fields.get("key_size", 0),
                                  fields.get("value_size", 0), fields.get("max_entries", 0),
@@ -449,8 +442,41 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
             raise ElfError(str(exc), ".maps") from exc
         created.handle = id(created)
         created.set_btf(codecs.get("key"), codecs.get("value"))
+        if inner is not None and isinstance(created, MapOfMaps):  # issue 13: map-in-map
+            spec: dict[str, int] = {}
+            _btf_map_fields(btf, inner, spec, {})
+            created.set_inner(MapSpec(var.name + ".inner", spec.get("type", 0),
+                                      spec.get("key_size", 0), spec.get("value_size", 0),
+                                      spec.get("max_entries", 0), spec.get("map_flags", 0),
+                                      spec.get("map_extra", 0)))
         found[var.name] = result.maps[var.name] = created
     return found
+
+
+def _btf_map_fields(btf: Btf, definition: Any, fields: dict[str, int],
+                    codecs: dict[str, Codec]) -> Any:
+    """Read one BTF map definition's numbers into `fields` and its key and
+    value codecs into `codecs`; the inner map's definition (a struct type)
+    of ``__array(values, struct inner)``, or None."""
+    inner = None
+    for member, member_type, _bits in definition.items:
+        stripped = btf.strip(member_type)
+        if member == "values" and stripped.kind is BtfKind.ARRAY and stripped.array is not None:
+            element = btf.strip(stripped.array[0])
+            target = btf.strip(element.ref) if element.kind is BtfKind.PTR else None
+            if target is not None and target.kind is BtfKind.STRUCT:
+                inner = target
+                fields.setdefault("value_size", 4)  # an inner map fd, as libbpf sets it
+            continue
+        pointee = btf.strip(stripped.ref) if stripped.kind is BtfKind.PTR else None
+        if pointee is None:
+            continue
+        if member in ("key", "value"):
+            fields[f"{member}_size"] = btf.size(pointee.id)
+            codecs[member] = Codec(btf, pointee.id, role=member)
+        elif pointee.kind is BtfKind.ARRAY and pointee.array is not None:
+            fields[member] = pointee.array[2]
+    return inner
 
 
 def _data_sections(elf: Any, result: ElfObject,

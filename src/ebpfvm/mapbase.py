@@ -89,6 +89,8 @@ class MapType(IntEnum):
     LPM_TRIE = 11  # ebpfvm.lpmtrie
     BLOOM_FILTER = 30  # ebpfvm.bloom
     PERF_EVENT_ARRAY = 4  # ebpfvm.perf
+    ARRAY_OF_MAPS = 12  # ebpfvm.mapinmap
+    HASH_OF_MAPS = 13
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
     from .bloom import BloomFilter
+    from .mapinmap import MapOfMaps
     from .percpu import PerCpuMap
 
 __all__ = [
@@ -619,6 +620,10 @@ class _MapHelpers:
                _e: int) -> int:
         """The value's address; the program may then touch the map's slab
         (one region, registered once per run)."""
+        outer = self.maps.get(handle)
+        if outer is not None and outer.kind == "map_of_maps":  # the inner map's handle
+            ctx.charge_bytes(outer.key_size)
+            return cast("MapOfMaps", outer).lookup_map(ctx.read(key, outer.key_size), self.maps)
         target = self.find(handle)
         ctx.charge_bytes(target.key_size)
         if target.percpu:
@@ -764,5 +769,6 @@ from . import bloom as _bloom  # noqa: E402, F401  (registers the bloom filter)
 from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
+from . import mapinmap as _mapinmap  # noqa: E402, F401  (registers the maps of maps)
 from . import percpu as _percpu  # noqa: E402, F401  (registers the per-CPU map types)
 from . import perf as _perf  # noqa: E402  (registers the perf event array)

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, cast
 
 from .errors import MapError, count_of
 from .helpers import Helper, HelperContext, numbered
-from .mapbase import BpfMap, MapSpec, MapType, register
+from .mapbase import BpfMap, MapSpec, MapType, as_bytes, as_int, register
 from .percpu import POSSIBLE_CPUS
 
 __all__ = ["BPF_F_CTXLEN_MASK", "BPF_F_CURRENT_CPU", "DEFAULT_BUFFER_BYTES", "PerfEventArray",
@@ -110,7 +110,7 @@ class PerfEventArray(BpfMap):
 
     def open_slot(self, index: int) -> None:
         """Give slot `index` a buffer again."""
-        if not 0 <= index < self.max_entries:
+        if not 0 <= as_int(self.name, "slot", index) < self.max_entries:
             raise MapError(f"map {self.name!r}: no slot {index}")
         self.opened.add(index)
 
@@ -121,6 +121,8 @@ class PerfEventArray(BpfMap):
 
     def output(self, flags: int, data: bytes, cpu: int) -> int:
         """bpf_perf_event_output's work on CPU `cpu`: 0 or a negative errno."""
+        flags, cpu = as_int(self.name, "flags", flags), as_int(self.name, "cpu", cpu)
+        data = as_bytes(self.name, "data", data)
         if flags & ~(BPF_F_INDEX_MASK | BPF_F_CTXLEN_MASK):
             return -EINVAL
         if flags & BPF_F_CTXLEN_MASK:

@@ -122,12 +122,7 @@ class BloomFilter(BpfMap):
                  map_extra: int = 0) -> None:
         self.check_shape(MapSpec(name, MapType.BLOOM_FILTER, 0, value_size, max_entries,
                                  flags, map_extra))
-        self.name = name
-        self.type = MapType.BLOOM_FILTER
-        self.key_size = 0
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.flags = flags
+        self._init_shape(name, MapType.BLOOM_FILTER, 0, value_size, max_entries, flags)
         self.map_extra = map_extra
         self.hashes = map_extra & 0xF or DEFAULT_HASHES
         self.mask = bitset_bits(max_entries, self.hashes) - 1

@@ -85,12 +85,7 @@ class CgroupStorage(BpfMap):
     def __init__(self, name: str, map_type: int, key_size: int, value_size: int,
                  flags: int = 0) -> None:
         self.check_shape(MapSpec(name, map_type, key_size, value_size, 0, flags))
-        self.name = name
-        self.type = map_type
-        self.key_size = key_size
-        self.value_size = value_size
-        self.max_entries = 0
-        self.flags = flags
+        self._init_shape(name, map_type, key_size, value_size, 0, flags)
         self.handle = 0
         self.storages: dict[tuple[int, int], bytearray] = {}
         """(cgroup id, attach type) -> value of each attachment."""

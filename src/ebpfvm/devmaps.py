@@ -62,12 +62,7 @@ class RedirectMap(BpfMap, MutableMapping[bytes, bytes]):
                  flags: int = 0) -> None:
         if map_type not in REDIRECT_MAP_TYPES:
             raise MapError(f"map {name!r}: map type {map_type} is not a redirect map")
-        self.name = name
-        self.type = map_type
-        self.key_size = 4
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.flags = flags
+        self._init_shape(name, map_type, 4, value_size, max_entries, flags)
         self.handle = 0
         self.slots: dict[int, bytes] = {}
 

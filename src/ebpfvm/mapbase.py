@@ -124,6 +124,16 @@ class BpfMap:
     flags: int
     handle: int
 
+    def _init_shape(self, name: str, map_type: int, key_size: int, value_size: int,
+                    max_entries: int, flags: int) -> None:
+        """Set the shape every map has (its constructor calls this first)."""
+        self.name = name
+        self.type = map_type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.flags = flags
+
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
         """MapError when this class cannot have the key and value sizes of `spec`."""

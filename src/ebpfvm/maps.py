@@ -155,12 +155,7 @@ class ProgArray(BpfMap):
         if max_entries <= 0:
             raise MapError(f"map {name!r}: entry count must be positive")
         _check_size(name, MapType.PROG_ARRAY, 4, 4, max_entries, max_bytes)
-        self.name = name
-        self.type = MapType.PROG_ARRAY
-        self.key_size = 4
-        self.value_size = 4
-        self.max_entries = max_entries
-        self.flags = flags
+        self._init_shape(name, MapType.PROG_ARRAY, 4, 4, max_entries, flags)
         self.slots: dict[int, str] = {}
         """The programs set, by slot (slots never set take no memory)."""
         self.handle = 0
@@ -273,12 +268,7 @@ class QueueMap(BpfMap):
         if value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: value size and entry count must be positive")
         _check_size(name, map_type, 0, value_size, max_entries, max_bytes)
-        self.name = name
-        self.type = map_type
-        self.key_size = 0
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.flags = flags
+        self._init_shape(name, map_type, 0, value_size, max_entries, flags)
         self.items: deque[bytes] = deque()
         self.handle = 0
 
@@ -395,12 +385,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
         _check_size(name, map_type, key_size, value_size, max_entries, max_bytes)
-        self.name = name
-        self.type = map_type
-        self.key_size = key_size
-        self.value_size = value_size
-        self.max_entries = max_entries
-        self.flags = flags
+        self._init_shape(name, map_type, key_size, value_size, max_entries, flags)
         self._lru = map_type in (MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
         if slab is not None and len(slab) < value_size * max_entries:
             raise MapError(f"map {name!r}: the given slab is too small")

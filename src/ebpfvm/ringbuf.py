@@ -67,12 +67,7 @@ class RingBuf(BpfMap):
             raise MapError(f"map {name!r}: ring size {size} must be a power of 2 "
                            "and a multiple of 4096")
         _check_size(name, MapType.RINGBUF, 0, 0, size, max_bytes)
-        self.name = name
-        self.type = MapType.RINGBUF
-        self.key_size = 0
-        self.value_size = 0
-        self.max_entries = size
-        self.flags = flags
+        self._init_shape(name, MapType.RINGBUF, 0, 0, size, flags)
         self.slab = bytearray(2 * size)
         self._pin = memoryview(self.slab)
         self.base = address_of(self.slab)

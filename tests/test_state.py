@@ -217,21 +217,58 @@ def test_a_callable_clock_and_the_default() -> None:
 # -- .rodata, BPF_F_RDONLY_PROG, global variables -----------------------------------------
 
 
-def test_rodata_is_set_before_load_and_frozen_after() -> None:
+def test_rodata_is_set_before_the_first_run_and_frozen_after(engine: str) -> None:
+    # Issue 13 point 6: building runners does not freeze .rodata, the first
+    # run does; the run sees the value set after the build (count adds step
+    # to counts[0], state.c).
     obj = load(STATE)
     rodata = obj.maps[".rodata"]
     assert rodata.flags & MapFlag.RDONLY_PROG
     obj.globals["step"] = 4
     assert obj.globals.section(".rodata")["step"] == 4
-    runner = obj.xdp("count")
+    runner = obj.xdp("count", engine=engine)
+    other = obj.xdp("clocks", engine=engine)
+    obj.globals["step"] = 7  # after the builds, before any run
+    runner.run(FRAME)
+    assert obj.maps["counts"].values_on(0)[u32(0)] == u64(7)
     with pytest.raises(MapFrozen) as caught:
         obj.globals["step"] = 5
     assert caught.value.map_name == ".rodata" and caught.value.variable == "step"
     with pytest.raises(MapFrozen):
         rodata[u32(0)] = u64(5)
+    assert obj.globals["step"] == 7
     obj.globals["times"] = [1] * 8  # .bss stays writable
     assert obj.globals["times"] == [1] * 8
     runner.close()
+    other.close()
+
+
+@pytest.mark.parametrize("how", ["vm", "skb", "another program"])
+def test_any_first_run_of_the_object_freezes_rodata(engine: str, how: str) -> None:
+    obj = load(STATE)
+    counting = obj.xdp("count", engine=engine)
+    if how == "vm":  # a bare VM of the object, run as the engine runs it
+        from engines import run
+
+        vm = obj.vm("clocks")
+        obj.globals["step"] = 3
+        run(vm, engine, bytearray(64))
+        vm.close()
+    elif how == "skb":  # an SkbRunner wrapping a VM of the object
+        from ebpfvm.contexts import SkbRunner
+
+        with SkbRunner(obj.vm("clocks"), engine=engine, prog_type="sched_cls") as skb:
+            obj.globals["step"] = 3
+            skb.run(FRAME)
+    else:
+        with obj.xdp("clocks", engine=engine) as clocks:
+            obj.globals["step"] = 3
+            clocks.run(FRAME)
+    with pytest.raises(MapFrozen):
+        obj.globals["step"] = 9
+    counting.run(FRAME)  # built before the freeze: sees the value set before it
+    assert obj.maps["counts"].values_on(0)[u32(0)] == u64(3)
+    counting.close()
 
 
 def test_a_program_store_to_rodata_is_a_typed_fault(checked_engine: str) -> None:
@@ -244,6 +281,19 @@ def test_a_program_store_to_rodata_is_a_typed_fault(checked_engine: str) -> None
     assert (fault.access, fault.size, fault.address) == ("store", 8, start)
     assert fault.pc is not None
     assert obj.globals["step"] == 1
+
+
+def test_the_unchecked_jit_lets_a_rodata_store_through_as_documented() -> None:
+    # docs/guide.md, "Frozen .rodata": the unchecked JIT checks no access, so
+    # the store of write_rodata (state.c: step = 5) lands in the section.
+    from ebpfvm.engine import find_engine
+
+    if find_engine("jit-unchecked").unavailable() is not None:
+        pytest.skip("no unchecked JIT here")
+    obj = load(STATE)
+    with obj.xdp("write_rodata", engine="jit-unchecked") as runner:
+        assert runner.run(FRAME).r0 == 2
+    assert obj.globals["step"] == 5
 
 
 def test_globals_by_name() -> None:

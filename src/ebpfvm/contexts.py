@@ -440,6 +440,7 @@ def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
     vm.set_verifier(program._verifier)
     vm.set_program(program.program)
     vm._helpers = dict(program._helpers)
+    vm._before_first_run = program._before_first_run
     tail_calls = getattr(program, "_tail_calls", None)
     if tail_calls is not None:  # a VM of a loaded object: tail calls from the new VM
         tail_calls.copy_to(vm)

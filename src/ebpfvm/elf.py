@@ -190,8 +190,8 @@ class ElfObject:
 
     def freeze(self) -> None:
         """Freeze the ``.rodata*`` sections: Python may no longer write them
-        (the first VM or runner built from the object does this, as libbpf's
-        load does). Idempotent."""
+        (the first run of any program of the object does this; libbpf's
+        load does it before any run). Idempotent."""
         for name, found in self._globals.items():
             if name.startswith(".rodata"):
                 found.frozen = True

@@ -7,9 +7,10 @@ lists, bytes), ``obj.globals["limit"] = 10`` encodes and stores it where every
 program of the object sees it. ``obj.globals.section(".rodata")`` limits the
 view to one section.
 
-``.rodata*`` sections are frozen when the object builds its first VM or
-runner (libbpf freezes them at load, before any program runs): set them
-before, and a write after is a :class:`~ebpfvm.mapflags.MapFrozen`. Programs
+``.rodata*`` sections are frozen when a program of the object first runs
+(libbpf freezes them at load, before any program runs): set them before
+(also after building VMs and runners), and a write after is a
+:class:`~ebpfvm.mapflags.MapFrozen`. Programs
 can never store to them (their memory is read-only: a store is a
 MemoryFault with the pc, address and size).
 """

@@ -33,12 +33,14 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     memory and its tail calls."""
     obj._check_open()
     program = obj.program(name, section=section)
-    obj.freeze()  # .rodata is frozen at load, before any run (as libbpf does)
     vm: Any
     if fixed_mbuff is not None:
         vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
     else:
         vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+    # .rodata stays writable from Python until a program of the object first
+    # runs, and is frozen from then on (libbpf freezes it at load, before runs).
+    vm._before_first_run = obj.freeze
     kenv = env if env is not None else KernelEnv()
     for key, helper in kernel_helpers(kenv).items():
         vm.register_helper(key, helper)

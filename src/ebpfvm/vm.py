@@ -113,8 +113,17 @@ class _VmBase:
         self._last_ref: Executable | None = None
         self._last_registers: list[int] = []
         self._last_count = 0
+        self._before_first_run: Callable[[], None] | None = None
+        """Called once, as the VM's first run starts (a loaded object's VMs
+        freeze its ``.rodata`` there, as libbpf's load does before any run)."""
         if prog is not None:
             self.set_program(prog)
+
+    def _first_run(self) -> None:
+        """Call the first-run hook, once (the run paths call this while it is set)."""
+        hook, self._before_first_run = self._before_first_run, None
+        if hook is not None:
+            hook()
 
     # -- rbpf API ---------------------------------------------------------
 
@@ -356,6 +365,8 @@ class _VmBase:
 
     def _run_jit(self, data: RunInput, r1: int, r2: int) -> int:
         jit = self._code()
+        if self._before_first_run is not None:
+            self._first_run()
         self._last_jit = jit
         return jit.run(data.obj, data.ptr, data.size, data.writable, r1, r2, self._budget)
 
@@ -411,6 +422,8 @@ class _VmBase:
 
     def _run(self, mem: Region | None, extra: Iterable[Region], r1: int, r2: int,
              trace: TraceFn | None) -> int:
+        if self._before_first_run is not None:
+            self._first_run()
         executable = self._traced if trace is not None else self._interp
         if executable is None:
             executable = self._reference(trace is not None)
@@ -496,6 +509,8 @@ class EbpfVmMbuff(_VmBase):
     def execute_program_jit(self, mem: Any = _EMPTY, mbuff: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
         jit = self._code()
+        if self._before_first_run is not None:
+            self._first_run()
         data = _run_input(mem)
         mbuff_region = Region.of_buffer(memoryview(mbuff), "mbuff")  # our own view: pinned
         r1 = mbuff_region.start if len(mbuff_region.view) else data.ptr
@@ -546,6 +561,8 @@ class EbpfVmFixedMbuff(_VmBase):
     def execute_batch(self, inputs: Iterable[Any]) -> list[int]:
         """execute_program_jit over many inputs in one native call; every r0."""
         jit = self._code()
+        if self._before_first_run is not None:
+            self._first_run()
         return jit.batch([_run_input(item) for item in inputs], self._budget,
                          self._mbuff_region.start, 0)
 
@@ -574,6 +591,8 @@ class EbpfVmRaw(_VmBase):
     def execute_program_jit(self, mem: Any = _EMPTY) -> int:
         """execute_program() in JIT code (after jit_compile())."""
         jit = self._jit
+        if self._before_first_run is not None:
+            self._first_run()
         if jit is not None:
             # Fast paths: the code reads the buffer object's data pointer itself.
             kind = type(mem)
@@ -603,6 +622,8 @@ class EbpfVmRaw(_VmBase):
         """execute_program_jit over many inputs in one native call (r1 = each
         input, r2 = its length); returns every r0."""
         jit = self._code()
+        if self._before_first_run is not None:
+            self._first_run()
         return jit.batch([_run_input(item) for item in inputs], self._budget, None, None)
 
     def execute_spans(self, buffer: Any, spans: Any) -> array.array[int]:
@@ -636,6 +657,8 @@ def _test_run(vm: _VmBase, data: RunInput, r1: int, r2: int, repeat: int) -> tup
     if repeat < 1:
         raise ArgumentError("repeat", repeat, "at least 1")
     jit = vm._code()
+    if vm._before_first_run is not None:
+        vm._first_run()
     start = time.perf_counter_ns()
     result = jit.repeat(data, r1, r2, vm._budget, repeat)
     elapsed = time.perf_counter_ns() - start
@@ -678,6 +701,8 @@ _SPAN_FORMATS = ("Q", "L")
 def _execute_spans(vm: _VmBase, buffer: Any, spans: Any, r1: int | None,
                    r2: int | None) -> array.array[int]:
     jit = vm._code()
+    if vm._before_first_run is not None:
+        vm._first_run()
     view = _span_words(spans)
     data = _run_input(buffer)
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 from .errors import BudgetExceeded, VmFault
 from .helper_table import helper_number
-from .memory import AddressSpace, Region
+from .memory import AddressSpace, Region, address_of
 
 __all__ = [
     "BPF_KTIME_GETNS_IDX",
@@ -123,8 +123,8 @@ class HelperContext:
     the whole run's budget, for BudgetExceeded. One budget covers the whole
     run: tail calls and callbacks draw on it too."""
 
-    __slots__ = ("_at_exit", "budget", "budget_total", "frame", "pc", "run_callback", "space",
-                 "stdout")
+    __slots__ = ("_at_exit", "budget", "budget_total", "frame", "on_packet", "packet", "pc",
+                 "run_callback", "space", "stdout")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
@@ -138,6 +138,11 @@ class HelperContext:
         before helper calls of programs that refer to callbacks."""
         self.run_callback: CallbackRunner | None = None
         """How the engine runs a callback of the program (None: it has none)."""
+        self.packet: memoryview | None = None
+        """The packet the run's legacy loads (LD_ABS/LD_IND) read, once a
+        helper changed it (set_packet); None: the run's input memory."""
+        self.on_packet: Callable[[memoryview], None] | None = None
+        """How the engine points its legacy loads at a new packet."""
 
     def charge(self, units: int) -> None:
         """Take `units` instructions of helper work off the run's budget;
@@ -162,6 +167,17 @@ class HelperContext:
         pending, self._at_exit = self._at_exit, []
         for fn in pending:
             fn()
+
+    def set_packet(self, view: memoryview) -> None:
+        """Make `view` the packet the run's legacy loads (LD_ABS/LD_IND, RFC
+        9669 section 5.3) read from now on, as the kernel reads skb->data and
+        skb->len at each one: the frame-changing skb helpers call this. `view`
+        must be guest memory the run may read (MemoryFault otherwise)."""
+        if len(view):
+            self.space.find(address_of(view), len(view), "load", self.pc)
+        self.packet = view
+        if self.on_packet is not None:
+            self.on_packet(view)
 
     def read(self, addr: int, size: int) -> bytes:
         """Checked read of `size` bytes of guest memory."""

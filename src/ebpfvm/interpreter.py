@@ -525,15 +525,17 @@ def _emit_exit(t: _Translator, indent: int, _insn: Insn, _row: OpInfo) -> None:
 
 
 def _emit_ld_packet(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
-    """Legacy LD_ABS/LD_IND: a big-endian load from the input memory into r0;
-    out of bounds ends the program with r0 = 0, as in the kernel."""
+    """Legacy LD_ABS/LD_IND: a big-endian load from the packet (the input
+    memory, or what a helper made it) into r0; out of bounds ends the program
+    with r0 = 0, as in the kernel."""
     imm = insn.imm & M64
     if row.form is Form.LD_ABS:
         t.emit(indent, f"o = {imm:#x}")
     else:
         t.emit(indent, f"o = (r{insn.src} + {imm:#x}) & 0xFFFFFFFFFFFFFFFF")
     size = row.size
-    t.emit(indent, f"if o <= K_len - {size}:")
+    t.emit(indent, "K_v = M.packet")  # a helper may have changed the packet (set_packet)
+    t.emit(indent, f"if o <= len(K_v) - {size}:")
     t.emit(indent + 1, f"r0 = int.from_bytes(K_v[o:o + {size}], 'big')")
     t.emit(indent, "else:")
     t.emit(indent + 1, "M.regs_out = [0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10]")
@@ -591,7 +593,6 @@ _PROLOGUE = (
     "P_v = M.p_view; P_lo = M.p_lo",
     "P_l1, P_l2, P_l4, P_l8 = M.p_lim",
     "P_w1, P_w2, P_w4, P_w8 = M.p_wlim",
-    "K_v = M.packet; K_len = len(K_v)",
     "LOAD = M.load; STORE = M.store; CALL = M.call",
     "ATOMIC = M.atomic; CMPXCHG = M.cmpxchg",
     "CTX = M.context",

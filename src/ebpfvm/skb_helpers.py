@@ -251,6 +251,7 @@ class SkbHelpers:
             low, high = min(low, packet.data), max(high, packet.end)
             ctx.add_region(packet.view[low:high], "packet")
             packet.reach = (low, high)
+        ctx.set_packet(packet.view[packet.data : packet.end])  # LD_ABS/LD_IND read it
 
     # -- bytes ----------------------------------------------------------------------
 

@@ -211,7 +211,9 @@ class _TailCalls:
         interpreter."""
         from .vm import EbpfVmMbuff, EbpfVmNoData
 
-        mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
+        mem = ctx.packet  # the packet as a frame-changing helper left it, else the input
+        if mem is None:
+            mem = next((r.view for r in ctx.space.regions if r.name == "mem"), None)
         args: tuple[Any, ...] = () if isinstance(callee, EbpfVmNoData) else (
             mem if mem is not None else b"",)
         if isinstance(callee, EbpfVmMbuff):  # r1 is the caller's context, not its input

@@ -103,6 +103,10 @@ class JitContext(ctypes.Structure):
         ("cb_target", U64),  # the callback's native address
         ("cb_budget", U64),  # the budget register for the callback
         ("cb_args", U64 * 5),  # r1..r5 of the callback
+        # legacy packet loads (LD_ABS/LD_IND): the input at entry, then what a
+        # frame-changing helper made the packet (HelperContext.set_packet)
+        ("k_ptr", U64),
+        ("k_cnt", U64 * 4),  # valid offsets in the packet for sizes 1, 2, 4, 8
     ]
 
 

@@ -627,6 +627,7 @@ class JitProgram:
             space = AddressSpace(regions)
             self._machine = Machine(space, self.stack, regions[1], self.helpers, regions[1].view)
             self._machine.context.run_callback = self._callbacks
+            self._machine.context.on_packet = self._set_packet
             if self.metered:
                 words = self._words
                 self._machine.context.budget_total = words[_W_IN_BUDGET] + words[_W_IN_RESERVE]
@@ -635,6 +636,14 @@ class JitProgram:
             # regions helpers add from here on need writing.
             self._table_regions = list(space.regions)
         return self._machine
+
+    def _set_packet(self, view: memoryview) -> None:
+        """HelperContext.set_packet: point the code's legacy packet loads at
+        `view` (the helper context holds it for the rest of the run)."""
+        ctx, size = self.ctx, len(view)
+        ctx.k_ptr = address_of(view) if size else 0
+        for index, access in enumerate((1, 2, 4, 8)):
+            ctx.k_cnt[index] = max(size - access + 1, 0)
 
     def _pin_input(self, pc: int) -> None:
         """Pin a fast-path input (the code read its data pointer from the

@@ -349,8 +349,9 @@ def _emit_exit(t: X86Translator, _insn: Insn, _row: OpInfo) -> None:
 
 
 def _emit_ld_packet(t: X86Translator, insn: Insn, row: OpInfo) -> None:
-    """Legacy LD_ABS/LD_IND: big-endian load from the input into r0; out of
-    bounds ends the program with r0 = 0, as in the kernel."""
+    """Legacy LD_ABS/LD_IND: big-endian load from the packet (k_ptr, k_cnt:
+    the input, or what a helper made it) into r0; out of bounds ends the
+    program with r0 = 0, as in the kernel."""
     a = t.asm
     size = row.size
     if row.form is Form.LD_ABS:
@@ -359,9 +360,9 @@ def _emit_ld_packet(t: X86Translator, insn: Insn, row: OpInfo) -> None:
         a.mov_rr(TMP, REG_MAP[insn.src])
         a.alu_ri(AluOp.ADD, TMP, insn.imm)
     out = a.new_label()
-    a.alu_rm(AluOp.CMP, TMP, ctx_mem("p_cnt", SIZE_INDEX[size]))
+    a.alu_rm(AluOp.CMP, TMP, ctx_mem("k_cnt", SIZE_INDEX[size]))
     a.jcc(Cond.AE, out)
-    a.load(ADDR, ctx_mem("in_ptr"), QWORD)
+    a.load(ADDR, ctx_mem("k_ptr"), QWORD)
     a.alu_rr(AluOp.ADD, ADDR, TMP)
     a.load(X.RAX, Mem(ADDR, 0), size)
     if size == 2:

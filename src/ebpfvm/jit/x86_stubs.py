@@ -349,11 +349,13 @@ class X86Stubs:
                 a.xor_zero(X.RAX)
                 a.bind(fits)
             a.store(ctx_mem("p_cnt", index), X.RAX, QWORD)
+            a.store(ctx_mem("k_cnt", index), X.RAX, QWORD)
             a.alu_rr(AluOp.AND, X.RAX, ADDR)
             a.store(ctx_mem("p_wcnt", index), X.RAX, QWORD)
         entry = RegionEntry
         a.load(X.RCX, ctx_mem("regions"), QWORD)
         a.load(X.RAX, ctx_mem("in_ptr"), QWORD)
+        a.store(ctx_mem("k_ptr"), X.RAX, QWORD)
         base = _sizeof(entry)  # entry 1: the input
         a.store(Mem(X.RCX, base + entry.start.offset), X.RAX, QWORD)
         a.store(Mem(X.RCX, base + entry.size.offset), X.RDX, QWORD)

@@ -195,7 +195,7 @@ def test_perf_buffer_full_counts_lost() -> None:
     assert len(events.consume(cpu=1)) == 2
     assert events.output(1, b"y", 1) == 0 and events.records(1) == [PerfRecord(1, b"y")]
     with pytest.raises(MapError):
-        events.output(5 << 32, b"", 0)  # packet bytes: not supported yet
+        events.output(5 << 32, b"", 0)  # packet bytes: only a runner's helper has a packet
 
 
 def test_perf_shapes() -> None:

@@ -32,6 +32,7 @@ from .interpreter import TraceFn
 from .kernel import KernelEnv
 from .mapbase import BpfMap
 from .memory import address_of
+from .perf import PacketOf, with_packet
 from .progtypes import (
     ETH_HLEN,
     XDP_MD,
@@ -319,6 +320,12 @@ class XdpRunner(_Runner):
         self.helpers.hard_start = self.base + CONTEXT_SIZE
         for number, (name, fn) in self.helpers.functions().items():
             self.vm.register_helper(number, fn, context=True, name=name)
+        _perf_with_packet(self.vm, self._packet_of)
+
+    def _packet_of(self, ctx: HelperContext, xdp: int) -> tuple[int, int]:
+        """(address, length) of the packet from data (bpf_perf_event_output)."""
+        data, data_end, _meta = self.helpers.bounds(ctx, xdp)
+        return data, max(data_end - data, 0)
 
     def run(self, packet: Any, *, ctx: Any = None, trace: TraceFn | None = None) -> XdpResult:
         """Run once; the context is rebuilt for every packet. `ctx` is a
@@ -511,6 +518,12 @@ class SkbRunner(_Runner):
                                         socket_cookie)
         for name, fn in (*self._helpers.functions().items(), ("bpf_csum_diff", self._csum_diff)):
             self.vm.register_helper(helper_number(name), fn, context=True, name=name)
+        _perf_with_packet(self.vm, self._packet_of)
+
+    def _packet_of(self, _ctx: HelperContext, _skb: int) -> tuple[int, int]:
+        """(address, length) of the packet from data (bpf_perf_event_output)."""
+        packet = self._packet
+        return packet.base + packet.data, packet.length
 
     def run(self, packet: Any, *, trace: TraceFn | None = None, ctx: Any = None,
             **fields: Any) -> SkbResult:
@@ -575,6 +588,15 @@ class SkbRunner(_Runner):
         if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
             return -EINVAL & M64
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
+
+
+def _perf_with_packet(vm: _VmBase, packet: PacketOf) -> None:
+    """Give the VM's bpf_perf_event_output, if it has one, the runner's packet."""
+    number = helper_number("bpf_perf_event_output")
+    found = vm._helpers.get(number)
+    made = with_packet(found, packet) if found is not None else None
+    if made is not None:
+        vm.register_helper(number, made)
 
 
 def _skb_prog_type(name: str) -> Any:

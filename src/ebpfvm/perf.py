@@ -16,9 +16,14 @@ only on its own CPU), -ENOSPC (and one more lost record) when the buffer is
 full. A record takes what it takes in a kernel buffer: an 8-byte header, a
 u32 size and the data, padded to 8 bytes; a buffer holds
 :attr:`PerfEventArray.buffer_bytes` (8 pages by default, libbpf's usual
-page count) until Python consumes its records. Appending packet bytes (the
-flags' context length, bits 32-51) is not supported yet: such a call is a
-HelperFault.
+page count) until Python consumes its records.
+
+For XDP and ``__sk_buff`` programs (an XdpRunner or SkbRunner gives the
+helper its packet: :func:`with_packet`), the flags' context length (bits
+32-51, ``BPF_F_CTXLEN_MASK``) appends that many bytes of the packet, from
+``data``, after the record's data, as the kernel's skb and XDP event output
+do; more than the packet's length is -EFAULT (checked before the slot). A
+program with no packet context asking for packet bytes is a HelperFault.
 
 From Python: ``m.records(cpu=None)`` lists the waiting records, in the order
 they were written, as ``PerfRecord(cpu, data)``; ``m.consume(cpu=None)``
@@ -37,8 +42,8 @@ from .helpers import Helper, HelperContext, numbered
 from .mapbase import BpfMap, MapSpec, MapType, as_bytes, as_int, register
 from .percpu import POSSIBLE_CPUS
 
-__all__ = ["BPF_F_CTXLEN_MASK", "BPF_F_CURRENT_CPU", "DEFAULT_BUFFER_BYTES", "PerfEventArray",
-           "PerfRecord", "perf_helpers", "record_bytes"]
+__all__ = ["BPF_F_CTXLEN_MASK", "BPF_F_CURRENT_CPU", "DEFAULT_BUFFER_BYTES", "PacketOf",
+           "PerfEventArray", "PerfRecord", "perf_helpers", "record_bytes", "with_packet"]
 
 BPF_F_CURRENT_CPU = 0xFFFFFFFF
 BPF_F_INDEX_MASK = 0xFFFFFFFF
@@ -47,7 +52,7 @@ DEFAULT_BUFFER_BYTES = 8 * 4096
 """One slot's buffer: 8 pages."""
 MAX_RECORD = 0xFFFF
 """A perf record's size is a u16 (struct perf_event_header)."""
-E2BIG, ENOENT, ENOSPC, EINVAL, EOPNOTSUPP = 7, 2, 28, 22, 95
+E2BIG, ENOENT, ENOSPC, EINVAL, EOPNOTSUPP, EFAULT = 7, 2, 28, 22, 95, 14
 _M64 = (1 << 64) - 1
 
 
@@ -127,7 +132,8 @@ class PerfEventArray(BpfMap):
             return -EINVAL
         if flags & BPF_F_CTXLEN_MASK:
             raise MapError(f"map {self.name!r}: perf output of packet bytes (context length "
-                           f"{(flags & BPF_F_CTXLEN_MASK) >> 32}) is not supported yet")
+                           f"{(flags & BPF_F_CTXLEN_MASK) >> 32}) needs a program's packet: "
+                           "only bpf_perf_event_output in an XdpRunner or SkbRunner appends them")
         index = flags & BPF_F_INDEX_MASK
         if index == BPF_F_CURRENT_CPU:
             index = cpu
@@ -177,23 +183,43 @@ class PerfEventArray(BpfMap):
         return f"PerfEventArray({self.name!r}, max_entries={self.max_entries})"
 
 
+PacketOf = Callable[[HelperContext, int], tuple[int, int]]
+"""(address, length) of the packet from ``data``, for the context pointer
+the program passed: what a runner tells bpf_perf_event_output."""
+
+
 class _PerfHelpers:
-    """bpf_perf_event_output over one handle -> map table."""
+    """bpf_perf_event_output over one handle -> map table (and the packet of
+    the runner's program, when it has one)."""
 
-    __slots__ = ("cpu", "maps")
+    __slots__ = ("cpu", "maps", "packet")
 
-    def __init__(self, maps: dict[int, Any], cpu: Callable[[], int]) -> None:
+    def __init__(self, maps: dict[int, Any], cpu: Callable[[], int],
+                 packet: PacketOf | None = None) -> None:
         self.maps = maps
         self.cpu = cpu
+        self.packet = packet
 
-    def output(self, ctx: HelperContext, _context: int, handle: int, flags: int, data: int,
+    def output(self, ctx: HelperContext, context: int, handle: int, flags: int, data: int,
                size: int) -> int:
         """bpf_perf_event_output(ctx, map, flags, data, size)."""
         found = self.maps.get(handle)
         if found is None or found.kind != "perf_event_array":
             raise MapError(f"no perf event array has handle {handle:#x}")
         ctx.charge_bytes(size)
-        return cast(PerfEventArray, found).output(flags, ctx.read(data, size), self.cpu()) & _M64
+        record = ctx.read(data, size)
+        wanted = (flags & BPF_F_CTXLEN_MASK) >> 32
+        if wanted and not flags & ~(BPF_F_INDEX_MASK | BPF_F_CTXLEN_MASK):
+            if self.packet is None:
+                raise MapError(f"perf output of {count_of(wanted, 'packet byte')} needs a "
+                               "packet: run the program in an XdpRunner or SkbRunner")
+            start, length = self.packet(ctx, context)
+            if wanted > length:
+                return -EFAULT & _M64
+            ctx.charge_bytes(wanted)
+            record += ctx.read(start, wanted)
+            flags &= ~BPF_F_CTXLEN_MASK
+        return cast(PerfEventArray, found).output(flags, record, self.cpu()) & _M64
 
 
 def perf_helpers(maps: dict[int, Any], cpu: Callable[[], int]) -> dict[int, Helper]:
@@ -201,6 +227,16 @@ def perf_helpers(maps: dict[int, Any], cpu: Callable[[], int]) -> dict[int, Help
     ebpfvm.maps.map_helpers; `cpu` tells the run's CPU."""
     return numbered([Helper(_PerfHelpers(maps, cpu).output, "bpf_perf_event_output",
                             context=True)])
+
+
+def with_packet(helper: Helper, packet: PacketOf) -> Helper | None:
+    """The bpf_perf_event_output `helper` (as perf_helpers made it) for a
+    program with a packet context, which appends the packet bytes the flags'
+    context length asks for; None when `helper` is another function."""
+    owner = getattr(helper.fn, "__self__", None)
+    if not isinstance(owner, _PerfHelpers):
+        return None
+    return Helper(_PerfHelpers(owner.maps, owner.cpu, packet).output, helper.name, context=True)
 
 
 register(MapType.PERF_EVENT_ARRAY, PerfEventArray)

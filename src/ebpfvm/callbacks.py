@@ -126,8 +126,11 @@ class _ForEach:
 
 def callback_helpers(maps: dict[int, BpfMap] | None = None) -> dict[int, Helper]:
     """bpf_loop, and bpf_for_each_map_elem over `maps` (keyed by the handle
-    programs pass in r1), for a VM whose program refers to callbacks."""
+    programs pass in r1), for a VM whose program refers to callbacks. The
+    table is shared, not copied: the inner maps a map-of-maps lookup adds to
+    the map helpers' table (the same dict) can be walked too."""
     return numbered([
         Helper(_loop, "bpf_loop", context=True),
-        Helper(_ForEach(dict(maps or {})), "bpf_for_each_map_elem", context=True),
+        Helper(_ForEach(maps if maps is not None else {}), "bpf_for_each_map_elem",
+               context=True),
     ])

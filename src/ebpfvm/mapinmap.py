@@ -25,6 +25,8 @@ from .mapbase import BpfMap, MapSpec, MapType, register
 __all__ = ["BPF_F_INNER_MAP", "MapOfMaps"]
 
 BPF_F_INNER_MAP = 1 << 12
+_NOT_INNER = frozenset({MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS})
+"""Map types the kernel refuses as inner maps (no map_meta_equal)."""
 
 
 class MapOfMaps(BpfMap):
@@ -61,7 +63,12 @@ class MapOfMaps(BpfMap):
         self.slots: dict[bytes, BpfMap] = {}
 
     def set_inner(self, spec: MapSpec) -> None:
-        """Take the inner maps' shape (the BTF definition's)."""
+        """Take the inner maps' shape (the BTF definition's). A program array
+        or a map of maps cannot be an inner map (the kernel refuses them:
+        their map types have no inner-map check), a MapError."""
+        if spec.type in _NOT_INNER:
+            raise MapError(f"map {self.name!r}: a {MapType(spec.type).name.lower()} cannot be "
+                           "an inner map (the kernel refuses it)")
         self.inner = spec
 
     def _key(self, key: Any) -> bytes:

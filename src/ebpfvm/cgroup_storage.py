@@ -195,6 +195,7 @@ class _LockHelpers:
             raise LockMisuse("a second bpf_spin_lock while one is held", address)
         ctx.write(address, (1).to_bytes(_LOCK_SIZE, "little"))
         self.held = address
+        ctx.held_lock = (address, ctx.pc)
         ctx.at_exit(self._release)
         return 0
 
@@ -206,7 +207,7 @@ class _LockHelpers:
                       else "bpf_spin_unlock of a lock not held")
             raise LockMisuse(reason, address)
         ctx.write(address, bytes(_LOCK_SIZE))
-        self.held = None
+        self.held = ctx.held_lock = None
         return 0
 
     def _release(self) -> None:

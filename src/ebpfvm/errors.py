@@ -44,6 +44,7 @@ __all__ = [
     "InvalidInstruction",
     "JitError",
     "JitUnsupported",
+    "LockHeldAtExit",
     "MapError",
     "MapFull",
     "MemoryFault",
@@ -264,6 +265,18 @@ class HelperFault(VmFault):
         self.helper_name = helper_name
         self.cause: BaseException | None = None
         """The exception the helper raised, when it raised one."""
+
+
+class LockHeldAtExit(VmFault):
+    """The program returned while holding the bpf_spin_lock at `address`
+    (taken by the call at `pc`): the kernel's verifier refuses a program that
+    can exit inside a bpf_spin_lock-ed region (RFC 9669 section 5.3)."""
+
+    def __init__(self, pc: int, address: int) -> None:
+        super().__init__(f"the program exited holding the bpf_spin_lock at {address:#x} "
+                         "taken here (the kernel refuses BPF_EXIT inside a "
+                         "bpf_spin_lock-ed region)", pc)
+        self.address = address
 
 
 class BudgetExceeded(VmFault):

@@ -123,8 +123,8 @@ class HelperContext:
     the whole run's budget, for BudgetExceeded. One budget covers the whole
     run: tail calls and callbacks draw on it too."""
 
-    __slots__ = ("_at_exit", "budget", "budget_total", "frame", "on_packet", "packet", "pc",
-                 "run_callback", "space", "stdout")
+    __slots__ = ("_at_exit", "budget", "budget_total", "frame", "held_lock", "on_packet",
+                 "packet", "pc", "run_callback", "space", "stdout")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
@@ -138,6 +138,9 @@ class HelperContext:
         before helper calls of programs that refer to callbacks."""
         self.run_callback: CallbackRunner | None = None
         """How the engine runs a callback of the program (None: it has none)."""
+        self.held_lock: tuple[int, int] | None = None
+        """(address, pc of the bpf_spin_lock call) of the lock the run holds:
+        the engines refuse other helper calls and the exit while it is set."""
         self.packet: memoryview | None = None
         """The packet the run's legacy loads (LD_ABS/LD_IND) read, once a
         helper changed it (set_packet); None: the run's input memory."""

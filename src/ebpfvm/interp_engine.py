@@ -110,6 +110,7 @@ class InterpExecutable:
         self._registers = []  # stays empty when the run stops early
         try:
             result = self.compiled.run(machine, regs, budget, trace)
+            machine.check_unlocked()
         finally:
             # After a fault too: the instructions that ran, the faulting one included.
             self._count = machine.count

@@ -6,7 +6,8 @@ both call :meth:`Machine.call`, so neither engine imports the other."""
 from __future__ import annotations
 
 from . import alu
-from .errors import BudgetExceeded, HelperFault, RunInterrupted, TailCallFault
+from .errors import BudgetExceeded, HelperFault, LockHeldAtExit, RunInterrupted, TailCallFault
+from .helper_table import helper_number
 from .helpers import HELPER_CALL_UNITS, CallbackFault, Helper, HelperContext, Unwind
 from .memory import AddressSpace, Region
 
@@ -17,6 +18,7 @@ MAX_CAUSE_TEXT = 200
 """Characters of a helper's exception text a HelperFault message keeps."""
 
 _NO_REGION = Region(0, memoryview(b""), False, "none")
+_SPIN_UNLOCK = helper_number("bpf_spin_unlock")
 
 
 class Machine:
@@ -74,6 +76,8 @@ class Machine:
         if helper is None:
             raise HelperFault(pc, helper_id, "no helper registered with this id")
         ctx = self.context
+        if ctx.held_lock is not None and helper_id != _SPIN_UNLOCK:
+            raise _locked_call(pc, helper_id, helper.name, ctx.held_lock[0])
         ctx.pc = pc
         ctx.charge(HELPER_CALL_UNITS)
         try:
@@ -94,6 +98,13 @@ class Machine:
         if not isinstance(result, int):
             raise HelperFault(pc, helper_id, f"returned {type(result).__name__}, not int", helper.name)
         return result & M64
+
+    def check_unlocked(self) -> None:
+        """LockHeldAtExit when the run returned holding a bpf_spin_lock (the
+        engines call this after a run's exit, before its at-exit release)."""
+        held = self.context.held_lock
+        if held is not None:
+            raise LockHeldAtExit(held[1], held[0])
 
     def atomic(self, op: str, addr: int, size: int, value: int, pc: int) -> int:
         """Read-modify-write for the simple atomics and xchg; returns the old value.
@@ -122,6 +133,18 @@ class Machine:
         if old == expected & mask:
             region.view[offset : offset + size] = (value & mask).to_bytes(size, "little")
         return old
+
+
+def _locked_call(pc: int, helper_id: int, name: str, address: int) -> HelperFault:
+    """The fault of a helper call made while a bpf_spin_lock is held (the
+    kernel's verifier refuses any but bpf_spin_unlock): a HelperFault whose
+    cause is a LockMisuse."""
+    from .cgroup_storage import LockMisuse
+
+    reason = "function calls are not allowed while holding a lock (bpf_spin_lock)"
+    fault = HelperFault(pc, helper_id, reason, name)
+    fault.cause = LockMisuse(reason, address)
+    return fault
 
 
 _PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted)

@@ -323,6 +323,8 @@ class JitProgram:
             if self._fault[0]:
                 self._settled = None
                 return self._stopped()
+            if self._machine is not None:
+                self._machine.check_unlocked()
             return result
         finally:
             self._run_obj = None

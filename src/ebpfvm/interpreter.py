@@ -534,7 +534,8 @@ def _emit_ld_packet(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> Non
     else:
         t.emit(indent, f"o = (r{insn.src} + {imm:#x}) & 0xFFFFFFFFFFFFFFFF")
     size = row.size
-    t.emit(indent, "K_v = M.packet")  # a helper may have changed the packet (set_packet)
+    t.emit(indent, "K_v = CTX.packet")  # what a frame-changing helper made it (set_packet)
+    t.emit(indent, "if K_v is None: K_v = M.packet")
     t.emit(indent, f"if o <= len(K_v) - {size}:")
     t.emit(indent + 1, f"r0 = int.from_bytes(K_v[o:o + {size}], 'big')")
     t.emit(indent, "else:")

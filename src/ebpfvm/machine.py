@@ -54,17 +54,13 @@ class Machine:
         self.p_lim = (size - 1, size - 2, size - 4, size - 8)
         self.p_wlim = self.p_lim if primary.writable else (-1, -1, -1, -1)
         self.packet = packet if packet is not None else _NO_REGION.view
-        self.context.on_packet = self._set_packet
+        """The packet of legacy loads at the start of the run (after a
+        frame-changing helper, the interpreter reads context.packet instead)."""
         self.entry = (0, 0)
         """(pc, instructions counted) where the generated code starts: (0, 0)
         for a run, a callback's entry and the count so far for a callback."""
         self.fb = 0
         """Frames below the one being run (a callback's caller's, plus one)."""
-
-    def _set_packet(self, view: memoryview) -> None:
-        """HelperContext.set_packet: the interpreter's legacy loads read
-        `packet` at each load."""
-        self.packet = view
 
     def call(self, helper_id: int, a: int, b: int, c: int, d: int, e: int, pc: int) -> int:
         """Run helper `helper_id`. Its exceptions become a HelperFault (with the

@@ -6,7 +6,7 @@ both call :meth:`Machine.call`, so neither engine imports the other."""
 from __future__ import annotations
 
 from . import alu
-from .errors import BudgetExceeded, HelperFault, RunInterrupted, TailCallFault
+from .errors import BudgetExceeded, CoreRelocationFault, HelperFault, RunInterrupted, TailCallFault
 from .helpers import HELPER_CALL_UNITS, CallbackFault, Helper, HelperContext, Unwind
 from .memory import AddressSpace, Region
 
@@ -118,7 +118,7 @@ class Machine:
         return old
 
 
-_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted)
+_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted, CoreRelocationFault)
 """What Machine.call lets out of a helper unwrapped."""
 
 

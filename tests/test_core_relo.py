@@ -1,0 +1,256 @@
+"""CO-RE relocations (ebpfvm.core_relo): tests/data/elf/core.c and core_bad.c,
+built against a vmlinux.h of the packaged target BTF, run in every engine.
+
+Expected values come from the packet's bytes and the uapi/RFC layouts
+(iphdr: ttl at byte 8, protocol 9, saddr 12; sizeof iphdr 20, ipv6hdr 40;
+XDP_DROP 1, XDP_PASS 2), and from the kernel: libbpf (libbpf.so.1, through
+ctypes) relocates the same object against the running kernel's BTF, loads it
+and BPF_PROG_TEST_RUN runs it on the same packets."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import ebpfvm
+import kernel_oracle
+from ebpfvm.btf import parse_btf
+from ebpfvm.core_btf import HOST_BTF
+from ebpfvm.core_relo import POISON, CoreKind
+from ebpfvm.errors import CoreRelocationError, CoreRelocationFault, ElfError
+
+DATA = Path(__file__).parent / "data" / "elf"
+CORE = DATA / "core.o"
+BAD = DATA / "core_bad.o"
+PACKAGED = Path(ebpfvm.__file__).parent / "data" / "kernel.btf"
+
+
+def udp_packet(ttl: int = 64, dport: int = 53, saddr: bytes = b"\x0a\x00\x00\x01") -> bytes:
+    """Ethernet + IPv4 (ihl 5) + UDP, with a zero MAC and checksum."""
+    ip = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, ttl, 17, 0, 0]) + saddr + b"\x0a\x00\x00\x02"
+    return bytes(12) + b"\x08\x00" + ip + struct.pack(">HHHH", 1234, dport, 8, 0)
+
+
+PACKETS = [udp_packet(), udp_packet(ttl=3, dport=8080, saddr=b"\xc0\xa8\x01\x07"),
+           bytes(12) + b"\x86\xdd" + bytes(40),  # IPv6: not parsed
+           bytes(12) + b"\x08\x00" + bytes([0x46, 0, 0, 24, 0, 0, 0, 0, 9, 6]) + bytes(14)]
+
+
+def expected_parse(packet: bytes) -> int:
+    """xdp_parse's result, from the packet's bytes (RFC 791, RFC 768)."""
+    if packet[12:14] != b"\x08\x00":
+        return 2  # XDP_PASS
+    ip = packet[14:]
+    if ip[9] != 17:
+        return 1
+    udp = ip[(ip[0] & 0xF) * 4 :]
+    return ip[8] << 24 | ip[9] << 16 | int.from_bytes(udp[2:4], "big")
+
+
+def test_offsets_come_from_the_target(engine: str) -> None:
+    obj = ebpfvm.load(CORE)
+    found = {(r.field, r.kind): r.value for r in obj.core_relocations}
+    # iphdr's layout (RFC 791): saddr sits inside an anonymous union in the
+    # kernel's struct, found by name
+    assert found["iphdr.ttl", CoreKind.FIELD_BYTE_OFFSET] == 8
+    assert found["iphdr___mine.saddr", CoreKind.FIELD_BYTE_OFFSET] == 12
+    assert found["iphdr___mine.ttl", CoreKind.FIELD_BYTE_OFFSET] == 8
+    assert found["udphdr.dest", CoreKind.FIELD_BYTE_OFFSET] == 2
+    assert found["__sk_buff.protocol", CoreKind.FIELD_BYTE_OFFSET] == 16  # uapi bpf.h
+    assert found["xdp_action::XDP_PASS", CoreKind.ENUMVAL_VALUE] == 2
+    poisoned = [r for r in obj.core_relocations if r.poisoned]
+    assert [(r.field, r.kind, r.helper_id) for r in poisoned] == [
+        ("iphdr___mine.not_in_kernel", CoreKind.FIELD_BYTE_OFFSET, POISON)]
+    for packet in PACKETS:
+        with obj.xdp("xdp_parse", engine=engine) as runner:
+            assert runner.run(packet).r0 == expected_parse(packet)
+
+
+def test_flavor_and_guarded_field(engine: str) -> None:
+    with ebpfvm.load(CORE).xdp("xdp_flavor", engine=engine) as runner:
+        for packet in PACKETS[:2]:
+            ip = packet[14:]
+            assert runner.run(packet).r0 == ip[8] + ip[9] + ip[12]
+
+
+def test_type_size_exists_and_enum_values(engine: str) -> None:
+    value = (20 | 40 << 8 | 1 << 16 | 0 << 17 | 0 << 18 | 1 << 19 | 4 << 20 | 2 << 24
+             | 0 << 28 | 1 << 29)
+    with ebpfvm.load(CORE).xdp("xdp_sizes", engine=engine) as runner:
+        assert runner.run(udp_packet()).r0 == value
+
+
+def test_bitfields(engine: str) -> None:
+    with ebpfvm.load(CORE).xdp("xdp_bitfields", engine=engine) as runner:
+        assert runner.run(udp_packet()).r0 == 4 << 8 | 5
+        assert runner.run(PACKETS[3]).r0 == 4 << 8 | 6
+
+
+def test_type_id_target(engine: str) -> None:
+    ids = [t.id for t in parse_btf(PACKAGED.read_bytes()).types if t.name == "iphdr"]
+    with ebpfvm.load(CORE).xdp("xdp_type_id", engine=engine) as runner:
+        assert runner.run(udp_packet()).r0 == ids[0]
+
+
+def test_sk_buff_through_core(engine: str) -> None:
+    with ebpfvm.load(CORE).skb("tc_skb", engine=engine) as runner:
+        packet = udp_packet()
+        # len, protocol (the __be16 as the kernel stores it), pkt_type 0, mark 0
+        assert runner.run(packet).r0 == len(packet) + (0x0008 << 16)
+
+
+def test_poisoned_instruction_faults_when_run(engine: str) -> None:
+    obj = ebpfvm.load(BAD)
+    (relocation,) = [r for r in obj.core_relocations if r.poisoned]
+    assert (relocation.type_name, relocation.field) == ("iphdr___mine", "iphdr___mine.not_in_kernel")
+    with obj.xdp(engine=engine) as runner:
+        assert runner.run(bytes(20)).r0 == 7  # the poisoned load is not reached
+        with pytest.raises(CoreRelocationFault) as caught:
+            runner.run(udp_packet())
+    assert caught.value.pc == relocation.insn == 8
+    assert caught.value.type_name == "iphdr___mine"
+    assert caught.value.field == "iphdr___mine.not_in_kernel"
+    assert caught.value.kind == "byte_off"
+
+
+def test_strict_refuses_at_load() -> None:
+    with pytest.raises(CoreRelocationError) as caught:
+        ebpfvm.load(BAD, core_strict=True)
+    error = caught.value
+    assert (error.section, error.insn, error.kind) == ("xdp", 8, "byte_off")
+    assert (error.type_name, error.field, error.access) == (
+        "iphdr___mine", "iphdr___mine.not_in_kernel", "0:1")
+    assert isinstance(error, ElfError)
+    ebpfvm.load(CORE, core_strict=False)
+
+
+def _section_offset(path: Path, name: str) -> int:
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as handle:
+        return int(ELFFile(handle).get_section_by_name(name)["sh_offset"])
+
+
+def test_instruction_that_disagrees_with_the_local_type_is_refused() -> None:
+    """libbpf checks the compiler's value against the local type before it
+    patches: an object whose load offset was changed is refused."""
+    data = bytearray(CORE.read_bytes())
+    at = _section_offset(CORE, "xdp") + 14 * 8  # r1 = *(u8 *)(r6 + 9): iphdr.protocol
+    assert data[at + 2] == 9
+    data[at + 2] = 7
+    with pytest.raises(CoreRelocationError) as caught:
+        ebpfvm.load(bytes(data))
+    assert (caught.value.insn, caught.value.field) == (14, "iphdr.protocol")
+
+
+def test_target_btf_choices(tmp_path: Path) -> None:
+    blob = PACKAGED.read_bytes()
+    (tmp_path / "t.btf").write_bytes(blob)
+    for choice in (blob, tmp_path / "t.btf", str(tmp_path / "t.btf")):
+        obj = ebpfvm.load(CORE, core_btf=choice)
+        assert [r.value for r in obj.core_relocations] == \
+            [r.value for r in ebpfvm.load(CORE).core_relocations]
+    with pytest.raises(ElfError) as caught:
+        ebpfvm.load(CORE, core_btf=tmp_path / "missing.btf")
+    assert caught.value.section == "core_btf"
+    with pytest.raises(ElfError):
+        ebpfvm.load(CORE, core_btf=b"not BTF at all, too short?")
+
+
+# -- the kernel, through libbpf --------------------------------------------------
+
+
+class _Libbpf:
+    """libbpf.so.1 through ctypes: open, load (CO-RE against the kernel's
+    BTF), program fds."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
+        lib.bpf_object__open_file.restype = ctypes.c_void_p
+        lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        lib.bpf_object__load.argtypes = [ctypes.c_void_p]
+        lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+        lib.bpf_object__find_program_by_name.restype = ctypes.c_void_p
+        lib.bpf_object__find_program_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.bpf_program__fd.argtypes = [ctypes.c_void_p]
+        lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
+        lib.libbpf_set_print.restype = ctypes.c_void_p
+        lib.libbpf_set_print(None)
+        self.lib = lib
+
+    def load(self, path: Path) -> tuple[int, ctypes.c_void_p]:
+        handle = self.lib.bpf_object__open_file(os.fsencode(path), None)
+        if not handle:
+            raise OSError(ctypes.get_errno(), "bpf_object__open_file failed")
+        result = self.lib.bpf_object__load(handle)
+        if result:
+            self.lib.bpf_object__close(handle)
+        return result, handle
+
+    def fd(self, handle: ctypes.c_void_p, name: str) -> int:
+        program = self.lib.bpf_object__find_program_by_name(handle, name.encode())
+        return int(self.lib.bpf_program__fd(program))
+
+
+@pytest.fixture(scope="module")
+def libbpf() -> Iterator[_Libbpf]:
+    reason = kernel_oracle.available()
+    if reason is not None:
+        pytest.skip(reason)
+    if not os.path.exists(HOST_BTF):
+        pytest.skip(f"{HOST_BTF} is absent: no kernel BTF for libbpf's CO-RE")
+    try:
+        yield _Libbpf()
+    except OSError as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"libbpf.so.1 is not available: {exc}")
+
+
+XDP_PROGRAMS = ["xdp_parse", "xdp_flavor", "xdp_sizes", "xdp_bitfields", "xdp_type_id"]
+
+
+def test_same_results_as_libbpf_and_the_kernel(libbpf: _Libbpf, engine: str) -> None:
+    """ebpfvm with the host's BTF and the kernel after libbpf's CO-RE give
+    the same results (the type id too: both use the host's vmlinux)."""
+    status, handle = libbpf.load(CORE)
+    assert status == 0
+    try:
+        obj = ebpfvm.load(CORE, core_btf="host")
+        for name in XDP_PROGRAMS:
+            fd = libbpf.fd(handle, name)
+            with obj.xdp(name, engine=engine) as runner:
+                for packet in PACKETS:
+                    kernel, _ = kernel_oracle.test_run(fd, packet)
+                    assert runner.run(packet).r0 & 0xFFFF_FFFF == kernel, name
+        fd = libbpf.fd(handle, "tc_skb")
+        with obj.skb("tc_skb", engine=engine) as runner:
+            for packet in PACKETS:
+                assert runner.run(packet).r0 == kernel_oracle.test_run(fd, packet)[0]
+    finally:
+        libbpf.lib.bpf_object__close(handle)
+
+
+def test_libbpf_also_refuses_the_reachable_poisoned_load(libbpf: _Libbpf) -> None:
+    status, _handle = libbpf.load(BAD)
+    assert status != 0  # the kernel's verifier reached libbpf's poisoned call
+
+
+def test_our_relocated_code_loads_in_the_kernel(libbpf: _Libbpf) -> None:
+    """The code ebpfvm relocated (host BTF) passes the kernel's verifier and
+    gives the kernel's results (the poisoned call is dead code there too)."""
+    del libbpf
+    obj = ebpfvm.load(CORE, core_btf="host")
+    for name in XDP_PROGRAMS:
+        fd = kernel_oracle.prog_load(obj.program(name).code)
+        try:
+            with obj.xdp(name) as runner:
+                for packet in PACKETS:
+                    assert runner.run(packet).r0 & 0xFFFF_FFFF == \
+                        kernel_oracle.test_run(fd, packet)[0]
+        finally:
+            os.close(fd)

@@ -254,3 +254,20 @@ def test_our_relocated_code_loads_in_the_kernel(libbpf: _Libbpf) -> None:
                         kernel_oracle.test_run(fd, packet)[0]
         finally:
             os.close(fd)
+
+
+def test_cli_core_btf_and_poisoned_fault() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(ebpfvm.__file__).parent.parent)}
+    frame = (bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(40)).hex()
+    done = subprocess.run([sys.executable, "-m", "ebpfvm.cli", "run", str(BAD), "--hex", frame],
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 1
+    assert "iphdr___mine.not_in_kernel" in done.stderr and "pc 8" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "ebpfvm.cli", "run", str(CORE), "--function",
+                           "xdp_sizes", "--core-btf", str(PACKAGED), "--hex", frame],
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"({0x22492814})" in done.stdout

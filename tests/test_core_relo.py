@@ -271,3 +271,38 @@ def test_cli_core_btf_and_poisoned_fault() -> None:
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert f"({0x22492814})" in done.stdout
+
+
+def test_malformed_core_relocations_are_typed_errors(checked_engine: str) -> None:
+    """Random bytes in .BTF.ext's CO-RE records and in .BTF: each load
+    succeeds or raises an EbpfError, and every load that succeeds runs to a
+    result or a typed fault."""
+    import random
+
+    from elftools.elf.elffile import ELFFile
+
+    with open(CORE, "rb") as handle:
+        elf = ELFFile(handle)
+        ext = elf.get_section_by_name(".BTF.ext")
+        start, size = int(ext["sh_offset"]), int(ext["sh_size"])
+        relo_at = start + 32 + struct.unpack_from("<I", ext.data(), 24)[0]
+    original = CORE.read_bytes()
+    rng = random.Random(13)
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(relo_at, start + size) if rng.random() < 0.8 \
+                else rng.randrange(start, start + size)
+            data[at] = rng.randrange(256)
+        try:
+            obj = ebpfvm.load(bytes(data))
+        except ebpfvm.EbpfError:
+            continue
+        for program in obj.programs:
+            if program.section != "xdp":
+                continue
+            with obj.xdp(program.name, engine=checked_engine) as runner:
+                try:
+                    runner.run(udp_packet())
+                except ebpfvm.VmFault:
+                    pass

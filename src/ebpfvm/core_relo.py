@@ -54,6 +54,8 @@ _HEADER = struct.Struct("<HBBIIIIIII")  # ... line_info_off/len, core_relo_off/l
 _SECTION = struct.Struct("<II")  # sec_name_off, num_info
 _RECORD = struct.Struct("<IIII")  # insn_off, type_id, access_str_off, kind
 _U32 = struct.Struct("<I")
+_SIZE_CODES = {4: 0x00, 2: 0x08, 1: 0x10, 8: 0x18}
+"""A load's or store's size field (RFC 9669 section 5.1) by bytes."""
 
 
 class CoreKind(IntEnum):
@@ -398,6 +400,8 @@ def _field_value(spec: _Spec | None, kind: CoreKind) -> _Value:
     bit_offset = spec.bit_offset
     if bitfield:
         size = field.ref
+        if size not in _SIZE_CODES:
+            raise _Failed(f"a bitfield of a {size}-byte type")
         byte_off = bit_offset // 8 // size * size
         while bit_offset + bits - byte_off * 8 > size * 8:
             if size >= 8:
@@ -491,6 +495,8 @@ def _bad_size(orig: _Value, local: Btf, new: _Value, target: Btf) -> bool:
     unsigned integers (zero extension keeps their values)."""
     if orig.size == new.size:
         return False
+    if not orig.type_id or not new.type_id:  # a bitfield on one side: no size to keep
+        return True
     a, b = local.get(orig.type_id), target.get(new.type_id)
     if a.kind is BtfKind.PTR and b.kind is BtfKind.PTR:
         return False
@@ -502,7 +508,6 @@ def _bad_size(orig: _Value, local: Btf, new: _Value, target: Btf) -> bool:
 
 _CALL = 0x85  # BPF_JMP | BPF_CALL
 _LDDW = 0x18
-_SIZE_CODES = {4: 0x00, 2: 0x08, 1: 0x10, 8: 0x18}
 _M64 = (1 << 64) - 1
 
 

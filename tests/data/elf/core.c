@@ -156,6 +156,28 @@ int xdp_type_id(struct xdp_md *ctx)
 	return (int)core_type_id_kernel(struct iphdr);
 }
 
+/* VLAN, IPv6 and TCP through the kernel's structs (vlan_ethhdr's addresses
+ * sit in an anonymous union, in6_addr's words in a named one, tcphdr's flags
+ * are bitfields): h_source[5] << 24 | daddr's last 32-bit word's low byte
+ * << 16 | doff << 8 | syn << 4 | ack, 0 for anything else. */
+SEC("xdp")
+int xdp_headers(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct vlan_ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + sizeof(*eth);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	if (eth->h_vlan_proto != __builtin_bswap16(0x8100) ||
+	    eth->h_vlan_encapsulated_proto != __builtin_bswap16(0x86dd) || ip6->nexthdr != 6)
+		return 0;
+	return eth->h_source[5] << 24 | (__builtin_bswap32(ip6->daddr.in6_u.u6_addr32[3]) & 0xff) << 16 |
+	       core_bitfield(tcp, doff) << 8 | core_bitfield(tcp, syn) << 4 | core_bitfield(tcp, ack);
+}
+
 /* __sk_buff through CO-RE: len + protocol << 16 + ifindex-independent fields. */
 SEC("tc")
 int tc_skb(struct __sk_buff *skb)

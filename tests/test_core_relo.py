@@ -324,3 +324,65 @@ def test_malformed_core_relocations_are_typed_errors(checked_engine: str) -> Non
             with obj.xdp(program.name, engine=checked_engine) as runner, \
                     contextlib.suppress(ebpfvm.VmFault):
                 runner.run(udp_packet())
+
+
+def _with_relocation(insn: int, kind: CoreKind, type_name: str) -> bytes:
+    """core.o with the CO-RE record of xdp instruction `insn` changed to
+    `kind` on the local type `type_name` (clang 14 cannot emit type_matches)."""
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(CORE.read_bytes())
+    with open(CORE, "rb") as handle:
+        elf = ELFFile(handle)
+        ext = elf.get_section_by_name(".BTF.ext")
+        local = parse_btf(elf.get_section_by_name(".BTF").data())
+        start = int(ext["sh_offset"])
+        hdr_len, relo_off, relo_len = (struct.unpack_from("<I", ext.data(), at)[0]
+                                       for at in (4, 24, 28))
+    type_id = next(t.id for t in local.types if t.name == type_name)
+    pos, end = start + hdr_len + relo_off, start + hdr_len + relo_off + relo_len
+    rec_size = struct.unpack_from("<I", data, pos)[0]
+    pos += 4
+    while pos < end:
+        count = struct.unpack_from("<II", data, pos)[1]
+        pos += 8
+        for at in range(pos, pos + count * rec_size, rec_size):
+            if struct.unpack_from("<I", data, at)[0] == insn * 8:
+                struct.pack_into("<I", data, at + 4, type_id)
+                struct.pack_into("<I", data, at + 12, kind)
+        pos += count * rec_size
+    return bytes(data)
+
+
+TYPE_MATCHES_CASES = [("xdp_md", 1), ("xdp_action", 1), ("iphdr", 0), ("iphdr___mine", 0),
+                      ("not_in_kernel", 0)]
+
+
+@pytest.mark.parametrize(("type_name", "bit"), TYPE_MATCHES_CASES)
+def test_type_matches(engine: str, type_name: str, bit: int) -> None:
+    """bpf_core_type_matches in place of type_exists(not_in_kernel) (bit 17
+    of xdp_sizes). type_matches compares the names of ints too: clang calls
+    __u16 "unsigned short", the kernel's BTF (built by gcc) "short unsigned
+    int", so iphdr does not match, while xdp_md (only __u32, "unsigned int"
+    for both) and the enum xdp_action (same enumerator names) do; the flavor
+    also has a member the kernel lacks; the unknown type has no candidate."""
+    obj = ebpfvm.load(_with_relocation(68, CoreKind.TYPE_MATCHES, type_name))
+    with obj.xdp("xdp_sizes", engine=engine) as runner:
+        assert runner.run(udp_packet()).r0 >> 17 & 1 == bit
+    exists = ebpfvm.load(_with_relocation(68, CoreKind.TYPE_EXISTS, type_name))
+    with exists.xdp("xdp_sizes", engine=engine) as runner:  # both flavors exist
+        assert runner.run(udp_packet()).r0 >> 17 & 1 == int(type_name != "not_in_kernel")
+
+
+def test_type_matches_as_libbpf(libbpf: _Libbpf, tmp_path: Path) -> None:
+    for type_name, _bit in TYPE_MATCHES_CASES:
+        path = tmp_path / f"{type_name}.o"
+        path.write_bytes(_with_relocation(68, CoreKind.TYPE_MATCHES, type_name))
+        status, handle = libbpf.load(path)
+        assert status == 0
+        try:
+            fd = libbpf.fd(handle, "xdp_sizes")
+            with ebpfvm.load(path, core_btf="host").xdp("xdp_sizes") as runner:
+                assert runner.run(udp_packet()).r0 == kernel_oracle.test_run(fd, udp_packet())[0]
+        finally:
+            libbpf.lib.bpf_object__close(handle)

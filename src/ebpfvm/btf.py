@@ -237,6 +237,9 @@ def parse_btf(data: bytes) -> Btf:
                                   else ("", a, b))
         elif kind in (BtfKind.ENUM, BtfKind.ENUM64):  # CO-RE (issue 13): (name, value, 0)
             item.items = _enum_values(data, pos, item, name_at)
+        elif kind is BtfKind.FUNC_PROTO:  # CO-RE (issue 13): (name, type, 0) per parameter
+            item.items = [(name_at(a), b, 0) for a, b in
+                          (struct.unpack_from("<II", data, pos + 8 * i) for i in range(vlen))]
         pos += extra
         types.append(item)
     return Btf(types)

@@ -284,15 +284,42 @@ def _fields_compat(local: Btf, local_id: int, target: Btf, target_id: int) -> bo
     raise _Failed("types nest too deeply")
 
 
-def _types_compat(local: Btf, local_id: int, target: Btf, target_id: int) -> bool:
-    """libbpf's type compatibility of type relocations (kinds and pointees)."""
+_VOID = BtfType(0, BtfKind.INT, "", 0, 0)
+"""Type id 0 for the walks below (libbpf's BTF_KIND_UNKN): `kind` is unused."""
+_QUALIFIED = frozenset({BtfKind.TYPEDEF, BtfKind.VOLATILE, BtfKind.CONST, BtfKind.RESTRICT,
+                        BtfKind.TYPE_TAG})
+
+
+def _peel(btf: Btf, type_id: int) -> BtfType:
+    """The type behind qualifiers and typedefs, _VOID for void."""
     for _ in range(MAX_SPEC):
-        a, b = _strip(local, local_id), _strip(target, target_id)
-        if a.kind in _COMPOSITE and b.kind in _COMPOSITE:
-            return True
-        if kind_group(a.kind) is not kind_group(b.kind):
+        if type_id == 0:
+            return _VOID
+        found = btf.get(type_id) if 0 < type_id < len(btf.types) else None
+        if found is None:
+            raise _Failed(f"BTF type id {type_id} does not exist")
+        if found.kind not in _QUALIFIED:
+            return found
+        type_id = found.ref
+    raise _Failed("BTF type chain too long")
+
+
+def _same_kind(a: BtfType, b: BtfType) -> bool:
+    if a is _VOID or b is _VOID:
+        return a is b
+    return kind_group(a.kind) is kind_group(b.kind)
+
+
+def _types_compat(local: Btf, local_id: int, target: Btf, target_id: int,
+                  level: int = 32) -> bool:
+    """libbpf's type compatibility of type relocations: the same kinds all
+    the way through pointers, arrays and function prototypes; any struct,
+    union, enum or forward declaration; ints without a bit offset."""
+    for _ in range(32):
+        a, b = _peel(local, local_id), _peel(target, target_id)
+        if not _same_kind(a, b):
             return False
-        if a.kind in _COMPOSITE or a.kind in _ANY_ENUM or a.kind is BtfKind.FWD:
+        if a is _VOID or a.kind in _COMPOSITE or a.kind in _ANY_ENUM or a.kind is BtfKind.FWD:
             return True
         if a.kind is BtfKind.INT:
             return (a.int_info >> 16) & 0xFF == 0 and (b.int_info >> 16) & 0xFF == 0
@@ -300,9 +327,81 @@ def _types_compat(local: Btf, local_id: int, target: Btf, target_id: int) -> boo
             local_id, target_id = a.ref, b.ref
         elif a.kind is BtfKind.ARRAY and a.array is not None and b.array is not None:
             local_id, target_id = a.array[0], b.array[0]
+        elif a.kind is BtfKind.FUNC_PROTO:
+            if len(a.items) != len(b.items) or level <= 0 or not all(
+                    _types_compat(local, x[1], target, y[1], level - 1)
+                    for x, y in zip(a.items, b.items, strict=True)):
+                return False
+            local_id, target_id = a.ref, b.ref
         else:
             return False
     raise _Failed("types nest too deeply")
+
+
+def _names_match(local: str, target: str) -> bool:
+    """libbpf's name match of type_matches: equal essential names; an
+    anonymous target matches only an anonymous local."""
+    if not target:
+        return not local
+    return essential_name(local) == essential_name(target)
+
+
+def _types_match(local: Btf, local_id: int, target: Btf, target_id: int, behind_ptr: bool,
+                 level: int) -> bool:
+    """libbpf's stricter "types match" relation (bpf_core_type_matches): same
+    kinds, names, int sizes and signedness, array lengths, every local
+    member or enumerator present in the target by name."""
+    for _ in range(32):
+        if level <= 0:
+            raise _Failed("types nest too deeply")
+        a, b = _peel(local, local_id), _peel(target, target_id)
+        if not _names_match(a.name, b.name):
+            return False
+        if a.kind is BtfKind.PTR and b.kind is BtfKind.PTR:
+            behind_ptr, local_id, target_id = True, a.ref, b.ref
+        elif a.kind is BtfKind.ARRAY and b.kind is BtfKind.ARRAY and a.array and b.array:
+            if a.array[2] != b.array[2]:
+                return False
+            local_id, target_id = a.array[0], b.array[0]
+        elif a.kind is BtfKind.FUNC_PROTO and b.kind is BtfKind.FUNC_PROTO:
+            if len(a.items) != len(b.items) or not all(
+                    _types_match(local, x[1], target, y[1], behind_ptr, level - 1)
+                    for x, y in zip(a.items, b.items, strict=True)):
+                return False
+            local_id, target_id = a.ref, b.ref
+        else:
+            return _leaf_match(a, b, behind_ptr, (local, target, level))
+    raise _Failed("types nest too deeply")
+
+
+def _leaf_match(a: BtfType, b: BtfType, behind_ptr: bool, where: tuple[Btf, Btf, int]) -> bool:
+    """_types_match for kinds that end the walk (FWD, ENUM, STRUCT, UNION, INT, void)."""
+    local, target, level = where
+    if a is _VOID or b is _VOID:
+        return a is b
+    if a.kind is BtfKind.FWD:  # kflag: a union's forward declaration
+        if behind_ptr and b.kind is not BtfKind.FWD:
+            return (b.kind is BtfKind.STRUCT and not a.kflag) or \
+                (b.kind is BtfKind.UNION and a.kflag)
+        return b.kind is BtfKind.FWD and a.kflag == b.kflag
+    if a.kind in _ANY_ENUM:
+        names = [name for name, _v, _ in b.items]
+        return b.kind in _ANY_ENUM and a.ref == b.ref and len(a.items) <= len(b.items) and all(
+            any(_names_match(name, other) for other in names) for name, _v, _ in a.items)
+    if a.kind in _COMPOSITE:
+        if behind_ptr and a.kind is not b.kind:
+            return b.kind is BtfKind.FWD and (a.kind is BtfKind.UNION) == b.kflag
+        if a.kind is not b.kind or len(a.items) > len(b.items):
+            return False
+        if behind_ptr:
+            return True
+        return all(any(_names_match(name, other) and _types_match(
+            local, member, target, other_type, behind_ptr, level - 1)
+            for other, other_type, _ in b.items) for name, member, _ in a.items)
+    if a.kind is BtfKind.INT:
+        return b.kind is BtfKind.INT and a.ref == b.ref and \
+            (a.int_info >> 24) & BTF_INT_SIGNED == (b.int_info >> 24) & BTF_INT_SIGNED
+    return False
 
 
 def _match_member(local: _Spec, acc: _Access, target: Btf, target_id: int,
@@ -335,6 +434,9 @@ def _match_member(local: _Spec, acc: _Access, target: Btf, target_id: int,
 def _match(local: _Spec, kind: CoreKind, target: Btf, target_id: int) -> _Spec | None:
     """The target spec of candidate `target_id`, or None when it does not match."""
     spec = _Spec(target, target_id, [], [])
+    if kind is CoreKind.TYPE_MATCHES:
+        return spec if _types_match(local.btf, local.root, target, target_id, False, 32) \
+            else None
     if kind in _TYPE_KINDS:
         return spec if _types_compat(local.btf, local.root, target, target_id) else None
     if kind in _ENUM_KINDS:
@@ -468,8 +570,6 @@ def _resolve(record: _Record, local: Btf, spec: _Spec, target: CoreTarget) -> _R
     local_type = local.get(record.type_id)
     if not local_type.name:
         raise _Failed("CO-RE relocations of anonymous types are not supported")
-    if kind is CoreKind.TYPE_MATCHES:
-        raise _Failed("type_matches relocations (bpf_core_type_matches) are not supported")
     orig = _value(spec, kind)
     chosen: tuple[_Spec, _Value, int] | None = None
     for candidate in target.candidates(local_type.kind, local_type.name):

@@ -386,3 +386,19 @@ def test_type_matches_as_libbpf(libbpf: _Libbpf, tmp_path: Path) -> None:
                 assert runner.run(udp_packet()).r0 == kernel_oracle.test_run(fd, udp_packet())[0]
         finally:
             libbpf.lib.bpf_object__close(handle)
+
+
+def test_packaged_btf_is_reproducible(tmp_path: Path) -> None:
+    """tools/gen_kernel_btf.py keeps a closure of types in their order: run on
+    the packaged BTF itself it gives the same bytes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "again.btf"
+    subprocess.run([sys.executable, str(Path(__file__).parent.parent / "tools" /
+                                        "gen_kernel_btf.py"), "--source", str(PACKAGED),
+                    "--out", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == PACKAGED.read_bytes()
+    names = {t.name for t in parse_btf(PACKAGED.read_bytes()).types}
+    assert {"__sk_buff", "xdp_md", "bpf_sock", "ethhdr", "iphdr", "ipv6hdr", "tcphdr", "udphdr",
+            "icmphdr", "icmp6hdr", "vlan_ethhdr", "in6_addr", "arphdr", "xdp_action"} <= names

@@ -715,15 +715,16 @@ def apply_core(elf: Any, btf: Btf | None, sections: list[Any], core_btf: CoreTar
     by_name = {section.name: section for section in sections}
     codes = {name: bytearray(section.data) for name, section in by_name.items()}
     results: list[CoreRelocation] = []
+    poisoned = 0
     for record in records:
         code = codes.get(record.section)
         if code is None or record.insn >= len(code) // SLOT:
             raise ElfError(f"CO-RE relocation at instruction {record.insn} of a section "
                            "with no such instruction", record.section)
-        poisoned = sum(found.poisoned for found in results)
-        results.append(_apply_one(record, btf, target, code, POISON + poisoned, strict))
         if poisoned >= MAX_POISONED:
             raise _error(f"more than {MAX_POISONED} relocations failed", record, "", "")
+        results.append(_apply_one(record, btf, target, code, POISON + poisoned, strict))
+        poisoned += results[-1].poisoned
     for name, section in by_name.items():
         section.data = bytes(codes[name])
     return results

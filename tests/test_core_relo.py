@@ -326,20 +326,27 @@ def test_malformed_core_relocations_are_typed_errors(checked_engine: str) -> Non
                 runner.run(udp_packet())
 
 
-def _with_relocation(insn: int, kind: CoreKind, type_name: str) -> bytes:
+def _with_relocation(insn: int, kind: CoreKind, type_name: str, access: str | None = None) -> bytes:
     """core.o with the CO-RE record of xdp instruction `insn` changed to
-    `kind` on the local type `type_name` (clang 14 cannot emit type_matches)."""
+    `kind` on the local type `type_name` (clang 14 cannot emit type_matches),
+    and its access string to `access` (a string of the object's BTF)."""
     from elftools.elf.elffile import ELFFile
 
     data = bytearray(CORE.read_bytes())
     with open(CORE, "rb") as handle:
         elf = ELFFile(handle)
         ext = elf.get_section_by_name(".BTF.ext")
-        local = parse_btf(elf.get_section_by_name(".BTF").data())
+        btf_data = bytes(elf.get_section_by_name(".BTF").data())
+        local = parse_btf(btf_data)
         start = int(ext["sh_offset"])
         hdr_len, relo_off, relo_len = (struct.unpack_from("<I", ext.data(), at)[0]
                                        for at in (4, 24, 28))
     type_id = next(t.id for t in local.types if t.name == type_name)
+    access_off = None
+    if access:
+        strings = btf_data[struct.unpack_from("<I", btf_data, 4)[0] +
+                           struct.unpack_from("<I", btf_data, 16)[0]:]
+        access_off = strings.index(access.encode() + b"\0")  # a suffix reads the same
     pos, end = start + hdr_len + relo_off, start + hdr_len + relo_off + relo_len
     rec_size = struct.unpack_from("<I", data, pos)[0]
     pos += 4
@@ -350,6 +357,8 @@ def _with_relocation(insn: int, kind: CoreKind, type_name: str) -> bytes:
             if struct.unpack_from("<I", data, at)[0] == insn * 8:
                 struct.pack_into("<I", data, at + 4, type_id)
                 struct.pack_into("<I", data, at + 12, kind)
+                if access_off is not None:
+                    struct.pack_into("<I", data, at + 8, access_off)
         pos += count * rec_size
     return bytes(data)
 
@@ -402,3 +411,12 @@ def test_packaged_btf_is_reproducible(tmp_path: Path) -> None:
     names = {t.name for t in parse_btf(PACKAGED.read_bytes()).types}
     assert {"__sk_buff", "xdp_md", "bpf_sock", "ethhdr", "iphdr", "ipv6hdr", "tcphdr", "udphdr",
             "icmphdr", "icmp6hdr", "vlan_ethhdr", "in6_addr", "arphdr", "xdp_action"} <= names
+
+
+@pytest.mark.parametrize("access", ["ttl", "0:11", "0:6:0:1:0:2:3"])
+def test_bad_access_strings_are_refused(access: str) -> None:
+    """A field access that is not numbers, names no member, or indexes into
+    an int: CoreRelocationError naming the instruction and the type."""
+    with pytest.raises(CoreRelocationError) as caught:
+        ebpfvm.load(_with_relocation(33, CoreKind.FIELD_BYTE_OFFSET, "iphdr", access))
+    assert (caught.value.insn, caught.value.type_name, caught.value.access) == (33, "iphdr", access)

@@ -226,12 +226,10 @@ def _parse_spec(btf: Btf, record: _Record) -> _Spec:
         if text != "0":
             raise _Failed(f"access string {text!r} of a type relocation is not '0'")
         return _Spec(btf, record.type_id, [0], [])
-    try:
-        raw = [int(part) for part in text.split(":")]
-    except ValueError:
-        raise _Failed(f"access string {text!r} does not parse") from None
-    if not raw or len(raw) > MAX_SPEC or min(raw) < 0:
-        raise _Failed(f"access string {text!r} is empty, too long or negative")
+    parts = text.split(":")
+    if len(parts) > MAX_SPEC or not all(p.isascii() and p.isdigit() for p in parts):
+        raise _Failed(f"access string {text!r} is not up to {MAX_SPEC} numbers joined by ':'")
+    raw = [int(part) for part in parts]
     root = _strip(btf, record.type_id)
     spec = _Spec(btf, record.type_id, raw, [_Access(root.id, raw[0], None)])
     if record.kind in _ENUM_KINDS:

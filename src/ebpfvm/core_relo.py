@@ -565,7 +565,9 @@ def _resolve(record: _Record, local: Btf, spec: _Spec, target: CoreTarget) -> _R
     kind = record.kind
     if kind is CoreKind.TYPE_ID_LOCAL:
         return _Result(_Value(spec.root, validate=False), _Value(spec.root), None)
-    local_type = local.get(record.type_id)
+    if not 0 < record.type_id < len(local.types):
+        raise _Failed(f"BTF type id {record.type_id} does not exist")
+    local_type = local.types[record.type_id]
     if not local_type.name:
         raise _Failed("CO-RE relocations of anonymous types are not supported")
     orig = _value(spec, kind)

@@ -126,9 +126,9 @@ def test_sk_buff_through_core(engine: str) -> None:
 
 def test_poisoned_instruction_faults_when_run(engine: str) -> None:
     obj = ebpfvm.load(BAD)
-    (relocation,) = [r for r in obj.core_relocations if r.poisoned]
+    relocation = next(r for r in obj.core_relocations if r.poisoned)
     assert (relocation.type_name, relocation.field) == ("iphdr___mine", "iphdr___mine.not_in_kernel")
-    with obj.xdp(engine=engine) as runner:
+    with obj.xdp("xdp_missing", engine=engine) as runner:
         assert runner.run(bytes(20)).r0 == 7  # the poisoned load is not reached
         with pytest.raises(CoreRelocationFault) as caught:
             runner.run(udp_packet())
@@ -136,6 +136,25 @@ def test_poisoned_instruction_faults_when_run(engine: str) -> None:
     assert caught.value.type_name == "iphdr___mine"
     assert caught.value.field == "iphdr___mine.not_in_kernel"
     assert caught.value.kind == "byte_off"
+
+
+def test_load_size_changes(engine: str) -> None:
+    """A 64-bit unsigned flavor of xdp_md's 32-bit fields: the loads become
+    32-bit (RFC 9669 section 5.1: size field W) at the kernel's offsets; a
+    signed 64-bit flavor cannot be narrowed and is poisoned."""
+    obj = ebpfvm.load(CORE)
+    code = obj.program("xdp_widths").code
+    assert [(code[i], code[i + 2]) for i in (0, 8)] == [(0x61, 16), (0x61, 12)]
+    with obj.xdp("xdp_widths", engine=engine) as runner:
+        result = runner.run(udp_packet())
+        context = result.context  # the xdp_md the program saw
+        assert result.r0 == context["ingress_ifindex"] << 8 | context["rx_queue_index"]
+    bad = ebpfvm.load(BAD)
+    with bad.xdp("xdp_signed_width", engine=engine) as runner, \
+            pytest.raises(CoreRelocationFault) as caught:
+        runner.run(udp_packet())
+    assert (caught.value.pc, caught.value.field) == (0, "xdp_md___signed.ingress_ifindex")
+    assert caught.value.relocation.helper_id == POISON + 1
 
 
 def test_strict_refuses_at_load() -> None:
@@ -231,7 +250,7 @@ def libbpf() -> Iterator[_Libbpf]:
 
 
 XDP_PROGRAMS = ["xdp_parse", "xdp_flavor", "xdp_sizes", "xdp_bitfields", "xdp_type_id",
-                "xdp_headers"]
+                "xdp_headers", "xdp_widths"]
 
 
 def test_same_results_as_libbpf_and_the_kernel(libbpf: _Libbpf, engine: str) -> None:
@@ -282,7 +301,8 @@ def test_cli_core_btf_and_poisoned_fault() -> None:
 
     env = {**os.environ, "PYTHONPATH": str(Path(ebpfvm.__file__).parent.parent)}
     frame = (bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(40)).hex()
-    done = subprocess.run([sys.executable, "-m", "ebpfvm.cli", "run", str(BAD), "--hex", frame],
+    done = subprocess.run([sys.executable, "-m", "ebpfvm.cli", "run", str(BAD), "--function", "xdp_missing",
+                           "--hex", frame],
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 1
     assert "iphdr___mine.not_in_kernel" in done.stderr and "pc 8" in done.stderr

@@ -178,6 +178,22 @@ int xdp_headers(struct xdp_md *ctx)
 	       core_bitfield(tcp, doff) << 8 | core_bitfield(tcp, syn) << 4 | core_bitfield(tcp, ack);
 }
 
+/* A flavor of xdp_md whose fields are 64-bit: the loads shrink to the
+ * kernel's 32-bit fields (unsigned ints zero-extend, as libbpf allows):
+ * ingress_ifindex << 8 | rx_queue_index. */
+struct xdp_md___wide {
+	__u64 rx_queue_index;
+	__u64 ingress_ifindex;
+} __attribute__((preserve_access_index));
+
+SEC("xdp")
+int xdp_widths(struct xdp_md *ctx)
+{
+	struct xdp_md___wide *wide = (void *)ctx;
+
+	return wide->ingress_ifindex << 8 | wide->rx_queue_index;
+}
+
 /* __sk_buff through CO-RE: len + protocol << 16 + ifindex-independent fields. */
 SEC("tc")
 int tc_skb(struct __sk_buff *skb)

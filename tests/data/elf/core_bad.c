@@ -26,4 +26,16 @@ int xdp_missing(struct xdp_md *ctx)
 	return ip->ttl + ip->not_in_kernel;
 }
 
+/* A signed 64-bit flavor of a 32-bit field: the load cannot change size
+ * (sign extension would differ), so libbpf poisons it. */
+struct xdp_md___signed {
+	long long ingress_ifindex;
+} __attribute__((preserve_access_index));
+
+SEC("xdp")
+int xdp_signed_width(struct xdp_md *ctx)
+{
+	return ((struct xdp_md___signed *)ctx)->ingress_ifindex;
+}
+
 char LICENSE[] SEC("license") = "GPL";

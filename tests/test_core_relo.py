@@ -440,3 +440,12 @@ def test_bad_access_strings_are_refused(access: str) -> None:
     with pytest.raises(CoreRelocationError) as caught:
         ebpfvm.load(_with_relocation(33, CoreKind.FIELD_BYTE_OFFSET, "iphdr", access))
     assert (caught.value.insn, caught.value.type_name, caught.value.access) == (33, "iphdr", access)
+
+
+def test_core_arguments_are_checked() -> None:
+    with pytest.raises(ebpfvm.ArgumentTypeError) as caught:
+        ebpfvm.load(CORE, core_btf=3)  # type: ignore[arg-type]
+    assert caught.value.argument == "core_btf"
+    with pytest.raises(ebpfvm.ArgumentTypeError) as caught:
+        ebpfvm.load(CORE, core_strict="yes")  # type: ignore[arg-type]
+    assert caught.value.argument == "core_strict"

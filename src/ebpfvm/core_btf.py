@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from .btf import Btf, BtfKind, parse_btf
-from .errors import ElfError
+from .errors import ArgumentTypeError, ElfError
 
-__all__ = ["HOST_BTF", "CoreTarget", "CoreTargetSpec", "essential_name", "target_btf"]
+__all__ = ["HOST_BTF", "CoreTarget", "CoreTargetSpec", "check_core_arguments", "essential_name",
+           "target_btf"]
 
 HOST_BTF = "/sys/kernel/btf/vmlinux"
 """Where a Linux kernel with CONFIG_DEBUG_INFO_BTF shows its own BTF."""
@@ -29,6 +30,15 @@ PACKAGED = "kernel.btf"
 CoreTargetSpec = str | os.PathLike[str] | bytes | bytearray | None
 """What ``load(..., core_btf=...)`` takes: None (the packaged BTF), ``"host"``,
 a path to a raw BTF file, or its bytes."""
+
+
+def check_core_arguments(core_btf: object, core_strict: object) -> None:
+    """load()'s CO-RE arguments: ArgumentTypeError for a `core_btf` that is
+    not None, a str, a path or bytes, or a `core_strict` that is not a bool."""
+    if core_btf is not None and not isinstance(core_btf, (str, os.PathLike, bytes, bytearray)):
+        raise ArgumentTypeError("core_btf", core_btf, "None, 'host', a path or bytes")
+    if not isinstance(core_strict, bool):
+        raise ArgumentTypeError("core_strict", core_strict, "a bool")
 
 
 def essential_name(name: str) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .cfg import branch_delta, relative_target
+from .core_btf import check_core_arguments
 from .core_relo import CoreRelocation, CoreTargetSpec, apply_core, is_poison
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
@@ -322,6 +323,7 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
                                       or isinstance(possible_cpus, bool)
                                       or not 1 <= possible_cpus <= 4096):
         raise ArgumentError("possible_cpus", possible_cpus, "None or an int from 1 to 4096")
+    check_core_arguments(core_btf, core_strict)
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source)
     try:
         loaded = _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)),

@@ -78,6 +78,7 @@ class BtfType:
     vlen: int
     array: tuple[int, int, int] | None = None  # (elem type, index type, nelems)
     int_info: int = 0  # INT: encoding << 24 | bit offset << 16 | bits
+    kflag: bool = False  # bitfield member offsets (STRUCT, UNION); signed values (ENUM*)
     items: list[tuple[str, int, int]] = field(default_factory=list)
 
 
@@ -220,7 +221,7 @@ def parse_btf(data: bytes) -> Btf:
         except ValueError:
             raise ElfError(f"unknown BTF kind {(info >> 24) & 0x1F}", ".BTF") from None
         vlen = info & 0xFFFF
-        item = BtfType(len(types), kind, name_at(name_off), ref, vlen)
+        item = BtfType(len(types), kind, name_at(name_off), ref, vlen, kflag=bool(info >> 31))
         extra = _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ITEM.get(kind, 0) * vlen
         if pos + extra > end:
             raise ElfError(f"BTF type {item.id} is cut short", ".BTF")
@@ -234,9 +235,32 @@ def parse_btf(data: bytes) -> Btf:
                 # members: (name, type, bit offset); DATASEC: (var type, offset, size)
                 item.items.append((name_at(a), b, c) if kind is not BtfKind.DATASEC
                                   else ("", a, b))
+        elif kind in (BtfKind.ENUM, BtfKind.ENUM64):  # CO-RE (issue 13): (name, value, 0)
+            item.items = _enum_values(data, pos, item, name_at)
+        elif kind is BtfKind.FUNC_PROTO:  # CO-RE (issue 13): (name, type, 0) per parameter
+            item.items = [(name_at(a), b, 0) for a, b in
+                          (struct.unpack_from("<II", data, pos + 8 * i) for i in range(vlen))]
         pos += extra
         types.append(item)
     return Btf(types)
+
+
+def _enum_values(data: bytes, pos: int, item: BtfType,
+                 name_at: Any) -> list[tuple[str, int, int]]:
+    """An ENUM's (name_off, i32 or u32 value) or ENUM64's (name_off, lo32,
+    hi32) entries as (name, value, 0); kflag marks signed values."""
+    values = []
+    for index in range(item.vlen):
+        if item.kind is BtfKind.ENUM:
+            name_off, raw = struct.unpack_from("<II", data, pos + 8 * index)
+            bits = 32
+        else:
+            name_off, low, high = struct.unpack_from("<III", data, pos + 12 * index)
+            raw, bits = low | high << 32, 64
+        if item.kflag and raw >> (bits - 1):
+            raw -= 1 << bits
+        values.append((name_at(name_off), raw, 0))
+    return values
 
 
 BTF_INT_SIGNED = 1

@@ -96,11 +96,15 @@ def _is_elf(path: Path) -> bool:
     return _read(path)[:4] == ELF_MAGIC
 
 
+CORE_BTF: dict[str, str | None] = {}
+"""The --core-btf of this run (ebpfvm.core_btf)."""
+
+
 def _object(data: bytes) -> Any:
     """The loaded ELF object in `data`."""
     from .elf import load
 
-    return load(data)
+    return load(data, core_btf=CORE_BTF.get("target"))  # --core-btf (CO-RE)
 
 
 def _pick(obj: Any, path: Path, section: str | None, function: str | None) -> Any:
@@ -203,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks of errors")
+    common.add_argument("--core-btf", metavar="BTF", default=argparse.SUPPRESS, help="target "
+                        "BTF of CO-RE relocations: 'host' or a BTF file (default: ebpfvm's)")
     parser = argparse.ArgumentParser(
         prog="ebpfvm", description="A user-space eBPF virtual machine: run, inspect and "
         "benchmark eBPF programs.", epilog=EPILOG,
@@ -734,6 +740,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        CORE_BTF["target"] = getattr(args, "core_btf", None)
         if args.command is None:
             parser.error("a COMMAND is required (see ebpfvm --help)")
     except SystemExit as stop:  # --help, --version (0) and usage errors (2)

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .cfg import branch_delta, relative_target
+from .core_btf import check_core_arguments
+from .core_relo import CoreRelocation, CoreTargetSpec, apply_core, is_poison
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
     ArgumentError,
@@ -131,6 +133,8 @@ class ElfObject:
     license: str | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
     maps: dict[str, AnyMap] = field(default_factory=dict)
+    core_relocations: list[CoreRelocation] = field(default_factory=list)
+    """The CO-RE relocations applied at load, with their results (ebpfvm.core_relo)."""
     _pins: list[Any] = field(default_factory=list)
     _globals: dict[str, Map] = field(default_factory=dict)
     """The maps of the global-data sections, by section name."""
@@ -288,7 +292,8 @@ class _Section:
 def load(source: str | os.PathLike[str] | bytes | bytearray, *,
          max_map_bytes: int = MAX_MAP_BYTES,
          max_object_map_bytes: int = MAX_OBJECT_MAP_BYTES,
-         possible_cpus: int | None = None) -> ElfObject:
+         possible_cpus: int | None = None, core_btf: CoreTargetSpec = None,
+         core_strict: bool = False) -> ElfObject:
     """Read an object file (a path or its bytes). Malformed or unsupported input
     raises ElfError naming the section when there is one.
 
@@ -301,7 +306,13 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
     when None). The defaults
     (MAX_MAP_BYTES, 256 MiB, and MAX_OBJECT_MAP_BYTES, 512 MiB) keep a hostile
     object within a few hundred MB. A limit that is not a positive int is an
-    ArgumentError or ArgumentTypeError, before anything is read."""
+    ArgumentError or ArgumentTypeError, before anything is read.
+
+    CO-RE relocations are resolved against `core_btf` (ebpfvm.core_btf: None
+    for the BTF shipped with ebpfvm, ``"host"`` for /sys/kernel/btf/vmlinux,
+    or a BTF file's path or bytes); with `core_strict` a relocation the
+    target cannot satisfy is a CoreRelocationError instead of a poisoned
+    instruction (ebpfvm.core_relo)."""
     for argument, limit in (("max_map_bytes", max_map_bytes),
                             ("max_object_map_bytes", max_object_map_bytes)):
         if not isinstance(limit, int) or isinstance(limit, bool):
@@ -312,9 +323,11 @@ def load(source: str | os.PathLike[str] | bytes | bytearray, *,
                                       or isinstance(possible_cpus, bool)
                                       or not 1 <= possible_cpus <= 4096):
         raise ArgumentError("possible_cpus", possible_cpus, "None or an int from 1 to 4096")
+    check_core_arguments(core_btf, core_strict)
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source)
     try:
-        loaded = _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)))
+        loaded = _load(data, _MapLimits(max_map_bytes, MapMemory(max_object_map_bytes)),
+                       (core_btf, core_strict))
         if possible_cpus is not None:
             for created in loaded.maps.values():
                 if created.kind == "keyed" and cast(Map, created).percpu:
@@ -342,7 +355,8 @@ class _MapLimits:
     memory: MapMemory
 
 
-def _load(data: bytes, limits: _MapLimits) -> ElfObject:
+def _load(data: bytes, limits: _MapLimits,
+          core: tuple[CoreTargetSpec, bool] = (None, False)) -> ElfObject:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
@@ -363,6 +377,7 @@ def _load(data: bytes, limits: _MapLimits) -> ElfObject:
     btf = parse_btf(bytes(btf_section.data())) if btf_section is not None else None
     if btf is not None:
         _data_variables(elf, symbols, btf, result)
+    result.core_relocations = apply_core(elf, btf, list(sections.values()), *core)
     _link_kconfig(symbols, btf, result, global_data, sections)
     map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
     text = next((s for s in sections.values() if s.name == TEXT), None)
@@ -679,7 +694,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
     helpers = sorted({imm & 0xFFFF_FFFF
                       for _op, _regs, _off, imm in (SLOT_LAYOUT.unpack_from(code, i * SLOT)
                                                     for i in range(len(code) // SLOT))
-                      if _op == CALL_OPCODE and _regs >> 4 == 0})
+                      if _op == CALL_OPCODE and _regs >> 4 == 0 and not is_poison(imm & 0xFFFF_FFFF)})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
                    tuple(sorted(used_maps)), tuple(helpers), tuple(sorted(relocations)))
 

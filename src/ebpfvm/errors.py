@@ -7,7 +7,7 @@ on the type and the fields, never on the wording of the message.
     ├── AsmError(line, col)
     ├── DecodeError(pc)
     ├── VerifierError(pc, reason)
-    ├── ElfError(section)
+    ├── ElfError(section) ── CoreRelocationError(insn, kind, type_name, access, field)
     ├── MapError ── ArrayIndexError(map_name, index, max_entries), MapFull(map_name, max_entries),
     │               BtfValueError(field, value, reason, map_name)
     ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)
@@ -23,7 +23,8 @@ on the type and the fields, never on the wording of the message.
         ├── CallDepthExceeded(depth)
         ├── TailCallFault(chain)        (a fault inside a tail-called program)
         ├── RunInterrupted              (Ctrl-C; also a KeyboardInterrupt)
-        └── InvalidInstruction(opcode)  (reached an instruction it cannot run)
+        ├── InvalidInstruction(opcode)  (reached an instruction it cannot run)
+        └── CoreRelocationFault(kind, type_name, field)  (ran a poisoned CO-RE instruction)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "BudgetExceeded",
     "CallDepthExceeded",
     "Closed",
+    "CoreRelocationError",
+    "CoreRelocationFault",
     "DecodeError",
     "EbpfError",
     "ElfError",
@@ -326,3 +329,36 @@ class InvalidInstruction(VmFault):
     def __init__(self, pc: int, opcode: int, reason: str) -> None:
         super().__init__(f"invalid instruction 0x{opcode:02x}: {reason}", pc)
         self.opcode = opcode
+
+
+# core (issue 13): CO-RE relocations (ebpfvm.core_relo)
+class CoreRelocationError(ElfError):
+    """A CO-RE relocation that cannot be applied at load: `kind` (its libbpf
+    name, ``byte_off``...), the local type `type_name`, the `access` string
+    (``0:1:2``), the `field` path it names (``iphdr.saddr``), and the code
+    section and instruction index (in that section) of the instruction."""
+
+    def __init__(self, reason: str, section: str, insn: int, kind: str, type_name: str,
+                 access: str, field: str) -> None:
+        super().__init__(f"CO-RE {kind} relocation of {field or type_name} at instruction "
+                         f"{insn}: {reason}", section)
+        self.insn = insn
+        self.kind = kind
+        self.type_name = type_name
+        self.access = access
+        self.field = field
+
+
+class CoreRelocationFault(VmFault):
+    """A run reached an instruction whose CO-RE relocation failed at load (libbpf
+    poisons it; the kernel would refuse it at verification if reachable).
+    `relocation` is the ebpfvm.core_relo.CoreRelocation: kind, type name, field."""
+
+    def __init__(self, pc: int, relocation: object, type_name: str, field: str,
+                 kind: str) -> None:
+        super().__init__(f"reached the instruction of the failed CO-RE {kind} relocation "
+                         f"of {field or type_name}", pc)
+        self.relocation = relocation
+        self.type_name = type_name
+        self.field = field
+        self.kind = kind

@@ -6,7 +6,14 @@ both call :meth:`Machine.call`, so neither engine imports the other."""
 from __future__ import annotations
 
 from . import alu
-from .errors import BudgetExceeded, HelperFault, LockHeldAtExit, RunInterrupted, TailCallFault
+from .errors import (
+    BudgetExceeded,
+    CoreRelocationFault,
+    HelperFault,
+    LockHeldAtExit,
+    RunInterrupted,
+    TailCallFault,
+)
 from .helper_table import helper_number
 from .helpers import HELPER_CALL_UNITS, CallbackFault, Helper, HelperContext, Unwind
 from .memory import AddressSpace, Region
@@ -143,7 +150,7 @@ def _locked_call(pc: int, helper_id: int, name: str, address: int) -> HelperFaul
     return fault
 
 
-_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted)
+_PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted, CoreRelocationFault)
 """What Machine.call lets out of a helper unwrapped."""
 
 

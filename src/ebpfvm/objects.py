@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import callback_helpers
 from .contexts import SkbRunner, XdpRunner
+from .core_relo import poison_helpers
 from .kernel import KernelEnv, kernel_helpers
 from .maps import map_helpers
 from .progtypes import prog_type_for_section
@@ -53,6 +54,8 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
             vm.register_helper(key, helper)
     for key, helper in callback_helpers(used).items():
         vm.register_helper(key, helper)
+    for key, poisoned in poison_helpers(obj.core_relocations).items():  # CO-RE (issue 13)
+        vm.register_helper(key, poisoned, name="bpf_core_poisoned", context=True)
     settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": kenv, **kwargs}
     _TailCalls(obj, settings, program.name, vm).attach(vm)
     obj._made.add(vm)

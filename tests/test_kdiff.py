@@ -73,6 +73,9 @@ AGREEING = [
     (ELF / "calls.o", "first_plus_ten"),  # bpf-to-bpf call: unused .text functions left out
     (ELF / "kconfig.o", "version"),  # .kconfig, frozen
     (ELF / "tailchain.o", "tc_entry"),
+    (ELF / "callbacks.o", "loop_prog"),  # bpf_loop: BTF func_info from the object
+    (ELF / "callbacks.o", "foreach_prog"),  # bpf_for_each_map_elem
+    (ELF / "cgroup_storage.o", "storage_prog"),  # cgroup_skb, spin lock: map BTF
 ]
 
 
@@ -81,7 +84,7 @@ AGREEING = [
                          ids=[f"{p.stem}:{f or ''}" for p, f in AGREEING])
 def test_objects_agree_with_the_kernel(engine: str, path: Path, function: str | None) -> None:
     with ebpfvm.load(path) as obj:
-        diff = against_kernel(obj, _sample(), program=function, engine=engine)
+        diff = against_kernel(obj, _sample(), program=function, engine=engine, source=path)
     assert diff.packets == PACKETS
     assert diff.divergences == [], [str(d) for d in diff.divergences[:5]]
     assert diff.agrees and not diff
@@ -146,6 +149,39 @@ def test_a_program_the_verifier_refuses_is_kernel_rejected() -> None:
     assert caught.value.errno == errno.EACCES
     assert "invalid bpf_context access" in caught.value.first_line
     assert caught.value.log
+
+
+@needs_kernel
+def test_callbacks_need_the_objects_btf() -> None:
+    """Without the object file, there is no BTF func_info to give the kernel,
+    which its verifier asks for a program with a callback."""
+    with ebpfvm.load(ELF / "callbacks.o") as obj, pytest.raises(kbpf.KernelRejected) as caught:
+        against_kernel(obj, [_frame(UDP)], program="loop_prog")
+    assert "func_info" in caught.value.first_line
+
+
+@needs_kernel
+def test_corpus_programs_agree_with_the_kernel(engine: str) -> None:
+    """Every corpus program (clang objects of the kernel's selftests and
+    samples) over its vectors' frames and some of the sample capture."""
+    corpus = REPO.parent / "shared" / "corpus"
+    if not (corpus / "manifest.json").exists():
+        pytest.skip(f"no corpus at {corpus}")
+    from corpus import entry_type, load_options, load_vectors
+
+    seen: set[str] = set()
+    for vector in load_vectors(corpus):
+        if vector.program in seen:
+            continue
+        seen.add(vector.program)
+        path = vector.directory / vector.manifest["object"]
+        entry, prog_type = entry_type(vector)
+        frames = [bytes.fromhex(step["packet_in"]) for step in vector.vector["steps"]]
+        with ebpfvm.load(path, **load_options(vector)) as obj:
+            diff = against_kernel(obj, frames + _sample()[:10], program=entry, engine=engine,
+                                  source=path, prog_type=prog_type)
+        assert diff.agrees, (vector.program, [str(d) for d in diff.counted[:5]])
+    assert len(seen) > 20
 
 
 @needs_kernel

@@ -1,8 +1,10 @@
 """``ebpfvm run OBJ ... --against-kernel``: the kernel differential
 (ebpfvm.kdiff) from the command line.
 
-Prints one line per divergence (at most :data:`SHOWN`), one per input the
-kernel's test run refused, then ``N packets, M diverge``. The exit status is
+Prints one line per divergence (at most :data:`SHOWN`), a few of the
+differences not counted (a program calling nondeterministic helpers), one
+line per input the kernel's test run refused, then ``N packets, M
+diverge``. The exit status is
 0 when no packet diverges and 1 otherwise; a kernel that cannot be used
 (no bpf(), no permission, a program the verifier refuses) is one
 ``ebpfvm: error:`` line and status 1, as every other error of the CLI.
@@ -18,10 +20,12 @@ from .capture import read_capture
 from .errors import EbpfError
 from .kdiff import against_kernel
 
-__all__ = ["SHOWN", "run_against_kernel"]
+__all__ = ["EXAMPLES", "SHOWN", "run_against_kernel"]
 
 SHOWN = 50
 """The most divergence lines printed; a count of the rest follows."""
+EXAMPLES = 3
+"""The most differences shown that are not counted (nondeterministic helpers)."""
 
 
 def _frames(path: Any) -> Iterator[bytes]:
@@ -43,11 +47,15 @@ def run_against_kernel(args: argparse.Namespace, loaded: Any, data: bytes | None
                         "type and maps)")
     packets = _frames(args.pcap) if args.pcap is not None else [data or b""]
     diff = against_kernel(loaded.obj, packets, program=loaded.program.name,
-                          section=loaded.program.section, engine=engine)
-    for divergence in diff.divergences[:SHOWN]:
+                          section=loaded.program.section, engine=engine,
+                          source=args.program)
+    counted = diff.counted
+    for divergence in counted[:SHOWN]:
         print(divergence)
-    if len(diff.divergences) > SHOWN:
-        print(f"... {len(diff.divergences) - SHOWN} more divergences")
+    if len(counted) > SHOWN:
+        print(f"... {len(counted) - SHOWN} more divergences")
+    for divergence in [d for d in diff.divergences if d not in counted][:EXAMPLES]:
+        print(divergence)
     for number, reason in diff.refused[:SHOWN]:
         print(f"packet {number}: the kernel's test run refused it: {reason}")
     print(diff.summary())

@@ -156,7 +156,8 @@ class KernelMap:
 
     def __init__(self, name: str, map_type: int, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, *, percpu: bool = False,
-                 map_extra: int = 0, inner_map_fd: int = 0) -> None:
+                 map_extra: int = 0, inner_map_fd: int = 0,
+                 btf: tuple[int, int, int] | None = None) -> None:
         self.name, self.type, self.flags = name, map_type, flags
         self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
         self.percpu = percpu
@@ -164,6 +165,8 @@ class KernelMap:
         attr = _attr("<IIIIII4x16s", map_type, key_size, value_size, max_entries, flags,
                      inner_map_fd, _kernel_name(name))
         struct.pack_into("<Q", attr, 64, map_extra)
+        if btf is not None:  # (btf fd, key type id, value type id)
+            struct.pack_into("<III", attr, 48, *btf)
         result = bpf(MAP_CREATE, attr)
         if result < 0 and -result not in UNAVAILABLE_ERRNOS:
             raise KernelRejected(f"BPF_MAP_CREATE {name}", -result)

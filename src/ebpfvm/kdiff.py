@@ -29,7 +29,16 @@ from typing import Any
 
 from .errors import EbpfError, VmFault
 from .helper_table import helper_name
-from .kbpf import KernelError, KernelMap, KernelProg, KernelRejected, KernelUnavailable, probe
+from .kbpf import (
+    KernelError,
+    KernelMap,
+    KernelProg,
+    KernelRejected,
+    KernelUnavailable,
+    load_btf,
+    probe,
+)
+from .kbtf import KernelBtf, kernel_btf
 from .kernel import KernelEnv
 from .klink import kernel_code
 from .progtypes import ETH_HLEN, SKB_ARRAYS, SKB_FIELDS, SKB_FIELDS64, prog_type_for_section
@@ -148,7 +157,8 @@ class KernelSession:
     (or use ``with``) to close every fd and restore the CPU affinity."""
 
     def __init__(self, obj: Any, program: str | None = None, *, section: str | None = None,
-                 env: KernelEnv | None = None, prog_type: str | None = None) -> None:
+                 env: KernelEnv | None = None, prog_type: str | None = None,
+                 source: str | os.PathLike[str] | bytes | None = None) -> None:
         self.obj = obj
         self.program = obj.program(program, section=section)
         self.cpu = (env or KernelEnv()).cpu
@@ -156,8 +166,13 @@ class KernelSession:
         self.maps: dict[str, KernelMap] = {}
         self.progs: dict[str, KernelProg] = {}
         self._affinity: set[int] | None = None
+        self.btf: KernelBtf | None = None
+        self.btf_fd = -1
+        self.btf_error: KernelError | None = None
+        """Why the object's BTF did not load (the programs then load without it)."""
         try:
             probe()
+            self._load_btf(source)
             self._pin()
             self._load(self.program)
             self._fill_prog_arrays()
@@ -180,21 +195,47 @@ class KernelSession:
                 raise KernelUnavailable(f"cannot run on CPU {self.cpu}: {exc.strerror}",
                                         exc.errno or 0) from None
 
+    def _load_btf(self, source: str | os.PathLike[str] | bytes | None) -> None:
+        """The object's BTF in the kernel, when `source` (the object file or
+        its bytes) is given and has one."""
+        if source is None:
+            return
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else \
+            open(source, "rb").read()  # noqa: SIM115 (read whole, closed by refcount)
+        self.btf = kernel_btf(data)
+        if self.btf is None:
+            return
+        try:
+            self.btf_fd = load_btf(self.btf.blob)
+        except KernelRejected as exc:
+            self.btf, self.btf_error = None, exc
+
     def _load(self, program: Any) -> KernelProg:
         """Load `program` (and the maps it uses) unless it is loaded."""
         if program.name in self.progs:
             return self.progs[program.name]
-        code = kernel_code(program.code, program.relocations, lambda name: self._map(name).fd)
+        infos = self.btf.program_func_info(program) if self.btf is not None else []
+        code, infos = kernel_code(program.code, program.relocations,
+                                  lambda name: self._map(name).fd, infos)
         prog = KernelProg(program.name, PROG_TYPE_IDS[self.prog_type], code,
                           self.obj.license or "GPL",
-                          expected_attach_type=ATTACH_TYPES.get(program.section, 0))
+                          expected_attach_type=ATTACH_TYPES.get(program.section, 0),
+                          btf_fd=self.btf_fd if infos else 0, func_info=infos)
         self.progs[program.name] = prog
         return prog
 
     def _map(self, name: str) -> KernelMap:
         found = self.maps.get(name)
         if found is None:
-            found = self.maps[name] = _copy_map(self.obj, name)
+            types = self.btf.map_types.get(name) if self.btf is not None else None
+            btf = (self.btf_fd, *types) if types is not None and types[1] else None
+            try:
+                found = _copy_map(self.obj, name, btf)
+            except KernelRejected:
+                if btf is None:
+                    raise
+                found = _copy_map(self.obj, name, None)  # the kernel refused its BTF
+            self.maps[name] = found
         return found
 
     def _fill_prog_arrays(self) -> None:
@@ -248,6 +289,9 @@ class KernelSession:
         for made in self.maps.values():
             made.close()
         self.progs, self.maps = {}, {}
+        if self.btf_fd >= 0:
+            os.close(self.btf_fd)
+            self.btf_fd = -1
         if self._affinity is not None:
             os.sched_setaffinity(0, self._affinity)
             self._affinity = None
@@ -269,7 +313,7 @@ def _prog_type(section: str) -> str:
     return found.name
 
 
-def _copy_map(obj: Any, name: str) -> KernelMap:
+def _copy_map(obj: Any, name: str, btf: tuple[int, int, int] | None) -> KernelMap:
     """A kernel map like `obj`'s map `name`, holding its current contents."""
     ours = obj.maps[name]
     kind = getattr(ours, "kind", "keyed")
@@ -277,7 +321,8 @@ def _copy_map(obj: Any, name: str) -> KernelMap:
         raise KernelUnsupported(f"map {name!r}", "maps of maps are not copied to the kernel")
     percpu = bool(getattr(ours, "percpu", False))
     made = KernelMap(name, int(ours.type), ours.key_size, ours.value_size, ours.max_entries,
-                     int(ours.flags), percpu=percpu, map_extra=getattr(ours, "map_extra", 0))
+                     int(ours.flags), percpu=percpu, map_extra=getattr(ours, "map_extra", 0),
+                     btf=btf)
     try:
         if name in obj.data and name in getattr(obj, "_globals", {}):
             made.update(bytes(4), bytes(obj.data[name]).ljust(ours.value_size, b"\0"))
@@ -314,17 +359,22 @@ def _key(key: Any, ours: Any) -> bytes:
 def against_kernel(obj: Any, packets: Iterable[bytes], *, program: str | None = None,
                    section: str | None = None, engine: str = "interp",
                    env: KernelEnv | None = None, ctx: bytes | None = None,
-                   strict: bool = False, kernel: KernelSession | None = None) -> KernelDiff:
+                   strict: bool = False, kernel: KernelSession | None = None,
+                   source: str | os.PathLike[str] | bytes | None = None,
+                   prog_type: str | None = None) -> KernelDiff:
     """Run each of `packets` through `program` of `obj` in ebpfvm (`engine`)
     and in the kernel, and compare (see the module's docstring). `kernel`: a
     KernelSession opened earlier (kept open), else one is made from `obj`'s
-    current maps and closed at the end. `ctx`: the context every run starts
+    current maps and closed at the end. `source`: the object file (or its
+    bytes), whose BTF the kernel needs for callbacks, global functions and
+    spin locks in map values. `prog_type` ("xdp", "sched_cls"...): the
+    program's type when its section name does not say. `ctx`: the context every run starts
     from (a 192-byte __sk_buff, or a 24-byte xdp_md). Raises
     KernelUnavailable, KernelRejected or KernelUnsupported when the kernel
     side cannot run."""
     env = env if env is not None else KernelEnv()
-    session = kernel if kernel is not None else KernelSession(obj, program, section=section,
-                                                              env=env)
+    session = kernel if kernel is not None else KernelSession(
+        obj, program, section=section, env=env, source=source, prog_type=prog_type)
     try:
         return _compare_all(obj, session, packets, engine, env, ctx, strict)
     finally:

@@ -14,7 +14,7 @@ section 4.3).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .cfg import branch_delta, branch_target, callback_target
 from .encoding import SLOT, Insn, decode
@@ -31,10 +31,12 @@ _IMM = struct.Struct("<i")
 
 
 def kernel_code(code: bytes, relocations: tuple[tuple[int, str, str, int], ...],
-                map_fd: Callable[[str], int]) -> bytes:
+                map_fd: Callable[[str], int], func_info: Sequence[tuple[int, int]] = ()
+                ) -> tuple[bytes, list[tuple[int, int]]]:
     """`code` with its map and data loads pointing at the kernel maps
     (`map_fd` of a map or data-section name) and without unreachable
-    functions."""
+    functions, and `func_info` ((pc, BTF FUNC id) of each function start)
+    for the new layout, without the functions left out."""
     out = bytearray(code)
     for pc, kind, name, offset in relocations:
         at = pc * SLOT
@@ -42,7 +44,8 @@ def kernel_code(code: bytes, relocations: tuple[tuple[int, str, str, int], ...],
         out[at + 1] = (out[at + 1] & 0x0F) | (source << 4)
         _IMM.pack_into(out, at + 4, map_fd(name))
         _IMM.pack_into(out, at + SLOT + 4, offset if kind == "data" else 0)
-    return _reachable_only(bytes(out))
+    pruned, moved = _reachable_only(bytes(out))
+    return pruned, [(moved[pc], type_id) for pc, type_id in sorted(func_info) if pc in moved]
 
 
 def _reachable(insns: list[Insn]) -> set[int]:
@@ -65,11 +68,12 @@ def _reachable(insns: list[Insn]) -> set[int]:
     return seen
 
 
-def _reachable_only(code: bytes) -> bytes:
+def _reachable_only(code: bytes) -> tuple[bytes, dict[int, int]]:
+    """The code without unreachable instructions, and where each kept pc went."""
     insns = decode(code)
     kept = _reachable(insns)
     if len(kept) == len(insns):
-        return code
+        return code, {insn.pc: insn.pc for insn in insns}
     moved: dict[int, int] = {}
     out = bytearray()
     for insn in insns:
@@ -90,5 +94,5 @@ def _reachable_only(code: bytes) -> bytes:
         function = callback_target(insn)
         if function is not None and function in moved:
             _IMM.pack_into(out, new_pc * SLOT + 4, branch_delta(new_pc, moved[function]))
-    return bytes(out)
+    return bytes(out), moved
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,16 @@ def test_objects_agree_with_the_kernel(engine: str, path: Path, function: str | 
     assert diff.divergences == [], [str(d) for d in diff.divergences[:5]]
     assert diff.agrees and not diff
     assert diff.summary().startswith(f"{PACKETS} packets, 0 diverge")
+
+
+@needs_kernel
+def test_an_xdp_md_given_to_both_sides_agrees(engine: str) -> None:
+    """A 24-byte struct xdp_md in (data 0, data_end 60): the kernel hands it
+    back after the run, and its fields are compared too."""
+    xdp_md = struct.pack("<6I", 0, 60, 0, 0, 0, 0)
+    with ebpfvm.load(EXAMPLES / "config.o") as obj:
+        diff = against_kernel(obj, [_frame(UDP), _frame(TCP)], engine=engine, ctx=xdp_md)
+    assert diff.packets == 2 and diff.divergences == [] and not diff.refused
 
 
 @needs_kernel
@@ -201,6 +212,25 @@ def test_cli_reports_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 1 and captured.out == ""
     lines = captured.err.splitlines()
     assert len(lines) == 1 and "invalid bpf_context access" in lines[0]
+
+
+@needs_kernel
+def test_cli_divergences_exit_1(monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The kernel's r0 turned into XDP_TX on its way back: each packet's
+    line names it, then the summary, and the status is 1."""
+    real = KernelSession.run
+
+    def run(self: KernelSession, packet: bytes, ctx: bytes | None = None) -> Any:
+        _retval, data, ctx_out = real(self, packet, ctx)
+        return 3, data, ctx_out
+
+    monkeypatch.setattr(KernelSession, "run", run)
+    frames = _frame(UDP).hex()
+    assert main(["run", str(EXAMPLES / "proto_count.o"), "--hex", frames,
+                 "--against-kernel"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "packet 1: r0: kernel 0x3, ebpfvm 0x2", "1 packets, 1 diverge"]
 
 
 def _fail_with(err: int) -> Any:

@@ -43,6 +43,8 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280}
 ATTR_SIZE = 160
 """The bytes of union bpf_attr handed over (the kernel checks the unused tail is zero)."""
 LOG_SIZE = 1 << 22
+OUT_SLACK = 65536
+"""Room for a packet to grow in a test run (bpf_skb_change_tail, adjust_head)."""
 UNAVAILABLE_ERRNOS = (errno.EPERM, errno.EACCES, errno.ENOSYS)
 """errnos that say bpf() cannot be used here at all (rather than a refusal)."""
 
@@ -301,7 +303,7 @@ class KernelProg:
                  data_out_size: int = 0) -> tuple[int, bytes, bytes | None]:
         """One BPF_PROG_TEST_RUN: (retval, packet out, context out or None)."""
         data_in = ctypes.create_string_buffer(data, max(len(data), 1))
-        out_size = data_out_size or len(data) + 4096
+        out_size = data_out_size or len(data) + OUT_SLACK
         data_out = ctypes.create_string_buffer(out_size)
         ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
         ctx_out = ctypes.create_string_buffer(ctx_out_size) if ctx_out_size else None

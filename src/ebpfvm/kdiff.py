@@ -14,7 +14,8 @@ pinned there while the session is open).
 :func:`against_kernel` runs each packet on both sides and compares, per
 packet: r0 (the low 32 bits, as the kernel returns it), the packet after
 the run, the ``__sk_buff`` fields mark, priority, cb and tstamp the kernel's
-ctx_out gives back (skb programs), and every compared map afterwards (see
+ctx_out gives back (skb programs; XDP programs given an xdp_md: its
+fields), and every compared map afterwards (see
 :data:`NOT_COMPARED`). A program that calls a helper whose result differs by
 nature between two machines (:data:`NONDETERMINISTIC`) gets its
 divergences reported but not counted, unless ``strict=True``.
@@ -41,7 +42,15 @@ from .kbpf import (
 from .kbtf import KernelBtf, kernel_btf
 from .kernel import KernelEnv
 from .klink import kernel_code
-from .progtypes import ETH_HLEN, SKB_ARRAYS, SKB_FIELDS, SKB_FIELDS64, prog_type_for_section
+from .progtypes import (
+    ETH_HLEN,
+    SKB_ARRAYS,
+    SKB_FIELDS,
+    SKB_FIELDS64,
+    XDP_MD,
+    XDP_MD_LAYOUT,
+    prog_type_for_section,
+)
 
 __all__ = ["NONDETERMINISTIC", "NOT_COMPARED", "Divergence", "KernelDiff", "KernelSession",
            "KernelUnsupported", "against_kernel"]
@@ -262,10 +271,11 @@ class KernelSession:
 
     def run(self, packet: bytes, ctx: bytes | None = None) -> tuple[int, bytes, bytes | None]:
         """One BPF_PROG_TEST_RUN of the program: (retval, packet, ctx_out);
-        skb programs get a zero (or the given) __sk_buff in and out."""
+        skb programs get a zero (or the given) __sk_buff in and out, XDP
+        programs the given xdp_md in and out."""
         prog = self.progs[self.program.name]
         if self.prog_type == "xdp":
-            return prog.test_run(packet, ctx)
+            return prog.test_run(packet, ctx, XDP_MD.size if ctx else 0)
         return prog.test_run(packet, ctx or bytes(SKB_CTX_SIZE), SKB_CTX_SIZE)
 
     def entries(self, name: str) -> list[tuple[bytes, Any]]:
@@ -424,7 +434,9 @@ def _compare_packet(diff: KernelDiff, number: int, packet: bytes,
         note("r0", retval, result.r0 & 0xFFFF_FFFF)
     start = session.packet_offset
     _compare_bytes(note, kernel_packet[start:], bytes(result.packet)[start:], start)
-    if kernel_ctx is not None:
+    if kernel_ctx is not None and session.prog_type == "xdp":
+        _compare_xdp_ctx(note, kernel_ctx, bytes(result.context_raw))
+    elif kernel_ctx is not None:
         _compare_ctx(note, kernel_ctx, bytes(result.ctx_out))
     for name in sorted(session.maps):
         if getattr(session.obj.maps[name], "kind", "keyed") not in NOT_COMPARED:
@@ -462,6 +474,15 @@ def _compare_ctx(note: Any, kernel: bytes, ours: bytes) -> None:
     for name, value in _ctx_fields(kernel.ljust(SKB_CTX_SIZE, b"\0")).items():
         if mine[name] != value:
             note(f"ctx {name}", value, mine[name])
+
+
+def _compare_xdp_ctx(note: Any, kernel: bytes, ours: bytes) -> None:
+    """The xdp_md the kernel hands back when the run was given one."""
+    for name, offset in XDP_MD_LAYOUT.fields.items():
+        kernel_value = int.from_bytes(kernel[offset : offset + 4], "little")
+        our_value = int.from_bytes(ours[offset : offset + 4], "little")
+        if kernel_value != our_value:
+            note(f"ctx {name}", kernel_value, our_value)
 
 
 def _our_entries(session: KernelSession, name: str) -> list[tuple[bytes, Any]]:

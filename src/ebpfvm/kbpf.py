@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 import sys
 from typing import Any
@@ -100,6 +99,8 @@ _libc: Any = None
 
 def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     """One bpf(cmd, attr) call: its result, or -errno."""
+    import platform
+
     global _libc
     nr = _NR_BPF.get(platform.machine())
     if not sys.platform.startswith("linux") or nr is None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import EbpfError, VmFault
@@ -162,7 +163,10 @@ class KernelDiff:
 
 class KernelSession:
     """One program of `obj` (by function `program`, or the only one) with its
-    maps in the kernel. `env` gives the CPU the runs are pinned to. Close it
+    maps in the kernel, copied from `obj` now. `env` gives the CPU the runs
+    are pinned to; `source` (the object file or its bytes) the BTF the
+    kernel needs for callbacks, global functions and spin locks;
+    `prog_type` the program's type when its section does not say. Close it
     (or use ``with``) to close every fd and restore the CPU affinity."""
 
     def __init__(self, obj: Any, program: str | None = None, *, section: str | None = None,
@@ -210,7 +214,7 @@ class KernelSession:
         if source is None:
             return
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else \
-            open(source, "rb").read()  # noqa: SIM115 (read whole, closed by refcount)
+            Path(source).read_bytes()
         self.btf = kernel_btf(data)
         if self.btf is None:
             return
@@ -226,10 +230,16 @@ class KernelSession:
         infos = self.btf.program_func_info(program) if self.btf is not None else []
         code, infos = kernel_code(program.code, program.relocations,
                                   lambda name: self._map(name).fd, infos)
-        prog = KernelProg(program.name, PROG_TYPE_IDS[self.prog_type], code,
-                          self.obj.license or "GPL",
-                          expected_attach_type=ATTACH_TYPES.get(program.section, 0),
-                          btf_fd=self.btf_fd if infos else 0, func_info=infos)
+        try:
+            prog = KernelProg(program.name, PROG_TYPE_IDS[self.prog_type], code,
+                              self.obj.license or "GPL",
+                              expected_attach_type=ATTACH_TYPES.get(program.section, 0),
+                              btf_fd=self.btf_fd if infos else 0, func_info=infos)
+        except KernelRejected as exc:
+            if self.btf_error is None:
+                raise
+            raise KernelRejected(exc.what, exc.errno, f"{exc.log}\nthe object's BTF was "
+                                 f"refused: {self.btf_error}") from exc
         self.progs[program.name] = prog
         return prog
 

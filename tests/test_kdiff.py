@@ -292,3 +292,20 @@ def test_cli_as_an_unprivileged_user_is_one_line() -> None:
     lines = done.stderr.splitlines()
     assert done.returncode == 1, done.stderr
     assert len(lines) == 1 and "bpf() is not available" in lines[0], lines
+
+
+@needs_kernel
+def test_an_input_only_ebpfvm_refuses_is_a_run_divergence() -> None:
+    """An XdpRunner given max_packet 40 refuses a 60-byte frame that the
+    kernel runs: the packet diverges on "run"."""
+    with ebpfvm.load(EXAMPLES / "config.o") as obj:
+        real = obj.xdp
+
+        def small_xdp(*args: Any, **kwargs: Any) -> Any:
+            return real(*args, max_packet=40, **kwargs)
+
+        obj.xdp = small_xdp  # type: ignore[method-assign]
+        diff = against_kernel(obj, [_frame(UDP)])
+    assert [(d.packet, d.field) for d in diff.divergences] == [(1, "run")]
+    assert diff.divergences[0].kernel == f"r0 = {XDP_DROP:#x}"
+    assert diff.divergences[0].ebpfvm.startswith("ArgumentError")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EbpfError, VmFault
+from .errors import EbpfError
 from .helper_table import helper_name
 from .kbpf import (
     KernelError,
@@ -437,8 +437,8 @@ def _compare_packet(diff: KernelDiff, number: int, packet: bytes,
 
     try:
         result = runner.run(packet, ctx=ctx) if ctx is not None else runner.run(packet)
-    except VmFault as fault:
-        note("run", f"r0 = {retval:#x}", f"{type(fault).__name__}: {fault}")
+    except EbpfError as error:  # a fault, or an input ebpfvm refuses where the kernel ran
+        note("run", f"r0 = {retval:#x}", f"{type(error).__name__}: {error}")
         return
     if result.r0 & 0xFFFF_FFFF != retval:
         note("r0", retval, result.r0 & 0xFFFF_FFFF)

@@ -37,6 +37,8 @@ from .errors import (
 )
 from .helpers import Helper, HelperContext
 from .interpreter import STACK_SIZE
+from .kbpf import KernelRejected, KernelUnavailable
+from .kdiff import KernelDiff, against_kernel
 from .maps import Map, QueueMap
 from .verifier import verify
 from .vm import (
@@ -77,6 +79,9 @@ __all__ = [
     "InvalidInstruction",
     "JitError",
     "JitUnsupported",
+    "KernelDiff",
+    "KernelRejected",
+    "KernelUnavailable",
     "Map",
     "MapError",
     "MemoryFault",
@@ -89,6 +94,7 @@ __all__ = [
     "VmBusy",
     "VmFault",
     "__version__",
+    "against_kernel",
     "assemble",
     "buffer_address",
     "disassemble",

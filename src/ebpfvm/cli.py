@@ -239,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--entries", type=_entries, default=20, metavar="N",
                      help="map entries to print per map (default 20)")
     run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run.add_argument("--against-kernel", action="store_true", help="also run each input in "
+                     "the Linux kernel (BPF_PROG_TEST_RUN) and report the divergences")
 
     dis = sub.add_parser("disasm", parents=[common], help="disassemble a program",
                          description="Disassemble bytecode or an object's code sections.")
@@ -429,6 +431,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is not None and not capture:
         parser.error("--out needs --pcap")
     loaded = load_program(args.program, args.section, args.function)
+    if args.against_kernel:
+        from .cli_kdiff import run_against_kernel
+
+        _preload_maps(loaded, args.map)
+        return run_against_kernel(args, loaded, None if capture else _input_bytes(args), engine)
     printk = _Printk(TRACE_LINES if capture else None)
     env = KernelEnv(printk=printk)
     vm = _make_vm(loaded, args, env)

@@ -440,3 +440,15 @@ def test_object_methods_delegate_to_the_building_module() -> None:
         assert isinstance(skb, SkbRunner)
     assert runner.closed and skb.closed  # the object closed what it made
     assert {"xdp", "sched_cls", "socket_filter"} <= BASE
+
+
+def test_the_guides_unsupported_helpers_are_the_registry() -> None:
+    """loaderr (issue 13 point 3): the guide lists the helpers a packet
+    program type may call that ebpfvm lacks, generated from helper_protos."""
+    from ebpfvm.helper_protos import unsupported_markdown
+
+    text = (REPO / "docs" / "guide.md").read_text()
+    start = text.index("\n", text.index("<!-- unsupported-helpers")) + 1
+    listed = text[start : text.index("<!-- end unsupported-helpers -->")].strip()
+    assert listed == unsupported_markdown()
+    assert "| 84 | `bpf_sk_lookup_tcp` |" in listed

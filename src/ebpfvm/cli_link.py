@@ -49,6 +49,7 @@ def problem_line(name: str, problem: LinkError) -> str:
     where = f"pc {pc}" if pc is not None else "program"
     rule = next((rule for kind, rule in _RULES if isinstance(problem, kind)), "unsupported")
     reason = str(problem.reason).removeprefix(f"program {problem.program!r}: ")
+    reason = reason.replace(f" at insn {pc}", "") if pc is not None else reason
     return f"{name}: REJECTED at {where}: {reason} [{rule}]"
 
 

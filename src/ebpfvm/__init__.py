@@ -35,6 +35,14 @@ from .errors import (
 )
 from .helpers import Helper, HelperContext
 from .interpreter import STACK_SIZE
+from .linkerrors import (
+    HelperNotAllowed,
+    LinkError,
+    UnsupportedExtern,
+    UnsupportedHelper,
+    UnsupportedMapType,
+    UnsupportedRelocation,
+)
 from .maps import Map, QueueMap
 from .verifier import verify
 from .vm import (
@@ -70,9 +78,11 @@ __all__ = [
     "Helper",
     "HelperContext",
     "HelperFault",
+    "HelperNotAllowed",
     "InvalidInstruction",
     "JitError",
     "JitUnsupported",
+    "LinkError",
     "Map",
     "MapError",
     "MemoryFault",
@@ -81,6 +91,10 @@ __all__ = [
     "ResourceLimit",
     "RunInterrupted",
     "TailCallFault",
+    "UnsupportedExtern",
+    "UnsupportedHelper",
+    "UnsupportedMapType",
+    "UnsupportedRelocation",
     "VerifierError",
     "VmBusy",
     "VmFault",

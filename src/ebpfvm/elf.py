@@ -44,7 +44,7 @@ from .globalvars import GlobalVars
 from .isa import OPS, Form, find_row
 from .kernel import KernelEnv
 from .ksyms import KsymLinker
-from .linkcheck import check_program, find_problem, unsupported_map
+from .linkcheck import check_program, find_problem, helper_calls, unsupported_map
 from .linkerrors import LinkError, UnsupportedRelocation
 from .mapbase import BpfMap, MapSpec
 from .mapflags import MapFlag
@@ -706,10 +706,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, branch_delta(pc, base_pc))
     subprograms = (TEXT,) if text_base is not None else ()
-    helpers = sorted({imm & 0xFFFF_FFFF
-                      for _op, _regs, _off, imm in (SLOT_LAYOUT.unpack_from(code, i * SLOT)
-                                                    for i in range(len(code) // SLOT))
-                      if _op == CALL_OPCODE and _regs >> 4 == 0})
+    helpers = sorted({number for _pc, number in helper_calls(bytes(code))})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
                    tuple(sorted(used_maps)), tuple(helpers), tuple(sorted(relocations)))
 

@@ -42,7 +42,7 @@ from .mapbase import MAP_CLASSES, BpfMap
 if TYPE_CHECKING:
     from .elf import Program
 
-__all__ = ["UnsupportedMap", "check_program", "find_problem", "unsupported_map"]
+__all__ = ["UnsupportedMap", "check_program", "find_problem", "helper_calls", "unsupported_map"]
 
 CALL_OPCODE = next(row.opcode for row in OPS if row.form is Form.CALL)
 _U32 = 0xFFFF_FFFF
@@ -84,7 +84,7 @@ def unsupported_map(name: str, fields: Mapping[str, int]) -> UnsupportedMap | No
                           fields.get("map_flags", 0))
 
 
-def _calls(code: bytes) -> list[tuple[int, int]]:
+def helper_calls(code: bytes) -> list[tuple[int, int]]:
     """(pc, helper number) of every helper call in `code`."""
     found = []
     for pc in range(len(code) // SLOT):
@@ -131,7 +131,7 @@ def check_program(program: Program, unsupported_maps: Mapping[str, BpfMap],
         found = unsupported_maps.get(name)
         if found is not None:
             return UnsupportedMapType(name, found.type, *where)
-    for pc, number in _calls(program.code):
+    for pc, number in helper_calls(program.code):
         problem = _helper_problem(pc, number, prog_type, where)
         if problem is not None:
             return problem

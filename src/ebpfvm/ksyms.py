@@ -10,9 +10,11 @@ relocation against the undefined symbol). ebpfvm has no kernel, so:
   kernel lacks (``bpf_ksym_exists(&sym)`` is false); one that is not weak is
   an :class:`~ebpfvm.linkerrors.UnsupportedExtern` (kind "ksym");
 - the kfuncs of :data:`KFUNCS` run: the XDP metadata kfuncs return
-  -EOPNOTSUPP, as the kernel's generic versions do for a program not bound to
-  a device with metadata support (every BPF_PROG_TEST_RUN program), and
-  leave their out-arguments alone; ``bpf_ksym_exists(kfunc)`` is true;
+  -EOPNOTSUPP and leave their out-arguments alone, as the kernel's generic
+  versions do on a device without metadata support (the kernel takes them
+  only in a program bound to a device, which the loader asks for, not the
+  object; ebpfvm runs them as on such a device); ``bpf_ksym_exists(kfunc)``
+  is true;
 - any other kfunc is an UnsupportedExtern (kind "kfunc") when it is not weak;
   a weak one makes ``bpf_ksym_exists`` false, and a call to it that a run
   reaches is a HelperFault (libbpf poisons the call the same way and the

@@ -25,6 +25,7 @@ from ebpfvm.linkerrors import (
     LinkError,
     UnsupportedExtern,
     UnsupportedHelper,
+    UnsupportedMapAttribute,
     UnsupportedMapType,
 )
 
@@ -43,7 +44,7 @@ def test_the_object_loads_and_each_problem_is_typed() -> None:
     obj = load(UNSUPPORTED_O)
     assert [p.name for p in obj.programs] == ["fine"]
     problems = obj.problems
-    assert set(problems) == {"lookup", "task", "store", "cookie", "sockmap"}
+    assert set(problems) == {"lookup", "task", "store", "cookie", "sockmap", "attribute"}
     lookup = problems["lookup"]
     assert isinstance(lookup, UnsupportedHelper)
     assert (lookup.helper_id, lookup.helper_name, lookup.program, lookup.section) == (
@@ -63,9 +64,13 @@ def test_the_object_loads_and_each_problem_is_typed() -> None:
     assert isinstance(sockmap, UnsupportedMapType)
     assert (sockmap.map_name, sockmap.map_type, sockmap.type_name) == (
         "socks", 15, "BPF_MAP_TYPE_SOCKMAP")
+    odd = problems["attribute"]  # libbpf refuses a BTF map attribute it does not know
+    assert isinstance(odd, UnsupportedMapAttribute)
+    assert (odd.map_name, odd.attribute, odd.type_name) == ("odd", "frobnicate",
+                                                            "BPF_MAP_TYPE_HASH")
     assert all(isinstance(problem, LinkError) for problem in problems.values())
-    assert {name: m.type for name, m in obj.unsupported_maps.items()} == {"socks": 15,
-                                                                            "arena": 33}
+    assert {name: m.type for name, m in obj.unsupported_maps.items()} == {
+        "socks": 15, "arena": 33, "odd": 1}
     assert "socks" not in obj.maps and "counts" in obj.maps
 
 
@@ -164,7 +169,8 @@ def test_cli_maps_lists_unsupported_maps() -> None:
     done = _cli("maps", str(UNSUPPORTED_O))
     assert done.returncode == 0 and done.stderr == ""
     lines = done.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert any(line.startswith("odd:") and "frobnicate" in line for line in lines)
     socks = next(line for line in lines if line.startswith("socks:"))
     assert "BPF_MAP_TYPE_SOCKMAP" in socks and "not supported" in socks
     assert any(line.startswith("arena:") and "BPF_MAP_TYPE_ARENA" in line for line in lines)
@@ -177,7 +183,8 @@ def test_cli_verify_reports_each_problem_on_one_line() -> None:
     assert lines[0].startswith("xdp/fine: OK")
     rejected = {line.split(":")[0]: line for line in lines[1:]}
     assert set(rejected) == {"xdp/lookup", "tc/task", "socket/store", "xdp/cookie",
-                             "xdp/sockmap"}
+                             "xdp/sockmap", "xdp/attribute"}
+    assert rejected["xdp/attribute"].endswith("[unsupported_map_attribute]")
     assert "bpf_sk_lookup_tcp" in rejected["xdp/lookup"]
     assert rejected["xdp/lookup"].endswith("[unsupported_helper]")
     assert rejected["socket/store"].endswith("[helper_not_allowed]")

@@ -40,6 +40,7 @@ from .linkerrors import (
     LinkError,
     UnsupportedExtern,
     UnsupportedHelper,
+    UnsupportedMapAttribute,
     UnsupportedMapType,
     UnsupportedRelocation,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "TailCallFault",
     "UnsupportedExtern",
     "UnsupportedHelper",
+    "UnsupportedMapAttribute",
     "UnsupportedMapType",
     "UnsupportedRelocation",
     "VerifierError",

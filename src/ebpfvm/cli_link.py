@@ -12,6 +12,7 @@ from .linkerrors import (
     LinkError,
     UnsupportedExtern,
     UnsupportedHelper,
+    UnsupportedMapAttribute,
     UnsupportedMapType,
     UnsupportedRelocation,
 )
@@ -21,6 +22,7 @@ __all__ = ["map_lines", "no_programs", "problem_line", "verify_targets"]
 
 _RULES: tuple[tuple[type[LinkError], str], ...] = (
     (HelperNotAllowed, "helper_not_allowed"), (UnsupportedHelper, "unsupported_helper"),
+    (UnsupportedMapAttribute, "unsupported_map_attribute"),
     (UnsupportedMapType, "unsupported_map_type"),
     (UnsupportedRelocation, "unsupported_relocation"),
     (UnsupportedExtern, "unsupported_extern"))

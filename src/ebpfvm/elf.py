@@ -455,7 +455,7 @@ def _btf_maps(btf: Btf | None, result: ElfObject,
         fields: dict[str, int] = {}
         codecs: dict[str, Codec] = {}
         inner = _btf_map_fields(btf, definition, fields, codecs)
-        placeholder = unsupported_map(var.name, fields)
+        placeholder = unsupported_map(var.name, fields, (m for m, _t, _b in definition.items))
         if placeholder is not None:
             found[var.name] = result.unsupported_maps[var.name] = placeholder
             continue

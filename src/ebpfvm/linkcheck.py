@@ -20,7 +20,7 @@ the second check is made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .encoding import SLOT, SLOT_LAYOUT
@@ -34,6 +34,7 @@ from .linkerrors import (
     LinkError,
     UnsupportedExtern,
     UnsupportedHelper,
+    UnsupportedMapAttribute,
     UnsupportedMapType,
     map_type_name,
 )
@@ -56,32 +57,51 @@ class UnsupportedMap(BpfMap):
     kind = "unsupported"
 
     def __init__(self, name: str, map_type: int, key_size: int, value_size: int,
-                 max_entries: int, flags: int) -> None:
+                 max_entries: int, flags: int, attribute: str | None = None) -> None:
         self._init_shape(name, map_type, key_size, value_size, max_entries, flags)
         self.handle = 0
         self.type_name = map_type_name(map_type)
+        self.attribute = attribute
+        """The BTF map attribute libbpf does not know, when that is why."""
+
+    def problem(self, program: str, section: str) -> UnsupportedMapType:
+        """The error of `program` (in `section`), which uses this map."""
+        if self.attribute is not None:
+            return UnsupportedMapAttribute(self.name, self.type, self.attribute, program,
+                                           section)
+        return UnsupportedMapType(self.name, self.type, program, section)
 
     def describe(self) -> str:
         """One line: name, kernel type name, shape, and that it is unsupported."""
         short = self.type_name.removeprefix("BPF_MAP_TYPE_").lower()
+        why = f"unknown attribute {self.attribute!r}" if self.attribute is not None else \
+            f"{self.type_name} ({self.type})"
         return (f"{self.name}: {short}, key {count_of(self.key_size, 'byte')}, value "
                 f"{count_of(self.value_size, 'byte')}, max_entries {self.max_entries}: "
-                f"{self.type_name} ({self.type}) is not supported by ebpfvm")
+                f"{why} is not supported by ebpfvm")
 
     def entries_text(self, _limit: int) -> list[str]:
         """No entries: ebpfvm cannot hold this map's contents."""
         return []
 
 
-def unsupported_map(name: str, fields: Mapping[str, int]) -> UnsupportedMap | None:
+MAP_ATTRIBUTES = frozenset({"type", "max_entries", "map_flags", "numa_node", "key_size", "key",
+                            "value_size", "value", "values", "pinning", "map_extra"})
+"""The BTF map attributes libbpf knows; it refuses a map with any other."""
+
+
+def unsupported_map(name: str, fields: Mapping[str, int],
+                    attributes: Iterable[str] = ()) -> UnsupportedMap | None:
     """An UnsupportedMap for a map definition (type, key_size, value_size,
-    max_entries, map_flags) whose type ebpfvm lacks, else None."""
+    max_entries, map_flags; for a BTF map, its `attributes`) whose type
+    ebpfvm lacks or with an attribute libbpf does not know, else None."""
     map_type = fields.get("type", 0)
-    if map_type in MAP_CLASSES:
+    unknown = next((found for found in attributes if found not in MAP_ATTRIBUTES), None)
+    if map_type in MAP_CLASSES and unknown is None:
         return None
     return UnsupportedMap(name, map_type, fields.get("key_size", 0),
                           fields.get("value_size", 0), fields.get("max_entries", 0),
-                          fields.get("map_flags", 0))
+                          fields.get("map_flags", 0), unknown)
 
 
 def helper_calls(code: bytes) -> list[tuple[int, int]]:
@@ -129,8 +149,8 @@ def check_program(program: Program, unsupported_maps: Mapping[str, BpfMap],
     where = (program.name, program.section)
     for name in program.maps:
         found = unsupported_maps.get(name)
-        if found is not None:
-            return UnsupportedMapType(name, found.type, *where)
+        if isinstance(found, UnsupportedMap):
+            return found.problem(*where)
     for pc, number in helper_calls(program.code):
         problem = _helper_problem(pc, number, prog_type, where)
         if problem is not None:

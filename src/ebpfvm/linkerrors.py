@@ -13,6 +13,7 @@ with structured fields::
         ├── UnsupportedHelper(helper_id, helper_name, pc, why)
         ├── HelperNotAllowed(helper_id, helper_name, prog_type, pc)
         ├── UnsupportedMapType(map_name, map_type, type_name)
+        │   └── UnsupportedMapAttribute(attribute)
         ├── UnsupportedRelocation(reloc_type, type_name, symbol, insn)
         └── UnsupportedExtern(extern, kind, pc, why)
 """
@@ -22,7 +23,8 @@ from __future__ import annotations
 from .errors import ElfError
 
 __all__ = ["HelperNotAllowed", "LinkError", "UnsupportedExtern", "UnsupportedHelper",
-           "UnsupportedMapType", "UnsupportedRelocation", "map_type_name"]
+           "UnsupportedMapAttribute", "UnsupportedMapType", "UnsupportedRelocation",
+           "map_type_name"]
 
 MAP_TYPE_NAMES = (
     "UNSPEC", "HASH", "ARRAY", "PROG_ARRAY", "PERF_EVENT_ARRAY", "PERCPU_HASH",
@@ -98,6 +100,18 @@ class UnsupportedMapType(LinkError):
                          "not supported", program, section)
         self.map_name = map_name
         self.map_type = map_type
+
+
+class UnsupportedMapAttribute(UnsupportedMapType):
+    """The program uses map `map_name`, whose BTF definition has `attribute`,
+    one libbpf does not know (libbpf refuses the object: "unknown field")."""
+
+    def __init__(self, map_name: str, map_type: int, attribute: str, program: str = "",
+                 section: str | None = None) -> None:
+        super().__init__(map_name, map_type, program, section)
+        LinkError.__init__(self, f"map {map_name!r} has attribute {attribute!r}, which libbpf "
+                           "does not know", program, section)
+        self.attribute = attribute
 
 
 class UnsupportedRelocation(LinkError):

@@ -28,6 +28,14 @@ struct {
 	__type(value, long);
 } counts SEC(".maps");
 
+struct {
+	__uint(type, 1);		/* BPF_MAP_TYPE_HASH */
+	__uint(max_entries, 4);
+	__uint(frobnicate, 1);		/* no such attribute: libbpf refuses it */
+	__type(key, int);
+	__type(value, int);
+} odd SEC(".maps");
+
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, unsigned int offset,
 				   const void *from, unsigned int len,
@@ -82,6 +90,14 @@ int sockmap(struct xdp_md *ctx)
 	int key = 0;
 
 	return bpf_map_lookup_elem(&socks, &key) ? 1 : 2;
+}
+
+SEC("xdp")
+int attribute(struct xdp_md *ctx)
+{
+	int key = 0;
+
+	return bpf_map_lookup_elem(&odd, &key) ? 1 : 2;
 }
 
 char _license[] SEC("license") = "GPL";

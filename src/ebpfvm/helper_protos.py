@@ -148,21 +148,15 @@ UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
 (only those not implemented: an implemented helper's row wins)."""
 
 
+_ALLOWED_NUMBERS = {prog_type: frozenset(helper_number(name) for name in names)
+                    for prog_type, names in FUNC_PROTOS.items()}
+
+
 def kernel_allows(prog_type: str, number: int) -> bool | None:
     """Whether the kernel lets a program of `prog_type` call helper `number`;
     None for a program type without a list here (no check is made)."""
-    names = FUNC_PROTOS.get(prog_type)
-    if names is None:
-        return None
-    return any(helper_number(name) == number for name in names if _known(name))
-
-
-def _known(name: str) -> bool:
-    try:
-        helper_number(name)
-    except KeyError:
-        return False
-    return True
+    numbers = _ALLOWED_NUMBERS.get(prog_type)
+    return None if numbers is None else number in numbers
 
 
 def unsupported_helpers() -> dict[str, tuple[frozenset[str], str]]:

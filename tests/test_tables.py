@@ -196,11 +196,11 @@ def test_the_loader_check_is_derived_from_the_registry(monkeypatch: pytest.Monke
     at = data.index(bytes.fromhex("8500000001000000"))  # call 1
     number = helper_number("bpf_sk_lookup_tcp")
     data[at + 4 : at + 8] = number.to_bytes(4, "little")
-    with pytest.raises(ElfError, match="bpf_sk_lookup_tcp"):
-        load(bytes(data))
+    with pytest.raises(ElfError, match="bpf_sk_lookup_tcp"):  # the program's problem
+        load(bytes(data)).program()
     monkeypatch.setitem(HELPERS, number, HelperSpec(
         "bpf_sk_lookup_tcp", (ArgKind.CONTEXT, ArgKind.POINTER, ArgKind.SIZE, ArgKind.SCALAR, ArgKind.SCALAR),
-        frozenset({"sched_cls"}), Impl.SKB))
+        frozenset({"xdp"}), Impl.XDP))
     assert load(bytes(data)).program().helpers  # one row, and the loader accepts it
 
 
@@ -440,3 +440,15 @@ def test_object_methods_delegate_to_the_building_module() -> None:
         assert isinstance(skb, SkbRunner)
     assert runner.closed and skb.closed  # the object closed what it made
     assert {"xdp", "sched_cls", "socket_filter"} <= BASE
+
+
+def test_the_guides_unsupported_helpers_are_the_registry() -> None:
+    """loaderr (issue 13 point 3): the guide lists the helpers a packet
+    program type may call that ebpfvm lacks, generated from helper_protos."""
+    from ebpfvm.helper_protos import unsupported_markdown
+
+    text = (REPO / "docs" / "guide.md").read_text()
+    start = text.index("\n", text.index("<!-- unsupported-helpers")) + 1
+    listed = text[start : text.index("<!-- end unsupported-helpers -->")].strip()
+    assert listed == unsupported_markdown()
+    assert "| 84 | `bpf_sk_lookup_tcp` |" in listed

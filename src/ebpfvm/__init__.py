@@ -39,6 +39,15 @@ from .helpers import Helper, HelperContext
 from .interpreter import STACK_SIZE
 from .kbpf import KernelRejected, KernelUnavailable
 from .kdiff import KernelDiff, against_kernel
+from .linkerrors import (
+    HelperNotAllowed,
+    LinkError,
+    UnsupportedExtern,
+    UnsupportedHelper,
+    UnsupportedMapAttribute,
+    UnsupportedMapType,
+    UnsupportedRelocation,
+)
 from .maps import Map, QueueMap
 from .verifier import verify
 from .vm import (
@@ -76,12 +85,14 @@ __all__ = [
     "Helper",
     "HelperContext",
     "HelperFault",
+    "HelperNotAllowed",
     "InvalidInstruction",
     "JitError",
     "JitUnsupported",
     "KernelDiff",
     "KernelRejected",
     "KernelUnavailable",
+    "LinkError",
     "Map",
     "MapError",
     "MemoryFault",
@@ -90,6 +101,11 @@ __all__ = [
     "ResourceLimit",
     "RunInterrupted",
     "TailCallFault",
+    "UnsupportedExtern",
+    "UnsupportedHelper",
+    "UnsupportedMapAttribute",
+    "UnsupportedMapType",
+    "UnsupportedRelocation",
     "VerifierError",
     "VmBusy",
     "VmFault",

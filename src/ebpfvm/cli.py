@@ -27,6 +27,7 @@ from .capture import (
     run_capture,
     verdict_name,
 )
+from .cli_link import map_lines, no_programs, problem_line, verify_targets
 from .disasm import disassemble, disassemble_insn
 from .engine import REFERENCE, engine_names, engines, find_engine, get_engine
 from .errors import EbpfError, MemoryFault
@@ -112,7 +113,7 @@ def _pick(obj: Any, path: Path, section: str | None, function: str | None) -> An
     only one (several: InputError listing them and suggesting --function)."""
     names = ", ".join(f"{p.name} (section {p.section})" for p in obj.programs)
     if not obj.programs:
-        raise InputError("no programs in this object", path)
+        raise no_programs(obj) or InputError("no programs in this object", path)
     if section is None and function is None and len(obj.programs) > 1:
         raise InputError(f"{len(obj.programs)} programs: {names}; choose one with "
                          "--function NAME", path)
@@ -625,15 +626,17 @@ def _verify(args: argparse.Namespace) -> int:
     data = _read(args.program)
     if data[:4] == ELF_MAGIC:
         obj = _object(data)
-        if not obj.programs:
+        if not obj.programs and not obj.problems:
             raise InputError("no programs in this object", args.program)
-        programs = [obj.program(args.function, section=args.section)] \
-            if args.section or args.function else obj.programs
-        targets = [(f"{p.section}/{p.name}", p.code) for p in programs]
+        targets = verify_targets(obj, args.section, args.function)
     else:
         targets = [(str(args.program), load_program(args.program).code)]
     rejected = 0
     for name, code in targets:
+        if not isinstance(code, bytes):  # a program that cannot be linked (ebpfvm.linkcheck)
+            rejected += 1
+            print(problem_line(name, code))
+            continue
         try:
             verify(code)
         except VerifierError as error:
@@ -646,16 +649,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _maps(args: argparse.Namespace) -> int:
-    from .mapview import describe
-
     data = _read(args.program)
     if data[:4] != ELF_MAGIC:
         raise InputError("not an ELF object: maps need one", args.program)
-    obj = _object(data)
-    for m in obj.maps.values():
-        print(describe(m))
-    if not obj.maps:
-        print("no maps")
+    for line in map_lines(_object(data)):
+        print(line)
     return EXIT_OK
 
 

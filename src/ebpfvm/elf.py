@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 from .btf import Btf, BtfKind, Codec, parse_btf
 from .cfg import branch_delta, relative_target
 from .core_btf import check_core_arguments
-from .core_relo import CoreRelocation, CoreTargetSpec, apply_core, is_poison
+from .core_relo import CoreRelocation, CoreTargetSpec, apply_core
 from .encoding import SLOT, SLOT_LAYOUT, lddw_slots
 from .errors import (
     ArgumentError,
@@ -43,10 +43,12 @@ from .errors import (
 )
 from .externs import kconfig_externs
 from .globalvars import GlobalVars
-from .helper_table import helper_name, supported_helpers
-from .isa import OPS, Form, find_row
+from .isa import Form, find_row
 from .kernel import KernelEnv
-from .mapbase import MapSpec
+from .ksyms import KsymLinker
+from .linkcheck import check_program, find_problem, helper_calls, unsupported_map
+from .linkerrors import LinkError, UnsupportedRelocation
+from .mapbase import BpfMap, MapSpec
 from .mapflags import MapFlag
 from .mapinmap import MapOfMaps
 from .maps import (
@@ -60,6 +62,7 @@ from .maps import (
     create_map,
 )
 from .memory import address_of
+from .progtypes import prog_type_for_section
 from .tailcalls import E2BIG as E2BIG  # re-exported: ebpfvm.elf named them first
 from .tailcalls import ENOENT as ENOENT
 from .tailcalls import MAX_TAIL_CALLS as MAX_TAIL_CALLS
@@ -84,7 +87,6 @@ SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
 TEXT = ".text"
 DATA_PREFIXES = (".data", ".rodata", ".bss")
-CALL_OPCODE = next(row.opcode for row in OPS if row.form is Form.CALL)
 """Sections that become global data (libbpf: single-element array maps)."""
 
 
@@ -140,6 +142,11 @@ class ElfObject:
     """The maps of the global-data sections, by section name."""
     _made: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     _closed: bool = False
+    problems: dict[str, LinkError] = field(default_factory=dict)
+    """The programs that cannot run, by function name: what each uses that
+    ebpfvm lacks or its program type may not use (ebpfvm.linkcheck)."""
+    unsupported_maps: dict[str, BpfMap] = field(default_factory=dict)
+    """The maps of types ebpfvm does not implement (listed, never run)."""
 
     def __repr__(self) -> str:
         names = ", ".join(f"{p.section}/{p.name}" for p in self.programs)
@@ -251,6 +258,9 @@ class ElfObject:
         """The program called `name`, or the only one in `section`, or the only one."""
         found = [p for p in self.programs
                  if (name is None or p.name == name) and (section is None or p.section == section)]
+        problem = find_problem(self.problems, name, section) if not found else None
+        if problem is not None:
+            raise problem
         if len(found) != 1:
             raise ElfError(_no_single_program(self.programs, found, name), section)
         return found[0]
@@ -381,6 +391,7 @@ def _load(data: bytes, limits: _MapLimits,
     _link_kconfig(symbols, btf, result, global_data, sections)
     map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
     text = next((s for s in sections.values() if s.name == TEXT), None)
+    externs = KsymLinker(symbols)
     for sym in symbols:
         if sym["st_info"]["type"] != "STT_FUNC":
             continue
@@ -390,14 +401,17 @@ def _load(data: bytes, limits: _MapLimits,
         section = sections.get(sym["st_shndx"])
         if section is None or section.name == TEXT:
             continue
-        result.programs.append(_link(section, sym, text, sections, global_data, map_symbols))
-    supported = supported_helpers()
-    for program in result.programs:
-        for number in program.helpers:
-            if number not in supported:
-                raise ElfError(f"program {program.name!r} calls helper {number} "
-                               f"({helper_name(number)}), which is not supported yet",
-                               program.section)
+        try:  # a program using what ebpfvm lacks is a problem, not a failed load
+            program = _link(section, sym, text, sections, global_data, map_symbols, externs)
+            found = prog_type_for_section(section.name)
+            problem = check_program(program, result.unsupported_maps,
+                                    found.name if found is not None else None)
+        except LinkError as error:
+            problem = error
+        if problem is not None:
+            result.problems[sym.name] = problem
+        else:
+            result.programs.append(program)
     return result
 
 
@@ -406,9 +420,9 @@ MAP_DEF = struct.Struct("<5I")
 
 
 def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None, result: ElfObject,
-                 limits: _MapLimits) -> dict[str, AnyMap]:
+                 limits: _MapLimits) -> dict[str, AnyMap | BpfMap]:
     """Maps defined in the legacy ``maps`` section, by symbol name."""
-    found: dict[str, AnyMap] = {}
+    found: dict[str, AnyMap | BpfMap] = {}
     for index, section in enumerate(elf.iter_sections()):
         if section.name == ".maps":
             found.update(_btf_maps(btf, result, limits))
@@ -423,6 +437,12 @@ def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None, result: ElfObjec
             start = sym["st_value"]
             if start + MAP_DEF.size > len(content):
                 raise ElfError(f"map {sym.name!r} is cut short", section.name)
+            fields = dict(zip(("type", "key_size", "value_size", "max_entries", "map_flags"),
+                              MAP_DEF.unpack_from(content, start), strict=True))
+            placeholder = unsupported_map(sym.name, fields)
+            if placeholder is not None:
+                found[sym.name] = result.unsupported_maps[sym.name] = placeholder
+                continue
             try:
                 created = create_map(sym.name, *MAP_DEF.unpack_from(content, start),
                                      max_bytes=limits.per_map, memory=limits.memory)
@@ -433,7 +453,8 @@ def _legacy_maps(elf: Any, symbols: list[Any], btf: Btf | None, result: ElfObjec
     return found
 
 
-def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[str, AnyMap]:
+def _btf_maps(btf: Btf | None, result: ElfObject,
+              limits: _MapLimits) -> dict[str, AnyMap | BpfMap]:
     """Maps defined in ``.maps`` with libbpf's __uint/__type macros, read from BTF:
     ``int (*type)[N]`` gives a number N; ``T *key`` gives sizeof(T)."""
     if btf is None:
@@ -441,13 +462,17 @@ def _btf_maps(btf: Btf | None, result: ElfObject, limits: _MapLimits) -> dict[st
     datasec = btf.datasec(".maps")
     if datasec is None:
         raise ElfError("no BTF DATASEC describes .maps", ".maps")
-    found: dict[str, AnyMap] = {}
+    found: dict[str, AnyMap | BpfMap] = {}
     for _name, var_id, _offset in datasec.items:
         var = btf.get(var_id)
         definition = btf.strip(var.ref)
         fields: dict[str, int] = {}
         codecs: dict[str, Codec] = {}
         inner = _btf_map_fields(btf, definition, fields, codecs)
+        placeholder = unsupported_map(var.name, fields, (m for m, _t, _b in definition.items))
+        if placeholder is not None:
+            found[var.name] = result.unsupported_maps[var.name] = placeholder
+            continue
         try:
             created = create_map(var.name, fields.get("type", 0), fields.get("key_size", 0),
                                  fields.get("value_size", 0), fields.get("max_entries", 0),
@@ -621,7 +646,7 @@ def _function_slice(section: _Section, sym: Any) -> bytes:
 
 def _link(section: _Section, sym: Any, text: _Section | None,
           sections: dict[int, _Section], data: dict[int, tuple[str, int, int]],
-          maps: dict[str, AnyMap]) -> Program:
+          maps: dict[str, AnyMap | BpfMap], externs: KsymLinker) -> Program:
     """The function's code, with .text appended when it calls into it."""
     start = sym["st_value"] // SLOT
     code = bytearray(_function_slice(section, sym))
@@ -639,6 +664,9 @@ def _link(section: _Section, sym: Any, text: _Section | None,
         kind, target_name, value, shndx = reloc
         opcode, regs, _off, imm = SLOT_LAYOUT.unpack_from(code, pc * SLOT)
         row = find_row(opcode, regs >> 4, _off, imm)
+        if shndx == -1:  # an undefined symbol: a .ksyms extern (ebpfvm.ksyms)
+            externs.link(code, pc, kind, target_name, (sym.name, where.name, index_in_section))
+            continue
         if kind == R_BPF_64_64:
             if row is None or row.form is not Form.LDDW or pc + 1 >= len(code) // SLOT:
                 raise ElfError(f"R_BPF_64_64 at instruction {index_in_section} is not on an "
@@ -669,8 +697,9 @@ def _link(section: _Section, sym: Any, text: _Section | None,
             relocations.append((pc, "data", data_name, offset))
             continue
         if kind != R_BPF_64_32 or row is None or row.form is not Form.CALL_LOCAL:
-            raise ElfError(f"unsupported relocation type {kind} at instruction "
-                           f"{index_in_section} ({target_name!r})", where.name)
+            raise UnsupportedRelocation(kind, target_name, index_in_section, "not an lddw of "
+                                        "a map, data or function, nor a local call",
+                                        sym.name, where.name)
         target_section = sections.get(shndx)
         if target_section is None:
             raise ElfError(f"call to {target_name!r}, which is in no code section", where.name)
@@ -691,10 +720,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, branch_delta(pc, base_pc))
     subprograms = (TEXT,) if text_base is not None else ()
-    helpers = sorted({imm & 0xFFFF_FFFF
-                      for _op, _regs, _off, imm in (SLOT_LAYOUT.unpack_from(code, i * SLOT)
-                                                    for i in range(len(code) // SLOT))
-                      if _op == CALL_OPCODE and _regs >> 4 == 0 and not is_poison(imm & 0xFFFF_FFFF)})
+    helpers = sorted({number for _pc, number in helper_calls(bytes(code))})
     return Program(sym.name, section.name, bytes(code), subprograms, tuple(sorted(used_data)),
                    tuple(sorted(used_maps)), tuple(helpers), tuple(sorted(relocations)))
 

@@ -7,7 +7,10 @@ on the type and the fields, never on the wording of the message.
     ├── AsmError(line, col)
     ├── DecodeError(pc)
     ├── VerifierError(pc, reason)
-    ├── ElfError(section) ── CoreRelocationError(insn, kind, type_name, access, field)
+    ├── ElfError(section)
+    │   ├── CoreRelocationError(insn, kind, type_name, access, field)
+    │   └── LinkError(program): UnsupportedHelper, HelperNotAllowed, UnsupportedMapType,
+    │       UnsupportedRelocation, UnsupportedExtern   (ebpfvm.linkerrors)
     ├── MapError ── ArrayIndexError(map_name, index, max_entries), MapFull(map_name, max_entries),
     │               BtfValueError(field, value, reason, map_name)
     ├── ResourceLimit(resource, limit, requested)   (a configured bound refused a request)

@@ -8,7 +8,7 @@ the object gets a frozen ``.kconfig`` global-data section (8 bytes per
 extern, little-endian, so a load of any width up to 8 reads the value), and
 ``obj.globals["CONFIG_HZ"]`` shows it. An unknown extern is 0 when declared
 ``__weak`` (as libbpf does), else an ElfError naming it. ``.ksyms`` externs
-(kernel symbols and kfuncs) need a live kernel: they stay load errors.
+(kernel symbols and kfuncs) are ebpfvm.ksyms's.
 """
 
 from __future__ import annotations

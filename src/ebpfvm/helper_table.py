@@ -59,10 +59,12 @@ class Impl(Enum):
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
 """Program types of bpf_tracing_func_proto (none runs in ebpfvm yet)."""
-BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb"}) | TRACING
+BASE = frozenset({"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb",
+                  "sk_skb"}) | TRACING
 """Program types whose func_proto falls back on bpf_base_func_proto."""
 _TC = frozenset({"sched_cls", "sched_act"})
 _SOCKET = frozenset({"socket_filter", "cgroup_skb"})
+_SK_SKB = frozenset({"sk_skb"})  # loaderr: sk_skb_func_proto's skb helpers
 _XDP = frozenset({"xdp"})
 
 
@@ -95,14 +97,14 @@ _ROWS = (
     HelperSpec("bpf_trace_printk", (P, Z, S, S, S), BASE, Impl.KERNEL),
     HelperSpec("bpf_get_prandom_u32", (), BASE, Impl.KERNEL),
     HelperSpec("bpf_get_smp_processor_id", (), BASE, Impl.KERNEL),
-    HelperSpec("bpf_skb_store_bytes", (C, S, P, Z, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_store_bytes", (C, S, P, Z, S), _TC | _SK_SKB, Impl.SKB),
     HelperSpec("bpf_l3_csum_replace", (C, S, S, S, S), _TC, Impl.SKB),
     HelperSpec("bpf_l4_csum_replace", (C, S, S, S, S), _TC, Impl.SKB),
     HelperSpec("bpf_tail_call", (C, M, S), BASE, Impl.TAIL_CALL),
-    HelperSpec("bpf_get_current_pid_tgid", (), TRACING, Impl.KERNEL),
-    HelperSpec("bpf_get_current_uid_gid", (), TRACING, Impl.KERNEL),
-    HelperSpec("bpf_get_current_comm", (P, Z), TRACING, Impl.KERNEL),
-    HelperSpec("bpf_skb_load_bytes", (C, S, P, Z), _TC | _SOCKET, Impl.SKB),
+    HelperSpec("bpf_get_current_pid_tgid", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_get_current_uid_gid", (), BASE, Impl.KERNEL),
+    HelperSpec("bpf_get_current_comm", (P, Z), BASE, Impl.KERNEL),
+    HelperSpec("bpf_skb_load_bytes", (C, S, P, Z), _TC | _SOCKET | _SK_SKB, Impl.SKB),
     HelperSpec("bpf_csum_diff", (P, Z, P, Z, S), _TC | {"xdp"}, Impl.SKB),
     HelperSpec("bpf_xdp_adjust_head", (C, S), frozenset({"xdp"}), Impl.XDP),
     HelperSpec("bpf_probe_read_str", (P, Z, S), TRACING, Impl.KERNEL),
@@ -131,14 +133,14 @@ _ROWS = (
     HelperSpec("bpf_get_hash_recalc", (C,), _TC, Impl.SKB),
     HelperSpec("bpf_skb_change_proto", (C, S, S), _TC, Impl.SKB),
     HelperSpec("bpf_skb_change_type", (C, S), _TC, Impl.SKB),
-    HelperSpec("bpf_skb_change_tail", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_change_tail", (C, S, S), _TC | _SK_SKB, Impl.SKB),
     HelperSpec("bpf_skb_set_tunnel_opt", (C, P, Z), _TC, Impl.SKB),
-    HelperSpec("bpf_skb_pull_data", (C, S), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_pull_data", (C, S), _TC | _SK_SKB, Impl.SKB),
     HelperSpec("bpf_csum_update", (C, S), _TC, Impl.SKB),
     HelperSpec("bpf_set_hash", (C, S), _TC, Impl.SKB),
-    HelperSpec("bpf_get_socket_cookie", (C,), _TC | _SOCKET, Impl.SKB),
-    HelperSpec("bpf_skb_adjust_room", (C, S, S, S), _TC, Impl.SKB),
-    HelperSpec("bpf_skb_change_head", (C, S, S), _TC, Impl.SKB),
+    HelperSpec("bpf_get_socket_cookie", (C,), _TC | _SOCKET | _SK_SKB, Impl.SKB),
+    HelperSpec("bpf_skb_adjust_room", (C, S, S, S), _TC | _SK_SKB, Impl.SKB),
+    HelperSpec("bpf_skb_change_head", (C, S, S), _TC | _SK_SKB, Impl.SKB),
     HelperSpec("bpf_skb_load_bytes_relative", (C, S, P, Z, S), _TC | _SOCKET, Impl.SKB),
     HelperSpec("bpf_skb_ecn_set_ce", (C,), _TC | {"cgroup_skb"}, Impl.SKB),
     HelperSpec("bpf_csum_level", (C, S), _TC, Impl.SKB),

@@ -212,4 +212,6 @@ KERNEL_HELPER_NAMES: tuple[str, ...] = (
     "bpf_tcp_raw_check_syncookie_ipv6",
     "bpf_ktime_get_tai_ns",
     "bpf_user_ringbuf_drain",
+    "bpf_cgrp_storage_get",
+    "bpf_cgrp_storage_delete",
 )

@@ -14,6 +14,8 @@ from .callbacks import callback_helpers
 from .contexts import SkbRunner, XdpRunner
 from .core_relo import poison_helpers
 from .kernel import KernelEnv, kernel_helpers
+from .ksyms import kfunc_helpers
+from .linkcheck import check_program
 from .maps import map_helpers
 from .progtypes import prog_type_for_section
 from .tailcalls import _TailCalls
@@ -43,7 +45,7 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     # runs, and is frozen from then on (libbpf freezes it at load, before runs).
     vm._before_first_run = obj.freeze
     kenv = env if env is not None else KernelEnv()
-    for key, helper in kernel_helpers(kenv).items():
+    for key, helper in (*kernel_helpers(kenv).items(), *kfunc_helpers(program.helpers).items()):
         vm.register_helper(key, helper)
     for data_section in program.data_sections:
         read_only = data_section.startswith((".rodata", ".kconfig"))
@@ -79,10 +81,15 @@ def build_skb(obj: ElfObject, name: str | None, section: str | None, engine: str
               env: KernelEnv | None, **kwargs: Any) -> SkbRunner:
     """ElfObject.skb: an SkbRunner owning an EbpfVmMbuff of one program of `obj`
     (its program type from the section, unless `prog_type` is given)."""
-    vm = build_vm(obj, name, section, EbpfVmMbuff, None, env)
-    found = prog_type_for_section(obj.program(name, section=section).section)
+    program = obj.program(name, section=section)
+    found = prog_type_for_section(program.section)
     if "prog_type" not in kwargs and found is not None and found.context == "skb":
         kwargs["prog_type"] = found.name
+    if "prog_type" in kwargs:  # another type than the section's: check its helpers
+        problem = check_program(program, obj.unsupported_maps, kwargs["prog_type"])
+        if problem is not None:
+            raise problem
+    vm = build_vm(obj, name, section, EbpfVmMbuff, None, env)
     runner = SkbRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
     obj._made.add(runner)

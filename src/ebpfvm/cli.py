@@ -202,9 +202,9 @@ def _entries(text: str) -> int:
     return value
 
 
+# --debug before or after the command; SUPPRESS keeps the command's parser
+# from resetting a --debug given before it.
 def _parser() -> argparse.ArgumentParser:
-    # --debug before or after the command; SUPPRESS keeps the command's parser
-    # from resetting a --debug given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks of errors")

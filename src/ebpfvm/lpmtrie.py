@@ -86,8 +86,10 @@ class LpmTrie(Map):
                 return self._slots.get(stored)
         return None
 
-    def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> int:
-        """Store `value` for exactly the key's prefix; 0 or a negative errno."""
+    def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY,
+                    _cpu: int = 0) -> int:
+        """Store `value` for exactly the key's prefix (on any CPU); 0 or a
+        negative errno."""
         key = as_bytes(self.name, "key", key)
         value = as_bytes(self.name, "value", value)
         canon = self._canon(key)

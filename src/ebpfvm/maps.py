@@ -17,8 +17,8 @@ ResourceLimit. Slots are handed out lazily, so creating a map costs its slab
 and nothing per entry.
 
 Types so far: array, percpu_array (one CPU), hash, percpu_hash (one CPU),
-lru_hash and lru_percpu_hash (one CPU; the least recently used entry is
-evicted when full), and queue and stack
+lru_hash and lru_percpu_hash (the kernel's LRU lists, ebpfvm.lru, pick the
+entry evicted when full), and queue and stack
 (:class:`QueueMap`, with the push/pop/peek helpers).
 """
 
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .errors import ArrayIndexError, BtfValueError, MapError, MapFull, MemoryFault, count_of
 from .helpers import Helper, HelperContext, numbered
+from .lru import SYSCALL_CPU, Lru, lru_max_entries
 from .mapbase import (
     MAX_KEY_SIZE,
     MAX_MAP_BYTES,
@@ -381,12 +382,16 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
 
     def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, slab: bytearray | None = None,
-                 max_bytes: int = MAX_MAP_BYTES) -> None:
+                 max_bytes: int = MAX_MAP_BYTES, ncpus: int | None = None) -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise MapError(f"map {name!r}: key, value and entry counts must be positive")
+        lru = map_type in (MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
+        if lru and ncpus is None:
+            from .percpu import POSSIBLE_CPUS as ncpus
+        if lru:
+            max_entries = lru_max_entries(max_entries, flags, ncpus or 1)
         _check_size(name, map_type, key_size, value_size, max_entries, max_bytes)
         self._init_shape(name, map_type, key_size, value_size, max_entries, flags)
-        self._lru = map_type in (MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
         if slab is not None and len(slab) < value_size * max_entries:
             raise MapError(f"map {name!r}: the given slab is too small")
         # A given slab (global data) is shared: the map is a view of it.
@@ -397,6 +402,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
                              not flags & MapFlag.RDONLY_PROG, f"map {name}")
         """The slab: the one region a program gets for every value it looks up."""
         self._slots: OrderedDict[bytes, int] = OrderedDict()
+        self._lru = Lru(max_entries, ncpus or 1, bool(flags & MapFlag.NO_COMMON_LRU),
+                        self._slots) if lru else None
         # Slots are handed out lazily: never used ones from the high-water
         # mark, then freed ones (last freed first), so creating a map costs
         # its slab and nothing per entry.
@@ -422,48 +429,55 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     # -- what helpers call (errors are negative errno values, as the kernel's) ----
 
     def lookup_elem(self, key: bytes) -> int:
-        """The address of the value for `key`, or 0."""
+        """The address of the value for `key`, or 0 (a program's lookup: it
+        sets an LRU entry's reference bit)."""
         key = _as_bytes(self.name, "key", key)
         slot = self._slot(key)
         if slot is None:
             return 0
-        if self._lru:
-            self._slots.move_to_end(key)
+        if self._lru is not None:
+            self._lru.set_ref(slot)
         return self.base + slot * self.value_size
 
-    def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> int:
-        """Store `value` under `key`; 0 or a negative errno."""
+    def update_elem(self, key: bytes, value: bytes, flags: int = BPF_ANY,
+                    cpu: int = SYSCALL_CPU) -> int:
+        """Store `value` under `key` (an update on `cpu`, which picks an LRU
+        map's lists); 0 or a negative errno."""
         key = _as_bytes(self.name, "key", key)
         value = _as_bytes(self.name, "value", value)
         if len(key) != self.key_size or len(value) != self.value_size or flags not in (
                 BPF_ANY, BPF_NOEXIST, BPF_EXIST):
             return -EINVAL
-        slot = self._slot(key)
-        if self.is_array:
-            if slot is None:
-                return -E2BIG
-            if flags == BPF_NOEXIST:
-                return -EEXIST
-        elif slot is None:
-            if flags == BPF_EXIST:
-                return -ENOENT
-            if self._free:
-                slot = self._free.pop()
-            elif self._fresh < self.max_entries:
-                slot = self._fresh
-                self._fresh += 1
-            elif self._lru:
-                _oldest, slot = self._slots.popitem(last=False)
-            else:
-                return -E2BIG
-            self._slots[key] = slot
-        elif flags == BPF_NOEXIST:
-            return -EEXIST
-        elif self._lru:
-            self._slots.move_to_end(key)
+        slot, _new = self._place(key, flags, cpu)
+        if slot < 0:
+            return slot
         start = slot * self.value_size
         self.slab[start : start + self.value_size] = value
         return 0
+
+    def _place(self, key: bytes, flags: int, cpu: int) -> tuple[int, bool]:
+        """The slot `key`'s new value goes to and whether the entry is new, or
+        (a negative errno, False)."""
+        if self._lru is not None:
+            return self._lru.place(key, flags, cpu, self.percpu)
+        slot = self._slot(key)
+        if self.is_array:
+            if slot is None:
+                return -E2BIG, False
+            return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
+        if slot is not None:
+            return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
+        if flags == BPF_EXIST:
+            return -ENOENT, False
+        if self._free:
+            slot = self._free.pop()
+        elif self._fresh < self.max_entries:
+            slot = self._fresh
+            self._fresh += 1
+        else:
+            return -E2BIG, False
+        self._slots[key] = slot
+        return slot, True
 
     def delete_elem(self, key: bytes) -> int:
         """Remove `key`; 0 or a negative errno (arrays cannot delete)."""
@@ -473,7 +487,10 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         slot = self._slots.pop(key, None)
         if slot is None:
             return -ENOENT
-        self._free.append(slot)
+        if self._lru is not None:
+            self._lru.push_free(slot)
+        else:
+            self._free.append(slot)
         return 0
 
     @property
@@ -649,7 +666,7 @@ class _MapHelpers:
             result = cast("PerCpuMap", target).update_cpu(key_bytes, value_bytes, flags,
                                                            self.cpu())
         else:
-            result = target.update_elem(key_bytes, value_bytes, flags)
+            result = target.update_elem(key_bytes, value_bytes, flags, self.cpu())
         return result & _M64
 
     def delete(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,

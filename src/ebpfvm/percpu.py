@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .errors import ArrayIndexError, MapError, count_of
+from .lru import Lru, lru_max_entries
 from .mapbase import MAX_MAP_BYTES, MapSpec, MapTooLarge, MapType, register
 from .mapbase import as_bytes as _as_bytes
-from .maps import BPF_ANY, E2BIG, Map, MapFull, TypedMap
+from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, E2BIG, EINVAL, Map, MapFull, TypedMap
 from .memory import Region, address_of
 
 __all__ = ["MAX_PERCPU_VALUE", "POSSIBLE_CPUS", "PerCpuMap", "PerCpuTypedMap"]
@@ -64,9 +65,11 @@ class PerCpuMap(Map):
     def __init__(self, name: str, map_type: MapType, key_size: int, value_size: int,
                  max_entries: int, flags: int = 0, *, max_bytes: int = MAX_MAP_BYTES,
                  ncpus: int = POSSIBLE_CPUS) -> None:
+        if map_type == MapType.LRU_PERCPU_HASH:
+            max_entries = lru_max_entries(max_entries, flags, ncpus)
         super().__init__(name, map_type, key_size, value_size, max_entries, flags,
                          slab=bytearray(max(value_size, 0) * max(max_entries, 0) * ncpus),
-                         max_bytes=max_bytes)
+                         max_bytes=max_bytes, ncpus=ncpus)
         self.ncpus = ncpus
         self.max_bytes = max_bytes
 
@@ -89,6 +92,8 @@ class PerCpuMap(Map):
         self.base = address_of(slab)
         self.region = Region(self.base, memoryview(slab), self.region.writable, self.region.name)
         self.ncpus = ncpus
+        if self._lru is not None and not self._slots:  # the lists are per CPU
+            self._lru = Lru(self.max_entries, ncpus, self._lru.percpu_lists, self._slots)
 
     def _offset(self, slot: int, cpu: int) -> int:
         if not 0 <= cpu < self.ncpus:
@@ -107,25 +112,24 @@ class PerCpuMap(Map):
         return self.base + self._offset(slot, cpu)
 
     def update_cpu(self, key: bytes, value: bytes, flags: int, cpu: int) -> int:
-        """A program's update: `cpu`'s value; a new entry's other CPUs are zeroed."""
+        """A program's update on `cpu`: that CPU's value; a new entry's other
+        CPUs are zeroed."""
         key = _as_bytes(self.name, "key", key)
-        before = self._slot(key)
-        at = self._offset(before, 0) if before is not None else 0
-        cpu0 = bytes(self.slab[at : at + self.value_size])
-        error = self.update_elem(key, value, flags)  # allocates; writes CPU 0's copy
-        if error:
-            return error
-        slot = self._slot(key)
-        assert slot is not None
+        value = _as_bytes(self.name, "value", value)
+        if len(key) != self.key_size or len(value) != self.value_size or flags not in (
+                BPF_ANY, BPF_NOEXIST, BPF_EXIST):
+            return -EINVAL
+        self._offset(0, cpu)  # a CPU past the possible ones is an error
+        slot, new = self._place(key, flags, cpu)
+        if slot < 0:
+            return slot
         size = self.value_size
-        if before is None:
+        if new:
             for other in range(self.ncpus):
                 start = self._offset(slot, other)
                 self.slab[start : start + size] = bytes(size)
-        else:
-            self.slab[at : at + size] = cpu0
         start = self._offset(slot, cpu)
-        self.slab[start : start + size] = _as_bytes(self.name, "value", value)
+        self.slab[start : start + size] = value
         return 0
 
     # -- the Python mapping: a list of every CPU's value --------------------------

@@ -99,7 +99,7 @@ class ElfError(EbpfError):
     """Malformed or unsupported ELF input, naming the section when known."""
 
     def __init__(self, reason: str, section: str | None = None) -> None:
-        where = f" in section {section!r}" if section is not None else ""
+        where = f" in section '{section}'" if section is not None else ""
         super().__init__(f"ELF: {reason}{where}")
         self.reason = reason
         self.section = section

@@ -27,7 +27,7 @@ from .capture import (
     run_capture,
     verdict_name,
 )
-from .cli_io import binary_stdin, binary_stdout, is_std, read_std, routed_text
+from .cli_io import binary_stdin, binary_stdout, is_std, looks_like_text, read_std, routed_text
 from .cli_options import add_conventions
 from .cli_run import Writers, print_maps, print_stats, progress, run_document
 from .disasm import disassemble_insn
@@ -134,7 +134,7 @@ def load_program(path: Path, section: str | None = None, function: str | None = 
         raise InputError("--section/--function need an ELF object", path)
     if path.suffix == ".o":
         raise InputError("not an ELF object (raw bytecode goes in a file not named .o)", path)
-    if path.suffix in ASSEMBLY_SUFFIXES:
+    if path.suffix in ASSEMBLY_SUFFIXES or (is_std(path) and looks_like_text(data)):
         return Loaded(assemble(_text(path, data)))
     if not data:
         raise InputError("empty file: no instructions", path)

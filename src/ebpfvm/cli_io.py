@@ -74,11 +74,38 @@ def binary_stdout(what: str) -> BinaryIO:
     return buffer
 
 
+_READERS = ("program", "source", "pcap", "mem", "packet")
+_WRITERS = ("out", "tx_out", "output")
+
+
+def _shown(name: str) -> str:
+    return name if name in ("program", "source") else "-o" if name == "output" else \
+        "--" + name.replace("_", "-")
+
+
+def looks_like_text(data: bytes) -> bool:
+    """Whether `data` from standard input is assembly text rather than raw
+    bytecode (which has NUL bytes in nearly every instruction)."""
+    if b"\0" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def routed_text(args: Any, options: tuple[str, ...] = ("out", "tx_out")) -> Iterator[None]:
     """One command: the standard streams start free; when one of `options`
     is ``-`` (a capture on stdout), the text report goes to stderr."""
     reset()
+    for names, stream in ((_READERS, "input"), (_WRITERS, "output")):
+        given = [name for name in names if is_std(getattr(args, name, None))]
+        if len(given) > 1:
+            shown = ", ".join(_shown(name) for name in given)
+            raise StdStreamError(f"'-' stands for standard {stream}, which can serve one "
+                                 f"argument only, not {shown}")
     if not any(is_std(getattr(args, name, None)) for name in options):
         yield
         return

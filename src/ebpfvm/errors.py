@@ -208,6 +208,18 @@ _SHOWN_CHARS = 40
 """The longest argument value a message repeats."""
 
 
+def check_int(argument: str, value: object, low: int, high: int | None = None) -> int:
+    """`value` as an int from `low` to `high` (no upper bound when None);
+    ArgumentTypeError (a TypeError) for a non-int or a bool, ArgumentError
+    (a ValueError) outside the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(argument, value, "an int")
+    if value < low or (high is not None and value > high):
+        expected = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ArgumentError(argument, value, expected)
+    return value
+
+
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}..."

@@ -30,6 +30,7 @@ import contextlib
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-CHILD_SHARE = 50
+CHILD_SHARE = 100
 """One invocation in this many runs in a child process."""
 CHILD_TIMEOUT = 25.0
 """Seconds a child invocation may take (the worker's own limit is fuzzing.TIMEOUT)."""
@@ -346,20 +347,40 @@ def _child(argv: list[str], stdin: bytes) -> tuple[Any, str, str]:
             done.stderr.decode(errors="replace"))
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    """This process's directory for the inputs' files (made once: creating
+    and removing a directory per input costs more than most inputs)."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="ebpfvm-fuzzcli-"))
+    return _SCRATCH[0]
+
+
+def _empty(directory: str) -> None:
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
+
 def check_cli(invocation: Invocation) -> list[tuple[str, str, str]]:
     """Run one invocation in a fresh directory; one stage, named after the
     command (``cli-run``...), whose outcome is "ok", "exit1", "exit2" or BUG."""
     argv, files, stdin, child = invocation
     cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="ebpfvm-fuzzcli-") as tmp:
-        for name, data in files:
-            Path(tmp, name).write_bytes(data)
-        real = [token.replace(DIR, tmp) for token in argv]
-        os.chdir(tmp)
-        try:
-            status, _out, err = (_child if child else _in_process)(real, stdin)
-        finally:
-            os.chdir(cwd)
+    tmp = _scratch()
+    for name, data in files:
+        Path(tmp, name).write_bytes(data)
+    real = [token.replace(DIR, tmp) for token in argv]
+    os.chdir(tmp)
+    try:
+        status, _out, err = (_child if child else _in_process)(real, stdin)
+    finally:
+        os.chdir(cwd)
+        _empty(tmp)
     command = next((t for t in argv if not t.startswith("-")), "none")
     stage = f"cli-{command}" if command in WORDS[:7] else "cli-other"
     data_out = any(argv[i] in ("--out", "--tx-out") and argv[i + 1] == "-"

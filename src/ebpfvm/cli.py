@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -205,6 +206,7 @@ def _entries(text: str) -> int:
     return value
 
 
+@functools.cache  # built once per process: main() may be called many times (tests, fuzzing)
 def _parser() -> argparse.ArgumentParser:
     # --debug before or after the command; SUPPRESS keeps the command's parser
     # from resetting a --debug given before it.

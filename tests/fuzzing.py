@@ -1,6 +1,6 @@
 """Robustness fuzzing shared by tests/test_robustness.py and tools/fuzz.py.
 
-Four targets, each fed random inputs and mutations of valid ones:
+Five robustness targets, each fed random inputs and mutations of valid ones:
 
 * ``program``: eBPF bytes -> verifier, disassembler, interpreter and checked
   JIT (verifier off for the runs, small instruction budget), and the two

@@ -30,7 +30,7 @@ from .capture import (
 )
 from .cli_io import binary_stdin, binary_stdout, is_std, looks_like_text, read_std, routed_text
 from .cli_options import add_conventions
-from .cli_run import Writers, print_maps, print_stats, progress, run_document
+from .cli_run import Writers, clear, print_maps, print_stats, progress, run_document
 from .disasm import disassemble_insn
 from .engine import REFERENCE, engine_names, engines, find_engine, get_engine
 from .errors import EbpfError, MemoryFault
@@ -549,7 +549,7 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str, verdicts: str,
                                 progress=advance, prog_type=options.get("prog_type"),
                                 tx_writer=writers.tx)
         except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
-            bar.close()  # clears itself before they print
+            clear(bar)  # before they print
             writers.close()
             print_stats(stop.stats, engine, args, writers)
             if report is not None:

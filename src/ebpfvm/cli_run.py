@@ -5,6 +5,7 @@ maps after the run (``--dump-maps``), and the ``--json`` document."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from .cli_io import binary_stdout, is_std
 from .cli_json import emit
 from .cli_maps import dump_lines, map_document
 
-__all__ = ["Writers", "print_maps", "print_stats", "progress", "run_document"]
+__all__ = ["Writers", "clear", "print_maps", "print_stats", "progress", "run_document"]
 
 
 class Writers:
@@ -56,9 +57,13 @@ def progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[in
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
     sized = not is_std(path) and path.is_file()
+    # Three columns short of the terminal: the ^C a terminal echoes stays on
+    # the bar's line (a full-width bar would wrap it onto the next one, and
+    # the bar would stay on the screen after clearing that one).
+    columns = shutil.get_terminal_size().columns - 3
     bar = tqdm(total=path.stat().st_size if sized else None, unit="B", unit_scale=True,
                file=sys.stderr, disable=True if disabled else None, delay=0.5, leave=False,
-               desc="stdin" if is_std(path) else path.name)
+               desc="stdin" if is_std(path) else path.name, ncols=max(columns, 20))
     done = [0]
 
     def advance(packets: int) -> None:
@@ -70,6 +75,14 @@ def progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[in
             bar.refresh()
 
     return bar, advance
+
+
+def clear(bar: Any) -> None:
+    """Close the bar, and on a terminal erase its line (and a ^C echoed after it)."""
+    bar.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def print_stats(stats: CaptureStats, engine: str, args: argparse.Namespace,

@@ -303,3 +303,11 @@ def test_the_cli_target_runs_in_process_and_in_a_child() -> None:
     assert fuzzcli.check_cli((argv, [], b"", True)) == [("cli-run", "ok", "")]
     broken = ["run", str(SUM_BYTES), "--budget", "-5"]
     assert fuzzcli.check_cli((broken, [], b"", False))[0][1] == "exit2"
+
+
+def test_trace_with_json_is_a_usage_error() -> None:
+    result = cli("run", SUM_BYTES, "--hex", "01", "--trace", "--json")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.startswith("usage: ebpfvm run")
+    assert err.splitlines()[-1] == ("ebpfvm run: error: --trace prints text, not JSON "
+                                    "(drop --json or --trace)")

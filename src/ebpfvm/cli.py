@@ -99,10 +99,6 @@ def _text(path: Path, data: bytes) -> str:
         raise InputError(f"not UTF-8 text: byte {bad:#04x} at offset {exc.start}", path) from exc
 
 
-def _is_elf(path: Path) -> bool:
-    return _read(path)[:4] == ELF_MAGIC
-
-
 def _object(data: bytes) -> Any:
     """The loaded ELF object in `data`."""
     from .elf import load
@@ -421,6 +417,8 @@ def _run(args: argparse.Namespace) -> int:
     parser = args.command_parser
     capture = args.pcap is not None
     engine = args.engine or _default_engine(capture)
+    if args.trace and args.json:
+        parser.error("--trace prints text, not JSON (drop --json or --trace)")
     if args.trace and capture:
         parser.error("--trace runs one input, not a capture (drop --pcap or --trace)")
     if args.trace and not find_engine(engine).tracing:

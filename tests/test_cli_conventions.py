@@ -311,3 +311,11 @@ def test_trace_with_json_is_a_usage_error() -> None:
     assert result.returncode == 2 and err.startswith("usage: ebpfvm run")
     assert err.splitlines()[-1] == ("ebpfvm run: error: --trace prints text, not JSON "
                                     "(drop --json or --trace)")
+
+
+def test_sizes_of_one_byte_are_singular_in_map_messages() -> None:
+    from ebpfvm.errors import MapError
+    from ebpfvm.maps import create_map
+
+    with pytest.raises(MapError, match=r"not 1 byte$"):
+        create_map("trie", 11, 1, 8, 4, 1)  # BPF_MAP_TYPE_LPM_TRIE, BPF_F_NO_PREALLOC

@@ -273,6 +273,10 @@ def random_invocation(rng: random.Random) -> Invocation:
         _other_args(b, command)
     if rng.random() < 0.5:
         _mutate_argv(rng, b.argv)
+    # --trace prints a line per instruction: on an endless loop with the
+    # default budget, 10 million lines (a minute of output: slow, not stuck).
+    if "--trace" in b.argv and "--budget" not in b.argv:
+        b.argv += ["--budget", "100000"]
     # The unchecked JIT does what the program says, with no memory checks
     # (documented as UNSAFE): a wild access there may crash, by design.
     b.argv = ["jit" if token == "jit-unchecked" else token for token in b.argv]
@@ -288,7 +292,7 @@ def _judge(status: Any, err: str, debug: bool, data_out: bool = False) -> str:
     """"ok", "exit1", "exit2", or "BUG:<why>" for an outcome outside the rule.
     With `data_out` (a capture written to stdout), the text report of a
     success goes to stderr, so it may have more lines."""
-    lines = err.splitlines()
+    lines = err.rstrip("\n").split("\n") if err else []  # (str.splitlines splits at U+0085 too)
     if status not in (0, 1, 2):
         return f"BUG:exit-{status}"
     if debug:
@@ -377,7 +381,9 @@ def check_cli(invocation: Invocation) -> list[tuple[str, str, str]]:
     real = [token.replace(DIR, tmp) for token in argv]
     os.chdir(tmp)
     try:
-        status, _out, err = (_child if child else _in_process)(real, stdin)
+        # A process's argv cannot hold a NUL byte (no shell can pass one).
+        in_child = child and not any("\0" in token for token in real)
+        status, _out, err = (_child if in_child else _in_process)(real, stdin)
     finally:
         os.chdir(cwd)
         _empty(tmp)

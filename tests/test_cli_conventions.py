@@ -319,3 +319,10 @@ def test_sizes_of_one_byte_are_singular_in_map_messages() -> None:
 
     with pytest.raises(MapError, match=r"not 1 byte$"):
         create_map("trie", 11, 1, 8, 4, 1)  # BPF_MAP_TYPE_LPM_TRIE, BPF_F_NO_PREALLOC
+
+
+def test_the_cli_judge_splits_lines_at_newlines_only() -> None:
+    # Found by the 100,000-input campaign: argparse echoes an argument with
+    # U+0085 (NEL), which str.splitlines took for a second line.
+    err = "usage: ebpfvm [-h]\nebpfvm: error: unrecognized arguments: a\x85b\n"
+    assert fuzzcli._judge(2, err, debug=False) == "exit2"

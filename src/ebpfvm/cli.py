@@ -202,8 +202,14 @@ def _entries(text: str) -> int:
     return value
 
 
-@functools.cache  # built once per process: main() may be called many times (tests, fuzzing)
 def _parser() -> argparse.ArgumentParser:
+    """The parser, built once per set of registered contexts and engines
+    (main() may be called many times in one process: tests, fuzzing)."""
+    return _parser_for(all_contexts(), tuple(engine_names()))
+
+
+@functools.cache
+def _parser_for(_contexts: tuple[str, ...], _engines: tuple[str, ...]) -> argparse.ArgumentParser:
     # --debug before or after the command; SUPPRESS keeps the command's parser
     # from resetting a --debug given before it.
     common = argparse.ArgumentParser(add_help=False)

@@ -403,5 +403,9 @@ def generate(target: str, rng: random.Random, corpus: Corpus) -> Iterator[Any]:
             yield random_map_script(rng)
         elif target == "hostile":
             yield random_recipe(rng)
+        elif target == "cli":
+            from fuzzcli import random_invocation
+
+            yield random_invocation(rng)
         else:
             raise ValueError(f"unknown target {target!r}")

@@ -1,6 +1,6 @@
 """Robustness fuzzing shared by tests/test_robustness.py and tools/fuzz.py.
 
-Four targets, each fed random inputs and mutations of valid ones:
+Five robustness targets, each fed random inputs and mutations of valid ones:
 
 * ``program``: eBPF bytes -> verifier, disassembler, interpreter and checked
   JIT (verifier off for the runs, small instruction budget), and the two
@@ -12,6 +12,8 @@ Four targets, each fed random inputs and mutations of valid ones:
   runs on the interpreter and the checked JIT.
 * ``maps``: map creation and operations from Python with wrong key and value
   sizes and types.
+* ``cli``: ``ebpfvm`` invocations, argv and files mutated (tests/fuzzcli.py):
+  exit 0, 1 or 2 with the one-line error rule, no traceback, no hang.
 * ``hostile``: crafted objects (tests/hostile.py: huge maps of every type,
   hostile BTF, programs looping on map and ring helpers, helpers given huge
   sizes, tail-call chains, recursion, wild pointers, endless loops) loaded with
@@ -52,12 +54,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import fuzzcli
 import hostile
 from fuzzgen import MAP_OPS, View, generate, load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
-TARGETS = ("program", "asm", "elf", "maps")
+TARGETS = ("program", "asm", "elf", "maps", "cli")
 """The robustness targets (every one by default)."""
 HOSTILE = "hostile"
 ALL_TARGETS = (*TARGETS, HOSTILE)
@@ -343,7 +346,7 @@ def check_selftest(what: str) -> list[Stage]:
 
 CHECKS: dict[str, Callable[[Any], list[Stage]]] = {
     "program": check_program, "asm": check_asm, "elf": check_elf, "maps": check_maps,
-    HOSTILE: hostile.check, "selftest": check_selftest,
+    "cli": fuzzcli.check_cli, HOSTILE: hostile.check, "selftest": check_selftest,
 }
 
 

@@ -55,10 +55,13 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_disasm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     binary = tmp_path / "prog.bin"
     binary.write_bytes(assemble("mov r0, 7\nexit"))
-    assert main(["disasm", str(binary)]) == 0  # the rbpf dialect by default
-    assert capsys.readouterr().out == "mov64 r0, 7\nexit\n"
+    # The rbpf dialect by default; raw listings carry pc numbers and bytes
+    # (issue 14, point 4), as llvm-objdump lays them out.
+    assert main(["disasm", str(binary)]) == 0
+    assert capsys.readouterr().out == ("       0:\tb7 00 00 00 07 00 00 00\tmov64 r0, 7\n"
+                                       "       1:\t95 00 00 00 00 00 00 00\texit\n")
     assert main(["disasm", "--style", "ubpf", str(binary)]) == 0
-    assert capsys.readouterr().out == "mov %r0, 7\nexit\n"
+    assert capsys.readouterr().out.splitlines()[0].endswith("\tmov %r0, 7")
 
 
 @pytest.mark.skipif(jit_supported() is not None, reason=str(jit_supported()))

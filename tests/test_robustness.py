@@ -110,7 +110,7 @@ def test_ring_and_program_array_arguments_are_checked() -> None:
 
 FUZZ_SEED = int(os.environ.get("EBPFVM_FUZZ_SEED", "20251125"))
 """Fixed so CI is repeatable; set EBPFVM_FUZZ_SEED to explore other inputs."""
-FUZZ_COUNTS = {"program": 1500, "asm": 3000, "elf": 400, "maps": 3000}
+FUZZ_COUNTS = {"program": 1500, "asm": 3000, "elf": 400, "maps": 3000, "cli": 400}
 """Inputs per target in the test suite, about 30 s in all."""
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .btf import BTF_MAGIC, btf_strings, string_at
 from .encoding import SLOT
-from .errors import ElfError
+from .errors import ElfError, count_of
 
 __all__ = ["LineInfo", "parse_line_info"]
 
@@ -53,7 +53,7 @@ def parse_line_info(btf: bytes, ext: bytes) -> dict[str, dict[int, LineInfo]]:
         return result
     (rec_size,) = _U32.unpack_from(ext, start)
     if rec_size < _RECORD.size or rec_size % _U32.size:
-        raise ElfError(f"BTF.ext line info records of {rec_size} bytes (at least "
+        raise ElfError(f"BTF.ext line info records of {count_of(rec_size, 'byte')} (at least "
                        f"{_RECORD.size}, a multiple of {_U32.size})", EXT)
     pos = start + _U32.size
     while pos < end:
@@ -87,5 +87,5 @@ def _line_block(ext: bytes) -> tuple[int, int]:
     if end > len(ext):
         raise ElfError("BTF.ext line info runs past the end of the section", EXT)
     if 0 < line_len < _U32.size:
-        raise ElfError(f"BTF.ext line info block of {line_len} bytes has no record size", EXT)
+        raise ElfError(f"BTF.ext line info block of {count_of(line_len, 'byte')} has no record size", EXT)
     return start, end

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from .contexts import XDP_HELPERS, _Frame
 from .engine import find_engine, get_engine
-from .errors import EbpfError
+from .errors import EbpfError, count_of
 from .progtypes import contexts, runner_class, verdicts_of, xdp_md_packer
 
 __all__ = ["CHUNK_PACKETS", "CONTEXTS", "PLAIN_CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
@@ -86,8 +86,10 @@ class _CheckedFile:
     can be (an untrusted caplen or block length) is refused before anything
     is allocated, and a read that ends inside a record is a truncated file."""
 
-    def __init__(self, handle: BinaryIO, name: str, limit: int) -> None:
+    def __init__(self, handle: BinaryIO, name: str, limit: int, prefix: bytes = b"") -> None:
         self._handle = handle
+        self._prefix = prefix
+        """Bytes read already from a stream that cannot seek back (stdin)."""
         self.name = name
         self._limit = limit
         self.records = False
@@ -96,13 +98,17 @@ class _CheckedFile:
 
     def read(self, size: int = -1) -> bytes:
         if not 0 <= size <= self._limit:
-            raise CaptureError(f"{self.name}: bad caplen: a record of {size} bytes "
+            raise CaptureError(f"{self.name}: bad caplen: a record of {count_of(size, 'byte')} "
                                f"(at most {MAX_SNAPLEN})", self.name, "bad caplen")
-        data = self._handle.read(size)
+        data = self._handle.read(size) if not self._prefix else self._from_prefix(size)
         if self.records and 0 < len(data) < size:
-            raise CaptureError(f"{self.name}: truncated dump file: a record needs {size} "
-                               f"bytes, {len(data)} are left", self.name, "truncated")
+            raise CaptureError(f"{self.name}: truncated dump file: a record needs "
+                               f"{count_of(size, 'byte')}, {count_of(len(data), 'byte')} left", self.name, "truncated")
         return data
+
+    def _from_prefix(self, size: int) -> bytes:
+        data, self._prefix = self._prefix[:size], self._prefix[size:]
+        return data + self._handle.read(size - len(data)) if size > len(data) else data
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._handle, attribute)
@@ -129,10 +135,13 @@ def read_capture(path: str | Path, handle: BinaryIO | None = None
     source = handle if handle is not None else open(path, "rb")  # noqa: SIM115
     try:
         head = source.read(4)
-        source.seek(-len(head), 1)
+        prefix = head
+        if source.seekable():  # else (a pipe): the checked file hands the head out first
+            source.seek(-len(head), 1)
+            prefix = b""
         try:
             checked = _CheckedFile(source, name, MAX_SNAPLEN + BLOCK_SLACK
-                                   if head == PCAPNG_MAGIC else MAX_SNAPLEN)
+                                   if head == PCAPNG_MAGIC else MAX_SNAPLEN, prefix)
             reader: Any = (dpkt.pcapng.Reader(checked) if head == PCAPNG_MAGIC
                            else dpkt.pcap.Reader(checked))
             checked.records = True
@@ -153,10 +162,12 @@ def read_capture(path: str | Path, handle: BinaryIO | None = None
 class CaptureWriter:
     """A pcap file written one packet at a time (dpkt's writer)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path | BinaryIO) -> None:
         import dpkt  # type: ignore[import-untyped,unused-ignore]
 
-        self._file = open(path, "wb")  # noqa: SIM115
+        self._owned = isinstance(path, (str, Path))
+        """Whether close() closes the file (not a stream it was given: stdout)."""
+        self._file: BinaryIO = open(path, "wb") if isinstance(path, (str, Path)) else path  # noqa: SIM115
         self._writer = dpkt.pcap.Writer(self._file, linktype=DLT_EN10MB, snaplen=MAX_PACKET)
         self.count = 0
 
@@ -165,7 +176,10 @@ class CaptureWriter:
         self.count += 1
 
     def close(self) -> None:
-        self._writer.close()
+        if self._owned:
+            self._writer.close()
+        else:
+            self._file.flush()
 
 
 @dataclass
@@ -242,9 +256,11 @@ def batch_blocker(vm: Any, context: str, engine: str) -> str:
 def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str = "xdp",
                 verdicts: str = "xdp", engine: str = "jit",
                 writer: CaptureWriter | None = None, progress: Progress | None = None,
-                chunk: int = CHUNK_PACKETS, prog_type: str | None = None) -> CaptureStats:
+                chunk: int = CHUNK_PACKETS, prog_type: str | None = None,
+                tx_writer: CaptureWriter | None = None) -> CaptureStats:
     """Run `vm`'s program once per frame; count verdicts, write passing frames
-    (as the program left them) to `writer`. Ctrl-C raises CaptureInterrupted
+    (as the program left them) to `writer`, and those an XDP program sends
+    back (XDP_TX) to `tx_writer`. Ctrl-C raises CaptureInterrupted
     with the statistics of the packets done so far. `prog_type` names the
     program type an skb runner runs (ebpfvm.progtypes: a socket filter sees
     the packet from its network header)."""
@@ -258,9 +274,9 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
     try:
         if why:
             options = {} if prog_type is None else {"prog_type": prog_type}
-            _run_per_packet(vm, frames, stats, engine, writer, progress, options)
+            _run_per_packet(vm, frames, stats, engine, (writer, tx_writer), progress, options)
         else:
-            _run_batches(vm, frames, stats, writer, progress, chunk)
+            _run_batches(vm, frames, stats, (writer, tx_writer), progress, chunk)
     except KeyboardInterrupt as stop:
         stats.seconds = time.perf_counter() - start
         raise CaptureInterrupted(stats) from stop
@@ -303,8 +319,22 @@ class _ContextRunner:
         self.runner.close()
 
 
+Writers = tuple["CaptureWriter | None", "CaptureWriter | None"]
+"""Where passed packets go, and where those sent back (XDP_TX) go."""
+XDP_TX = 3
+
+
+def _write(writers: Writers, stats: CaptureStats, r0: int, packet: bytes,
+           timestamp: float) -> None:
+    passed, sent_back = writers
+    if passed is not None and passes(r0, stats.verdicts):
+        passed.write(packet, timestamp)
+    if sent_back is not None and r0 == XDP_TX and stats.verdicts == "xdp":
+        sent_back.write(packet, timestamp)
+
+
 def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
-                    engine: str, writer: CaptureWriter | None, progress: Progress | None,
+                    engine: str, writers: Writers, progress: Progress | None,
                     options: dict[str, str]) -> None:
     runner = (_ContextRunner(vm, engine, stats.context, options) if stats.context in contexts()
               else _PlainRunner(vm, engine))
@@ -315,8 +345,8 @@ def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: Captu
             r0, packet = runner.run(frame)
             counts[r0] += 1
             done += 1
-            if writer is not None and passes(r0, stats.verdicts):
-                writer.write(packet, timestamp)
+            if writers != (None, None):
+                _write(writers, stats, r0, packet, timestamp)
             if progress is not None and done % CHUNK_PACKETS == 0:
                 progress(CHUNK_PACKETS)
     except EbpfError as error:
@@ -339,7 +369,7 @@ def _tally(stats: CaptureStats, counts: Counter[int]) -> None:
 
 
 def _run_batches(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
-                 writer: CaptureWriter | None, progress: Progress | None, chunk: int) -> None:
+                 writer: Writers, progress: Progress | None, chunk: int) -> None:
     buffer = _Frame(CHUNK_BYTES)
     counts: Counter[int] = Counter()
     slot = CONTEXT_SLOT if stats.context == "xdp" else 0
@@ -350,7 +380,7 @@ def _run_batches(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureS
         for item in frames:
             size = len(item[1])
             if size > MAX_PACKET:
-                raise CaptureError(f"packet {done + len(pending)} has {size} bytes, "
+                raise CaptureError(f"packet {done + len(pending)} has {count_of(size, 'byte')}, "
                                    f"more than {MAX_PACKET}")
             if len(pending) == chunk or used + slot + size + 8 > CHUNK_BYTES:
                 _run_chunk(vm, buffer, slot, pending, counts, writer, stats, done)
@@ -373,7 +403,7 @@ def _run_batches(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureS
 
 
 def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, bytes]],
-               counts: Counter[int], writer: CaptureWriter | None, stats: CaptureStats,
+               counts: Counter[int], writer: Writers, stats: CaptureStats,
                done: int) -> None:
     """Lay out `frames` in `buffer` (each behind its xdp_md when `slot`) and
     run them all in one native call."""
@@ -406,13 +436,12 @@ def _run_chunk(vm: Any, buffer: _Frame, slot: int, frames: list[tuple[float, byt
 
 def _count_chunk(results: array.array[int], spans: array.array[int], slot: int,
                  view: memoryview, frames: list[tuple[float, bytes]], counts: Counter[int],
-                 writer: CaptureWriter | None, stats: CaptureStats) -> None:
+                 writer: Writers, stats: CaptureStats) -> None:
     """Count the verdicts of a chunk's first len(results) packets; write
-    those that pass."""
+    those that pass, and those sent back."""
     counts.update(results)
-    if writer is not None:
+    if writer != (None, None):
         for index, r0 in enumerate(results):
-            if passes(r0, stats.verdicts):
-                start = spans[2 * index] + slot
-                end = spans[2 * index] + spans[2 * index + 1]
-                writer.write(bytes(view[start:end]), frames[index][0])
+            start = spans[2 * index] + slot
+            end = spans[2 * index] + spans[2 * index + 1]
+            _write(writer, stats, r0, bytes(view[start:end]), frames[index][0])

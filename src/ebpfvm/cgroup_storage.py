@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, cast
 
-from .errors import EbpfError, MapError
+from .errors import EbpfError, MapError, count_of
 from .helpers import Helper, HelperContext, numbered
 from .mapbase import BpfMap, MapSpec, register
 
@@ -100,7 +100,8 @@ class CgroupStorage(BpfMap):
     def describe(self) -> str:
         """Name, type, key and value sizes."""
         kind = "percpu_cgroup_storage" if self.type == PERCPU_CGROUP_STORAGE else "cgroup_storage"
-        return f"{self.name}: {kind}, key {self.key_size} bytes, value {self.value_size} bytes"
+        return (f"{self.name}: {kind}, key {count_of(self.key_size, 'byte')}, "
+                f"value {count_of(self.value_size, 'byte')}")
 
     def entries_text(self, limit: int) -> list[str]:
         """``(cgroup, attach type) -> value`` lines."""

@@ -7,6 +7,8 @@ error (one line on stderr, no traceback unless ``--debug``), 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
@@ -21,14 +23,16 @@ from .capture import (
     CaptureError,
     CaptureInterrupted,
     CaptureStats,
-    CaptureWriter,
     all_contexts,
     read_capture,
     run_capture,
     verdict_name,
 )
-from .cli_link import map_lines, no_programs, problem_line, verify_targets
-from .disasm import disassemble, disassemble_insn
+from .cli_io import binary_stdin, binary_stdout, is_std, looks_like_text, read_std, routed_text
+from .cli_link import map_lines, no_programs, problem_result, verify_targets
+from .cli_options import add_conventions
+from .cli_run import Writers, clear, print_maps, print_stats, progress, run_document
+from .disasm import disassemble_insn
 from .engine import REFERENCE, engine_names, engines, find_engine, get_engine
 from .errors import EbpfError, MemoryFault
 from .kernel import KernelEnv
@@ -77,7 +81,10 @@ class Loaded:
 
 
 def _read(path: Path) -> bytes:
-    """The bytes of `path`; InputError "cannot read PATH: reason" when it cannot."""
+    """The bytes of `path` ('-': standard input); InputError "cannot read PATH:
+    reason" when it cannot."""
+    if is_std(path):
+        return read_std(str(path))
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -91,10 +98,6 @@ def _text(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as exc:
         bad = data[exc.start]
         raise InputError(f"not UTF-8 text: byte {bad:#04x} at offset {exc.start}", path) from exc
-
-
-def _is_elf(path: Path) -> bool:
-    return _read(path)[:4] == ELF_MAGIC
 
 
 CORE_BTF: dict[str, str | None] = {}
@@ -111,7 +114,7 @@ def _object(data: bytes) -> Any:
 def _pick(obj: Any, path: Path, section: str | None, function: str | None) -> Any:
     """The object's program chosen by --section/--function: with neither, the
     only one (several: InputError listing them and suggesting --function)."""
-    names = ", ".join(f"{p.name} (section {p.section})" for p in obj.programs)
+    names = ", ".join(f"{p.name} (section '{p.section}')" for p in obj.programs)
     if not obj.programs:
         raise no_programs(obj) or InputError("no programs in this object", path)
     if section is None and function is None and len(obj.programs) > 1:
@@ -120,9 +123,11 @@ def _pick(obj: Any, path: Path, section: str | None, function: str | None) -> An
     return obj.program(function, section=section)
 
 
-def load_program(path: Path, section: str | None = None, function: str | None = None) -> Loaded:
-    """An ELF object's program (by section/function), assembly text, or raw bytecode."""
-    data = _read(path)
+def load_program(path: Path, section: str | None = None, function: str | None = None,
+                 data: bytes | None = None) -> Loaded:
+    """An ELF object's program (by section/function), assembly text, or raw
+    bytecode; from `data` when given (already read from `path`)."""
+    data = _read(path) if data is None else data
     if data[:4] == ELF_MAGIC:
         obj = _object(data)
         program = _pick(obj, path, section, function)
@@ -131,7 +136,7 @@ def load_program(path: Path, section: str | None = None, function: str | None = 
         raise InputError("--section/--function need an ELF object", path)
     if path.suffix == ".o":
         raise InputError("not an ELF object (raw bytecode goes in a file not named .o)", path)
-    if path.suffix in ASSEMBLY_SUFFIXES:
+    if path.suffix in ASSEMBLY_SUFFIXES or (is_std(path) and looks_like_text(data)):
         return Loaded(assemble(_text(path, data)))
     if not data:
         raise InputError("empty file: no instructions", path)
@@ -202,9 +207,16 @@ def _entries(text: str) -> int:
     return value
 
 
-# --debug before or after the command; SUPPRESS keeps the command's parser
-# from resetting a --debug given before it.
 def _parser() -> argparse.ArgumentParser:
+    """The parser, built once per set of registered contexts and engines
+    (main() may be called many times in one process: tests, fuzzing)."""
+    return _parser_for(all_contexts(), tuple(engine_names()))
+
+
+@functools.cache
+def _parser_for(_contexts: tuple[str, ...], _engines: tuple[str, ...]) -> argparse.ArgumentParser:
+    # --debug before or after the command; SUPPRESS keeps the command's parser
+    # from resetting a --debug given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks of errors")
@@ -225,23 +237,7 @@ def _parser() -> argparse.ArgumentParser:
                          "packets per second and the maps.")
     _program_args(run)
     _input_args(run, pcap=True)
-    run.add_argument("--engine", choices=engine_names(),
-                     help="interp (default for single runs), jit (default for captures) or "
-                          "jit-unchecked (no memory checks: UNSAFE)")
-    run.add_argument("--budget", type=_budget, metavar="N",
-                     help="instruction budget per run, tail calls and helper work "
-                          "included (1 to 2**63-1)")
-    run.add_argument("--trace", action="store_true",
-                     help="print each instruction with its registers (interpreter)")
-    run.add_argument("--map", action="append", default=[], metavar="NAME=JSON",
-                     help="preload a map: JSON text, or @FILE (repeatable)")
-    run.add_argument("--out", type=Path, metavar="FILE",
-                     help="with --pcap: write the passed packets (as the program left them)")
-    run.add_argument("--entries", type=_entries, default=20, metavar="N",
-                     help="map entries to print per map (default 20)")
-    run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    run.add_argument("--against-kernel", action="store_true", help="also run each input in "
-                     "the Linux kernel (BPF_PROG_TEST_RUN) and report the divergences")
+    _run_options(run)
 
     dis = sub.add_parser("disasm", parents=[common], help="disassemble a program",
                          description="Disassemble bytecode or an object's code sections.")
@@ -254,7 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     asm = sub.add_parser("asm", parents=[common], help="assemble text to bytecode",
                          description="Assemble the rbpf/uBPF dialect to raw bytecode.")
     asm.add_argument("source", type=Path)
-    asm.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    asm.add_argument("-o", "--output", type=Path, metavar="OUT",
+                     help="the bytecode file ('-', or no -o when stdout is not a terminal: stdout)")
 
     ver = sub.add_parser("verify", parents=[common], help="check a program with the verifier",
                          description="Verify every program of an object (or one); prints "
@@ -283,7 +280,29 @@ def _parser() -> argparse.ArgumentParser:
                        help="runs per JIT engine (the interpreter does 1/100 of them)")
     for command in (run, dis, asm, ver, maps, dump, bench):
         command.set_defaults(command_parser=command)
+    add_conventions({"run": run, "disasm": dis, "verify": ver, "maps": maps, "bench": bench})
     return parser
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """The options of ``ebpfvm run`` after the program and its input."""
+    run.add_argument("--engine", choices=engine_names(),
+                     help="interp (default for single runs), jit (default for captures) or "
+                          "jit-unchecked (no memory checks: UNSAFE)")
+    run.add_argument("--budget", type=_budget, metavar="N",
+                     help="instruction budget per run, tail calls and helper work "
+                          "included (1 to 2**63-1)")
+    run.add_argument("--trace", action="store_true",
+                     help="print each instruction with its registers (interpreter)")
+    run.add_argument("--map", action="append", default=[], metavar="NAME=JSON",
+                     help="preload a map: JSON text, or @FILE (repeatable)")
+    run.add_argument("--out", type=Path, metavar="FILE",
+                     help="with --pcap: write the passed packets (as the program left them)")
+    run.add_argument("--entries", type=_entries, default=20, metavar="N",
+                     help="map entries to print per map (default 20)")
+    run.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    run.add_argument("--against-kernel", action="store_true", help="also run each input in "
+                     "the Linux kernel (BPF_PROG_TEST_RUN) and report the divergences")
 
 
 # -- shared pieces -------------------------------------------------------------------
@@ -395,16 +414,10 @@ def _map_json(name: str, text: str) -> Any:
         raise EbpfError(f"--map {name}: bad JSON: {exc}") from exc
 
 
-def _print_maps(loaded: Loaded, limit: int) -> None:
+def _print_maps(loaded: Loaded, args: argparse.Namespace) -> None:
     from .mapview import describe, entries
 
-    if loaded.obj is None or not loaded.obj.maps:
-        return
-    print("maps:")
-    for m in loaded.obj.maps.values():
-        print(f"  {describe(m)}")
-        for line in entries(m, limit):
-            print(f"    {line}")
+    print_maps(loaded.obj, args, entries, describe)
 
 
 def _tracer(vm: Any) -> Callable[[int, tuple[int, ...]], None]:
@@ -424,27 +437,41 @@ def _run(args: argparse.Namespace) -> int:
     parser = args.command_parser
     capture = args.pcap is not None
     engine = args.engine or _default_engine(capture)
+    if args.trace and args.json:
+        parser.error("--trace prints text, not JSON (drop --json or --trace)")
     if args.trace and capture:
         parser.error("--trace runs one input, not a capture (drop --pcap or --trace)")
     if args.trace and not find_engine(engine).tracing:
         tracing = " or ".join(e.name for e in engines() if e.tracing)
         parser.error(f"--trace needs --engine {tracing}")
-    if args.out is not None and not capture:
-        parser.error("--out needs --pcap")
+    for option in ("out", "tx_out"):
+        if getattr(args, option) is not None and not capture:
+            parser.error(f"--{option.replace('_', '-')} needs --pcap")
     loaded = load_program(args.program, args.section, args.function)
     if args.against_kernel:
         from .cli_kdiff import run_against_kernel
 
         _preload_maps(loaded, args.map)
         return run_against_kernel(args, loaded, None if capture else _input_bytes(args), engine)
-    printk = _Printk(TRACE_LINES if capture else None)
+    printk = _Printk(TRACE_LINES if capture else None, args.json)
     env = KernelEnv(printk=printk)
     vm = _make_vm(loaded, args, env)
     _preload_maps(loaded, args.map)
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
+    if args.tx_out is not None and context != "xdp":
+        parser.error(f"--tx-out needs an XDP program (XDP_TX); this one runs as {context}")
+
+    def report(stats: CaptureStats | None, writers: Any, interrupted: bool, r0: int | None = None,
+               ) -> None:
+        if args.json:
+            run_document(args, loaded, engine, context, verdicts, printk.kept, printk.dropped,
+                         r0, stats, writers, interrupted)
+
     if capture:
-        _run_capture(args, vm, context, verdicts, engine, _runner_options(context, loaded))
+        stats, writers = _run_capture(args, vm, context, verdicts, engine,
+                                      _runner_options(context, loaded), report)
+        report(stats, writers, False)
     else:
         try:
             r0 = _run_once(vm, context, engine, _input_bytes(args),
@@ -456,29 +483,37 @@ def _run(args: argparse.Namespace) -> int:
                                  f"--mbuff DATA,DATA_END)", args.program) from fault
             raise
         name = verdict_name(r0, verdicts)
-        if name != str(r0):
+        report(None, None, False, r0)
+        if name != str(r0) and not args.json:
             print(f"verdict: {name}")
-        print(f"r0 = {r0:#x} ({r0})")
-    if printk.dropped:
+        if not args.json:
+            print(f"r0 = {r0:#x} ({r0})")
+    if printk.dropped and not args.json:
         print(f"... {printk.dropped} more trace_printk lines")
-    _print_maps(loaded, args.entries)
+    _print_maps(loaded, args)
     return EXIT_OK
 
 
 class _Printk:
     """Prints trace_printk lines as they come, at most `limit` of them."""
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, keep: bool = False) -> None:
         self.limit = limit
         self.shown = 0
         self.dropped = 0
+        self.kept: list[str] = []
+        """With `keep` (--json), the lines, kept for the document instead of printed."""
+        self.keep = keep
 
     def __call__(self, line: str) -> None:
         if self.limit is not None and self.shown >= self.limit:
             self.dropped += 1
             return
         self.shown += 1
-        print(f"trace_printk: {line.rstrip()}")
+        if self.keep:
+            self.kept.append(line.rstrip())
+        else:
+            print(f"trace_printk: {line.rstrip()}")
 
 
 def _default_engine(capture: bool) -> str:
@@ -517,41 +552,31 @@ def _run_once(vm: Any, context: str, engine: str, data: bytes, options: dict[str
     return result
 
 
-def _progress(path: Path, handle: Any, disabled: bool) -> tuple[Any, Callable[[int], None]]:
-    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, file=sys.stderr,
-               disable=True if disabled else None, delay=0.5, leave=False,
-               desc=path.name)
-
-    done = [0]
-
-    def advance(packets: int) -> None:
-        done[0] += packets
-        bar.set_postfix_str(f"{done[0]:,} packets", refresh=False)
-        bar.update(handle.tell() - bar.n)
-
-    return bar, advance
-
-
-def _run_capture(args: argparse.Namespace, vm: Any, context: str,
-                 verdicts: str, engine: str, options: dict[str, str]) -> None:
-    try:
-        handle = open(args.pcap, "rb")  # noqa: SIM115 (closed by the with below)
-    except OSError as exc:
-        raise InputError(f"cannot read {args.pcap}: {exc.strerror or exc}") from exc
-    writer = CaptureWriter(args.out) if args.out is not None else None
-    with handle:
-        bar, advance = _progress(args.pcap, handle, args.no_progress)
+def _run_capture(args: argparse.Namespace, vm: Any, context: str, verdicts: str,
+                 engine: str, options: dict[str, str],
+                 report: Callable[[CaptureStats, Writers, bool], None] | None = None,
+                 ) -> tuple[CaptureStats, Writers]:
+    if is_std(args.pcap):
+        handle: Any = contextlib.nullcontext(binary_stdin("--pcap"))
+    else:
         try:
-            stats = run_capture(vm, read_capture(args.pcap, handle), context=context,
-                                verdicts=verdicts, engine=engine, writer=writer,
-                                progress=advance, prog_type=options.get("prog_type"))
+            handle = open(args.pcap, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            raise InputError(f"cannot read {args.pcap}: {exc.strerror or exc}") from exc
+    with handle as stream:
+        writers = Writers(args)
+        bar, advance = progress(args.pcap, stream, args.no_progress)
+        try:
+            stats = run_capture(vm, read_capture(args.pcap, stream), context=context,
+                                verdicts=verdicts, engine=engine, writer=writers.passed,
+                                progress=advance, prog_type=options.get("prog_type"),
+                                tx_writer=writers.tx)
         except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
-            bar.close()  # clears itself before they print
-            if writer is not None:
-                writer.close()
-            _print_stats(stop.stats, engine, args, writer)
+            clear(bar)  # before they print
+            writers.close()
+            print_stats(stop.stats, engine, args, writers)
+            if report is not None:
+                report(stop.stats, writers, True)
             raise
         except EbpfError as error:
             index = getattr(error, "packet_index", None)
@@ -560,56 +585,27 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str,
             raise
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
-    _print_stats(stats, engine, args, writer)
-
-
-def _print_stats(stats: CaptureStats, engine: str, args: argparse.Namespace,
-                 writer: CaptureWriter | None) -> None:
-    how = "native batches" if stats.mode == "native" else f"per packet ({stats.why})"
-    print(f"{stats.packets} packets in {stats.seconds:.3f} s: "
-          f"{stats.packets_per_second:,.0f} packets/s ({engine}, {how})")
-    print("verdicts:")
-    width = max((len(name) for name in stats.histogram), default=0)
-    for name, count in stats.histogram.most_common():
-        share = 100 * count / stats.packets if stats.packets else 0.0
-        print(f"  {name:<{width}}  {count:>10}  {share:5.1f}%")
-    if writer is not None:
-        print(f"wrote {writer.count} passed packets to {args.out}")
+            writers.close()
+    print_stats(stats, engine, args, writers)
+    return stats, writers
 
 
 # -- the other commands --------------------------------------------------------------
 
 
 def _disasm(args: argparse.Namespace) -> int:
-    if _is_elf(args.program):
-        from .errors import ElfError
-        from .objdump import disassemble_object
+    from .cli_disasm import disasm
 
-        try:
-            listing = disassemble_object(_read(args.program), style=args.style,
-                                         section=args.section, function=args.function,
-                                         source=not args.no_source)
-        except ElfError as error:
-            if error.section not in (".BTF", ".BTF.ext"):
-                raise
-            raise EbpfError(f"{args.program}: {error} (--no-source lists the code "
-                            "without line info)") from error
-        sys.stdout.write(listing)
-        return EXIT_OK
-    loaded = load_program(args.program, args.section, args.function)
-    if args.style == "llvm":
-        from .objdump import disassemble_code
-
-        sys.stdout.write(disassemble_code(loaded.code, style="llvm"))
-    else:
-        sys.stdout.write(disassemble(loaded.code, style=args.style))
-    return EXIT_OK
+    return disasm(args)
 
 
 def _asm(args: argparse.Namespace) -> int:
     code = assemble(_text(args.source, _read(args.source)))
+    if args.output is None and sys.stdout.isatty():
+        args.command_parser.error("give -o OUT (bytecode is not written to a terminal)")
+    if args.output is None or is_std(args.output):
+        binary_stdout("-o").write(code)
+        return EXIT_OK
     try:
         args.output.write_bytes(code)
     except OSError as exc:
@@ -620,6 +616,7 @@ def _asm(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .cli_json import verify_report
     from .errors import VerifierError
     from .verifier import verify
 
@@ -632,27 +629,33 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         targets = [(str(args.program), load_program(args.program).code)]
     rejected = 0
+    found: list[dict[str, Any]] = []
     for name, code in targets:
         if not isinstance(code, bytes):  # a program that cannot be linked (ebpfvm.linkcheck)
             rejected += 1
-            print(problem_line(name, code))
+            found.append(problem_result(name, code))
             continue
+        result = {"name": name, "slots": len(code) // 8, "ok": True, "pc": None,
+                  "reason": None, "rule": None}
         try:
             verify(code)
         except VerifierError as error:
             rejected += 1
-            where = f"pc {error.pc}" if error.pc is not None else "program"
-            print(f"{name}: REJECTED at {where}: {error.reason} [{error.rule}]")
-        else:
-            print(f"{name}: OK ({len(code) // 8} slots)")
-    return EXIT_ERROR if rejected else EXIT_OK
+            result.update(ok=False, pc=error.pc, reason=error.reason, rule=error.rule)
+        found.append(result)
+    return verify_report(args, found, rejected)
 
 
 def _maps(args: argparse.Namespace) -> int:
+    from .cli_json import maps_report
+
     data = _read(args.program)
     if data[:4] != ELF_MAGIC:
         raise InputError("not an ELF object: maps need one", args.program)
-    for line in map_lines(_object(data)):
+    obj = _object(data)
+    if maps_report(args, obj):
+        return EXIT_OK
+    for line in map_lines(obj):
         print(line)
     return EXIT_OK
 
@@ -669,6 +672,7 @@ def _jit_dump(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench import bench_engines
+    from .cli_json import emit
 
     loaded = load_program(args.program, args.section, args.function)
     chosen = args.engine or [info.name for info in engines() if info.unavailable is None]
@@ -677,14 +681,21 @@ def _bench(args: argparse.Namespace) -> int:
     context = _context(args, loaded)
     verdicts = _verdicts(context, loaded)
     data = _input_bytes(args)
-    print(f"{'engine':<14} {'ns/run':>12} {'runs':>9}  r0")
+    results: list[dict[str, Any]] = []
+    if not args.json:
+        print(f"{'engine':<14} {'ns/run':>12} {'runs':>9}  r0")
     for engine in chosen:
         vm = _make_vm(loaded, args, KernelEnv(printk=lambda _line: None))
         repeat = args.repeat if find_engine(engine).batches else max(1, args.repeat // 100)
         r0, ns = bench_engines(vm, context, engine, data, repeat)
         name = verdict_name(r0, verdicts)
         shown = f"{r0} ({name})" if name != str(r0) else str(r0)
-        print(f"{engine:<14} {ns:>12.1f} {repeat:>9}  {shown}")
+        results.append({"engine": engine, "ns_per_run": ns, "runs": repeat, "r0": r0,
+                        "verdict": None if name == str(r0) else name})
+        if not args.json:
+            print(f"{engine:<14} {ns:>12.1f} {repeat:>9}  {shown}")
+    if args.json:
+        emit({"results": results})
     return EXIT_OK
 
 
@@ -751,7 +762,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit as stop:  # --help, --version (0) and usage errors (2)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     try:
-        status = COMMANDS[args.command](args)
+        with routed_text(args):
+            status = COMMANDS[args.command](args)
         sys.stdout.flush()
         return status
     except SystemExit as stop:  # a subcommand's parser.error()

@@ -18,7 +18,7 @@ from .linkerrors import (
 )
 from .mapview import describe
 
-__all__ = ["map_lines", "no_programs", "problem_line", "verify_targets"]
+__all__ = ["map_lines", "no_programs", "problem_line", "problem_result", "verify_targets"]
 
 _RULES: tuple[tuple[type[LinkError], str], ...] = (
     (HelperNotAllowed, "helper_not_allowed"), (UnsupportedHelper, "unsupported_helper"),
@@ -45,14 +45,22 @@ def verify_targets(obj: Any, section: str | None, function: str | None
     return targets
 
 
-def problem_line(name: str, problem: LinkError) -> str:
-    """``xdp/lookup: REJECTED at pc 8: helper ... [unsupported_helper]``."""
+def problem_result(name: str, problem: LinkError) -> dict[str, Any]:
+    """A program that cannot be linked, as one ``ebpfvm verify`` result
+    (the fields a verifier rejection has: name, pc, reason, rule)."""
     pc = getattr(problem, "pc", None)
-    where = f"pc {pc}" if pc is not None else "program"
     rule = next((rule for kind, rule in _RULES if isinstance(problem, kind)), "unsupported")
     reason = str(problem.reason).removeprefix(f"program {problem.program!r}: ")
     reason = reason.replace(f" at insn {pc}", "") if pc is not None else reason
-    return f"{name}: REJECTED at {where}: {reason} [{rule}]"
+    return {"name": name, "slots": None, "ok": False, "pc": pc, "reason": reason,
+            "rule": rule}
+
+
+def problem_line(name: str, problem: LinkError) -> str:
+    """``xdp/lookup: REJECTED at pc 8: helper ... [unsupported_helper]``."""
+    result = problem_result(name, problem)
+    where = f"pc {result['pc']}" if result["pc"] is not None else "program"
+    return f"{name}: REJECTED at {where}: {result['reason']} [{result['rule']}]"
 
 
 def map_lines(obj: Any) -> list[str]:

@@ -188,7 +188,7 @@ class ElfObject:
         with the object's BTF (ints, named tuples, lists, bytes)."""
         found = self._globals.get(section)
         if found is None:
-            raise KeyError(f"no global-data section {section!r}")
+            raise KeyError(f"no global-data section '{section}'")
         data = self.data[section]
         return {name: codec.decode(data[offset : offset + codec.size])
                 for name, (offset, codec) in found.variables.items()}
@@ -705,7 +705,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
             raise ElfError(f"call to {target_name!r}, which is in no code section", where.name)
         target = relative_target(value // SLOT, imm)
         if not 0 <= target < len(target_section.data) // SLOT:
-            raise ElfError(f"call target {target} outside section {target_section.name}",
+            raise ElfError(f"call target {target} outside section '{target_section.name}'",
                            where.name)
         if target_section is section and target in own:
             base_pc = own[target]
@@ -716,7 +716,7 @@ def _link(section: _Section, sym: Any, text: _Section | None,
                 pending += [(text_base + i, text, i) for i in range(len(text.data) // SLOT)]
             base_pc = text_base + target
         else:
-            raise ElfError(f"call to {target_name!r} in section {target_section.name}, "
+            raise ElfError(f"call to {target_name!r} in section '{target_section.name}', "
                            "outside the program", where.name)
         struct.pack_into("<i", code, pc * SLOT + 4, branch_delta(pc, base_pc))
     subprograms = (TEXT,) if text_base is not None else ()

@@ -106,7 +106,7 @@ class ElfError(EbpfError):
     """Malformed or unsupported ELF input, naming the section when known."""
 
     def __init__(self, reason: str, section: str | None = None) -> None:
-        where = f" in section {section!r}" if section is not None else ""
+        where = f" in section '{section}'" if section is not None else ""
         super().__init__(f"ELF: {reason}{where}")
         self.reason = reason
         self.section = section
@@ -213,6 +213,18 @@ def count_of(count: int, noun: str, plural: str | None = None) -> str:
 
 _SHOWN_CHARS = 40
 """The longest argument value a message repeats."""
+
+
+def check_int(argument: str, value: object, low: int, high: int | None = None) -> int:
+    """`value` as an int from `low` to `high` (no upper bound when None);
+    ArgumentTypeError (a TypeError) for a non-int or a bool, ArgumentError
+    (a ValueError) outside the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(argument, value, "an int")
+    if value < low or (high is not None and value > high):
+        expected = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ArgumentError(argument, value, expected)
+    return value
 
 
 def _shown(value: object) -> str:

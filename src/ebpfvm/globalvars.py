@@ -35,7 +35,7 @@ class GlobalVars(MutableMapping[str, Any]):
         self._obj = obj
         self._section = section
         if section is not None and section not in obj._globals:
-            raise KeyError(f"no global-data section {section!r}")
+            raise KeyError(f"no global-data section '{section}'")
 
     def section(self, name: str) -> GlobalVars:
         """The variables of section `name` only (``.bss``, ``.rodata``...)."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import MemoryFault
+from .errors import ArgumentTypeError, MemoryFault, check_int
 from .helper_table import helper_name
 from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
@@ -108,6 +108,24 @@ class KernelEnv:
     """How many lines `lines` keeps; older ones are dropped (and counted)."""
     dropped_lines: int = 0
     """How many lines were dropped from `lines` to keep it at `max_lines`."""
+
+    def __post_init__(self) -> None:
+        """Check the numbers when given (issue 14): ArgumentError (a
+        ValueError) or ArgumentTypeError (a TypeError) naming the field."""
+        u32, s64 = (1 << 32) - 1, (1 << 63) - 1
+        for name, low, high in (("pid", 0, u32), ("tgid", 0, u32), ("uid", 0, u32),
+                                ("gid", 0, u32), ("seed", 0, (1 << 64) - 1),
+                                ("boot_offset_ns", 0, s64), ("cpu", 0, u32 >> 1),
+                                ("numa_node", 0, u32), ("tai_offset_ns", -s64, s64),
+                                ("hz", 1, 10**9), ("max_lines", 0, None),
+                                ("dropped_lines", 0, None)):
+            check_int(f"KernelEnv.{name}", getattr(self, name), low, high)
+        if not isinstance(self.comm, bytes):
+            raise ArgumentTypeError("KernelEnv.comm", self.comm, "bytes")
+        for name in ("clock", "printk"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ArgumentTypeError(f"KernelEnv.{name}", getattr(self, name),
+                                        "a callable or None")
 
     def keep_line(self, line: str) -> None:
         """Append `line` to `lines`, dropping the oldest past `max_lines`."""

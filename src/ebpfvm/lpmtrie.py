@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import MapError, MapFull
+from .errors import MapError, MapFull, count_of
 from .mapbase import MapSpec, MapType, as_bytes, register
 from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, EEXIST, EINVAL, ENOENT, HASH_ENTRY_BYTES, Map
 
@@ -36,7 +36,7 @@ class LpmTrie(Map):
         BPF_F_NO_PREALLOC (the kernel refuses anything else with EINVAL)."""
         if not 4 < spec.key_size <= 4 + LPM_DATA_SIZE_MAX or spec.value_size <= 0:
             raise MapError(f"map {spec.name!r}: an lpm_trie key is a u32 prefix length and "
-                           f"1 to {LPM_DATA_SIZE_MAX} bytes, not {spec.key_size} bytes")
+                           f"1 to {LPM_DATA_SIZE_MAX} bytes, not {count_of(spec.key_size, 'byte')}")
         if spec.flags & ~BPF_F_NO_PREALLOC or not spec.flags & BPF_F_NO_PREALLOC:
             raise MapError(f"map {spec.name!r}: an lpm_trie needs BPF_F_NO_PREALLOC "
                            f"and no other flag (flags {spec.flags:#x})")

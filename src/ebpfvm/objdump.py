@@ -35,6 +35,7 @@ class _CodeSection:
     name: str
     code: bytes
     symbols: dict[int, str]  # slot index -> name (functions first)
+    relocations: dict[int, list[str]]  # slot index -> llvm-objdump -r lines
 
 
 def _format(insn: Insn, style: str, label: str | None) -> str:
@@ -47,7 +48,8 @@ def _format(insn: Insn, style: str, label: str | None) -> str:
 
 
 def _listing(code: bytes, style: str, symbols: dict[int, str],
-             lines: dict[int, LineInfo]) -> list[str]:
+             lines: dict[int, LineInfo], relocations: dict[int, list[str]] | None = None,
+             ) -> list[str]:
     out: list[str] = []
     last: tuple[str, int] | None = None
     for insn in decode(code):
@@ -63,6 +65,8 @@ def _listing(code: bytes, style: str, symbols: dict[int, str],
         raw = code[pc * SLOT : (pc + insn.slots) * SLOT]
         out.append(f"{pc:>8}:\t{' '.join(f'{b:02x}' for b in raw)}\t"
                    f"{_format(insn, style, label)}")
+        if relocations:
+            out += relocations.get(pc, [])
     return out
 
 
@@ -93,7 +97,36 @@ def _sections(elf: Any) -> list[_CodeSection]:
             if slot not in named or rank < named[slot][0]:
                 named[slot] = (rank, sym.name)
         found.append(_CodeSection(index, section.name, code,
-                                  {slot: name for slot, (_r, name) in named.items()}))
+                                  {slot: name for slot, (_r, name) in named.items()},
+                                  _relocations(elf, index, symbols)))
+    return found
+
+
+RELOCATION_TYPES = {1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
+                    4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
+"""The BPF relocation types by number, as llvm-objdump names them."""
+
+
+def _relocations(elf: Any, index: int, symbols: list[Any]) -> dict[int, list[str]]:
+    """The relocations of section `index` by slot, each an ``llvm-objdump -r``
+    line: offset, type, and the symbol (a map, a global, a function) or,
+    for a section symbol, the section's name."""
+    from elftools.elf.relocation import RelocationSection
+
+    found: dict[int, list[str]] = {}
+    for section in elf.iter_sections():
+        if not isinstance(section, RelocationSection) or section["sh_info"] != index:
+            continue
+        for rel in section.iter_relocations():
+            number = rel["r_info_sym"]
+            sym = symbols[number] if 0 <= number < len(symbols) else None
+            name = sym.name if sym is not None else ""
+            if sym is not None and not name and isinstance(sym["st_shndx"], int) \
+                    and sym["st_shndx"] < elf.num_sections():
+                name = elf.get_section(sym["st_shndx"]).name
+            kind = RELOCATION_TYPES.get(rel["r_info_type"], f"R_BPF_{rel['r_info_type']}")
+            found.setdefault(rel["r_offset"] // SLOT, []).append(
+                f"\t\t{rel['r_offset']:016x}:  {kind}\t{name}")
     return found
 
 
@@ -114,9 +147,13 @@ def _function_range(section: _CodeSection, function: str) -> tuple[int, int] | N
 
 
 def disassemble_object(data: bytes, *, style: str = "llvm", section: str | None = None,
-                       function: str | None = None, source: bool = True) -> str:
+                       function: str | None = None, source: bool = True,
+                       relocations: bool = False) -> str:
     """The listing of an ELF object's code sections (or one section or function).
-    ElfError for a malformed object or a section or function it does not have."""
+    With `relocations`, each relocated instruction is followed by its
+    relocation as ``llvm-objdump -dr`` prints it (the map, global or function
+    an ``lddw`` or ``call`` names). ElfError for a malformed object or a
+    section or function it does not have."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -131,25 +168,27 @@ def disassemble_object(data: bytes, *, style: str = "llvm", section: str | None 
         if not sections:
             raise ElfError("no code sections in the object")
         names = ", ".join(s.name for s in sections)
-        raise ElfError(f"no code section {section} (sections: {names})")
+        raise ElfError(f"no code section '{section}' (sections: {names})")
     out: list[str] = []
     matched = False
     for code_section in chosen:
         code = code_section.code
         symbols = code_section.symbols
+        relocs = code_section.relocations if relocations else None
         if function is not None:
             span = _function_range(code_section, function)
             if span is None:
                 continue
             # Keep slot numbers: list only the function's slots, after blank ones.
             start, end = span
-            body = _listing(code[: end * SLOT], style, symbols, lines.get(code_section.name, {}))
+            body = _listing(code[: end * SLOT], style, symbols, lines.get(code_section.name, {}),
+                            relocs)
             header = f"{start * SLOT:016x} <{function}>:"
             body = body[body.index(header) - 1 :]
         else:
-            body = _listing(code, style, symbols, lines.get(code_section.name, {}))
+            body = _listing(code, style, symbols, lines.get(code_section.name, {}), relocs)
         matched = True
         out += ["", f"Disassembly of section {code_section.name}:", *body]
     if not matched:
-        raise ElfError(f"no function {function} in the object's code sections", section)
+        raise ElfError(f"no function '{function}' in the object's code sections", section)
     return "".join(f"{line}\n" for line in out)

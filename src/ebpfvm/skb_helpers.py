@@ -56,7 +56,7 @@ def packet_type(frame: bytes) -> int:
     dest = frame[:6]
     if dest == LOOPBACK_ADDRESS:
         return PACKET_HOST
-    if dest[0] & 1:
+    if dest[:1] and dest[0] & 1:  # (a frame shorter than a MAC address: other host)
         return PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
     return PACKET_OTHERHOST
 CSUM_NONE, CSUM_UNNECESSARY, CSUM_COMPLETE = 0, 1, 2

@@ -35,7 +35,7 @@ from .engine import (
     find_engine,
     get_engine,
 )
-from .errors import ArgumentError, ArgumentTypeError, JitError, count_of
+from .errors import ArgumentError, ArgumentTypeError, JitError, check_int, count_of
 from .helpers import Helper, as_helper
 from .interpreter import MAX_TRANSLATED_SLOTS, STACK_SIZE, TraceFn
 from .memory import Region, address_of, as_view, coalesce_addresses, merge_runs
@@ -100,9 +100,7 @@ class _VmBase:
         self._stack_region = Region.of_buffer(self._stack, "stack")
         self._stack_regions: dict[int, Region] = {}
         self._budget: int | None = check_budget(budget)
-        self.interpreter_slot_limit: int | None = MAX_TRANSLATED_SLOTS
-        """Longest program (in slots) the interpreter translates; a longer one
-        raises ResourceLimit at its first interpreted run. None: no bound."""
+        self._slot_limit: int | None = MAX_TRANSLATED_SLOTS
         self._jit: Executable | None = None
         """What jit_compile() made (execute_program_jit, test_run, batches)."""
         self._jit_engine: Engine | None = None
@@ -179,6 +177,19 @@ class _VmBase:
     @budget.setter
     def budget(self, value: int | None) -> None:
         self._budget = check_budget(value)
+
+    @property
+    def interpreter_slot_limit(self) -> int | None:
+        """Longest program (in slots) the interpreter translates; a longer one
+        raises ResourceLimit at its first interpreted run. None: no bound.
+        Set it to None or an int of at least 1 (ArgumentError, a ValueError,
+        or ArgumentTypeError, a TypeError, otherwise: checked when given)."""
+        return self._slot_limit
+
+    @interpreter_slot_limit.setter
+    def interpreter_slot_limit(self, value: int | None) -> None:
+        self._slot_limit = None if value is None else check_int(
+            "interpreter_slot_limit", value, 1)
 
     def register_helper(self, key: int, fn: Callable[..., int] | Helper, *,
                         name: str | None = None, context: bool = False) -> None:

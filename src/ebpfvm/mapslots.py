@@ -1,0 +1,68 @@
+"""Program arrays whose slots the object fills at load: a BTF-defined
+``BPF_MAP_TYPE_PROG_ARRAY`` declared with ``__array(values, int (void *))``
+and initialised ``.values = { [0] = &prog }``. The compiler leaves one
+relocation in ``.rel.maps`` per initialised slot, against the program's
+symbol; loading puts that program in the slot, as libbpf does (RFC 9669
+section 5.4.1 names the map type; tail calls are described there)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .btf import Btf, BtfKind
+from .errors import ElfError
+from .maps import ProgArray
+
+SLOT_BYTES = 8
+"""Each ``values`` element is one pointer in the map's definition."""
+
+
+def is_program_values(btf: Btf, array_element: int) -> bool:
+    """Whether an ``__array(values, ...)`` element type is a pointer to a
+    function prototype (a program array's values, each a 4-byte program fd)."""
+    element = btf.strip(array_element)
+    if element.kind is not BtfKind.PTR:
+        return False
+    return btf.strip(element.ref).kind is BtfKind.FUNC_PROTO
+
+
+def _values_offset(btf: Btf, var_type: int) -> int | None:
+    """The byte offset of the ``values`` member in a map definition, or None."""
+    for member, _type, bits in btf.strip(var_type).items:
+        if member == "values":
+            return bits // 8
+    return None
+
+
+def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
+                     maps: dict[str, Any]) -> None:
+    """Put in each program array's slots the programs its ``.values``
+    initialiser names (the relocations of ``.rel.maps``)."""
+    relocations = elf.get_section_by_name(".rel.maps")
+    datasec = btf.datasec(".maps") if btf is not None else None
+    if relocations is None or btf is None or datasec is None:
+        return
+    variables = [btf.get(var_id) for _name, var_id, _offset in datasec.items]
+    var_types = {var.name: var.ref for var in variables}
+    section = relocations["sh_info"]
+    spans = [(sym["st_value"], sym["st_value"] + sym["st_size"], sym.name)
+             for sym in symbols  # the symbol's size includes the values initialiser
+             if sym["st_shndx"] == section and sym.name in var_types]
+    for reloc in relocations.iter_relocations():
+        at = reloc["r_offset"]
+        target = symbols[reloc["r_info_sym"]]
+        span = next((s for s in spans if s[0] <= at < s[1]), None)
+        if span is None:
+            raise ElfError(f"relocation at offset {at} is outside every map", ".rel.maps")
+        start, _end, name = span
+        found = maps.get(name)
+        if not isinstance(found, ProgArray):
+            continue  # a map of maps' inner maps: not initialised by ebpfvm
+        values = _values_offset(btf, var_types[name])
+        if values is None or at - start < values or (at - start - values) % SLOT_BYTES:
+            raise ElfError(f"map {name!r}: relocation at offset {at} is not a values slot",
+                           ".rel.maps")
+        if target["st_info"]["type"] != "STT_FUNC":
+            raise ElfError(f"map {name!r}: slot initialised with {target.name!r}, "
+                           "which is not a program", ".rel.maps")
+        found[(at - start - values) // SLOT_BYTES] = target.name

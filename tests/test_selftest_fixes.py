@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 import ebpfvm
-from ebpfvm import assemble, kbpf
+from ebpfvm import EbpfVmRaw, HelperFault, assemble, kbpf
 from ebpfvm.contexts import XdpRunner
+from ebpfvm.devmaps import DEVMAP, DEVMAP_HASH, XSKMAP, RedirectMap
 from ebpfvm.kdiff import against_kernel
-from ebpfvm.maps import ProgArray
+from ebpfvm.maps import ProgArray, create_map, map_helpers
+from engines import run
 
 
 def _unavailable() -> str | None:
@@ -98,3 +101,36 @@ def test_prog_array_values_agree_with_the_kernel(engine: str) -> None:
     with ebpfvm.load(PROG_VALUES) as obj:
         diff = against_kernel(obj, packets, program="entry", engine=engine, source=PROG_VALUES)
     assert diff.packets == len(packets) and diff.divergences == [] and not diff.refused
+
+
+XSK_LOOKUP = """
+    mov r1, 0
+    stxw [r10-8], r1
+    lddw r1, {handle}
+    mov r2, r10
+    add r2, -8
+    call 1
+    jne r0, 0, +2
+    mov r0, 5
+    exit
+    mov r0, 6
+    exit
+"""
+"""Looks up key 0: 5 when the helper returns NULL."""
+
+
+@pytest.mark.parametrize("map_type", [DEVMAP, XSKMAP, DEVMAP_HASH])
+def test_an_empty_devmap_or_xskmap_slot_looks_up_as_null(engine: str, map_type: int) -> None:
+    """bpf_map_lookup_elem on an empty xskmap slot returns NULL in the kernel
+    (selftest verifier_jeq_infer_not_null null_ptr_to_map_value, retval 0 and
+    the kernel's own run); ebpfvm refused the map as not keyed. A set slot
+    holds a kernel object ebpfvm does not model: a typed fault, not a pointer."""
+    redirect = create_map("redirect", map_type, 4, 4, 4)
+    redirect.handle = 0x7B
+    vm = EbpfVmRaw(assemble(XSK_LOOKUP.format(handle=redirect.handle)))
+    for key, helper in map_helpers({redirect.handle: redirect}).items():
+        vm.register_helper(key, helper)
+    assert run(vm, engine, bytearray(8)) == 5
+    cast(RedirectMap, redirect).set(0, 1)
+    with pytest.raises(HelperFault):
+        run(vm, engine, bytearray(8))

@@ -51,7 +51,6 @@ from .linkerrors import LinkError, UnsupportedRelocation
 from .mapbase import BpfMap, MapSpec
 from .mapflags import MapFlag
 from .mapinmap import MapOfMaps
-from .mapslots import fill_prog_arrays, is_program_values
 from .maps import (
     MAX_MAP_BYTES,
     MAX_OBJECT_MAP_BYTES,
@@ -62,6 +61,7 @@ from .maps import (
     MapType,
     create_map,
 )
+from .mapslots import fill_prog_arrays, is_program_values
 from .memory import address_of
 from .progtypes import prog_type_for_section
 from .tailcalls import E2BIG as E2BIG  # re-exported: ebpfvm.elf named them first

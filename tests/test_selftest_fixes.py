@@ -13,6 +13,7 @@ from ebpfvm import EbpfVmRaw, HelperFault, assemble, kbpf
 from ebpfvm.contexts import XdpRunner
 from ebpfvm.devmaps import DEVMAP, DEVMAP_HASH, XSKMAP, RedirectMap
 from ebpfvm.kdiff import against_kernel
+from ebpfvm.mapinmap import MapOfMaps
 from ebpfvm.maps import ProgArray, create_map, map_helpers
 from engines import run
 
@@ -84,6 +85,17 @@ def test_prog_array_values_fill_the_slots_at_load() -> None:
         assert isinstance(jumps, ProgArray)
         assert jumps.value_size == 4
         assert jumps.slots == {1: "seven", 3: "nine"}
+
+
+def test_map_of_maps_values_fill_the_slots_at_load() -> None:
+    """``outer``'s ``.values = {[1] = &inner_b}`` (progvalues.c): libbpf
+    stores inner_b in slot 1 at load; so does ebpfvm."""
+    with ebpfvm.load(PROG_VALUES) as obj:
+        outer = obj.maps["outer"]
+        assert isinstance(outer, MapOfMaps)
+        assert outer[1] is obj.maps["inner_b"]
+        with pytest.raises(KeyError):
+            outer[0]
 
 
 @pytest.mark.parametrize(("first", "expected"), [(0, 2), (1, 7), (2, 2), (3, 9), (5, 7)])

@@ -1,16 +1,18 @@
-"""Program arrays whose slots the object fills at load: a BTF-defined
+"""Maps whose slots the object fills at load: a BTF-defined
 ``BPF_MAP_TYPE_PROG_ARRAY`` declared with ``__array(values, int (void *))``
-and initialised ``.values = { [0] = &prog }``. The compiler leaves one
-relocation in ``.rel.maps`` per initialised slot, against the program's
-symbol; loading puts that program in the slot, as libbpf does (RFC 9669
-section 5.4.1 names the map type; tail calls are described there)."""
+and initialised ``.values = { [0] = &prog }``, or a map of maps with
+``.values = { [0] = &inner_map }``. The compiler leaves one relocation in
+``.rel.maps`` per initialised slot, against the program's or the inner
+map's symbol; loading puts that program or map in the slot, as libbpf does
+(RFC 9669 section 5.4.1 names the map types)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .btf import Btf, BtfKind
-from .errors import ElfError
+from .errors import ElfError, MapError
+from .mapinmap import MapOfMaps
 from .maps import ProgArray
 
 SLOT_BYTES = 8
@@ -36,8 +38,8 @@ def _values_offset(btf: Btf, var_type: int) -> int | None:
 
 def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
                      maps: dict[str, Any]) -> None:
-    """Put in each program array's slots the programs its ``.values``
-    initialiser names (the relocations of ``.rel.maps``)."""
+    """Put in each program array's or map of maps' slots the programs or
+    maps its ``.values`` initialiser names (the relocations of ``.rel.maps``)."""
     relocations = elf.get_section_by_name(".rel.maps")
     datasec = btf.datasec(".maps") if btf is not None else None
     if relocations is None or btf is None or datasec is None:
@@ -56,13 +58,19 @@ def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
             raise ElfError(f"relocation at offset {at} is outside every map", ".rel.maps")
         start, _end, name = span
         found = maps.get(name)
-        if not isinstance(found, ProgArray):
-            continue  # a map of maps' inner maps: not initialised by ebpfvm
         values = _values_offset(btf, var_types[name])
         if values is None or at - start < values or (at - start - values) % SLOT_BYTES:
             raise ElfError(f"map {name!r}: relocation at offset {at} is not a values slot",
                            ".rel.maps")
-        if target["st_info"]["type"] != "STT_FUNC":
-            raise ElfError(f"map {name!r}: slot initialised with {target.name!r}, "
-                           "which is not a program", ".rel.maps")
-        found[(at - start - values) // SLOT_BYTES] = target.name
+        slot = (at - start - values) // SLOT_BYTES
+        if isinstance(found, ProgArray) and target["st_info"]["type"] == "STT_FUNC":
+            found[slot] = target.name
+        elif isinstance(found, MapOfMaps) and target.name in maps:
+            try:
+                found[slot] = maps[target.name]
+            except MapError as exc:
+                raise ElfError(str(exc), ".rel.maps") from exc
+        else:
+            raise ElfError(f"map {name!r}: slot {slot} initialised with {target.name!r}, "
+                           "which is not a program of a program array or a map of a map "
+                           "of maps", ".rel.maps")

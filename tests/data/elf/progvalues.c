@@ -53,3 +53,24 @@ int entry(struct xdp_md *ctx)
 }
 
 char _license[] SEC("license") = "GPL";
+
+/* A map of maps initialised the same way: slot 1 holds inner_b. */
+struct inner {
+	__uint(type, 2);		/* BPF_MAP_TYPE_ARRAY */
+	__uint(max_entries, 2);
+	__uint(key_size, sizeof(unsigned int));
+	__uint(value_size, sizeof(unsigned int));
+};
+
+struct inner inner_a SEC(".maps"), inner_b SEC(".maps");
+
+struct {
+	__uint(type, 12);		/* BPF_MAP_TYPE_ARRAY_OF_MAPS */
+	__uint(max_entries, 3);
+	__uint(key_size, sizeof(unsigned int));
+	__array(values, struct inner);
+} outer SEC(".maps") = {
+	.values = {
+		[1] = &inner_b,
+	},
+};

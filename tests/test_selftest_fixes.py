@@ -146,3 +146,30 @@ def test_an_empty_devmap_or_xskmap_slot_looks_up_as_null(engine: str, map_type: 
     cast(RedirectMap, redirect).set(0, 1)
     with pytest.raises(HelperFault):
         run(vm, engine, bytearray(8))
+
+
+def _patched_rel_maps(entry: int, sym: int | None = None, offset: int | None = None) -> bytes:
+    """progvalues.o with relocation `entry` of .rel.maps naming symbol `sym`
+    or applying at `offset`."""
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(PROG_VALUES.read_bytes())
+    with PROG_VALUES.open("rb") as handle:
+        rel = ELFFile(handle).get_section_by_name(".rel.maps")
+        at = rel["sh_offset"] + entry * rel["sh_entsize"]
+    if offset is not None:
+        data[at : at + 8] = offset.to_bytes(8, "little")
+    if sym is not None:
+        data[at + 12 : at + 16] = sym.to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sym": 9999}, "does not exist"),
+    ({"offset": 0x1000}, "outside every map"),
+    ({"offset": 0x4}, "not a values slot"),
+    ({"sym": 0x11}, "not a program of a program array"),  # inner_b into the program array
+])
+def test_bad_values_relocations_are_elf_errors(change: dict[str, int], message: str) -> None:
+    with pytest.raises(ebpfvm.ElfError, match=message):
+        ebpfvm.load(_patched_rel_maps(0, **change))

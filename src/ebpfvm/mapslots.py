@@ -40,10 +40,14 @@ def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
                      maps: dict[str, Any]) -> None:
     """Put in each program array's or map of maps' slots the programs or
     maps its ``.values`` initialiser names (the relocations of ``.rel.maps``)."""
+    from elftools.elf.relocation import RelocationSection
+
     relocations = elf.get_section_by_name(".rel.maps")
     datasec = btf.datasec(".maps") if btf is not None else None
     if relocations is None or btf is None or datasec is None:
         return
+    if not isinstance(relocations, RelocationSection):
+        raise ElfError("not a relocation section", ".rel.maps")
     variables = [btf.get(var_id) for _name, var_id, _offset in datasec.items]
     var_types = {var.name: var.ref for var in variables}
     section = relocations["sh_info"]
@@ -52,6 +56,9 @@ def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
              if sym["st_shndx"] == section and sym.name in var_types]
     for reloc in relocations.iter_relocations():
         at = reloc["r_offset"]
+        if not 0 < reloc["r_info_sym"] < len(symbols):
+            raise ElfError(f"relocation at offset {at} names symbol {reloc['r_info_sym']}, "
+                           "which does not exist", ".rel.maps")
         target = symbols[reloc["r_info_sym"]]
         span = next((s for s in spans if s[0] <= at < s[1]), None)
         if span is None:
@@ -62,15 +69,20 @@ def fill_prog_arrays(elf: Any, symbols: list[Any], btf: Btf | None,
         if values is None or at - start < values or (at - start - values) % SLOT_BYTES:
             raise ElfError(f"map {name!r}: relocation at offset {at} is not a values slot",
                            ".rel.maps")
-        slot = (at - start - values) // SLOT_BYTES
+        _fill(found, (at - start - values) // SLOT_BYTES, target, maps)
+
+
+def _fill(found: Any, slot: int, target: Any, maps: dict[str, Any]) -> None:
+    """Slot `slot` of `found` holds the program or map symbol `target` names."""
+    try:
         if isinstance(found, ProgArray) and target["st_info"]["type"] == "STT_FUNC":
             found[slot] = target.name
-        elif isinstance(found, MapOfMaps) and target.name in maps:
-            try:
-                found[slot] = maps[target.name]
-            except MapError as exc:
-                raise ElfError(str(exc), ".rel.maps") from exc
-        else:
-            raise ElfError(f"map {name!r}: slot {slot} initialised with {target.name!r}, "
-                           "which is not a program of a program array or a map of a map "
-                           "of maps", ".rel.maps")
+            return
+        if isinstance(found, MapOfMaps) and target.name in maps:
+            found[slot] = maps[target.name]
+            return
+    except MapError as exc:
+        raise ElfError(str(exc), ".rel.maps") from exc
+    raise ElfError(f"map {getattr(found, 'name', '?')!r}: slot {slot} initialised with "
+                   f"{target.name!r}, which is not a program of a program array or a map "
+                   "of a map of maps", ".rel.maps")

@@ -423,14 +423,22 @@ def _csum_fold(total: int) -> int:
 
 def csum_diff(removed: bytes, added: bytes, seed: int) -> int:
     """bpf_csum_diff: the ones'-complement sum of `added` minus `removed`, plus
-    `seed`, as an unfolded 32-bit checksum (sizes multiples of 4)."""
+    `seed`, folded to 16 bits as the kernel returns it since Linux 6.13 (sizes
+    multiples of 4). Pulling data alone (`added` empty) complements the sum of
+    `removed` against the complemented seed, so removing zeros gives 0, not 0xffff."""
+    def words(data: bytes) -> list[int]:
+        return [int.from_bytes(data[at : at + 4], "little") for at in range(0, len(data), 4)]
+    if removed and not added:
+        total = ~seed & 0xFFFF_FFFF
+        for word in words(removed):
+            total = _csum_add(total, word)
+        return _csum_fold(~total & 0xFFFF_FFFF)
     total = seed & 0xFFFF_FFFF
-    for offset in range(0, len(removed), 4):
-        total = _csum_add(total, ~int.from_bytes(removed[offset : offset + 4], "little")
-                          & 0xFFFF_FFFF)
-    for offset in range(0, len(added), 4):
-        total = _csum_add(total, int.from_bytes(added[offset : offset + 4], "little"))
-    return total & 0xFFFF_FFFF
+    for word in words(removed):
+        total = _csum_add(total, ~word & 0xFFFF_FFFF)
+    for word in words(added):
+        total = _csum_add(total, word)
+    return _csum_fold(total)
 
 
 def _mbuff_vm(program: EbpfVmRaw | EbpfVmMbuff | bytes) -> EbpfVmMbuff:
@@ -585,7 +593,7 @@ class SkbRunner(_Runner):
 
     def _csum_diff(self, ctx: HelperContext, removed: int, removed_size: int, added: int,
                    added_size: int, seed: int) -> int:
-        if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
+        if removed_size % 4 or added_size % 4 or removed_size + added_size > 512:
             return -EINVAL & M64
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
 

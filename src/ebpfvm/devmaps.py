@@ -104,6 +104,16 @@ class RedirectMap(BpfMap, MutableMapping[bytes, bytes]):
         self[(key & 0xFFFF_FFFF).to_bytes(4, "little")] = (
             (value & 0xFFFF_FFFF).to_bytes(4, "little").ljust(self.value_size, b"\0"))
 
+    def program_lookup(self, key: bytes) -> int:
+        """bpf_map_lookup_elem from a program: NULL (0) for an empty slot, as
+        in the kernel. A set slot holds a kernel object (a device's entry, an
+        AF_XDP socket) ebpfvm does not model: a MapError says so."""
+        index = self._index(key)
+        if index not in self.slots:
+            return 0
+        raise MapError(f"map {self.name!r}: slot {index} is set and ebpfvm has no "
+                       f"{REDIRECT_MAP_TYPES[self.type]} entry to point a program at")
+
     def __getitem__(self, key: bytes) -> bytes:
         return self.slots[self._index(key)]
 

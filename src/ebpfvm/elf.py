@@ -61,6 +61,7 @@ from .maps import (
     MapType,
     create_map,
 )
+from .mapslots import fill_prog_arrays, is_program_values
 from .memory import address_of
 from .progtypes import prog_type_for_section
 from .tailcalls import E2BIG as E2BIG  # re-exported: ebpfvm.elf named them first
@@ -390,6 +391,7 @@ def _load(data: bytes, limits: _MapLimits,
     result.core_relocations = apply_core(elf, btf, list(sections.values()), *core)
     _link_kconfig(symbols, btf, result, global_data, sections)
     map_symbols = _legacy_maps(elf, symbols, btf, result, limits)
+    fill_prog_arrays(elf, symbols, btf, result.maps)
     text = next((s for s in sections.values() if s.name == TEXT), None)
     externs = KsymLinker(symbols)
     for sym in symbols:
@@ -507,6 +509,8 @@ def _btf_map_fields(btf: Btf, definition: Any, fields: dict[str, int],
             if target is not None and target.kind is BtfKind.STRUCT:
                 inner = target
                 fields.setdefault("value_size", 4)  # an inner map fd, as libbpf sets it
+            elif is_program_values(btf, stripped.array[0]):
+                fields.setdefault("value_size", 4)  # a program fd (slots: mapslots.py)
             continue
         pointee = btf.strip(stripped.ref) if stripped.kind is BtfKind.PTR else None
         if pointee is None:

@@ -626,6 +626,9 @@ class _MapHelpers:
         if outer is not None and outer.kind == "map_of_maps":  # the inner map's handle
             ctx.charge_bytes(outer.key_size)
             return cast("MapOfMaps", outer).lookup_map(ctx.read(key, outer.key_size), self.maps)
+        if outer is not None and outer.kind == "redirect":  # devmap, xskmap (devmaps.py)
+            ctx.charge_bytes(outer.key_size)
+            return int(cast(Any, outer).program_lookup(ctx.read(key, outer.key_size)))
         target = self.find(handle)
         ctx.charge_bytes(target.key_size)
         if target.percpu:

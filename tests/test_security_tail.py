@@ -591,8 +591,8 @@ def test_a_chain_of_33_tail_calls_makes_one_callee_vm_per_program(checked_engine
     assert run(vm, checked_engine, _relay_input(100, EMPTY)) == 1000 + MAX_TAIL_CALLS + 1
     assert int.from_bytes(obj.data[".bss"], "little") == MAX_TAIL_CALLS + 1
     if checked_engine == "interp":
-        assert list(vm._tail_calls.pool) == ["relay"]
-        callee = vm._tail_calls.pool["relay"]
+        assert list(vm._tail_calls.pool) == [("relay", 1)]  # (program, level of nested chains)
+        callee = vm._tail_calls.pool["relay", 1]
         assert callee.image is vm.image  # the root's program value, shared
         assert callee._interp.compiled is vm._interp.compiled  # and so its translation
     else:  # issue 12: a native jump within the root's code, compiled once; no callee VM

@@ -124,7 +124,7 @@ class HelperContext:
     run: tail calls and callbacks draw on it too."""
 
     __slots__ = ("_at_exit", "budget", "budget_total", "frame", "held_lock", "on_packet",
-                 "packet", "pc", "run_callback", "space", "stdout")
+                 "packet", "pc", "run_callback", "space", "stdout", "tail_exit")
 
     def __init__(self, space: AddressSpace, stdout: TextIO | None = None) -> None:
         self.space = space
@@ -146,6 +146,9 @@ class HelperContext:
         helper changed it (set_packet); None: the run's input memory."""
         self.on_packet: Callable[[memoryview], None] | None = None
         """How the engine points its legacy loads at a new packet."""
+        self.tail_exit = False
+        """Set by bpf_tail_call made in a bpf-to-bpf function (frame[0] > 0):
+        the interpreter then returns the helper's r0 from that function."""
 
     def charge(self, units: int) -> None:
         """Take `units` instructions of helper work off the run's budget;

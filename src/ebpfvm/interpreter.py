@@ -99,6 +99,8 @@ CHUNK_SLOTS = 2048
 """Programs longer than this are translated one chunk of blocks at a time,
 each chunk a function of its own: peak memory while compiling stays that of
 one chunk (about 23 KB per slot) instead of growing with the program."""
+_TAIL_CALL = 12
+"""bpf_tail_call's helper number (tailcalls.BPF_TAIL_CALL)."""
 _GUEST_FILE = "<ebpf>"
 """The file name of generated code, how a traceback's guest frames are found."""
 
@@ -494,8 +496,17 @@ def _emit_call(t: _Translator, indent: int, insn: Insn, row: OpInfo) -> None:
     t.emit(indent, "CTX.budget = B - n")
     if t.callbacks:  # where a callback this helper runs gets its frame
         t.emit(indent, "CTX.frame = (len(frames), r10)")
+    tail = row.form is Form.CALLX or insn.imm == _TAIL_CALL
+    if tail and not t.callbacks:  # the tail-call helper needs the frame: see tailcalls
+        t.emit(indent, "CTX.frame = (len(frames), r10)")
     t.emit(indent, f"r0 = CALL({helper}, r1, r2, r3, r4, r5, {insn.pc})")
     t.emit(indent, "n = B - CTX.budget")
+    if tail:
+        # A tail call from a bpf-to-bpf function replaced that function: its
+        # caller goes on with the tail-called program's r0, as in the kernel.
+        t.emit(indent, "if CTX.tail_exit:")
+        t.emit(indent + 1, "CTX.tail_exit = False")
+        _emit_exit(t, indent + 1, insn, row)
 
 
 def _emit_call_local(t: _Translator, indent: int, insn: Insn, _row: OpInfo) -> None:

@@ -37,6 +37,19 @@ ENOENT = 2
 E2BIG = 7
 
 
+class _Run:
+    """The tail calls of one run: their count (the kernel's tail_call_cnt,
+    shared by every function and program of the run), the callee VMs, one per
+    program and level of nesting, and the level of the chain running now."""
+
+    __slots__ = ("count", "level", "pool")
+
+    def __init__(self, pool: dict[tuple[str, int], Any]) -> None:
+        self.count = 0
+        self.level = 0
+        self.pool = pool
+
+
 class _TailCalls:
     """bpf_tail_call for one VM of an object. The called program runs on the
     same input, in a VM of the same kind kept per program, on the caller's
@@ -73,9 +86,12 @@ class _TailCalls:
         VM runs the chain's root program)."""
         self.request: str | None = None
         """The program a callee's tail call asked the chain to run next."""
-        self.pool: dict[str, Any] = {}
-        """The root's callee VMs, one per program: callees run one after the
-        other, never nested, so a chain of 33 needs no more."""
+        self.run: _Run | None = None
+        """The tail calls of the current run (None: none made yet)."""
+        self.pool: dict[tuple[str, int], Any] = {}
+        """The root's callee VMs, kept from run to run: one per program and
+        level of nested chains (callees of one chain run one after the other,
+        so a chain of 33 calls of a program needs one)."""
 
     def attach(self, vm: Any, share: bool = True) -> None:
         """Make this the tail-call helper of `vm` (the VM it was made for).
@@ -133,20 +149,35 @@ class _TailCalls:
         target = array.get(index & 0xFFFF_FFFF)
         if target is None:
             return -ENOENT & 0xFFFF_FFFF_FFFF_FFFF
-        if self.depth >= MAX_TAIL_CALLS:
+        run = self.run
+        if run is None:  # the run's root program: its count starts with the run
+            run = self.run = _Run(self.pool)
+            ctx.at_exit(self._end_run)
+        if run.count >= MAX_TAIL_CALLS:
             return -E2BIG & 0xFFFF_FFFF_FFFF_FFFF
+        if ctx.frame[0] > 0:
+            # Made in a bpf-to-bpf function (or a callback): the call replaces
+            # that function only, and its caller goes on with the r0 of the
+            # chain it starts (the engine sees tail_exit), as in the kernel.
+            result = self._chain(ctx, target, run)
+            ctx.tail_exit = True
+            return result
         if self.depth:
             # A callee of a chain: the call replaces this program, as in the
-            # kernel. The run ends here and the chain's root runs `target`
+            # kernel. The run ends here and the chain's runner runs `target`
             # next, so one VM per program serves the whole chain.
             self.request = target
             ctx.stop(0)
-        return self._chain(ctx, target)
+        ctx.stop(self._chain(ctx, target, run))
+        return 0  # not reached: stop() ends the run
 
-    def _chain(self, ctx: HelperContext, target: str) -> int:
-        """Run the chain that starts with a tail call to `target` from the
-        root program, one callee after the other, and end the root's run with
-        the last one's r0."""
+    def _end_run(self) -> None:
+        self.run = None
+
+    def _chain(self, ctx: HelperContext, target: str, run: _Run) -> int:
+        """Run the chain that starts with a tail call to `target` from this
+        program, one callee after the other, and return the last one's r0.
+        Every call counts in `run`, the tail calls of the whole run."""
         caller = self.vm()
         left, total = ctx.budget, ctx.budget_total
         if total >= NO_BUDGET and caller is not None and caller.budget is not None:
@@ -154,27 +185,30 @@ class _TailCalls:
             # protocol of HelperContext.budget): the callee gets the caller's.
             left = total = caller.budget
         chain = [self.name]
-        depth = 0
-        while True:
-            depth += 1
-            chain.append(target)
-            callee = self._callee(target, caller, depth)
-            below: _TailCalls = callee._tail_calls
-            callee.budget = None if total >= NO_BUDGET else left
-            try:
-                result = self._run(callee, caller, ctx)
-            except RunInterrupted:
-                ctx.budget = max(0, left - callee.last_instruction_count)
-                raise RunInterrupted(ctx.pc) from None
-            except VmFault as fault:
-                ctx.budget = max(0, left - callee.last_instruction_count)
-                raise self._fault(ctx.pc, total, tuple(chain), fault) from None
-            finally:
-                request, below.request = below.request, None
-            left = ctx.budget = max(0, left - callee.last_instruction_count)
-            if request is None:
-                ctx.stop(result)
-            target = request
+        run.level += 1
+        try:
+            while True:
+                run.count += 1
+                chain.append(target)
+                callee = self._callee(target, caller, run)
+                below: _TailCalls = callee._tail_calls
+                callee.budget = None if total >= NO_BUDGET else left
+                try:
+                    result = self._run(callee, caller, ctx)
+                except RunInterrupted:
+                    ctx.budget = max(0, left - callee.last_instruction_count)
+                    raise RunInterrupted(ctx.pc) from None
+                except VmFault as fault:
+                    ctx.budget = max(0, left - callee.last_instruction_count)
+                    raise self._fault(ctx.pc, total, tuple(chain), fault) from None
+                finally:
+                    request, below.request = below.request, None
+                left = ctx.budget = max(0, left - callee.last_instruction_count)
+                if request is None:
+                    return result
+                target = request
+        finally:
+            run.level -= 1
 
     @staticmethod
     def _fault(pc: int, total: int, chain: tuple[str, ...], fault: VmFault) -> TailCallFault:
@@ -184,18 +218,22 @@ class _TailCalls:
             fault = BudgetExceeded(fault.pc, total)
         return TailCallFault(pc, chain, fault)
 
-    def _callee(self, target: str, caller: Any, depth: int) -> Any:
-        """The VM that runs `target` as the `depth`-th program of this chain."""
-        callee = self.pool.get(target)
+    def _callee(self, target: str, caller: Any, run: _Run) -> Any:
+        """The VM that runs `target` in a chain of `run` (one VM per program
+        and level of nested chains: a chain started in a bpf-to-bpf function
+        runs while its caller's program waits for it)."""
+        pool = run.pool
+        callee = pool.get((target, run.level))
         if callee is None:
-            callee = self.pool[target] = self.obj.vm(target, **self.settings)
+            callee = pool[target, run.level] = self.obj.vm(target, **self.settings)
         if caller is not None:
             # A program calling itself: its translation is a pure function of
             # its bytes, so the callee shares the root's instead of making its own.
             callee._share_image(caller)
         below: _TailCalls = callee._tail_calls
-        below.depth = depth
+        below.depth = run.count
         below.request = None
+        below.run = run
         if caller is not None:
             for key, helper in caller._helpers.items():
                 if self.own.get(key) is not helper:  # a runner's or the user's

@@ -107,6 +107,9 @@ class JitContext(ctypes.Structure):
         # frame-changing helper made the packet (HelperContext.set_packet)
         ("k_ptr", U64),
         ("k_cnt", U64 * 4),  # valid offsets in the packet for sizes 1, 2, 4, 8
+        # set by the trampoline after a tail call made in a bpf-to-bpf function:
+        # the code returns the helper's r0 from that function (tailcalls)
+        ("tail_exit", U64),
     ]
 
 

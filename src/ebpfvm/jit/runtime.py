@@ -61,6 +61,10 @@ _W_IN_RESERVE = field_offset("in_reserve") // 8
 _W_LEFT = field_offset("budget_left") // 8
 _W_RESERVE = field_offset("budget_reserve") // 8
 _W_HELPER_PC = field_offset("helper_pc") // 8
+_W_DEPTH = field_offset("depth") // 8
+_W_TAIL_EXIT = field_offset("tail_exit") // 8
+_TAIL_CALL = 12
+"""bpf_tail_call's helper number: told the depth of its caller (tailcalls)."""
 _U64_ZERO = array.array("Q", [0])
 """Repeated to make zeroed uint64 arrays: no zeroed bytes object to copy first."""
 _IN_LAYOUT = struct.Struct("<10Q")
@@ -693,8 +697,15 @@ class JitProgram:
             # stored what is left (budget_total: see _get_machine).
             left = context.budget = words[_W_LEFT] if self.metered else NO_BUDGET
             before = len(machine.space.regions)
+            if helper_id == _TAIL_CALL:  # in a bpf-to-bpf function or the program's own
+                context.frame = (words[_W_DEPTH], 0)
+                words[_W_TAIL_EXIT] = 0
             try:
-                return machine.call(helper_id, a, b, c, d, e, pc)
+                r0 = machine.call(helper_id, a, b, c, d, e, pc)
+                if context.tail_exit:
+                    context.tail_exit = False
+                    words[_W_TAIL_EXIT] = 1
+                return r0
             finally:
                 if context.budget != left:
                     self._set_budget(context.budget, left)

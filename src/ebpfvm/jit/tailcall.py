@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..alu import M64
-from ..cfg import branch_target, stack_size
+from ..cfg import branch_target, callback_target, stack_size
 from ..encoding import Insn, decode
 from ..errors import BudgetExceeded, HelperFault, RunInterrupted, TailCallFault, VmFault
 from ..helpers import HELPER_CALL_UNITS
@@ -136,7 +136,7 @@ class TailGroup:
         at = names.index(root)
         if not any(_is_tail_call(insn) for insn in codes[at]):
             return None
-        if not all(map(_self_contained, codes)):
+        if not all(map(_self_contained, codes)) or any(map(_has_functions, codes)):
             return None
         index_of = {name: index for index, name in enumerate(names) if names.count(name) == 1}
         tables = []
@@ -150,6 +150,15 @@ class TailGroup:
 
 def _is_tail_call(insn: Insn) -> bool:
     return insn.row is not None and insn.row.form is Form.CALL and insn.imm == BPF_TAIL_CALL
+
+
+def _has_functions(insns: Sequence[Insn]) -> bool:
+    """Whether the program has bpf-to-bpf functions or callbacks: a tail call
+    made in one returns to its caller (see tailcalls), which the Python
+    helper and the trampoline handle (tail_exit), not the native jump."""
+    return any(insn.row is not None and (insn.row.form is Form.CALL_LOCAL
+                                         or callback_target(insn) is not None)
+               for insn in insns)
 
 
 def _self_contained(insns: Sequence[Insn]) -> bool:

@@ -45,6 +45,10 @@ _CONDITIONS = {
 }
 
 
+_TAIL_CALL = 12
+"""bpf_tail_call's helper number (tailcalls.BPF_TAIL_CALL)."""
+
+
 def _target(insn: Insn) -> int:
     target = branch_target(insn)
     assert target is not None, "jumps and local calls have a target"
@@ -313,6 +317,15 @@ def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
         a.alu_rm(AluOp.SUB, BUDGET, ctx_mem("budget_reserve"))
     a.alu_mi(AluOp.CMP, ctx_mem("fault"), 0)
     a.jcc(Cond.NE, t.fault_exit)
+    if row.form is Form.CALLX or insn.imm == _TAIL_CALL:
+        # A tail call made in a bpf-to-bpf function replaced that function:
+        # it returns the tail-called program's r0 to its caller (tailcalls).
+        go_on = a.new_label()
+        a.alu_mi(AluOp.CMP, ctx_mem("tail_exit"), 0)
+        a.jcc(Cond.E, go_on)
+        a.store_imm(ctx_mem("tail_exit"), 0, QWORD)
+        _emit_exit(t, insn, row)
+        a.bind(go_on)
 
 
 def _emit_call_local(t: X86Translator, insn: Insn, _row: OpInfo) -> None:

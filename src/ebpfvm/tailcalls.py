@@ -214,6 +214,8 @@ class _TailCalls:
     def _fault(pc: int, total: int, chain: tuple[str, ...], fault: VmFault) -> TailCallFault:
         """The TailCallFault for the fault of the last program of `chain` (a
         BudgetExceeded names the whole run's budget)."""
+        if isinstance(fault, TailCallFault):  # from a chain nested in the callee's function
+            chain, fault = (*chain, *fault.chain[1:]), fault.fault
         if isinstance(fault, BudgetExceeded) and fault.count != total:
             fault = BudgetExceeded(fault.pc, total)
         return TailCallFault(pc, chain, fault)

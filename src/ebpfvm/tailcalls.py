@@ -54,13 +54,17 @@ class _TailCalls:
     """bpf_tail_call for one VM of an object. The called program runs on the
     same input, in a VM of the same kind kept per program, on the caller's
     engine, and its r0 ends the caller: the call never returns, as in the
-    kernel. The root program's helper runs the chain: a callee's tail call
-    ends the callee and the root runs the next program, so a chain of 33
-    calls of a program compiles it once, not 33 times. A missing program or a chain longer than 33 makes the
+    kernel. The helper that starts a chain runs it: a callee's tail call
+    ends the callee and the chain's runner runs the next program, so a chain
+    of 33 calls of a program compiles it once, not 33 times. A tail call made
+    in a bpf-to-bpf function or a callback (ctx.frame[0] > 0) replaces that
+    function only: its chain runs nested, on the callee VMs of the next
+    level, and its last r0 is what the function returns (ctx.tail_exit tells
+    the engine). A missing program, or a 34th tail call in the run, makes the
     helper fail and the caller go on.
 
-    The chain belongs to the run, as in the kernel's one program run per
-    packet: its depth is passed down to each callee (never shared by other
+    The count belongs to the run, as in the kernel's one program run per
+    packet: one _Run is passed down to each callee (never shared by other
     runs or threads), the callee runs on what is left of the caller's
     instruction budget and what it used is taken off, and it gets the helpers
     a runner or the user registered on the caller (they work on the same
@@ -82,8 +86,8 @@ class _TailCalls:
         self.own: dict[int, Any] = {}
         """The helpers ElfObject.vm registered; any other one a callee inherits."""
         self.depth = 0
-        """Tail calls made before this VM's current run in its chain (0: the
-        VM runs the chain's root program)."""
+        """Tail calls made in the run before this VM's current one (0: the VM
+        runs the run's root program)."""
         self.request: str | None = None
         """The program a callee's tail call asked the chain to run next."""
         self.run: _Run | None = None

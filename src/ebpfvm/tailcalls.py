@@ -159,7 +159,8 @@ class _TailCalls:
             ctx.at_exit(self._end_run)
         if run.count >= MAX_TAIL_CALLS:
             return -E2BIG & 0xFFFF_FFFF_FFFF_FFFF
-        if ctx.frame[0] > 0:
+        depth, ctx.frame = ctx.frame[0], (0, 0)  # the engines set it before each call 12
+        if depth > 0:
             # Made in a bpf-to-bpf function (or a callback): the call replaces
             # that function only, and its caller goes on with the r0 of the
             # chain it starts (the engine sees tail_exit), as in the kernel.

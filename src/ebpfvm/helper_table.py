@@ -171,6 +171,10 @@ _ROWS = (
     # maps2 (issue 13): ebpfvm.perf (xdp, tc, socket filter and cgroup skb
     # func_protos offer it, as do tracing programs)
     HelperSpec("bpf_perf_event_output", (C, M, S, P, Z), BASE, Impl.MAPS),
+    # helpers3 (issue 13 point 3): ebpfvm.strings, part of Impl.KERNEL
+    HelperSpec("bpf_strtol", (P, Z, S, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_strtoul", (P, Z, S, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_strncmp", (P, Z, P), BASE, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from .errors import ArgumentTypeError, MemoryFault, check_int
 from .helper_table import helper_name
 from .helpers import Helper, HelperContext, numbered
-from .strings import string_helpers
 from .kernel_helper_names import KERNEL_HELPER_NAMES
+from .strings import string_helpers
 
 __all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
            "TRACE_PRINTK_STRING_BYTES", "FixedClock", "KernelEnv", "format_trace_printk",

@@ -1,8 +1,12 @@
-"""bpf_strtol, bpf_strtoul and bpf_strncmp (ebpfvm.strings) as the kernel
-runs them (RFC 9669 section 5.3, helper functions).
+"""bpf_strtol, bpf_strtoul, bpf_strncmp (ebpfvm.strings) and bpf_snprintf
+(ebpfvm.bprintf) as the kernel runs them (RFC 9669 section 5.3, helper
+functions).
 
 tests/data/elf/strings.o parses a packet's buffer with both helpers and
-compares it with three constant strings; the kernel runs the same packets
+compares it with three constant strings, and its program `format` prints
+packet-driven arguments (integers, flags and widths, strings, characters,
+addresses) with five constant formats into outputs of every size; the kernel
+runs the same packets
 and the map of results is compared after each one (ebpfvm.kdiff), in every
 engine: the expected values are the kernel's. The table tests' values follow
 from the kernel's documented rules (bases, sign, the 64-bit range).
@@ -18,6 +22,7 @@ import pytest
 import ebpfvm
 from conftest import REPO
 from ebpfvm import kbpf
+from ebpfvm.bprintf import FormatUnsupported, bpf_snprintf_text
 from ebpfvm.kdiff import against_kernel
 from ebpfvm.strings import EINVAL, ERANGE, strtol, strtoul
 
@@ -71,7 +76,7 @@ def test_string_helpers_agree_with_the_kernel(engine: str) -> None:
     """Every result (return values, parsed values, comparisons) is the kernel's."""
     packets = _packets(150 if engine == "interp" else 60)
     with ebpfvm.load(STRINGS_O) as obj:
-        diff = against_kernel(obj, packets, engine=engine, source=STRINGS_O)
+        diff = against_kernel(obj, packets, program="parse", engine=engine, source=STRINGS_O)
         assert diff.packets == len(packets)
         assert diff.divergences == [], [str(d) for d in diff.divergences[:5]]
 
@@ -108,3 +113,54 @@ def test_results_through_a_program(engine: str) -> None:
         assert runner.run(_packet(b"0x1f", 4, 16)).r0 == 4
         values = struct.unpack("<7q", obj.maps["out"][bytes(4)])
         assert values == (4, 31, 4, 31, 0, 1, 1)
+
+
+def _format_packet(rng: random.Random) -> bytes:
+    """strings.c's `format` packet: output size, twelve u64, 48 string bytes."""
+    args = [rng.choice([0, 1, 255, (1 << 32) - 1, 1 << 31, (1 << 64) - 1, 1 << 63, 65, 0x7A,
+                        rng.getrandbits(64), rng.getrandbits(16)]) for _ in range(12)]
+    strs = bytes(rng.choice(b"abcXYZ 019%\x00\xff") for _ in range(48))
+    size = rng.choice([0, 1, 2, 5, 17, 33, 40, 63, 64])
+    return bytes(12) + b"\x08\x00" + bytes([size]) + struct.pack("<12Q", *args) + strs
+
+
+@needs_kernel
+def test_snprintf_agrees_with_the_kernel(engine: str) -> None:
+    """Every return value and output (truncated, counted past the end as
+    the kernel counts) is the kernel's."""
+    rng = random.Random(5)
+    packets = [_format_packet(rng) for _ in range(80 if engine == "interp" else 30)]
+    with ebpfvm.load(STRINGS_O) as obj:
+        diff = against_kernel(obj, packets, program="format", engine=engine, source=STRINGS_O)
+        assert diff.packets == len(packets)
+        assert diff.divergences == [], [str(d) for d in diff.divergences[:5]]
+
+
+class _NoMemory:
+    """A HelperContext stand-in for formats that read no memory."""
+
+
+@pytest.mark.parametrize(("fmt", "values", "expected"), [
+    (b"%d|%5d|%-5d|%05d|%+d|% d", [-1 & 0xFFFF_FFFF, 2, 3, 4, 5, 6],
+     b"-1|    2|3    |00004|+5| 6"),
+    (b"%u %x %X %lx %lld", [(1 << 32) - 1, 255, 255, 1 << 40, (1 << 64) - 1],
+     b"4294967295 ff FF 10000000000 -1"),
+    (b"%+u % x", [5, 5], b"5 5"),  # signs only for d and i
+    (b"%c%c%3c", [65, 66 | 0x100, 67], b"AB  C"),
+    (b"%px", [0x1234], b"0000000000001234"),
+    (b"100%%", [], b"100%"),
+    (b"%d", [], -EINVAL),  # no argument left
+    (b"%.2d", [1], -EINVAL),  # no precision
+    (b"%#x", [1], -EINVAL),
+    (b"%q", [1], -EINVAL),
+    (b"a\x01", [], -EINVAL),  # a control character
+])
+def test_snprintf_rules(fmt: bytes, values: list[int], expected: bytes | int) -> None:
+    """The kernel's rules, format by format (vsprintf's flags and widths)."""
+    assert bpf_snprintf_text(_NoMemory(), fmt, values, 64) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", [b"%p", b"%pK", b"%ps", b"%pS", b"%pB"])
+def test_snprintf_kernel_pointers_are_unsupported(fmt: bytes) -> None:
+    with pytest.raises(FormatUnsupported):
+        bpf_snprintf_text(_NoMemory(), fmt, [1], 64)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -522,8 +522,10 @@ class SkbRunner(_Runner):
                                         socket_cookie)
         self.routes = tuple(routes)  # helpers3: bpf_fib_lookup's table, as XdpRunner's
         self.forwarding = bool(self.routes) if forwarding is None else forwarding
-        for name, fn in (*self._helpers.functions().items(), ("bpf_csum_diff", self._csum_diff),
-                         ("bpf_fib_lookup", self._fib_lookup)):
+        table: dict[str, Callable[..., int]] = {
+            **self._helpers.functions(), "bpf_csum_diff": self._csum_diff,
+            "bpf_fib_lookup": self._fib_lookup}
+        for name, fn in table.items():
             self.vm.register_helper(helper_number(name), fn, context=True, name=name)
         _perf_with_packet(self.vm, self._packet_of)
 

@@ -75,7 +75,7 @@ def _table(routes: Sequence[Any], flags: int, raw: bytearray) -> Sequence[Any] |
     return routes
 
 
-def _route(routes: Sequence[Any], family: int, raw: bytes, oif: int | None) -> Any:
+def _route(routes: Sequence[Any], family: int, raw: bytes | bytearray, oif: int | None) -> Any:
     """The route for the destination in `raw`: the longest prefix, then the
     lowest metric; None when none matches. With an output device `oif`
     (BPF_FIB_LOOKUP_OUTPUT), routes through another device do not match

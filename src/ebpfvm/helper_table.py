@@ -175,6 +175,7 @@ _ROWS = (
     HelperSpec("bpf_strtol", (P, Z, S, P), BASE, Impl.KERNEL),
     HelperSpec("bpf_strtoul", (P, Z, S, P), BASE, Impl.KERNEL),
     HelperSpec("bpf_strncmp", (P, Z, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_snprintf", (P, Z, P, P, Z), BASE, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

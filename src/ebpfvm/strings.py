@@ -15,18 +15,25 @@ last argument points to.
 
 bpf_strncmp compares the first argument (at most its size) with the NUL
 terminated second: -1, 0 or 1, bytes compared unsigned.
+
+bpf_snprintf: ebpfvm.bprintf formats (the kernel's rules are there); at
+most 12 u64 arguments, else -EINVAL. The return value is the formatted
+length plus one; at most `str_size` bytes are written, the last a NUL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from .bprintf import bpf_snprintf_text
 from .helpers import Helper, HelperContext, numbered
 
 __all__ = ["parse_integer", "string_helpers", "strtol", "strtoul"]
 
 EINVAL = 22
 ERANGE = 34
+MAX_ARGS = 12
+"""MAX_BPRINTF_VARARGS: bpf_snprintf's most arguments."""
 M64 = (1 << 64) - 1
 BASE_MASK = 0x1F
 """The flags' bits that hold the base (BPF_STRTOX_BASE_MASK)."""
@@ -136,11 +143,29 @@ def _strncmp(ctx: HelperContext, s1: int, size: int, s2: int, *_rest: int) -> in
     return 0
 
 
+def _snprintf(ctx: HelperContext, out: int, size: int, fmt: int, data: int, data_len: int,
+              *_rest: int) -> int:
+    """bpf_snprintf(str, str_size, fmt, data, data_len)."""
+    size, data_len = size & 0xFFFF_FFFF, data_len & 0xFFFF_FFFF
+    if data_len % 8 or data_len > MAX_ARGS * 8 or (data_len and not data):
+        return -EINVAL & M64
+    raw = ctx.read(data, data_len) if data_len else b""
+    values = [int.from_bytes(raw[at:at + 8], "little") for at in range(0, data_len, 8)]
+    text = bpf_snprintf_text(ctx, ctx.read_cstring(fmt), values, size)
+    if isinstance(text, int):
+        return text & M64
+    ctx.charge_bytes(len(text))
+    if size:
+        ctx.write(out, text[:size - 1] + b"\0")
+    return len(text) + 1
+
+
 def string_helpers() -> dict[int, Helper]:
-    """bpf_strtol, bpf_strtoul and bpf_strncmp (part of
+    """bpf_strtol, bpf_strtoul, bpf_strncmp and bpf_snprintf (part of
     ebpfvm.kernel.kernel_helpers)."""
     return numbered([
         Helper(_strtol, "bpf_strtol", context=True),
         Helper(_strtoul, "bpf_strtoul", context=True),
         Helper(_strncmp, "bpf_strncmp", context=True),
+        Helper(_snprintf, "bpf_snprintf", context=True),
     ])

@@ -178,7 +178,9 @@ def test_cli_maps_lists_unsupported_maps() -> None:
 
 def test_cli_verify_reports_each_problem_on_one_line() -> None:
     done = _cli("verify", str(UNSUPPORTED_O))
-    assert done.returncode == 1 and done.stderr == ""
+    assert done.returncode == 1  # and the conventions' one error line (issue 14 point 4)
+    assert done.stderr == (f"ebpfvm: error: {UNSUPPORTED_O}: the verifier rejected 6 of 7 "
+                           "programs\n")
     lines = done.stdout.splitlines()
     assert lines[0].startswith("xdp/fine: OK")
     rejected = {line.split(":")[0]: line for line in lines[1:]}

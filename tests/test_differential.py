@@ -453,7 +453,7 @@ def test_generator_covers_the_opcode_table(unsafe: bool) -> None:
     and every program passes the verifier. The long run (EBPFVM_DIFF_EXAMPLES)
     draws a bigger sample and wants every single row of the table."""
     seen: set[str] = set()
-    count = max(_OVERRIDE, 2000) if _OVERRIDE else 300
+    count = max(_OVERRIDE, 2000) if _OVERRIDE else 500
 
     @settings(max_examples=count, database=None, derandomize=True, deadline=None,
               suppress_health_check=list(HealthCheck))

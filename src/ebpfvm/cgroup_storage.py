@@ -30,7 +30,7 @@ from .helpers import Helper, HelperContext, numbered
 from .mapbase import BpfMap, MapSpec, register
 
 __all__ = ["CGROUP_STORAGE", "PERCPU_CGROUP_STORAGE", "CgroupStorage", "LockMisuse",
-           "cgroup_helpers", "lock_offsets"]
+           "cgroup_helpers", "lock_helpers", "lock_offsets"]
 
 CGROUP_STORAGE = 19
 PERCPU_CGROUP_STORAGE = 21
@@ -221,6 +221,17 @@ def cgroup_helpers(maps: dict[int, Any]) -> dict[int, Helper]:
     table = _LockHelpers(maps)
     return numbered([
         Helper(table.get_local_storage, "bpf_get_local_storage", context=True),
+        Helper(table.lock, "bpf_spin_lock", context=True),
+        Helper(table.unlock, "bpf_spin_unlock", context=True),
+    ])
+
+
+def lock_helpers(maps: dict[int, Any]) -> dict[int, Helper]:
+    """bpf_spin_lock and bpf_spin_unlock alone, for a program that uses no
+    map but locks a struct bpf_spin_lock of its global data (the kernel's
+    .data sections are array maps)."""
+    table = _LockHelpers(maps)
+    return numbered([
         Helper(table.lock, "bpf_spin_lock", context=True),
         Helper(table.unlock, "bpf_spin_unlock", context=True),
     ])

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
 
 from .engine import Engine, find_engine, get_engine
 from .errors import ArgumentError, Closed, EbpfError, VmBusy
+from .fib import fib_lookup
 from .helper_table import Impl, helper_number, helpers_of
 from .helpers import HelperContext
 from .interpreter import TraceFn
@@ -497,7 +498,9 @@ class SkbRunner(_Runner):
     allowed memory and budget are copied into a new EbpfVmMbuff (helpers
     registered on the EbpfVmRaw later do not reach it; register them on
     ``self.vm``). `mtus` maps the ifindexes bpf_check_mtu knows to their MTU
-    (default: the test run's loopback device, 1, MTU 65536); `env` is the
+    (default: the test run's loopback device, 1, MTU 65536), and with
+    `routes` and `forwarding` (as for :class:`XdpRunner`) they are
+    bpf_fib_lookup's table; `env` is the
     KernelEnv whose trace_printk lines each result carries (default: the
     one of the VM's bpf_trace_printk)."""
 
@@ -506,7 +509,8 @@ class SkbRunner(_Runner):
     def __init__(self, program: EbpfVmRaw | EbpfVmMbuff | bytes, *, engine: str = "interp",
                  max_packet: int = 65536, prog_type: str = "sched_cls",
                  mtus: dict[int, int] | None = None, socket_cookie: int = 1,
-                 env: Any = None, **fields: Any) -> None:
+                 env: Any = None, routes: Iterable[FibRoute] = (),
+                 forwarding: bool | None = None, **fields: Any) -> None:
         self._check_settings(engine, max_packet=max_packet)
         self.prog_type = _skb_prog_type(prog_type)
         self.vm = _mbuff_vm(program)
@@ -524,9 +528,21 @@ class SkbRunner(_Runner):
         self._packet = SkbPacket(self._frame.view, self.base, self._low, self._high)
         self._helpers = SkbFrameHelpers(self._packet, self._frame.view[:SKB_SIZE], self.mtus,
                                         socket_cookie)
-        for name, fn in (*self._helpers.functions().items(), ("bpf_csum_diff", self._csum_diff)):
+        self.routes = tuple(routes)  # helpers3: bpf_fib_lookup's table, as XdpRunner's
+        self.forwarding = bool(self.routes) if forwarding is None else forwarding
+        table: dict[str, Callable[..., int]] = {
+            **self._helpers.functions(), "bpf_csum_diff": self._csum_diff,
+            "bpf_fib_lookup": self._fib_lookup}
+        for name, fn in table.items():
             self.vm.register_helper(helper_number(name), fn, context=True, name=name)
         _perf_with_packet(self.vm, self._packet_of)
+
+    def _fib_lookup(self, ctx: HelperContext, _skb: int, params: int, plen: int, flags: int,
+                    *_rest: int) -> int:
+        """bpf_fib_lookup (tc's: the packet's length against the output
+        device unless tot_len is given) over `routes`, `mtus` and `forwarding`."""
+        return fib_lookup(ctx, params, plen, flags, self.routes, self.mtus, self.forwarding,
+                          self._packet.length + self._packet.mac)
 
     def _packet_of(self, _ctx: HelperContext, _skb: int) -> tuple[int, int]:
         """(address, length) of the packet from data (bpf_perf_event_output)."""

@@ -152,10 +152,10 @@ _ROWS = (
     HelperSpec("bpf_xdp_load_bytes", (C, S, P, Z), _XDP, Impl.XDP),
     HelperSpec("bpf_xdp_store_bytes", (C, S, P, Z), _XDP, Impl.XDP),
     HelperSpec("bpf_redirect_map", (M, S, S), _XDP, Impl.XDP),
-    HelperSpec("bpf_fib_lookup", (C, P, Z, S), _XDP, Impl.XDP),
     # Both runners (issue 13), each with its own implementation for its context.
     HelperSpec("bpf_redirect", (S, S), _TC | _XDP, Impl.RUNNER),
     HelperSpec("bpf_check_mtu", (C, S, P, S, S), _TC | _XDP, Impl.RUNNER),
+    HelperSpec("bpf_fib_lookup", (C, P, Z, S), _TC | _XDP, Impl.RUNNER),  # helpers3: tc's
     # callbacks (issue 13): helpers that call a function of the program
     HelperSpec("bpf_for_each_map_elem", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
     HelperSpec("bpf_loop", (S, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
@@ -171,6 +171,11 @@ _ROWS = (
     # maps2 (issue 13): ebpfvm.perf (xdp, tc, socket filter and cgroup skb
     # func_protos offer it, as do tracing programs)
     HelperSpec("bpf_perf_event_output", (C, M, S, P, Z), BASE, Impl.MAPS),
+    # helpers3 (issue 13 point 3): ebpfvm.strings, part of Impl.KERNEL
+    HelperSpec("bpf_strtol", (P, Z, S, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_strtoul", (P, Z, S, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_strncmp", (P, Z, P), BASE, Impl.KERNEL),
+    HelperSpec("bpf_snprintf", (P, Z, P, P, Z), BASE, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

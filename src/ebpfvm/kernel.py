@@ -26,6 +26,7 @@ from .errors import ArgumentTypeError, MemoryFault, check_int
 from .helper_table import helper_name
 from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
+from .strings import string_helpers
 
 __all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
            "TRACE_PRINTK_STRING_BYTES", "FixedClock", "KernelEnv", "format_trace_printk",
@@ -336,7 +337,7 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
     (the map helpers come with the maps). probe_read* only read memory the
     program may read."""
     table = _KernelHelpers(env)
-    return numbered([
+    return string_helpers() | numbered([  # helpers3: strtol, strtoul, strncmp
         Helper(table.probe_read, "bpf_probe_read", context=True),
         Helper(table.probe_read_str, "bpf_probe_read_str", context=True),
         Helper(table.probe_read, "bpf_probe_read_user", context=True),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import callback_helpers
+from .cgroup_storage import lock_helpers
 from .contexts import SkbRunner, XdpRunner
 from .core_relo import poison_helpers
 from .kernel import KernelEnv, kernel_helpers
@@ -53,6 +54,9 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
     used = {obj.maps[name].handle: obj.maps[name] for name in program.maps}
     if program.maps:
         for key, helper in map_helpers(used, lambda: kenv.cpu).items():
+            vm.register_helper(key, helper)
+    else:  # helpers3: a spin lock in global data (issue 13 point 3)
+        for key, helper in lock_helpers({}).items():
             vm.register_helper(key, helper)
     for key, helper in callback_helpers(used).items():
         vm.register_helper(key, helper)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MapError
+from .fib import fib_lookup
 from .helper_table import helper_number
 from .helpers import HelperContext
 from .mapbase import BpfMap
@@ -98,7 +99,12 @@ class FibRoute:
     """One route of the table bpf_fib_lookup searches: the destination
     network (``"10.0.0.0/8"``, ``"2001:db8::/32"``), the output device, the
     next hop (None: the destination itself), the MAC addresses the helper
-    writes and the route's MTU (0: the device's)."""
+    writes and the route's MTU (0: the device's). helpers3: `kind`
+    ("unicast", "blackhole", "unreachable", "prohibit", or another type such
+    as "local", which is not forwarded), `metric` (rt_metric; the lowest wins
+    among equal prefixes), `neighbour` (False: the next hop has no neighbour
+    entry, NO_NEIGH) and `src` (the preferred source address,
+    BPF_FIB_LOOKUP_SRC); ebpfvm.fib has the lookup."""
 
     network: str
     ifindex: int
@@ -106,6 +112,10 @@ class FibRoute:
     smac: bytes = bytes(6)
     dmac: bytes = bytes(6)
     mtu: int = 0
+    kind: str = "unicast"
+    metric: int = 0
+    neighbour: bool = True
+    src: str | None = None
     parsed: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -309,40 +319,7 @@ class XdpHelpers:
 
     def fib_lookup(self, ctx: HelperContext, _xdp: int, params: int, plen: int,
                    flags: int, *_rest: int) -> int:
-        """bpf_fib_lookup against the runner's routes: -EINVAL for a short
-        `plen` or unknown flags (nothing written), -EAFNOSUPPORT for a family
-        other than AF_INET/AF_INET6, -ENODEV for an unknown input device,
-        FWD_DISABLED when the device does not forward, NOT_FWDED when no route matches, else SUCCESS with the output device,
-        MTU and MAC addresses written (FRAG_NEEDED over the MTU)."""
-        if _s32(plen) < BPF_FIB_LOOKUP_SIZE or flags & ~BPF_FIB_LOOKUP_FLAGS:
-            return _err(EINVAL)
-        raw = bytearray(ctx.read(params, BPF_FIB_LOOKUP_SIZE))
-        family, ifindex = raw[0], int.from_bytes(raw[8:12], "little")
-        if family not in (AF_INET, AF_INET6):
-            return _err(EAFNOSUPPORT)
-        device_mtu = self.devices.get(ifindex)
-        if device_mtu is None:
-            return _err(ENODEV)
-        if not self.forwarding:
-            return BPF_FIB_LKUP_RET_FWD_DISABLED
-        dst = (ipaddress.ip_address(bytes(raw[32:36])) if family == AF_INET
-               else ipaddress.ip_address(bytes(raw[32:48])))
-        matches = [r for r in self.routes if r.parsed.version == dst.version and dst in r.parsed]
-        if not matches:
-            return BPF_FIB_LKUP_RET_NOT_FWDED
-        route = max(matches, key=lambda r: int(r.parsed.prefixlen))
-        mtu = route.mtu or self.devices.get(route.ifindex, device_mtu)
-        tot_len = int.from_bytes(raw[6:8], "little")  # tot_len, then mtu_result
-        struct.pack_into("<I", raw, 8, route.ifindex)
-        if tot_len and tot_len > mtu:
-            struct.pack_into("<H", raw, 6, mtu & 0xFFFF)
-            ctx.write(params, bytes(raw))
-            return BPF_FIB_LKUP_RET_FRAG_NEEDED
-        if route.gateway is not None:
-            gateway = ipaddress.ip_address(route.gateway).packed
-            raw[32 : 32 + len(gateway)] = gateway  # the next hop replaces the destination
-        raw[52:58] = route.smac[:6].ljust(6, b"\0")
-        raw[58:64] = route.dmac[:6].ljust(6, b"\0")
-        struct.pack_into("<H", raw, 6, mtu & 0xFFFF)
-        ctx.write(params, bytes(raw))
-        return BPF_FIB_LKUP_RET_SUCCESS
+        """bpf_fib_lookup (XDP's: the route's MTU is always checked) against
+        the runner's routes, devices and forwarding (ebpfvm.fib)."""
+        return fib_lookup(ctx, params, plen, flags, self.routes, self.devices, self.forwarding,
+                          None)

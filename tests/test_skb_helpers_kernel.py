@@ -43,6 +43,20 @@ WITH_VLAN = ("and r0, 0xff\nldxw r2, [r6+20]\nlsh r2, 8\nor r0, r2\nldxw r2, [r6
 STACK = "mov R, r10\nadd R, -48"
 STACK_PTR = "ldxw r2, [r10-48]\nlsh r2, 32\nor r0, r2"
 
+def _tunnel_opt(set_size: int, get_size: int) -> str:
+    """Set a key, then `set_size` bytes of options (0x11.., 0x22..), then
+    read them back into a `get_size` buffer: r0 = the result, or'd with the
+    buffer's first word << 32 and the word after the options << 16."""
+    opt, get = helper_number("bpf_skb_set_tunnel_opt"), helper_number("bpf_skb_get_tunnel_opt")
+    after = (f"stw [r10-32], 0x11111111\nstw [r10-28], 0x22222222\nstw [r10-24], 0x33333333\n"
+             f"mov r1, r6\nmov r2, r10\nadd r2, -32\nmov r3, {set_size}\ncall {opt}\n"
+             f"stdw [r10-24], -1\nstdw [r10-16], -1\n"
+             f"mov r1, r6\nmov r2, r10\nadd r2, -24\nmov r3, {get_size}\ncall {get}\n"
+             "and r0, 0xffff\nldxw r2, [r10-24]\nlsh r2, 32\nor r0, r2\n"
+             "ldxh r2, [r10-16]\nlsh r2, 16\nor r0, r2")
+    return _call("bpf_skb_set_tunnel_key", STACK, 44, 0, after=after)
+
+
 CASES = {
     "change_head": (_call("bpf_skb_change_head", 14, 0, after=WITH_PROTOCOL), UDP),
     "change_head_flags": (_call("bpf_skb_change_head", 14, 1), UDP),
@@ -143,6 +157,20 @@ CASES = {
         "mov r1, r6\nmov r2, r10\nadd r2, -48\nmov r3, 6\n"
         f"call {helper_number('bpf_skb_set_tunnel_opt')}")), UDP),
     "set_hash": (_call("bpf_set_hash", 0x1234, after="ldxw r0, [r6+68]"), UDP),
+    # helpers4: bpf_skb_get_tunnel_opt and bpf_set_hash_invalid
+    "get_tunnel_opt_none": (_call("bpf_skb_get_tunnel_opt", STACK, 8, after=STACK_PTR), UDP),
+    "get_tunnel_opt": (_tunnel_opt(8, 16), UDP),
+    "get_tunnel_opt_exact": (_tunnel_opt(12, 12), UDP),
+    "get_tunnel_opt_small": (_tunnel_opt(8, 4), UDP),
+    "get_tunnel_opt_no_opt": (_call("bpf_skb_set_tunnel_key", STACK, 44, 0, after=(
+        f"mov r1, r6\nmov r2, r10\nadd r2, -48\nmov r3, 8\n"
+        f"call {helper_number('bpf_skb_get_tunnel_opt')}")), UDP),
+    "set_hash_invalid": (_call("bpf_set_hash", 0x1234, after=(
+        f"mov r1, r6\ncall {helper_number('bpf_set_hash_invalid')}\nldxw r2, [r6+68]\n"
+        "lsh r2, 32\nor r0, r2")), UDP),
+    "set_hash_invalid_recalc": (_call("bpf_set_hash_invalid", after=(
+        f"mov r1, r6\ncall {helper_number('bpf_get_hash_recalc')}\nmov r0, 0\n"
+        f"mov r1, r6\ncall {helper_number('bpf_set_hash_invalid')}\nldxw r0, [r6+68]")), UDP),
     "cgroup_classid": (_call("bpf_get_cgroup_classid"), UDP),
     "route_realm": (_call("bpf_get_route_realm"), UDP),
 }

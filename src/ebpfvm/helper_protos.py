@@ -139,8 +139,7 @@ _REASONS = {
     _DYNPTR: """dynptr_from_mem dynptr_read dynptr_write dynptr_data ringbuf_reserve_dynptr
         ringbuf_submit_dynptr ringbuf_discard_dynptr""",
     "needs a user ring buffer map (BPF_MAP_TYPE_USER_RINGBUF)": "user_ringbuf_drain",
-    _LATER: """ringbuf_query trace_vprintk skb_get_tunnel_opt
-        set_hash_invalid skb_set_tstamp""",
+    _LATER: """ringbuf_query trace_vprintk skb_set_tstamp""",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
                                for name in _names(text)}

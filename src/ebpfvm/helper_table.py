@@ -176,6 +176,9 @@ _ROWS = (
     HelperSpec("bpf_strtoul", (P, Z, S, P), BASE, Impl.KERNEL),
     HelperSpec("bpf_strncmp", (P, Z, P), BASE, Impl.KERNEL),
     HelperSpec("bpf_snprintf", (P, Z, P, P, Z), BASE, Impl.KERNEL),
+    # helpers4 (issue 13 point 3): the skb runner's
+    HelperSpec("bpf_skb_get_tunnel_opt", (C, P, Z), _TC, Impl.SKB),
+    HelperSpec("bpf_set_hash_invalid", (C,), _TC, Impl.SKB),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

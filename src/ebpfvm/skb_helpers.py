@@ -31,7 +31,7 @@ __all__ = ["CSUM_NONE", "CSUM_UNNECESSARY", "Redirect", "SkbHelpers", "SkbPacket
            "TunnelKey", "csum_replace", "packet_type"]
 
 M64 = (1 << 64) - 1
-EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 14, 12, 13, 19, 22, 71
+ENOENT, EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 2, 14, 12, 13, 19, 22, 71
 ENOTSUPP = 524
 INT_MAX = 0x7FFF_FFFF
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
@@ -138,6 +138,9 @@ class TunnelKey:
     local: bytes
     flags: int
     options: bytes = b""
+    options_present: bool = False
+    """Whether a non-empty bpf_skb_set_tunnel_opt set the key's options flag
+    (an empty one later keeps it: the kernel only ever sets the flag)."""
 
 
 @dataclass
@@ -235,8 +238,8 @@ class SkbHelpers:
     NAMES: tuple[str, ...] = (
         "skb_load_bytes", "skb_store_bytes", "l3_csum_replace", "l4_csum_replace", "redirect",
         "redirect_peer", "redirect_neigh", "clone_redirect", "skb_set_tunnel_key",
-        "skb_get_tunnel_key", "skb_set_tunnel_opt", "skb_load_bytes_relative", "csum_update",
-        "csum_level", "set_hash", "get_hash_recalc", "check_mtu", "skb_ecn_set_ce",
+        "skb_get_tunnel_key", "skb_set_tunnel_opt", "skb_get_tunnel_opt", "skb_load_bytes_relative", "csum_update",
+        "csum_level", "set_hash", "set_hash_invalid", "get_hash_recalc", "check_mtu", "skb_ecn_set_ce",
         "get_cgroup_classid", "get_route_realm", "get_socket_cookie")
     """The helpers (kernel names without bpf_) this class implements."""
 
@@ -462,8 +465,28 @@ class SkbHelpers:
         if size > IP_TUNNEL_OPTS_MAX:
             return _err(ENOMEM)
         options = ctx.read(source, size)
-        self.record.tunnel = TunnelKey(**{**tunnel.__dict__, "options": options})
+        present = tunnel.options_present or size > 0
+        self.record.tunnel = TunnelKey(**{**tunnel.__dict__, "options": options,
+                                          "options_present": present})
         return 0
+
+    def skb_get_tunnel_opt(self, ctx: HelperContext, _skb: int, to: int, size: int,
+                           *_rest: int) -> int:
+        """bpf_skb_get_tunnel_opt: copy the options set in this run, zero the
+        rest of the buffer and return their length; -ENOENT without options
+        (a test run's packet has none), -ENOMEM when they do not fit (both
+        with the buffer zeroed)."""
+        tunnel = self.record.tunnel
+        if tunnel is None or not tunnel.options_present:
+            ctx.write(to, bytes(size))
+            return _err(ENOENT)
+        options = tunnel.options
+        if size < len(options):
+            ctx.write(to, bytes(size))
+            return _err(ENOMEM)
+        ctx.charge_bytes(size)
+        ctx.write(to, options + bytes(size - len(options)))
+        return len(options)
 
     # -- hashes, cookies, devices -------------------------------------------------
 
@@ -471,6 +494,13 @@ class SkbHelpers:
         """bpf_set_hash: skb->hash = value."""
         self.record.hash = value & 0xFFFF_FFFF
         struct.pack_into("<I", self.skb, SKB_FIELDS["hash"], self.record.hash)
+        return 0
+
+    def set_hash_invalid(self, _ctx: HelperContext, *_args: int) -> int:
+        """bpf_set_hash_invalid: clear skb->hash (the next
+        bpf_get_hash_recalc computes it again)."""
+        self.record.hash = 0
+        struct.pack_into("<I", self.skb, SKB_FIELDS["hash"], 0)
         return 0
 
     def get_hash_recalc(self, ctx: HelperContext, *_args: int) -> int:

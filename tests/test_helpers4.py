@@ -31,3 +31,36 @@ def test_expected_values(engine: str, case: str) -> None:
     assert packet == UDP
     with SkbRunner(assemble(source), engine=engine, prog_type="sched_cls") as runner:
         assert runner.run(packet).r0 == EXPECTED[case]
+
+
+FORGED = """
+mov r6, r1
+lddw r1, 0xdead0000
+stxdw [r10-16], r1
+lddw r1, 0x10000100
+stxdw [r10-8], r1
+mov r1, r10
+add r1, -32
+mov r2, 8
+mov r3, r10
+add r3, -16
+mov r4, 0
+mov r5, 0
+call 201
+exit
+"""
+
+
+def test_a_forged_dynptr_is_a_typed_fault(engine: str) -> None:
+    """A dynptr the program wrote itself (the kernel's verifier forbids it;
+    ebpfvm runs unverified code) points at memory the program may not
+    touch: the read is a MemoryFault, never a host access."""
+    from ebpfvm.contexts import XdpRunner
+    from ebpfvm.dynptr import dynptr_helpers
+    from ebpfvm.errors import EbpfError
+
+    with XdpRunner(assemble(FORGED), engine=engine) as runner:
+        for number, helper in dynptr_helpers({}).items():
+            runner.vm.register_helper(number, helper)
+        with pytest.raises(EbpfError, match="0xdead0000"):
+            runner.run(bytes(64))

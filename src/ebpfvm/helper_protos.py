@@ -112,7 +112,6 @@ _SOCKET = "needs a kernel socket (ebpfvm has no socket table)"
 _CGROUP = "needs the kernel's cgroup hierarchy"
 _TASK = "needs a kernel task"
 _KERNEL_MEMORY = "needs kernel memory or kernel BTF objects"
-_DYNPTR = "dynptrs are not implemented yet"
 _LATER = "not implemented yet"
 _REASONS = {
     _SOCKET: """sk_lookup_tcp sk_lookup_udp sk_release skc_lookup_tcp tcp_sock
@@ -136,10 +135,8 @@ _REASONS = {
     "needs the kernel's xfrm (IPsec) state": "skb_get_xfrm_state",
     "timers fire asynchronously, outside a test run": """timer_init timer_set_callback
         timer_start timer_cancel""",
-    _DYNPTR: """dynptr_from_mem dynptr_read dynptr_write dynptr_data ringbuf_reserve_dynptr
-        ringbuf_submit_dynptr ringbuf_discard_dynptr""",
     "needs a user ring buffer map (BPF_MAP_TYPE_USER_RINGBUF)": "user_ringbuf_drain",
-    _LATER: """ringbuf_query trace_vprintk skb_set_tstamp""",
+    _LATER: """trace_vprintk skb_set_tstamp""",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
                                for name in _names(text)}

@@ -179,6 +179,14 @@ _ROWS = (
     # helpers4 (issue 13 point 3): the skb runner's
     HelperSpec("bpf_skb_get_tunnel_opt", (C, P, Z), _TC, Impl.SKB),
     HelperSpec("bpf_set_hash_invalid", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_ringbuf_query", (M, S), BASE, Impl.MAPS),  # ebpfvm.dynptr
+    HelperSpec("bpf_dynptr_from_mem", (P, Z, S, P), BASE, Impl.MAPS),
+    HelperSpec("bpf_ringbuf_reserve_dynptr", (M, S, S, P), BASE, Impl.MAPS),
+    HelperSpec("bpf_ringbuf_submit_dynptr", (P, S), BASE, Impl.MAPS),
+    HelperSpec("bpf_ringbuf_discard_dynptr", (P, S), BASE, Impl.MAPS),
+    HelperSpec("bpf_dynptr_read", (P, Z, P, S, S), BASE, Impl.MAPS),
+    HelperSpec("bpf_dynptr_write", (P, S, P, Z, S), BASE, Impl.MAPS),
+    HelperSpec("bpf_dynptr_data", (P, S, S), BASE, Impl.MAPS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

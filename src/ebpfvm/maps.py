@@ -755,6 +755,7 @@ def map_helpers(maps: dict[int, AnyMap],
     table = _MapHelpers(maps, cpu if cpu is not None else (lambda: 0))
     found = _cgroup.cgroup_helpers(maps)  # cgroup storage and spin locks (issue 13)
     found |= _perf.perf_helpers(maps, table.cpu)  # bpf_perf_event_output (issue 13)
+    found |= _dynptr.dynptr_helpers(maps)  # helpers4: ringbuf_query, dynptrs
     return found | numbered([
         Helper(table.lookup, "bpf_map_lookup_elem", context=True),
         Helper(table.update, "bpf_map_update_elem", context=True),
@@ -773,6 +774,7 @@ def map_helpers(maps: dict[int, AnyMap],
 from . import bloom as _bloom  # noqa: E402, F401  (registers the bloom filter)
 from . import cgroup_storage as _cgroup  # noqa: E402  (registers cgroup storage)
 from . import devmaps as _devmaps  # noqa: E402, F401  (registers redirect maps)
+from . import dynptr as _dynptr  # noqa: E402  (helpers4)
 from . import lpmtrie as _lpmtrie  # noqa: E402, F401  (registers the LPM trie)
 from . import mapinmap as _mapinmap  # noqa: E402, F401  (registers the maps of maps)
 from . import percpu as _percpu  # noqa: E402, F401  (registers the per-CPU map types)

@@ -14,6 +14,7 @@ from .callbacks import callback_helpers
 from .cgroup_storage import lock_helpers
 from .contexts import SkbRunner, XdpRunner
 from .core_relo import poison_helpers
+from .dynptr import dynptr_helpers
 from .kernel import KernelEnv, kernel_helpers
 from .ksyms import kfunc_helpers
 from .linkcheck import check_program
@@ -57,6 +58,8 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
             vm.register_helper(key, helper)
     else:  # helpers3: a spin lock in global data (issue 13 point 3)
         for key, helper in lock_helpers({}).items():
+            vm.register_helper(key, helper)
+        for key, helper in dynptr_helpers({}).items():  # helpers4: local dynptrs
             vm.register_helper(key, helper)
     for key, helper in callback_helpers(used).items():
         vm.register_helper(key, helper)

@@ -84,12 +84,13 @@ class RingBuf(BpfMap):
         """Reserved records not yet submitted or discarded: header offset ->
         (length, the run that reserved it)."""
 
-    def reserve(self, size: int, owner: object = None) -> int:
+    def reserve(self, size: int, owner: object = None, empty_ok: bool = False) -> int:
         """Address of `size` bytes in a new busy record, or 0 when full.
-        `owner` names the run reserving it (see :meth:`discard_owned`)."""
+        `owner` names the run reserving it (see :meth:`discard_owned`);
+        `empty_ok` allows a record of 0 bytes (bpf_ringbuf_reserve_dynptr's)."""
         size = _as_int(self.name, "size", size)
         total = (RINGBUF_HEADER + size + 7) & ~7
-        if size <= 0 or size >= RINGBUF_DISCARD or \
+        if size < (0 if empty_ok else 1) or size >= RINGBUF_DISCARD or \
                 self.producer - self.consumer + total > self.max_entries:
             return 0
         offset = self.producer % self.max_entries

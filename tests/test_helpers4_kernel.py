@@ -46,7 +46,7 @@ def _kernel(name: str) -> tuple[list[tuple[int, bytes]], list[bytes]]:
 
 
 @pytest.mark.skipif(NO_BPF is not None, reason=f"bpf() unavailable: {NO_BPF}")
-@pytest.mark.parametrize("name", ["query", "local", "ring"])
+@pytest.mark.parametrize("name", ["query", "local", "ring", "vprintk"])
 def test_against_the_kernel(engine: str, name: str) -> None:
     assert _ours(name, engine) == _kernel(name)
 
@@ -84,3 +84,15 @@ def test_ringbuf_dynptr(engine: str) -> None:
         # a 16-byte record (24 bytes with its header) and two failed reserves
         assert _words(packet, 6) == [0, 0, 0x7777, einval, einval, 24 * number]
     assert records == [packet[16:24] + (0x7777).to_bytes(8, "little") for packet in PACKETS]
+
+
+def test_trace_vprintk(engine: str) -> None:
+    obj = load(OBJECT)
+    runner = obj.xdp("vprintk", engine=engine)
+    einval = -EINVAL & 0xFFFF_FFFF_FFFF_FFFF
+    word = int.from_bytes(bytes(range(8)), "little")  # the packet's first 8 bytes
+    first = f"v -5 {word:x} xy Q|"
+    result = runner.run(PACKETS[0])
+    # the wide line prints 1400 bytes, counted in full; the trace keeps 1023
+    assert _words(result.packet, 5) == [len(first), einval, einval, einval, 1400]
+    assert list(result.trace) == [first, f"{-5:700d}{word & 0xFFFF_FFFF:700d}"[:1023]]

@@ -187,6 +187,7 @@ _ROWS = (
     HelperSpec("bpf_dynptr_read", (P, Z, P, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_dynptr_write", (P, S, P, Z, S), BASE, Impl.MAPS),
     HelperSpec("bpf_dynptr_data", (P, S, S), BASE, Impl.MAPS),
+    HelperSpec("bpf_trace_vprintk", (P, Z, P, Z), BASE, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .bprintf import bpf_snprintf_text
 from .errors import ArgumentTypeError, MemoryFault, check_int
 from .helper_table import helper_name
 from .helpers import Helper, HelperContext, numbered
@@ -38,6 +39,8 @@ EFAULT = 14
 _TRACE_LOG = logging.getLogger("ebpfvm.trace_printk")
 _SPEC = re.compile(rb"%(%|(l{0,2})([diuxXc])|s|p[xKs]?)")
 _MAX_ARGS = 3
+_MAX_VARARGS = 12
+"""MAX_BPRINTF_VARARGS: bpf_trace_vprintk's most arguments."""
 TRACE_PRINTK_STRING_BYTES = 512
 """What the %s strings of one trace_printk call may take in all, NULs
 included: the kernel copies them into a per-call buffer of
@@ -271,14 +274,42 @@ class _KernelHelpers:
             return -EINVAL & M64  # as the kernel answers a format it refuses
         line = text.encode()[:TRACE_PRINTK_LINE_BYTES]
         ctx.charge_bytes(strings.used + len(line))
-        text = line.decode("utf-8", "replace")
+        self._emit(line.decode("utf-8", "replace"))
+        return len(line)
+
+    def _emit(self, text: str) -> None:
+        """A trace line to the env (kept, then printk or the log)."""
         env = self.env
         env.keep_line(text.rstrip("\n"))
         if env.printk is not None:
             env.printk(text)
         else:
             _TRACE_LOG.info("%s", text.rstrip("\n"))
-        return len(line)
+
+    def trace_vprintk(self, ctx: HelperContext, fmt: int, size: int, data: int,
+                      data_len: int, *_rest: int) -> int:
+        """bpf_trace_vprintk (helpers4): bpf_trace_printk with up to 12
+        arguments in an array of u64, formatted by bpf_snprintf's rules
+        (ebpfvm.bprintf); -EINVAL for a bad array length or a format without
+        its NUL within `size`. Returns every byte the format prints, the
+        line being cut at TRACE_PRINTK_LINE_BYTES."""
+        size, data_len = size & 0xFFFF_FFFF, data_len & 0xFFFF_FFFF
+        if data_len % 8 or data_len > _MAX_VARARGS * 8 or (data_len and not data):
+            return -EINVAL & M64
+        raw = ctx.read(fmt, size)
+        ctx.charge(TRACE_PRINTK_UNITS)
+        ctx.charge_bytes(size + data_len)
+        if b"\0" not in raw:
+            return -EINVAL & M64
+        array = ctx.read(data, data_len) if data_len else b""
+        values = [int.from_bytes(array[at:at + 8], "little") for at in range(0, data_len, 8)]
+        text = bpf_snprintf_text(ctx, raw.split(b"\0", 1)[0], values,
+                                 TRACE_PRINTK_LINE_BYTES + 1)
+        if isinstance(text, int):
+            return text & M64
+        ctx.charge_bytes(len(text))
+        self._emit(text[:TRACE_PRINTK_LINE_BYTES].decode("utf-8", "replace"))
+        return len(text)
 
     def probe_read(self, ctx: HelperContext, dst: int, size: int, src: int,
                    *_rest: int) -> int:
@@ -346,6 +377,7 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         Helper(table.probe_read_str, "bpf_probe_read_kernel_str", context=True),
         Helper(table.ktime_get_ns, "bpf_ktime_get_ns"),
         Helper(table.trace_printk, "bpf_trace_printk", context=True),
+        Helper(table.trace_vprintk, "bpf_trace_vprintk", context=True),  # helpers4
         Helper(table.prandom_u32, "bpf_get_prandom_u32"),
         Helper(table.smp_processor_id, "bpf_get_smp_processor_id"),
         Helper(table.current_pid_tgid, "bpf_get_current_pid_tgid"),

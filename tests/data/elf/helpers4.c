@@ -39,6 +39,8 @@ static long (*bpf_dynptr_read)(void *dst, u32 len, const struct bpf_dynptr *src,
 			       u64 flags) = (void *)201;
 static long (*bpf_dynptr_write)(const struct bpf_dynptr *dst, u32 offset, void *src, u32 len,
 				u64 flags) = (void *)202;
+static long (*bpf_trace_vprintk)(const char *fmt, u32 fmt_size, const void *args,
+				 u32 data_len) = (void *)177;
 static void *(*bpf_dynptr_data)(const struct bpf_dynptr *ptr, u32 offset, u32 len) = (void *)203;
 
 #define OUT(ctx, n) \
@@ -120,6 +122,30 @@ int ring(struct xdp_md *ctx)
 	out[4] = bpf_ringbuf_reserve_dynptr(&events, 8192, 0, &big);
 	bpf_ringbuf_discard_dynptr(&big, 0);
 	out[5] = bpf_ringbuf_query(&events, 3);
+	return 3;
+}
+
+/* bpf_trace_vprintk: a line with four arguments, a line longer than the
+ * kernel's buffer, and the -EINVAL cases (an argument missing, a format
+ * without its NUL, an array length not a multiple of 8). */
+SEC("xdp")
+int vprintk(struct xdp_md *ctx)
+{
+	OUT(ctx, 5);
+	char fmt[] = "v %d %llx %s %c|", name[] = "xy", bad[] = "%d %d", wide[] = "%700d%700d";
+	char nonul[8] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'};
+	u64 args[4];
+
+	args[0] = -5;
+	args[1] = out[0];
+	args[2] = (u64)(long)name;
+	args[3] = 'Q';
+	asm volatile("" ::: "memory");
+	out[0] = bpf_trace_vprintk(fmt, sizeof(fmt), args, 32);
+	out[1] = bpf_trace_vprintk(bad, sizeof(bad), args, 8);
+	out[2] = bpf_trace_vprintk(nonul, sizeof(nonul), args, 0);
+	out[3] = bpf_trace_vprintk(fmt, sizeof(fmt), args, 12);
+	out[4] = bpf_trace_vprintk(wide, sizeof(wide), args, 16);
 	return 3;
 }
 

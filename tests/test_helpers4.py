@@ -10,9 +10,8 @@ import pytest
 from ebpfvm.asm import assemble
 from ebpfvm.contexts import SkbRunner
 from test_skb_helpers_kernel import CASES
-from test_skb_kernel import UDP
 
-ENOENT, ENOMEM = 2, 12
+ENOENT, ENOMEM, EINVAL, EOPNOTSUPP = 2, 12, 22, 95
 FF = 0xFFFF << 16  # the buffer's bytes past the options the helper left alone
 EXPECTED = {
     "get_tunnel_opt_none": -ENOENT & 0xFFFF_FFFF_FFFF_FFFF,  # the buffer zeroed
@@ -22,13 +21,20 @@ EXPECTED = {
     "get_tunnel_opt_no_opt": -ENOENT & 0xFFFF_FFFF_FFFF_FFFF,
     "set_hash_invalid": 0,  # both calls return 0; the hash reads 0 after
     "set_hash_invalid_recalc": 0,
+    # bpf_skb_set_tstamp: r0's low byte, tstamp_type << 8, tstamp << 16
+    "set_tstamp_realtime": 0,
+    "set_tstamp_mono": (1 << 8 | 0x1234_5678_9ABC << 16) & 0xFFFF_FFFF_FFFF_FFFF,
+    "set_tstamp_tai": 2 << 8 | 77 << 16,
+    "set_tstamp_mono_zero": -EINVAL & 0xFF,  # monotonic and TAI need a time
+    "set_tstamp_bad_type": -EINVAL & 0xFF,
+    "set_tstamp_type_64": 5 << 16,  # the type is a u32: 1 << 32 is realtime
+    "set_tstamp_not_ip": -EOPNOTSUPP & 0xFF,
 }
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 def test_expected_values(engine: str, case: str) -> None:
     source, packet = CASES[case]
-    assert packet == UDP
     with SkbRunner(assemble(source), engine=engine, prog_type="sched_cls") as runner:
         assert runner.run(packet).r0 == EXPECTED[case]
 

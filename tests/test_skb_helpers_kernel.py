@@ -41,6 +41,8 @@ WITH_PROTOCOL = "and r0, 0xffff\nldxw r2, [r6+16]\nlsh r2, 16\nor r0, r2"
 WITH_VLAN = ("and r0, 0xff\nldxw r2, [r6+20]\nlsh r2, 8\nor r0, r2\nldxw r2, [r6+24]\n"
              "lsh r2, 16\nor r0, r2\nldxw r2, [r6+28]\nlsh r2, 32\nor r0, r2")
 STACK = "mov R, r10\nadd R, -48"
+WITH_TSTAMP = ("and r0, 0xff\nldxb r2, [r6+180]\nlsh r2, 8\nor r0, r2\nldxdw r2, [r6+152]\n"
+               "lsh r2, 16\nor r0, r2")
 STACK_PTR = "ldxw r2, [r10-48]\nlsh r2, 32\nor r0, r2"
 
 def _tunnel_opt(set_size: int, get_size: int) -> str:
@@ -165,6 +167,13 @@ CASES = {
     "get_tunnel_opt_no_opt": (_call("bpf_skb_set_tunnel_key", STACK, 44, 0, after=(
         f"mov r1, r6\nmov r2, r10\nadd r2, -48\nmov r3, 8\n"
         f"call {helper_number('bpf_skb_get_tunnel_opt')}")), UDP),
+    "set_tstamp_realtime": (_call("bpf_skb_set_tstamp", 0, 0, after=WITH_TSTAMP), UDP),
+    "set_tstamp_mono": (_call("bpf_skb_set_tstamp", 0x1234_5678_9ABC, 1, after=WITH_TSTAMP), UDP),
+    "set_tstamp_tai": (_call("bpf_skb_set_tstamp", 77, 2, after=WITH_TSTAMP), IPV6),
+    "set_tstamp_mono_zero": (_call("bpf_skb_set_tstamp", 0, 1, after=WITH_TSTAMP), UDP),
+    "set_tstamp_bad_type": (_call("bpf_skb_set_tstamp", 5, 3, after=WITH_TSTAMP), UDP),
+    "set_tstamp_type_64": (_call("bpf_skb_set_tstamp", 5, 1 << 32, after=WITH_TSTAMP), UDP),
+    "set_tstamp_not_ip": (_call("bpf_skb_set_tstamp", 5, 1, after=WITH_TSTAMP), OTHER),
     "set_hash_invalid": (_call("bpf_set_hash", 0x1234, after=(
         f"mov r1, r6\ncall {helper_number('bpf_set_hash_invalid')}\nldxw r2, [r6+68]\n"
         "lsh r2, 32\nor r0, r2")), UDP),

@@ -136,7 +136,6 @@ _REASONS = {
     "timers fire asynchronously, outside a test run": """timer_init timer_set_callback
         timer_start timer_cancel""",
     "needs a user ring buffer map (BPF_MAP_TYPE_USER_RINGBUF)": "user_ringbuf_drain",
-    _LATER: "skb_set_tstamp",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
                                for name in _names(text)}

@@ -179,6 +179,7 @@ _ROWS = (
     # helpers4 (issue 13 point 3): the skb runner's
     HelperSpec("bpf_skb_get_tunnel_opt", (C, P, Z), _TC, Impl.SKB),
     HelperSpec("bpf_set_hash_invalid", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_skb_set_tstamp", (C, S, S), _TC, Impl.SKB),
     HelperSpec("bpf_ringbuf_query", (M, S), BASE, Impl.MAPS),  # ebpfvm.dynptr
     HelperSpec("bpf_dynptr_from_mem", (P, Z, S, P), BASE, Impl.MAPS),
     HelperSpec("bpf_ringbuf_reserve_dynptr", (M, S, S, P), BASE, Impl.MAPS),

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .helpers import HelperContext
-from .progtypes import ETH_HLEN, SKB_FIELDS
+from .progtypes import ETH_HLEN, SKB_FIELDS, SKB_FIELDS64
 
 __all__ = ["CSUM_NONE", "CSUM_UNNECESSARY", "Redirect", "SkbHelpers", "SkbPacket", "SkbRecord",
            "TunnelKey", "csum_replace", "packet_type"]
 
 M64 = (1 << 64) - 1
 ENOENT, EFAULT, ENOMEM, EACCES, ENODEV, EINVAL, EPROTO = 2, 14, 12, 13, 19, 22, 71
+EOPNOTSUPP = 95
 ENOTSUPP = 524
 INT_MAX = 0x7FFF_FFFF
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
@@ -239,7 +240,7 @@ class SkbHelpers:
         "skb_load_bytes", "skb_store_bytes", "l3_csum_replace", "l4_csum_replace", "redirect",
         "redirect_peer", "redirect_neigh", "clone_redirect", "skb_set_tunnel_key",
         "skb_get_tunnel_key", "skb_set_tunnel_opt", "skb_get_tunnel_opt", "skb_load_bytes_relative", "csum_update",
-        "csum_level", "set_hash", "set_hash_invalid", "get_hash_recalc", "check_mtu", "skb_ecn_set_ce",
+        "csum_level", "set_hash", "set_hash_invalid", "skb_set_tstamp", "get_hash_recalc", "check_mtu", "skb_ecn_set_ce",
         "get_cgroup_classid", "get_route_realm", "get_socket_cookie")
     """The helpers (kernel names without bpf_) this class implements."""
 
@@ -501,6 +502,21 @@ class SkbHelpers:
         bpf_get_hash_recalc computes it again)."""
         self.record.hash = 0
         struct.pack_into("<I", self.skb, SKB_FIELDS["hash"], 0)
+        return 0
+
+    def skb_set_tstamp(self, _ctx: HelperContext, _skb: int, tstamp: int, tstamp_type: int,
+                       *_rest: int) -> int:
+        """bpf_skb_set_tstamp: __sk_buff.tstamp and tstamp_type for an IPv4
+        or IPv6 packet (else -EOPNOTSUPP); the types are realtime (0, any
+        time), monotonic (1) and TAI (2), these two with a time other than 0
+        (else, and for other types, -EINVAL)."""
+        if self.packet.protocol not in (ETH_P_IP, ETH_P_IPV6):
+            return _err(EOPNOTSUPP)
+        kind = tstamp_type & 0xFFFF_FFFF
+        if kind > 2 or (kind and not tstamp):
+            return _err(EINVAL)
+        struct.pack_into("<Q", self.skb, SKB_FIELDS64["tstamp"], tstamp)
+        self.skb[SKB_FIELDS["tstamp_type"]] = kind
         return 0
 
     def get_hash_recalc(self, ctx: HelperContext, *_args: int) -> int:

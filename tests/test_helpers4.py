@@ -5,11 +5,18 @@ same programs against the kernel."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+import kernel_oracle
 from ebpfvm.asm import assemble
-from ebpfvm.contexts import SkbRunner
+from ebpfvm.contexts import SkbRunner, XdpRunner
+from ebpfvm.dynptr import dynptr_helpers
+from ebpfvm.errors import EbpfError
+from skb_oracle import CGROUP_SKB, SCHED_CLS, SOCKET_FILTER
 from test_skb_helpers_kernel import CASES
+from test_skb_kernel import UDP, _compare
 
 ENOENT, ENOMEM, EINVAL, EOPNOTSUPP = 2, 12, 22, 95
 FF = 0xFFFF << 16  # the buffer's bytes past the options the helper left alone
@@ -61,12 +68,44 @@ def test_a_forged_dynptr_is_a_typed_fault(engine: str) -> None:
     """A dynptr the program wrote itself (the kernel's verifier forbids it;
     ebpfvm runs unverified code) points at memory the program may not
     touch: the read is a MemoryFault, never a host access."""
-    from ebpfvm.contexts import XdpRunner
-    from ebpfvm.dynptr import dynptr_helpers
-    from ebpfvm.errors import EbpfError
-
     with XdpRunner(assemble(FORGED), engine=engine) as runner:
         for number, helper in dynptr_helpers({}).items():
             runner.vm.register_helper(number, helper)
         with pytest.raises(EbpfError, match="0xdead0000"):
             runner.run(bytes(64))
+
+
+CLASSID = "mov r6, r1\ncall 17\n"
+
+
+@pytest.mark.parametrize("prog_type", ["socket_filter", "cgroup_skb", "sched_cls", "xdp"])
+def test_get_cgroup_classid_in_every_packet_type(engine: str, prog_type: str) -> None:
+    """bpf_get_cgroup_classid: 0 in every packet type (no net_cls cgroup;
+    the kernel answers the same under BPF_PROG_TEST_RUN, checked below)."""
+    if prog_type == "xdp":
+        with XdpRunner(assemble(CLASSID + "exit"), engine=engine) as xdp:
+            assert xdp.run(bytes(64)).r0 == 0
+        return
+    source = CLASSID + "stxw [r6+48], r0\nmov r0, 1\nexit"
+    with SkbRunner(assemble(source), engine=engine, prog_type=prog_type) as runner:
+        result = runner.run(UDP)
+    assert (result.r0, result.ctx["cb"][0]) == (1, 0)
+
+
+@pytest.mark.skipif(kernel_oracle.available() is not None, reason="bpf() unavailable")
+@pytest.mark.parametrize("prog_type", [SOCKET_FILTER, CGROUP_SKB, SCHED_CLS])
+def test_get_cgroup_classid_against_the_kernel(engine: str, prog_type: int) -> None:
+    _compare(engine, CLASSID + "stxw [r6+48], r0\nmov r0, 1\nexit", prog_type, UDP)
+
+
+@pytest.mark.skipif(kernel_oracle.available() is not None, reason="bpf() unavailable")
+def test_get_cgroup_classid_in_xdp_against_the_kernel(engine: str) -> None:
+    code = assemble(CLASSID + "exit")
+    fd = kernel_oracle.prog_load(code)
+    try:
+        expected = kernel_oracle.test_run(fd, bytes(64))
+    finally:
+        os.close(fd)
+    with XdpRunner(code, engine=engine) as xdp:
+        result = xdp.run(bytes(64))
+    assert (result.r0, result.packet) == expected

@@ -214,8 +214,8 @@ def test_allow_lists_cover_the_registry() -> None:
         assert name in UNSUPPORTED, name
     assert "bpf_sk_lookup_tcp" in unsupported_helpers()
     assert "bpf_fib_lookup" not in unsupported_helpers()  # tc's too since helpers3
-    classid = unsupported_helpers()["bpf_get_cgroup_classid"]  # a helper of some types only
-    assert "xdp" in classid[0] and classid[1] == "implemented for sched_act, sched_cls only"
+    # helpers4: bpf_get_cgroup_classid, once tc's only, is every packet type's now
+    assert "bpf_get_cgroup_classid" not in unsupported_helpers()
 
 
 @pytest.mark.skipif(KERNEL is not None, reason=f"bpf(): {KERNEL}")

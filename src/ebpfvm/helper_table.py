@@ -124,7 +124,8 @@ _ROWS = (
     HelperSpec("bpf_ringbuf_discard", (P, S), BASE, Impl.MAPS),
     # skb (issue 13): tc_cls_act_func_proto, sk_filter_func_proto, cg_skb_func_proto
     HelperSpec("bpf_clone_redirect", (C, S, S), _TC, Impl.SKB),
-    HelperSpec("bpf_get_cgroup_classid", (C,), _TC, Impl.SKB),
+    HelperSpec("bpf_get_cgroup_classid", (C,), _TC | _SOCKET | _SK_SKB | _XDP,
+               Impl.RUNNER),  # helpers4: every packet type (6.18; the task's outside tc)
     HelperSpec("bpf_skb_vlan_push", (C, S, S), _TC, Impl.SKB),
     HelperSpec("bpf_skb_vlan_pop", (C,), _TC, Impl.SKB),
     HelperSpec("bpf_skb_get_tunnel_key", (C, P, Z, S), _TC, Impl.SKB),

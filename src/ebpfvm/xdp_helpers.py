@@ -156,9 +156,16 @@ class XdpHelpers:
             "bpf_xdp_load_bytes": self.load_bytes, "bpf_xdp_store_bytes": self.store_bytes,
             "bpf_redirect": self.redirect_dev, "bpf_redirect_map": self.redirect_map,
             "bpf_check_mtu": self.check_mtu, "bpf_fib_lookup": self.fib_lookup,
-            "bpf_csum_diff": self.csum_diff,
+            "bpf_csum_diff": self.csum_diff, "bpf_get_cgroup_classid": self.cgroup_classid,
         }
         return {helper_number(name): (name, fn) for name, fn in table.items()}
+
+    @staticmethod
+    def cgroup_classid(*_args: Any) -> int:
+        """bpf_get_cgroup_classid (helpers4): the running task's net_cls
+        class id, 0 (no net_cls cgroup, as under a kernel test run from a
+        cgroup v2 task)."""
+        return 0
 
     # -- the packet's bounds ---------------------------------------------------
 

@@ -14,6 +14,7 @@ from ebpfvm.asm import assemble
 from ebpfvm.contexts import SkbRunner, XdpRunner
 from ebpfvm.dynptr import dynptr_helpers
 from ebpfvm.errors import EbpfError
+from ebpfvm.maps import MapType, create_map
 from skb_oracle import CGROUP_SKB, SCHED_CLS, SOCKET_FILTER
 from test_skb_helpers_kernel import CASES
 from test_skb_kernel import UDP, _compare
@@ -109,3 +110,35 @@ def test_get_cgroup_classid_in_xdp_against_the_kernel(engine: str) -> None:
     with XdpRunner(code, engine=engine) as xdp:
         result = xdp.run(bytes(64))
     assert (result.r0, result.packet) == expected
+
+
+def _reserve_then_discard(size: int, fd: int = 0) -> bytes:
+    """r0 = 1 when bpf_ringbuf_reserve(`size`) succeeded (then discarded)."""
+    code = bytearray(assemble(f"lddw r1, 0\nmov r2, {size}\nmov r3, 0\ncall 131\n"
+                              "jeq r0, 0, +5\nmov r1, r0\nmov r2, 0\ncall 133\nmov r0, 1\n"
+                              "exit\nexit"))
+    code[1] |= 1 << 4  # BPF_PSEUDO_MAP_FD
+    code[4:8] = fd.to_bytes(4, "little")
+    return bytes(code)
+
+
+@pytest.mark.parametrize("size", [4080, 4088])
+def test_a_record_filling_the_whole_ring_is_refused(size: int) -> None:
+    """The kernel keeps the producer less than the ring's size ahead of the
+    consumer: in a 4096-byte ring a 4088-byte record (4096 with its header)
+    does not fit, a 4080-byte one does."""
+    from ebpfvm.maps import RingBuf
+
+    ring = create_map("r", MapType.RINGBUF, 0, 0, 4096)
+    assert isinstance(ring, RingBuf)
+    assert bool(ring.reserve(size)) == (size == 4080)
+    if kernel_oracle.available() is None:
+        fd = kernel_oracle.map_create(27, 0, 0, 4096)
+        try:
+            prog = kernel_oracle.prog_load(_reserve_then_discard(size, fd))
+            try:
+                assert kernel_oracle.test_run(prog, bytes(64))[0] == (size == 4080)
+            finally:
+                os.close(prog)
+        finally:
+            os.close(fd)

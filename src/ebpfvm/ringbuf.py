@@ -91,8 +91,8 @@ class RingBuf(BpfMap):
         size = _as_int(self.name, "size", size)
         total = (RINGBUF_HEADER + size + 7) & ~7
         if size < (0 if empty_ok else 1) or size >= RINGBUF_DISCARD or \
-                self.producer - self.consumer + total > self.max_entries:
-            return 0
+                self.producer - self.consumer + total >= self.max_entries:
+            return 0  # the kernel keeps the producer less than a ring ahead
         offset = self.producer % self.max_entries
         self.slab[offset : offset + RINGBUF_HEADER] = (size | RINGBUF_BUSY).to_bytes(4, "little") \
             + offset.to_bytes(4, "little")

@@ -26,6 +26,24 @@ def bench_dir() -> Path:
 
 from engines import ALL_ENGINES, CHECKED_ENGINES  # noqa: E402
 
+
+def _kbpf_unavailable() -> str | None:
+    """Why ebpfvm.kbpf cannot use the kernel's bpf() here (None: it can)."""
+    from ebpfvm import kbpf
+
+    try:
+        kbpf.probe()
+    except kbpf.KernelError as exc:
+        return str(exc)
+    return None
+
+
+KBPF_UNAVAILABLE = _kbpf_unavailable()
+NEEDS_KBPF = pytest.mark.skipif(KBPF_UNAVAILABLE is not None,
+                                reason=f"no kernel bpf(): {KBPF_UNAVAILABLE}")
+"""Marks a test that compares with the kernel through ebpfvm.kbpf (skipped,
+with the reason, where bpf() is unavailable)."""
+
 CONFORMANCE_RAN: Counter[str] = Counter()
 CONFORMANCE_PASSED: Counter[str] = Counter()
 CORPUS_RAN: Counter[str] = Counter()

@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 import ebpfvm
-from conftest import REPO
-from ebpfvm import kbpf
+from conftest import NEEDS_KBPF, REPO
 from ebpfvm.kdiff import against_kernel
 from ebpfvm.xdp_helpers import FibRoute
 from engines import ALL_ENGINES
@@ -38,16 +37,7 @@ SUCCESS, BLACKHOLE, NOT_FWDED, FWD_DISABLED, NO_NEIGH, FRAG_NEEDED = 0, 1, 4, 5,
 MAC, NEIGH = b"\x02" * 6, b"\x04" * 6
 
 
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"no kernel bpf(): {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 def _request(dst: str, ifindex: int = 1, tot_len: int = 0, flags: int = 0, size: int = 100,

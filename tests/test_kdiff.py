@@ -24,7 +24,7 @@ import elftools  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 import ebpfvm
-from conftest import REPO
+from conftest import NEEDS_KBPF, REPO
 from ebpfvm import kbpf
 from ebpfvm.capture import read_capture
 from ebpfvm.cli import main
@@ -39,16 +39,7 @@ XDP_DROP, XDP_PASS = 1, 2
 UDP, TCP = 17, 6
 
 
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"no kernel bpf(): {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 def _sample() -> list[bytes]:

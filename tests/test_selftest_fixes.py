@@ -9,7 +9,8 @@ from typing import cast
 import pytest
 
 import ebpfvm
-from ebpfvm import EbpfVmRaw, HelperFault, assemble, kbpf
+from conftest import NEEDS_KBPF
+from ebpfvm import EbpfVmRaw, HelperFault, assemble
 from ebpfvm.contexts import XdpRunner
 from ebpfvm.devmaps import DEVMAP, DEVMAP_HASH, XSKMAP, RedirectMap
 from ebpfvm.kdiff import against_kernel
@@ -17,17 +18,7 @@ from ebpfvm.mapinmap import MapOfMaps
 from ebpfvm.maps import ProgArray, create_map, map_helpers
 from engines import run
 
-
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"bpf() unavailable: {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 def _csum_program(removed: int, added: int, removed_size: int, added_size: int,

@@ -16,23 +16,13 @@ import random
 import pytest
 
 import ebpfvm
-from conftest import REPO
-from ebpfvm import kbpf
+from conftest import NEEDS_KBPF, REPO
 from ebpfvm.kdiff import against_kernel
 
 SPINLOCKS_O = REPO / "tests" / "data" / "elf" / "spinlocks.o"
 
 
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"no kernel bpf(): {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 def _packets(count: int) -> list[bytes]:

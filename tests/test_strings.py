@@ -20,8 +20,7 @@ import struct
 import pytest
 
 import ebpfvm
-from conftest import REPO
-from ebpfvm import kbpf
+from conftest import NEEDS_KBPF, REPO
 from ebpfvm.bprintf import FormatUnsupported, bpf_snprintf_text
 from ebpfvm.kdiff import against_kernel
 from ebpfvm.strings import EINVAL, ERANGE, strtol, strtoul
@@ -38,16 +37,7 @@ EDGE = [b"0", b"-0", b"  42", b"\t\n\v\f\r 7", b"\xa09", b"+5", b"-", b" ", b"0x
 FLAGS = [0, 8, 10, 16, 2, 1, 0x20, 0x30 | 10, 1 << 31, 17, 31]
 
 
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"no kernel bpf(): {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 def _packet(text: bytes, length: int, flags: int) -> bytes:

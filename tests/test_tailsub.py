@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import ebpfvm
-from ebpfvm import BudgetExceeded, TailCallFault, kbpf
+from conftest import NEEDS_KBPF
+from ebpfvm import BudgetExceeded, TailCallFault
 from ebpfvm.kdiff import against_kernel
 from ebpfvm.tailcalls import MAX_TAIL_CALLS
 
@@ -30,16 +31,7 @@ EXPECTED = {
 }
 
 
-def _unavailable() -> str | None:
-    try:
-        kbpf.probe()
-    except kbpf.KernelError as exc:
-        return str(exc)
-    return None
-
-
-REASON = _unavailable()
-needs_kernel = pytest.mark.skipif(REASON is not None, reason=f"bpf() unavailable: {REASON}")
+needs_kernel = NEEDS_KBPF
 
 
 @pytest.mark.parametrize("program", sorted(EXPECTED))

@@ -11,7 +11,8 @@ import os
 import platform
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,34 @@ def corpus_loader() -> tuple[Any, Any]:
     finally:
         sys.path.remove(str(CORPUS))
     return rwobj, kbpf
+
+
+@contextmanager
+def kernel_object(path: Path) -> Iterator[tuple[dict[str, Any], Callable[[str], Any]]]:
+    """An object file's maps created in the kernel (with its BTF), and a
+    function loading one of its programs by name against them: (maps, load).
+    Skips the calling test where bpf() is unavailable; closes the maps."""
+    import pytest
+
+    rwobj, kbpf = corpus_loader()
+    obj = rwobj.BpfObject(str(path))
+    try:
+        btf = kbpf.load_btf(obj.kernel_btf())
+        maps = {name: kbpf.Map(name, spec.map_type, spec.key_size, spec.value_size,
+                               spec.max_entries, spec.flags, 0, btf, spec.btf_key_type_id,
+                               spec.btf_value_type_id) for name, spec in obj.maps.items()}
+    except OSError as exc:
+        pytest.skip(f"bpf() is not available here: {exc}")
+    fds = {name: table.fd for name, table in maps.items()}
+
+    def load(name: str) -> Any:
+        linked = obj.link(name)
+        return kbpf.Prog(name, linked.prog.prog_type_id, linked.image(fds), obj.license,
+                         linked.prog.expected_attach_type, btf_fd=btf,
+                         func_info=linked.func_info)
+
+    try:
+        yield maps, load
+    finally:
+        for table in maps.values():
+            table.close()

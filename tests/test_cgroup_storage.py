@@ -111,24 +111,7 @@ def test_map_shapes_are_the_kernels() -> None:
 
 def test_kernel_agrees() -> None:
     """KERNEL_RUNS and MISUSE are what the kernel does with the object."""
-    rwobj, kbpf = kernel_oracle.corpus_loader()
-    obj = rwobj.BpfObject(str(OBJECT))
-    try:
-        btf = kbpf.load_btf(obj.kernel_btf())
-        maps = {name: kbpf.Map(name, spec.map_type, spec.key_size, spec.value_size,
-                               spec.max_entries, spec.flags, 0, btf, spec.btf_key_type_id,
-                               spec.btf_value_type_id) for name, spec in obj.maps.items()}
-    except OSError as exc:
-        pytest.skip(f"bpf() is not available here: {exc}")
-    fds = {name: table.fd for name, table in maps.items()}
-
-    def load(name: str) -> Any:
-        linked = obj.link(name)
-        return kbpf.Prog(name, linked.prog.prog_type_id, linked.image(fds), obj.license,
-                         linked.prog.expected_attach_type, btf_fd=btf,
-                         func_info=linked.func_info)
-
-    try:
+    with kernel_oracle.kernel_object(OBJECT) as (maps, load):
         prog = load("storage_prog")
         for packet, (retval, out, counter) in zip(PACKETS, KERNEL_RUNS, strict=True):
             assert prog.test_run(packet)["retval"] == retval
@@ -141,6 +124,3 @@ def test_kernel_agrees() -> None:
             with pytest.raises(OSError) as info:
                 load(name)
             assert message in info.value.log
-    finally:
-        for table in maps.values():
-            table.close()

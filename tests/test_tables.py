@@ -54,6 +54,7 @@ from ebpfvm.progtypes import (
     prog_type_for_section,
     runner_class,
 )
+from ebpfvm.userringbuf import UserRingBuf
 from ebpfvm.vm import EbpfVmRaw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -228,7 +229,8 @@ SHAPES = {MapType.HASH: (4, 8, 4, Map), MapType.ARRAY: (4, 8, 4, Map),
           MapType.XSKMAP: (4, 4, 4, RedirectMap), MapType.DEVMAP_HASH: (4, 8, 4, RedirectMap),
           MapType.LPM_TRIE: (8, 4, 4, LpmTrie), MapType.BLOOM_FILTER: (0, 4, 4, BloomFilter),
           MapType.PERF_EVENT_ARRAY: (4, 4, 2, PerfEventArray),
-          MapType.ARRAY_OF_MAPS: (4, 4, 2, MapOfMaps), MapType.HASH_OF_MAPS: (8, 4, 2, MapOfMaps)}
+          MapType.ARRAY_OF_MAPS: (4, 4, 2, MapOfMaps), MapType.HASH_OF_MAPS: (8, 4, 2, MapOfMaps),
+          MapType.USER_RINGBUF: (0, 0, 4096, UserRingBuf)}  # uringbuf
 MAP_FLAGS = {MapType.LPM_TRIE: 1}
 """Flags a map type needs (an LPM trie: BPF_F_NO_PREALLOC)."""
 

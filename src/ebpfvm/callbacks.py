@@ -22,6 +22,7 @@ from .helpers import HELPER_CALL_UNITS, Helper, HelperContext, numbered
 from .mapbase import BpfMap
 from .maps import Map
 from .memory import Region
+from .userringbuf import user_ringbuf_helpers
 
 __all__ = ["BPF_MAX_LOOPS", "CALLBACK_CALL_UNITS", "callback_helpers"]
 
@@ -133,4 +134,4 @@ def callback_helpers(maps: dict[int, BpfMap] | None = None) -> dict[int, Helper]
         Helper(_loop, "bpf_loop", context=True),
         Helper(_ForEach(maps if maps is not None else {}), "bpf_for_each_map_elem",
                context=True),
-    ])
+    ]) | user_ringbuf_helpers(maps if maps is not None else {})  # uringbuf

@@ -130,12 +130,10 @@ _REASONS = {
         find_vma task_storage_get task_storage_delete current_task_under_cgroup""",
     "needs a perf event": "perf_event_read perf_event_read_value",
     "needs the CPU's branch records": "get_branch_snapshot",
-    "needs the kernel's network namespaces": "get_netns_cookie",
     _KERNEL_MEMORY: "per_cpu_ptr this_cpu_ptr kptr_xchg snprintf_btf",
     "needs the kernel's xfrm (IPsec) state": "skb_get_xfrm_state",
     "timers fire asynchronously, outside a test run": """timer_init timer_set_callback
         timer_start timer_cancel""",
-    "needs a user ring buffer map (BPF_MAP_TYPE_USER_RINGBUF)": "user_ringbuf_drain",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
                                for name in _names(text)}

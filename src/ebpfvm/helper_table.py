@@ -190,6 +190,9 @@ _ROWS = (
     HelperSpec("bpf_dynptr_write", (P, S, P, Z, S), BASE, Impl.MAPS),
     HelperSpec("bpf_dynptr_data", (P, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_trace_vprintk", (P, Z, P, Z), BASE, Impl.KERNEL),
+    # uringbuf: the user ring buffer's drain (ebpfvm.userringbuf) and the netns cookie
+    HelperSpec("bpf_user_ringbuf_drain", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
+    HelperSpec("bpf_get_netns_cookie", (C,), _TC | _SOCKET, Impl.KERNEL),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

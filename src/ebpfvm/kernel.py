@@ -29,7 +29,7 @@ from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
 from .strings import string_helpers
 
-__all__ = ["KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
+__all__ = ["INIT_NETNS_COOKIE", "KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
            "TRACE_PRINTK_STRING_BYTES", "FixedClock", "KernelEnv", "format_trace_printk",
            "helper_name", "kernel_helpers"]
 
@@ -52,6 +52,10 @@ TRACE_PRINTK_LINE_BYTES = 1023
 """The longest trace_printk line: the kernel formats into a buffer of
 MAX_BPRINTF_BUF (1024) bytes, the NUL included, and cuts the rest."""
 MAX_TRACE_LINES = 4096
+INIT_NETNS_COOKIE = 3
+"""What the reference kernel (6.18) answers bpf_get_netns_cookie for its
+initial network namespace: cookies are numbered as namespaces are set up at
+boot, and the initial one's is 3 (KernelEnv's netns cookies by default)."""
 """KernelEnv.max_lines by default: the trace lines kept (about 0.5 MB)."""
 
 
@@ -88,7 +92,8 @@ class KernelEnv:
     T: ktime_get_ns = T, ktime_get_boot_ns = T + `boot_offset_ns`,
     ktime_get_coarse_ns = T rounded down to a tick, ktime_get_tai_ns = T +
     `tai_offset_ns` (with the host clock: the host's CLOCK_TAI), jiffies64 =
-    T // (10**9 // hz)."""
+    T // (10**9 // hz). Network namespace cookies: 3 (INIT_NETNS_COOKIE) for
+    the packet's namespace and the initial one."""
 
     pid: int = 4242
     tgid: int = 4242
@@ -112,6 +117,11 @@ class KernelEnv:
     """How many lines `lines` keeps; older ones are dropped (and counted)."""
     dropped_lines: int = 0
     """How many lines were dropped from `lines` to keep it at `max_lines`."""
+    netns_cookie: int = INIT_NETNS_COOKIE
+    """bpf_get_netns_cookie(ctx): the cookie of the network namespace the
+    packet's socket is in (uringbuf; by default the initial namespace's)."""
+    init_netns_cookie: int = INIT_NETNS_COOKIE
+    """bpf_get_netns_cookie(NULL): the initial network namespace's cookie."""
 
     def __post_init__(self) -> None:
         """Check the numbers when given (issue 14): ArgumentError (a
@@ -122,7 +132,8 @@ class KernelEnv:
                                 ("boot_offset_ns", 0, s64), ("cpu", 0, u32 >> 1),
                                 ("numa_node", 0, u32), ("tai_offset_ns", -s64, s64),
                                 ("hz", 1, 10**9), ("max_lines", 0, None),
-                                ("dropped_lines", 0, None)):
+                                ("dropped_lines", 0, None), ("netns_cookie", 0, M64),
+                                ("init_netns_cookie", 0, M64)):
             check_int(f"KernelEnv.{name}", getattr(self, name), low, high)
         if not isinstance(self.comm, bytes):
             raise ArgumentTypeError("KernelEnv.comm", self.comm, "bytes")
@@ -242,6 +253,11 @@ class _KernelHelpers:
     def numa_node_id(self, *_args: int) -> int:
         """bpf_get_numa_node_id: the env's NUMA node."""
         return self.env.numa_node
+
+    def netns_cookie(self, ctx: int, *_args: int) -> int:
+        """bpf_get_netns_cookie: the env's namespace's cookie for a context,
+        the initial namespace's for NULL (uringbuf)."""
+        return self.env.netns_cookie if ctx else self.env.init_netns_cookie
 
     def prandom_u32(self, *_args: int) -> int:
         """bpf_get_prandom_u32, from the env's seed."""
@@ -388,4 +404,5 @@ def kernel_helpers(env: KernelEnv) -> dict[int, Helper]:
         Helper(table.ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
         Helper(table.ktime_get_tai_ns, "bpf_ktime_get_tai_ns"),
         Helper(table.numa_node_id, "bpf_get_numa_node_id"),
+        Helper(table.netns_cookie, "bpf_get_netns_cookie"),  # uringbuf
     ])

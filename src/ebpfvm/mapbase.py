@@ -91,6 +91,7 @@ class MapType(IntEnum):
     PERF_EVENT_ARRAY = 4  # ebpfvm.perf
     ARRAY_OF_MAPS = 12  # ebpfvm.mapinmap
     HASH_OF_MAPS = 13
+    USER_RINGBUF = 31  # ebpfvm.userringbuf
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ _ALLOWED: dict[int, MapFlag] = {
     MapType.QUEUE: MapFlag.NUMA_NODE | _ACCESS,
     MapType.STACK: MapFlag.NUMA_NODE | _ACCESS,
     MapType.RINGBUF: MapFlag.NUMA_NODE,
+    MapType.USER_RINGBUF: MapFlag.NUMA_NODE,  # uringbuf
     MapType.BLOOM_FILTER: MapFlag.NUMA_NODE | MapFlag.ZERO_SEED | _ACCESS,
     **{number: MapFlag.NO_PREALLOC | MapFlag.NO_COMMON_LRU | MapFlag.NUMA_NODE | _ACCESS
        | MapFlag.ZERO_SEED for number in _HASHES},

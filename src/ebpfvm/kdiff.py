@@ -66,7 +66,7 @@ CTX_COMPARED = ("mark", "priority", "cb", "tstamp")
 """The __sk_buff fields of ctx_out compared; the others there (ifindex,
 wire_len...) describe the test-run device, not the program's work."""
 NOT_COMPARED = frozenset({"prog_array", "ringbuf", "perf_event_array", "redirect",
-                          "map_of_maps", "cgroup_storage", "bloom"})
+                          "map_of_maps", "cgroup_storage", "bloom", "user_ringbuf"})
 """Map kinds whose contents are not compared: they hold kernel objects
 (programs, devices, maps), records consumed elsewhere, per-run storage or
 bits that cannot be read back."""
@@ -348,6 +348,8 @@ def _copy_map(obj: Any, name: str, btf: tuple[int, int, int] | None) -> KernelMa
             made.update(bytes(4), bytes(obj.data[name]).ljust(ours.value_size, b"\0"))
             if name.startswith((".rodata", ".kconfig")):
                 made.freeze()
+        elif kind == "user_ringbuf":  # uringbuf: the records Python produced
+            ours.copy_to_kernel(made.fd)
         elif kind == "queue":
             for value in list(ours.items):
                 made.update(None, bytes(value))

@@ -25,6 +25,7 @@ local dynptr (ebpfvm.dynptr's layout), with the program's context argument.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, cast
 
 from .errors import MapError, count_of
@@ -253,7 +254,34 @@ class UserRingBuf(BpfMap):
         position moves past it."""
         self._consumer += _total(length)
 
+    def copy_to_kernel(self, fd: int) -> None:
+        """Produce the records not yet drained into a new kernel user ring
+        buffer of the same size (`fd`), through its mmap'ed producer and data
+        pages as libbpf does (the kernel diff: both sides start alike)."""
+        import mmap
+
+        page = mmap.PAGESIZE
+        pending = bytes(self.slab[self._consumer & (self.max_entries - 1):][:len(self)])
+        pages = mmap.mmap(fd, page + 2 * self.max_entries, mmap.MAP_SHARED,
+                          mmap.PROT_READ | mmap.PROT_WRITE, offset=page)
+        try:
+            pages[page : page + len(pending)] = pending
+            pages[0:8] = len(pending).to_bytes(8, "little")
+        finally:
+            pages.close()
+
     # -- what ebpfvm shows ------------------------------------------------------------
+
+    def preload_entry(self, _key: Any, value: Any, _programs: Collection[str] | None) -> None:
+        """The CLI's --map: push `value` (a hex string) as one record; the
+        pairs' keys only order them."""
+        if not isinstance(value, str):
+            raise MapError(f"map {self.name}: a user ring buffer record is a hex string")
+        try:
+            data = bytes.fromhex(value)
+        except ValueError as exc:
+            raise MapError(f"map {self.name}: {value!r} is not hex") from exc
+        self.push(data)
 
     def describe(self) -> str:
         """Name and size."""

@@ -10,9 +10,10 @@ peek and drain) are checked."""
 from __future__ import annotations
 
 import mmap
+import random
 import struct
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +22,10 @@ import pytest
 import ebpfvm
 import kernel_oracle
 from conftest import NEEDS_KBPF
-from ebpfvm.errors import MapError
+from ebpfvm.errors import BudgetExceeded, MapError
 from ebpfvm.mapbase import MapType
 from ebpfvm.maps import create_map
-from ebpfvm.userringbuf import BUSY, DISCARD, ReserveError, UserRingBuf
+from ebpfvm.userringbuf import BUSY, DISCARD, MAX_SAMPLES, ReserveError, UserRingBuf
 
 OBJECT = Path(__file__).parent / "data" / "elf" / "uringbuf.o"
 SIZE = 4096
@@ -446,3 +447,72 @@ def test_the_kernel_diff_copies_the_records() -> None:
                           'ring=[[0, "68656c6c6f"], [1, "00112233445566778899aabbccddeeff"]]'],
                          capture_output=True, text=True)
     assert " 0 diverge" in out.stdout, out.stdout + out.stderr
+
+
+def _hostile(seed: int) -> Callable[[Any], object]:
+    """A producer that pushes a few records, then writes random headers
+    (lengths up to past the ring, random BUSY and DISCARD bits) and moves
+    the producer position anywhere near (unaligned, behind, a ring ahead)."""
+    def produce(ring: Any) -> None:
+        rng = random.Random(seed)
+        for _ in range(rng.randrange(4)):
+            ring.push(bytes(rng.randrange(256) for _ in range(rng.randrange(100))))
+        for _ in range(rng.randrange(4)):
+            length = rng.choice([rng.randrange(200), 5000, DISCARD - 1, 4088])
+            bits = rng.choice([0, 0, BUSY, DISCARD, BUSY | DISCARD])
+            ring.write(rng.randrange(0, SIZE, 8), struct.pack("<II", length | bits, 0))
+        ring.producer_pos = ring.consumer_pos + rng.choice(
+            [ring.producer_pos - ring.consumer_pos, 4, 8 * rng.randrange(64), 8192,
+             -16 if ring.consumer_pos >= 16 else 4,
+             8 * rng.randrange(512) + 4])
+    return produce
+
+
+def _later(ring: Any) -> None:
+    """One more record where there is room (none when the producer is a
+    ring or more ahead)."""
+    with suppress(ReserveError):
+        ring.push(b"later")
+
+
+HOSTILE = {seed: [(_hostile(seed), 0, 0), (_later, 0, 0)] for seed in range(24)}
+
+
+@pytest.mark.parametrize("seed", sorted(HOSTILE))
+def test_a_hostile_producer_gets_the_kernels_answers(engine: str, seed: int) -> None:
+    """Bogus headers and positions: every drain returns a count or an
+    errno, never a fault or a read outside the ring; where bpf() works,
+    exactly the kernel's results and positions."""
+    ours = _run_ebpfvm(engine, "drain_xdp", HOSTILE[seed])
+    for ret, *_rest in ours:
+        assert ret < MAX_SAMPLES or ret in (_neg(EINVAL), _neg(E2BIG))
+    if kernel_oracle.available() is None:
+        scenario = f"hostile{seed}"
+        SCENARIOS.setdefault(scenario, HOSTILE[seed])
+        assert ours == _run_kernel("drain_xdp", scenario)
+
+
+def test_python_misuse_is_a_typed_error() -> None:
+    ring = create_map("r", MapType.USER_RINGBUF, 0, 0, SIZE)
+    assert isinstance(ring, UserRingBuf)
+    with pytest.raises(MapError):
+        ring.producer_pos = "8"  # type: ignore[assignment]
+    with pytest.raises(MapError):
+        ring.write(0, bytes(SIZE + 1))
+    with pytest.raises(MapError):
+        ring.discard(memoryview(bytearray(4)))
+    with pytest.raises(ReserveError):
+        ring.reserve(-1)
+    with pytest.raises(MapError):
+        ring.preload_entry(0, "zz", None)
+
+
+def test_a_producer_position_that_wraps_is_bounded_by_the_budget(engine: str) -> None:
+    """A producer position 2**64 - 8 ahead over a zeroed ring: the kernel
+    hands 131072 empty samples to the callback; ebpfvm's run stops at its
+    instruction budget first, with the typed BudgetExceeded."""
+    def produce(ring: Any) -> None:
+        ring.producer_pos = -8
+
+    with pytest.raises(BudgetExceeded):
+        _run_ebpfvm(engine, "drain_xdp", [(produce, 0, 0)])

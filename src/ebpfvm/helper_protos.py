@@ -133,8 +133,6 @@ _REASONS = {
     "needs the kernel's network namespaces": "get_netns_cookie",
     _KERNEL_MEMORY: "per_cpu_ptr this_cpu_ptr kptr_xchg snprintf_btf",
     "needs the kernel's xfrm (IPsec) state": "skb_get_xfrm_state",
-    "timers fire asynchronously, outside a test run": """timer_init timer_set_callback
-        timer_start timer_cancel""",
     "needs a user ring buffer map (BPF_MAP_TYPE_USER_RINGBUF)": "user_ringbuf_drain",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()

@@ -55,6 +55,7 @@ class Impl(Enum):
     TAIL_CALL = "ebpfvm.objects (the object's tail calls)"
     RUNNER = "ebpfvm.contexts.XdpRunner and SkbRunner (each its own)"
     CALLBACKS = "ebpfvm.callbacks.callback_helpers"
+    TIMERS = "ebpfvm.timers.timer_helpers"
 
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
@@ -190,6 +191,11 @@ _ROWS = (
     HelperSpec("bpf_dynptr_write", (P, S, P, Z, S), BASE, Impl.MAPS),
     HelperSpec("bpf_dynptr_data", (P, S, S), BASE, Impl.MAPS),
     HelperSpec("bpf_trace_vprintk", (P, Z, P, Z), BASE, Impl.KERNEL),
+    # timers: bpf_timer in map values, fired after runs (ebpfvm.timers)
+    HelperSpec("bpf_timer_init", (P, M, S), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_set_callback", (P, ArgKind.CALLBACK), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_start", (P, S, S), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_cancel", (P,), BASE, Impl.TIMERS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .elf import ElfObject
     from .kernel import KernelEnv
     from .maps import Map
-    from .vm import _VmBase
+    from .vm import EbpfVmRaw, _VmBase
 
 __all__ = ["MAX_FIRINGS", "TIMER_HELPERS", "PendingTimer", "TimerCallbackFault", "TimerMisuse",
            "TimerQueue", "timer_helpers", "timer_offset", "timers_of"]
@@ -172,7 +172,7 @@ class TimerQueue:
         self._obj = weakref.ref(obj)
         self._timers: dict[tuple[int, int], _Timer] = {}
         self._seq = 0
-        self._stubs: dict[tuple[str, str, int, int | None], tuple[_VmBase, int]] = {}
+        self._stubs: dict[tuple[str, str, int, int | None], tuple[EbpfVmRaw, int]] = {}
         self.firing: _Timer | None = None
         """The timer whose callback is running (bpf_timer_cancel of it: -EDEADLK)."""
 
@@ -279,15 +279,15 @@ class TimerQueue:
         self.firing = timer
         try:
             if get_engine(owner.engine).reference:
-                vm.execute_program(args)  # type: ignore[call-arg]
+                vm.execute_program(args)
             else:
-                vm.execute_program_jit(args)  # type: ignore[call-arg]
+                vm.execute_program_jit(args)
         except VmFault as fault:
             raise TimerCallbackFault(fault, fault.pc - shift, table.name, key) from None
         finally:
             self.firing = None
 
-    def _stub(self, owner: _Owner) -> tuple[_VmBase, int]:
+    def _stub(self, owner: _Owner) -> tuple[EbpfVmRaw, int]:
         """The VM running `owner`'s callbacks (made once) and its stub length."""
         index = (owner.program, owner.engine, id(owner.env), owner.budget)
         found = self._stubs.get(index)
@@ -298,7 +298,8 @@ class TimerQueue:
             obj = cast("ElfObject", self._obj())
             program = obj.program(owner.program)
             stub = entry_stub(sorted(_callbacks(program.code)))
-            vm = build_vm(obj, owner.program, None, EbpfVmRaw, None, owner.env, prefix=stub)
+            vm = cast(EbpfVmRaw, build_vm(obj, owner.program, None, EbpfVmRaw, None, owner.env,
+                                          prefix=stub))
             vm.budget = owner.budget
             for table in obj.maps.values():
                 if table.kind == "keyed":
@@ -341,7 +342,7 @@ def entry_stub(callbacks: list[int]) -> bytes:
             _insn(0xBF, 2, 6),  # mov r2, r6
             _insn(0x07, 2, imm=_ARGS.size)]  # add r2, 32: the key
     length = len(head) + 3 * len(callbacks) + 2
-    body = []
+    body: list[bytes] = []
     for pc in callbacks:
         at = len(head) + len(body)
         body += [_insn(0x55, 7, off=2, imm=pc),  # jne r7, pc, +2

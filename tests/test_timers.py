@@ -26,12 +26,13 @@ import pytest
 import ebpfvm
 from conftest import NEEDS_KBPF, REPO
 from ebpfvm.kernel import FixedClock, KernelEnv
-from ebpfvm.timers import MAX_FIRINGS, PendingTimer
+from ebpfvm.errors import BudgetExceeded
+from ebpfvm.timers import MAX_FIRINGS, PendingTimer, TimerCallbackFault
 from kernel_oracle import kernel_object
 
 TIMERS_O = REPO / "tests" / "data" / "elf" / "timers.o"
 INIT, CALLBACK, START, CANCEL, MODE, UPDATE, DELETE = range(1, 8)
-REARM3, CANCEL_SELF, REPLACE, FOREVER = range(1, 5)
+REARM3, CANCEL_SELF, REPLACE, FOREVER, LOOP = range(1, 6)
 HASH = 0x80
 ABS = 1
 EINVAL, EBUSY, EDEADLK = -22, -16, -35
@@ -196,3 +197,32 @@ def test_python_updates_and_close_free_timers() -> None:
         assert run((CANCEL, 0)) == EINVAL
         queue = obj.timers
     assert queue.pending() == []
+
+
+def test_an_lru_update_moves_the_key_and_frees_its_timer(engine: str) -> None:
+    """An lru_hash update of an existing key puts it in a new node and frees
+    the old one with its timer (the kernel's htab_lru_map_update_elem)."""
+    lru = 0x40
+    with ours(engine, "xdp") as (obj, run):
+        for op in [(INIT, lru | 1, 1), (CALLBACK, lru | 1), (START, lru | 1, HOUR, 0)]:
+            assert run(op) == 0
+        assert [t.map for t in obj.timers.pending()] == ["lru"]
+        obj.maps["lru"][key_bytes(1)] = bytes(ELEM.size)
+        assert obj.timers.pending() == []
+        assert run((CANCEL, lru | 1)) == EINVAL
+        assert run((INIT, lru | 1, 1)) == 0
+
+
+def test_a_callback_fault_is_a_typed_error_in_the_programs_numbering(engine: str) -> None:
+    """A callback running out of the budget (bpf_loop's 2**23 calls) ends
+    in TimerCallbackFault from the run that fired it, naming the element;
+    its pc is an instruction of the program itself."""
+    with ours(engine, "xdp") as (obj, run):
+        for op in [(INIT, 2, 1), (CALLBACK, 2), (MODE, 2, LOOP)]:
+            assert run(op) == 0
+        with pytest.raises(TimerCallbackFault) as info:
+            run((START, 2, 0, 0))
+        assert isinstance(info.value.fault, BudgetExceeded)
+        assert (info.value.map, info.value.key) == ("arr", key_bytes(2))
+        assert 0 <= info.value.pc < len(obj.program("timer_xdp").code) // 8
+        assert obj.timers.pending() == []

@@ -124,6 +124,7 @@ class _Timer:
 
     table: Map
     slot: int
+    key: bytes
     clock: int
     callback: int | None = None
     """The callback's pc in the program's own numbering (None: not set)."""
@@ -180,16 +181,28 @@ class TimerQueue:
 
     def get(self, table: Map, slot: int) -> _Timer | None:
         """The initialised timer of `table`'s element `slot`, or None."""
-        return self._timers.get((id(table), slot))
+        found = self._timers.get((id(table), slot))
+        return found if found is not None and self._alive(found) else None
+
+    def _alive(self, timer: _Timer) -> bool:
+        """Whether the timer's element still holds its key (an LRU map moves
+        an updated key to another node and evicts others: the old node's
+        timer is freed with it). A dead timer is dropped."""
+        table = timer.table
+        if table.is_array or table._slots.get(timer.key) == timer.slot:
+            return True
+        self._timers.pop((id(table), timer.slot), None)
+        return False
 
     def init(self, table: Map, slot: int, clock: int) -> int:
         """bpf_timer_init's work: 0, or -EBUSY when already initialised."""
-        key = (id(table), slot)
-        if key in self._timers:
+        if self.get(table, slot) is not None:
             return -EBUSY
         if table.on_free is None:
             table.on_free = lambda freed: self._release(table, freed)
-        self._timers[key] = _Timer(table, slot, clock)
+        key = slot.to_bytes(4, "little") if table.is_array else next(
+            (key for key, used in table._slots.items() if used == slot), b"")
+        self._timers[id(table), slot] = _Timer(table, slot, key, clock)
         return 0
 
     def arm(self, timer: _Timer, env: KernelEnv, nsecs: int, flags: int) -> None:
@@ -224,9 +237,10 @@ class TimerQueue:
         """The started timers, in the order they would fire."""
         if not self._live():
             return []
-        started = sorted((t for t in self._timers.values() if t.expires is not None),
+        started = sorted((t for t in list(self._timers.values())
+                          if t.expires is not None and self._alive(t)),
                          key=lambda t: (t.expires, t.seq))
-        return [PendingTimer(t.table.name, self._key(t), cast(int, t.expires), t.clock,
+        return [PendingTimer(t.table.name, t.key, cast(int, t.expires), t.clock,
                              t.owner.program if t.owner is not None else "")
                 for t in started]
 
@@ -249,7 +263,8 @@ class TimerQueue:
 
         fired = 0
         while fired < limit:
-            ready = [timer for timer in self._timers.values() if due(timer)]
+            ready = [timer for timer in list(self._timers.values())
+                     if due(timer) and self._alive(timer)]
             if not ready:
                 break
             timer = min(ready, key=lambda t: (t.expires, t.seq))
@@ -259,21 +274,10 @@ class TimerQueue:
                 fired += 1
         return fired
 
-    def _key(self, timer: _Timer) -> bytes:
-        """The key of the timer's element."""
-        table = timer.table
-        if table.is_array:
-            return timer.slot.to_bytes(4, "little")
-        for key, slot in table._slots.items():
-            if slot == timer.slot:
-                return key
-        return b""
-
     def _run(self, timer: _Timer, owner: _Owner, pc: int) -> None:
         """Run `timer`'s callback at `pc` through its program's stub."""
         vm, shift = self._stub(owner)
-        table = timer.table
-        key = self._key(timer)
+        table, key = timer.table, timer.key
         args = bytearray(_ARGS.pack(table.handle, table.base + timer.slot * table.value_size,
                                     0, pc) + key)
         self.firing = timer

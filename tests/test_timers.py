@@ -25,8 +25,8 @@ import pytest
 
 import ebpfvm
 from conftest import NEEDS_KBPF, REPO
-from ebpfvm.kernel import FixedClock, KernelEnv
 from ebpfvm.errors import BudgetExceeded
+from ebpfvm.kernel import FixedClock, KernelEnv
 from ebpfvm.timers import MAX_FIRINGS, PendingTimer, TimerCallbackFault
 from kernel_oracle import kernel_object
 

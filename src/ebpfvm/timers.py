@@ -34,7 +34,7 @@ import struct
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from .cfg import CALLBACK_BASE, CALLBACK_SCALE, callback_target
 from .encoding import decode
@@ -42,11 +42,11 @@ from .engine import get_engine
 from .errors import EbpfError, VmFault
 from .helpers import BadCallback, Helper, HelperContext, numbered
 from .mapbase import MapType
+from .maps import Map
 
 if TYPE_CHECKING:
     from .elf import ElfObject
     from .kernel import KernelEnv
-    from .maps import Map
     from .vm import EbpfVmRaw, _VmBase
 
 __all__ = ["MAX_FIRINGS", "TIMER_HELPERS", "PendingTimer", "TimerCallbackFault", "TimerMisuse",
@@ -278,8 +278,8 @@ class TimerQueue:
         """Run `timer`'s callback at `pc` through its program's stub."""
         vm, shift = self._stub(owner)
         table, key = timer.table, timer.key
-        args = bytearray(_ARGS.pack(table.handle, table.base + timer.slot * table.value_size,
-                                    0, pc) + key)
+        args = _ARGS.pack(table.handle, table.base + timer.slot * table.value_size, 0,
+                          pc) + key  # read-only, as the kernel's key
         self.firing = timer
         try:
             if get_engine(owner.engine).reference:
@@ -305,9 +305,9 @@ class TimerQueue:
             vm = cast(EbpfVmRaw, build_vm(obj, owner.program, None, EbpfVmRaw, None, owner.env,
                                           prefix=stub))
             vm.budget = owner.budget
-            for table in obj.maps.values():
-                if table.kind == "keyed":
-                    vm.register_allowed_memory(cast("Map", table).slab)
+            for table in obj.maps.values():  # the values callbacks get (r3)
+                if _holds_timers(table):
+                    vm.register_allowed_memory(table.slab, writable=table.region.writable)
             if not get_engine(owner.engine).reference:
                 vm.jit_compile(engine=owner.engine)
             found = self._stubs[index] = (vm, len(stub) // 8)
@@ -315,6 +315,12 @@ class TimerQueue:
 
 
 _QUEUES: weakref.WeakKeyDictionary[Any, TimerQueue] = weakref.WeakKeyDictionary()
+
+
+def _holds_timers(table: Any) -> TypeGuard[Map]:
+    """Whether `table` is a map whose values have a struct bpf_timer."""
+    return (isinstance(table, Map) and table.type in _TIMER_MAPS
+            and timer_offset(table.value_codec) is not None)
 
 
 def timers_of(obj: ElfObject) -> TimerQueue:
@@ -373,12 +379,12 @@ class _TimerHelpers:
         """The map and element slot of the struct bpf_timer at `address`."""
         ctx.space.find(address, TIMER_SIZE, "store", ctx.pc)
         for table in self.maps.values():
-            if (table.kind == "keyed" and not table.percpu
+            if (isinstance(table, Map) and not table.percpu
                     and table.base <= address < table.base + len(table.slab)):
+                found = table
                 break
         else:
             raise TimerMisuse("a struct bpf_timer must be in a map value", address)
-        found = cast("Map", table)
         if found.type not in _TIMER_MAPS:
             raise TimerMisuse(f"map {found.name!r}: timers live in array, hash and lru_hash "
                               "maps", address)

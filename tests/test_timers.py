@@ -116,7 +116,7 @@ def test_results_and_firings_agree_with_the_kernel(engine: str, kind: str,
         prog = load(PROGRAMS[kind])
         try:
             expected = [signed(prog.test_run(packet(*op))["retval"]) for op in ops]
-            time.sleep(0.05)  # the kernel's 0 ns timers fire in softirq, just after
+            time.sleep(0.2)  # the kernel's 0 ns timers fire in softirq, just after
             kernel = values(lambda name, key: kmaps[name].lookup(key))
         finally:
             prog.close()

@@ -206,6 +206,7 @@ MAX_WINDOWS = 256
 
 
 _R = TypeVar("_R", bound="_Runner")
+_T = TypeVar("_T")
 MAX_FRAME = 1 << 30
 """The largest headroom, packet or tailroom a runner maps (1 GiB)."""
 
@@ -222,6 +223,14 @@ class _Runner:
     _frame: _Frame
     _owns_vm: bool = False
     _closed: bool = False
+    after_run: Callable[[], object] | None = None
+    """Called after each run that returned (a loaded object's runners fire
+    its due bpf_timers there: ebpfvm.timers)."""
+
+    def _done(self, result: _T) -> _T:
+        if self.after_run is not None:
+            self.after_run()
+        return result
 
     @staticmethod
     def _check_settings(engine: str, **sizes: int) -> None:
@@ -362,8 +371,8 @@ class XdpRunner(_Runner):
         context = {"data": low - meta, "data_end": high - meta, "data_meta": 0,
                    "ingress_ifindex": ingress, "rx_queue_index": queue, "egress_ifindex": 0}
         redirect = self.helpers.redirect if r0 & 0xFFFF_FFFF == XdpAction.REDIRECT else None
-        return XdpResult(r0, bytes(view[meta:high]), XdpAction, low - meta, context,
-                         self._trace_since(lines), redirect)
+        return self._done(XdpResult(r0, bytes(view[meta:high]), XdpAction, low - meta, context,
+                                    self._trace_since(lines), redirect))
 
     def _context_in(self, ctx: Any, size: int) -> tuple[int, int, int]:
         """(metadata length, ingress_ifindex, rx_queue_index) from a ctx_in
@@ -591,7 +600,7 @@ class SkbRunner(_Runner):
             r0 = self.vm.execute_program(packet_view, mbuff, trace=trace)
         else:
             r0 = self.vm.execute_program_jit(packet_view, mbuff)
-        return self._result(r0, lines_before)
+        return self._done(self._result(r0, lines_before))
 
     def _result(self, r0: int, lines_before: int) -> SkbResult:
         pkt, record = self._packet, self._helpers.record

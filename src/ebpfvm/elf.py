@@ -67,6 +67,7 @@ from .progtypes import prog_type_for_section
 from .tailcalls import E2BIG as E2BIG  # re-exported: ebpfvm.elf named them first
 from .tailcalls import ENOENT as ENOENT
 from .tailcalls import MAX_TAIL_CALLS as MAX_TAIL_CALLS
+from .timers import TimerQueue, timers_of
 
 if TYPE_CHECKING:
     from .objects import EbpfVmFixedMbuff, EbpfVmRaw, SkbRunner, XdpRunner, _VmBase
@@ -179,6 +180,11 @@ class ElfObject:
     def closed(self) -> bool:
         """Whether close() has run."""
         return self._closed
+
+    @property
+    def timers(self) -> TimerQueue:
+        """The bpf_timers of the object's maps: pending() and fire() (ebpfvm.timers)."""
+        return timers_of(self)
 
     def _check_open(self) -> None:
         if self._closed:

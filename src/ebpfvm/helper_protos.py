@@ -132,8 +132,6 @@ _REASONS = {
     "needs the CPU's branch records": "get_branch_snapshot",
     _KERNEL_MEMORY: "per_cpu_ptr this_cpu_ptr kptr_xchg snprintf_btf",
     "needs the kernel's xfrm (IPsec) state": "skb_get_xfrm_state",
-    "timers fire asynchronously, outside a test run": """timer_init timer_set_callback
-        timer_start timer_cancel""",
 }
 UNSUPPORTED: dict[str, str] = {name: reason for reason, text in _REASONS.items()
                                for name in _names(text)}

@@ -55,6 +55,7 @@ class Impl(Enum):
     TAIL_CALL = "ebpfvm.objects (the object's tail calls)"
     RUNNER = "ebpfvm.contexts.XdpRunner and SkbRunner (each its own)"
     CALLBACKS = "ebpfvm.callbacks.callback_helpers"
+    TIMERS = "ebpfvm.timers.timer_helpers"
 
 
 TRACING = frozenset({"kprobe", "tracepoint", "perf_event", "raw_tracepoint"})
@@ -193,6 +194,11 @@ _ROWS = (
     # uringbuf: the user ring buffer's drain (ebpfvm.userringbuf) and the netns cookie
     HelperSpec("bpf_user_ringbuf_drain", (M, ArgKind.CALLBACK, P, S), BASE, Impl.CALLBACKS),
     HelperSpec("bpf_get_netns_cookie", (C,), _TC | _SOCKET, Impl.KERNEL),
+    # timers: bpf_timer in map values, fired after runs (ebpfvm.timers)
+    HelperSpec("bpf_timer_init", (P, M, S), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_set_callback", (P, ArgKind.CALLBACK), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_start", (P, S, S), BASE, Impl.TIMERS),
+    HelperSpec("bpf_timer_cancel", (P,), BASE, Impl.TIMERS),
 )
 
 HELPERS: dict[int, HelperSpec] = {}

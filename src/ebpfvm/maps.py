@@ -336,6 +336,9 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     type: MapType
     key_codec: Any
     value_codec: Any
+    on_free: Callable[[int], None] | None = None
+    """Told the slot of each element an update replaces or a delete removes
+    (ebpfvm.timers frees the element's bpf_timer there, as the kernel does)."""
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -451,6 +454,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         slot, _new = self._place(key, flags, cpu)
         if slot < 0:
             return slot
+        if self.on_free is not None:
+            self.on_free(slot)
         start = slot * self.value_size
         self.slab[start : start + self.value_size] = value
         return 0
@@ -487,6 +492,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         slot = self._slots.pop(key, None)
         if slot is None:
             return -ENOENT
+        if self.on_free is not None:
+            self.on_free(slot)
         if self._lru is not None:
             self._lru.push_free(slot)
         else:

@@ -21,6 +21,7 @@ from .linkcheck import check_program
 from .maps import map_helpers
 from .progtypes import prog_type_for_section
 from .tailcalls import _TailCalls
+from .timers import timer_helpers, timers_of, uses_timers
 from .vm import EbpfVmFixedMbuff, EbpfVmMbuff, EbpfVmRaw, _VmBase
 
 if TYPE_CHECKING:
@@ -32,17 +33,18 @@ __all__ = ["EbpfVmFixedMbuff", "EbpfVmRaw", "SkbRunner", "XdpRunner", "_VmBase",
 
 def build_vm(obj: ElfObject, name: str | None, section: str | None,
              kind: type[_VmBase] | None, fixed_mbuff: tuple[int, int] | None,
-             env: KernelEnv | None, **kwargs: Any) -> _VmBase:
+             env: KernelEnv | None, prefix: bytes = b"", **kwargs: Any) -> _VmBase:
     """ElfObject.vm: a VM running one program of `obj`, with the kernel
     helpers (`env` configures them), its maps, its global data as allowed
-    memory and its tail calls."""
+    memory and its tail calls. `prefix`: code placed before the program's
+    (ebpfvm.timers' entry stub)."""
     obj._check_open()
     program = obj.program(name, section=section)
     vm: Any
     if fixed_mbuff is not None:
-        vm = EbpfVmFixedMbuff(program.code, *fixed_mbuff, **kwargs)
+        vm = EbpfVmFixedMbuff(prefix + program.code, *fixed_mbuff, **kwargs)
     else:
-        vm = (kind or EbpfVmRaw)(program.code, **kwargs)
+        vm = (kind or EbpfVmRaw)(prefix + program.code, **kwargs)
     # .rodata stays writable from Python until a program of the object first
     # runs, and is frozen from then on (libbpf freezes it at load, before runs).
     vm._before_first_run = obj.freeze
@@ -63,6 +65,10 @@ def build_vm(obj: ElfObject, name: str | None, section: str | None,
             vm.register_helper(key, helper)
     for key, helper in callback_helpers(used).items():
         vm.register_helper(key, helper)
+    if uses_timers(program.helpers):  # timers: ebpfvm.timers
+        for key, helper in timer_helpers(obj, program.name, program.code, used, kenv, vm,
+                                         len(prefix) // 8).items():
+            vm.register_helper(key, helper)
     for key, poisoned in poison_helpers(obj.core_relocations).items():  # CO-RE (issue 13)
         vm.register_helper(key, poisoned, name="bpf_core_poisoned", context=True)
     settings = {"kind": kind, "fixed_mbuff": fixed_mbuff, "env": kenv, **kwargs}
@@ -80,6 +86,8 @@ def build_xdp(obj: ElfObject, name: str | None, section: str | None, engine: str
     kwargs.setdefault("maps", list(obj.maps.values()))  # tail-called programs' maps too
     runner = XdpRunner(vm, engine=engine, env=env, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
+    if any(uses_timers(found.helpers) for found in obj.programs):  # timers fire after runs
+        runner.after_run = timers_of(obj).fire
     obj._made.add(runner)
     return runner
 
@@ -99,5 +107,7 @@ def build_skb(obj: ElfObject, name: str | None, section: str | None, engine: str
     vm = build_vm(obj, name, section, EbpfVmMbuff, None, env)
     runner = SkbRunner(vm, engine=engine, **kwargs)  # type: ignore[arg-type]
     runner._owns_vm = True
+    if any(uses_timers(found.helpers) for found in obj.programs):  # timers fire after runs
+        runner.after_run = timers_of(obj).fire
     obj._made.add(runner)
     return runner

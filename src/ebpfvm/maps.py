@@ -50,6 +50,7 @@ from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
+from .native.binding import native_version
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
@@ -618,6 +619,7 @@ class _MapHelpers:
             raise MapError(f"no ring buffer has handle {handle:#x}")
         return cast(RingBuf, found)
 
+    @native_version
     def lookup(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
                _e: int) -> int:
         """The value's address; the program may then touch the map's slab
@@ -655,6 +657,7 @@ class _MapHelpers:
             ctx.space.add_once(target.region)
         return address
 
+    @native_version
     def update(self, ctx: HelperContext, handle: int, key: int, value: int, flags: int,
                _e: int) -> int:
         """bpf_map_update_elem."""
@@ -672,6 +675,7 @@ class _MapHelpers:
             result = target.update_elem(key_bytes, value_bytes, flags, self.cpu())
         return result & _M64
 
+    @native_version
     def delete(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
                _e: int) -> int:
         """bpf_map_delete_elem."""

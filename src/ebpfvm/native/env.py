@@ -1,0 +1,122 @@
+"""A run's ``struct rt_env`` and the maps' ``struct rt_map`` descriptors, as
+the Python side keeps them (rt.h is the layout, abi.py its mirror).
+
+:class:`RtEnvBlock` is native memory the Python side owns: the kernel
+helpers of a VM (ebpfvm.kernel) make one, so bpf_get_prandom_u32 in Python
+and in native code step the same state (one truth: the sequence does not
+change with the engine); the linker fills its maps table with the
+descriptors of the maps whose native helpers a program uses, and a run
+refreshes the CPU, the NUMA node and the clock from the KernelEnv first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..mapbase import MapType
+from .abi import RT_ENV_VERSION, RT_MAX_MAPS, RtEnv, RtMap
+
+__all__ = ["NATIVE_MAP_TYPES", "RtEnvBlock", "descriptor", "prandom_seed", "prandom_step"]
+
+M32 = 0xFFFF_FFFF
+M64 = (1 << 64) - 1
+NATIVE_MAP_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
+"""Map types whose slab layout rtcore.c reads (other parts add theirs)."""
+_TAUS = ((0xFFFFFFFE, 6, 13, 18), (0xFFFFFFF8, 2, 27, 2), (0xFFFFFFF0, 13, 21, 7),
+         (0xFFFFFF80, 3, 12, 13))
+"""L'Ecuyer's lfsr113 components: (mask, a, b, d) of s' = ((s & mask) << d) ^ (((s << a) ^ s) >> b)."""
+_TAUS_MIN = (2, 8, 16, 128)
+"""Each component's state must be at least this (else it degenerates)."""
+_WARMUP = 10
+
+
+def prandom_step(state: Any) -> int:
+    """One bpf_get_prandom_u32 over `state` (four u64 words, low 32 bits
+    used), updated in place: rtcore.c's rt_get_prandom_u32 in Python."""
+    result = 0
+    for index, (mask, a, b, d) in enumerate(_TAUS):
+        s = state[index] & M32
+        s = (((s & mask) << d) & M32) ^ ((((s << a) & M32) ^ s) >> b)
+        state[index] = s
+        result ^= s
+    return result
+
+
+def prandom_seed(state: Any, seed: int) -> None:
+    """Seed `state` from a 64-bit `seed` as the kernel's prandom_seed_state
+    does (a 32-bit mix of the seed, each component raised to its minimum),
+    then run the generator a few steps to mix it."""
+    seed &= M64
+    mixed = ((seed >> 32) ^ (seed << 10) ^ seed) & M32
+    for index, low in enumerate(_TAUS_MIN):
+        state[index] = mixed + low if mixed < low else mixed
+    for _ in range(_WARMUP):
+        prandom_step(state)
+
+
+def descriptor(target: Any) -> RtMap:
+    """The struct rt_map of an array or per-CPU array map, made once per
+    map and brought up to date (its slab moves when its CPU count changes)."""
+    found: RtMap | None = target.__dict__.get("_rt_map")
+    if found is None:
+        found = RtMap()
+        target.__dict__["_rt_map"] = found
+    found.handle = target.handle
+    found.type = int(target.type)
+    found.key_size = target.key_size
+    found.value_size = target.value_size
+    found.max_entries = target.max_entries
+    found.flags = int(target.flags)
+    found.ncpus = getattr(target, "ncpus", 1)
+    found.slab = target.base
+    return found
+
+
+class RtEnvBlock:
+    """One struct rt_env (see the module docstring). `kenv` is the
+    ebpfvm.kernel.KernelEnv it mirrors (None: CPU 0, node 0, Python's clock)."""
+
+    __slots__ = ("_descriptors", "address", "env", "kenv")
+
+    def __init__(self, kenv: Any = None, seed: int = 0, ncpus: int = 1) -> None:
+        self.env = RtEnv()
+        self.address = ctypes.addressof(self.env)
+        self.kenv = kenv
+        self.env.version = RT_ENV_VERSION
+        self.env.ncpus = ncpus
+        prandom_seed(self.env.prandom_state, seed)
+        self._descriptors: list[RtMap] = []
+        self.refresh()
+
+    def prandom_u32(self) -> int:
+        """bpf_get_prandom_u32 in Python, over the same state native code steps."""
+        return prandom_step(self.env.prandom_state)
+
+    def refresh(self, cpu: Callable[[], int] | None = None) -> None:
+        """Before a run: the CPU, the NUMA node and, when the clock stands
+        still (a FixedClock with step 0), its reading (else 0: native
+        ktime asks Python, which reads the clock)."""
+        kenv = self.kenv
+        env = self.env
+        if kenv is None:
+            env.cpu = cpu() if cpu is not None else 0
+            return
+        env.cpu = kenv.cpu
+        env.numa_node = kenv.numa_node
+        clock = kenv.clock
+        env.ktime_ns = (clock.now & M64 if getattr(clock, "step", None) == 0
+                        and isinstance(getattr(clock, "now", None), int) else 0)
+
+    def set_maps(self, maps: Iterable[Any]) -> list[Any]:
+        """Make the maps table hold the descriptors of `maps` (array and
+        per-CPU array maps; others are left to RT_PYTHON); returns the maps
+        it holds."""
+        held = [target for target in maps if getattr(target, "kind", None) == "keyed"
+                and getattr(target, "type", None) in NATIVE_MAP_TYPES][:RT_MAX_MAPS]
+        self._descriptors = [descriptor(target) for target in held]
+        for index, found in enumerate(self._descriptors):
+            self.env.maps[index] = ctypes.addressof(found)
+        self.env.nmaps = len(self._descriptors)
+        return held

@@ -9,8 +9,11 @@ ebpfvm.xdp_helpers); the corpus compares both with the kernel."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +30,15 @@ from ebpfvm.memory import address_of
 from ebpfvm.native.abi import RT_MAX_MAPS
 from ebpfvm.native.env import RtEnvBlock
 from ebpfvm.native.intrinsics import intrinsic_helpers, runtime_memory
-from ebpfvm.native.registry import NATIVE_ENV, native_functions, native_helper_numbers
+from ebpfvm.native.registry import (
+    HERE as NATIVE_DIR,
+)
+from ebpfvm.native.registry import (
+    NATIVE_ENV,
+    load_object,
+    native_functions,
+    native_helper_numbers,
+)
 from ebpfvm.percpu import PerCpuMap
 from ebpfvm.xdp_helpers import XdpHelpers
 from engines import run
@@ -280,3 +291,16 @@ def test_maps_table_is_bounded() -> None:
     env = RtEnvBlock()
     many = [Map(f"m{n}", MapType.ARRAY, 4, 4, 1) for n in range(RT_MAX_MAPS + 3)]
     assert len(env.set_maps(many)) == RT_MAX_MAPS == env.env.nmaps
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
+def test_the_committed_objects_are_built_from_the_sources(tmp_path: Path) -> None:
+    """Each runtime object is what its C file compiles to (rt.h's command)."""
+    for source in sorted(NATIVE_DIR.glob("*.c")):
+        built = tmp_path / (source.stem + ".o")
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall",
+                        "-Wno-unused-parameter", "-c", str(source), "-o", str(built)],
+                       check=True, cwd=NATIVE_DIR)
+        fresh = {f.name: f.code for f in load_object(built)}
+        committed = {f.name: f.code for f in load_object(source.with_suffix(".o"))}
+        assert fresh == committed, f"rebuild {source.name}: make -C src/ebpfvm/native"

@@ -46,6 +46,9 @@ CALL_UNITS = HELPER_CALL_UNITS
 _MAP_HELPERS = (1, 2, 3)
 """bpf_map_lookup_elem, update, delete: their native versions read the maps table."""
 _LOOKUP = 1
+_STATIC = frozenset({1, 2, 3, 7, 28})
+"""Helpers whose native versions read nothing a run refreshes (map helpers:
+but per-CPU maps read the CPU)."""
 _SPIN_LOCK = 93
 """bpf_spin_lock: Machine.call refuses other helper calls while a lock is held."""
 
@@ -79,10 +82,13 @@ class RuntimeLink:
     env: RtEnvBlock
     regions: list[Region] = field(default_factory=list)
     cpu: Callable[[], int] | None = None
+    dynamic: bool = True
+    """Whether a unit reads what a run refreshes (the CPU, node or clock)."""
 
     def refresh(self) -> None:
-        """Before a run: bring the rt_env up to date."""
-        self.env.refresh(self.cpu)
+        """Before a run: bring the rt_env up to date (when a unit reads it)."""
+        if self.dynamic:
+            self.env.refresh(self.cpu)
 
 
 def _called(insns: Sequence[Insn]) -> set[int]:
@@ -134,4 +140,8 @@ def link_runtime(insns: Sequence[Insn], helpers: dict[int, Helper]) -> RuntimeLi
             link.cpu = maps_owner.cpu
         if _LOOKUP in link.units:
             link.regions = [target.region for target in held]
+    per_cpu = maps_owner is not None and any(
+        getattr(target, "percpu", False) for target in maps_owner.maps.values())
+    link.dynamic = per_cpu or not _STATIC.issuperset(link.units)
+    link.refresh()
     return link

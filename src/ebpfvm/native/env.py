@@ -78,7 +78,7 @@ class RtEnvBlock:
     """One struct rt_env (see the module docstring). `kenv` is the
     ebpfvm.kernel.KernelEnv it mirrors (None: CPU 0, node 0, Python's clock)."""
 
-    __slots__ = ("_descriptors", "address", "env", "kenv")
+    __slots__ = ("_cpu", "_descriptors", "_node", "_now", "address", "env", "kenv")
 
     def __init__(self, kenv: Any = None, seed: int = 0, ncpus: int = 1) -> None:
         self.env = RtEnv()
@@ -88,6 +88,7 @@ class RtEnvBlock:
         self.env.ncpus = ncpus
         prandom_seed(self.env.prandom_state, seed)
         self._descriptors: list[RtMap] = []
+        self._cpu = self._node = self._now = 0  # what env holds (all 0 when new)
         self.refresh()
 
     def prandom_u32(self) -> int:
@@ -96,18 +97,19 @@ class RtEnvBlock:
 
     def refresh(self, cpu: Callable[[], int] | None = None) -> None:
         """Before a run: the CPU, the NUMA node and, when the clock stands
-        still (a FixedClock with step 0), its reading (else 0: native
-        ktime asks Python, which reads the clock)."""
+        still (a FixedClock with step 0), its reading (else 0: native ktime
+        asks Python, which reads the clock). Writes only what changed: this
+        runs before every run of a program with native helpers."""
         kenv = self.kenv
-        env = self.env
         if kenv is None:
-            env.cpu = cpu() if cpu is not None else 0
-            return
-        env.cpu = kenv.cpu
-        env.numa_node = kenv.numa_node
-        clock = kenv.clock
-        env.ktime_ns = (clock.now & M64 if getattr(clock, "step", None) == 0
-                        and isinstance(getattr(clock, "now", None), int) else 0)
+            now_cpu, node, now = cpu() if cpu is not None else 0, 0, 0
+        else:
+            now_cpu, node, clock = kenv.cpu, kenv.numa_node, kenv.clock
+            now = clock.now & M64 if clock is not None and getattr(clock, "step", 1) == 0 else 0
+        if now_cpu != self._cpu or node != self._node or now != self._now:
+            env = self.env
+            env.cpu, env.numa_node, env.ktime_ns = now_cpu, node, now
+            self._cpu, self._node, self._now = now_cpu, node, now
 
     def set_maps(self, maps: Iterable[Any]) -> list[Any]:
         """Make the maps table hold the descriptors of `maps` (array and

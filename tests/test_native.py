@@ -256,7 +256,8 @@ def _runtime_program(name: str, env: RtEnvBlock, maps: dict[int, Any],
     vm = EbpfVmRaw((assemble(prologue) if prologue else b"") + function.code)
     for key, helper in intrinsic_helpers(env, python).items():
         vm.register_helper(key, helper)
-    for buffer in runtime_memory(env, env.set_maps(maps.values())):
+    env.set_maps(maps)
+    for buffer in runtime_memory(env):
         vm.register_allowed_memory(buffer)
     for target in maps.values():
         vm.register_allowed_memory(target.slab)
@@ -285,6 +286,29 @@ def test_runtime_code_runs_as_a_plain_program(engine: str) -> None:
     cause = caught.value.cause
     assert isinstance(cause, MemoryFault)
     assert (cause.address, cause.size, cause.access) == (WILD, 4, "load")
+
+
+@pytest.mark.parametrize("handle", [0x1000, 0])
+def test_the_handle_is_the_helper_tables_key(engine: str, handle: int) -> None:
+    """A map is found by the handle the map helpers' table keys it by, not
+    its own attribute (here 0: never set)."""
+    table = Map("t", MapType.ARRAY, 4, 8, 2)
+    table[(1).to_bytes(4, "little")] = (42).to_bytes(8, "little")
+    source = _key(1) + _call(1, handle) + LOOKUP_READ
+
+    def outcome(name: str) -> Any:
+        vm = EbpfVmRaw(assemble(source))
+        for key, helper in map_helpers({0x1000: table}).items():
+            vm.register_helper(key, helper)
+        try:
+            return run(vm, name, bytearray(4))
+        except EbpfError as error:
+            return str(error)
+
+    expected = outcome("interp")
+    with native(True):
+        assert outcome(engine) == expected
+    assert (expected == 42) is (handle == 0x1000)
 
 
 def test_maps_table_is_bounded() -> None:

@@ -135,7 +135,7 @@ def link_runtime(insns: Sequence[Insn], helpers: dict[int, Helper]) -> RuntimeLi
     maps_owner: Any = next((owner_of(helpers[number].fn) for number in numbers
                             if number in _MAP_HELPERS), None)
     if maps_owner is not None:
-        held = link.env.set_maps(maps_owner.maps.values())
+        held = link.env.set_maps(maps_owner.maps)
         if env is None:
             link.cpu = maps_owner.cpu
         if _LOOKUP in link.units:

@@ -12,8 +12,8 @@ refreshes the CPU, the NUMA node and the clock from the KernelEnv first.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 from ..mapbase import MapType
 from .abi import RT_ENV_VERSION, RT_MAX_MAPS, RtEnv, RtMap
@@ -56,14 +56,15 @@ def prandom_seed(state: Any, seed: int) -> None:
         prandom_step(state)
 
 
-def descriptor(target: Any) -> RtMap:
+def descriptor(target: Any, handle: int | None = None) -> RtMap:
     """The struct rt_map of an array or per-CPU array map, made once per
-    map and brought up to date (its slab moves when its CPU count changes)."""
+    map and brought up to date (its slab moves when its CPU count changes).
+    `handle`: what programs pass for it (default: its own)."""
     found: RtMap | None = target.__dict__.get("_rt_map")
     if found is None:
         found = RtMap()
         target.__dict__["_rt_map"] = found
-    found.handle = target.handle
+    found.handle = target.handle if handle is None else handle
     found.type = int(target.type)
     found.key_size = target.key_size
     found.value_size = target.value_size
@@ -91,6 +92,11 @@ class RtEnvBlock:
         self._cpu = self._node = self._now = 0  # what env holds (all 0 when new)
         self.refresh()
 
+    @property
+    def descriptors(self) -> list[RtMap]:
+        """The descriptors the maps table points at."""
+        return list(self._descriptors)
+
     def prandom_u32(self) -> int:
         """bpf_get_prandom_u32 in Python, over the same state native code steps."""
         return prandom_step(self.env.prandom_state)
@@ -111,13 +117,21 @@ class RtEnvBlock:
             env.cpu, env.numa_node, env.ktime_ns = now_cpu, node, now
             self._cpu, self._node, self._now = now_cpu, node, now
 
-    def set_maps(self, maps: Iterable[Any]) -> list[Any]:
-        """Make the maps table hold the descriptors of `maps` (array and
-        per-CPU array maps; others are left to RT_PYTHON); returns the maps
-        it holds."""
-        held = [target for target in maps if getattr(target, "kind", None) == "keyed"
-                and getattr(target, "type", None) in NATIVE_MAP_TYPES][:RT_MAX_MAPS]
-        self._descriptors = [descriptor(target) for target in held]
+    def set_maps(self, maps: Mapping[int, Any] | Iterable[Any]) -> list[Any]:
+        """Make the maps table hold the descriptors of `maps` (by the handle
+        programs pass, as the map helpers' table is, or maps with their own
+        handles; array and per-CPU array maps only, others are left to
+        RT_PYTHON); returns the maps it holds."""
+        pairs: Iterable[tuple[int, Any]]
+        if isinstance(maps, Mapping):
+            pairs = maps.items()
+        else:
+            pairs = ((target.handle, target) for target in cast(Iterable[Any], maps))
+        chosen = [(handle, target) for handle, target in pairs
+                  if getattr(target, "kind", None) == "keyed"
+                  and getattr(target, "type", None) in NATIVE_MAP_TYPES][:RT_MAX_MAPS]
+        held = [target for _handle, target in chosen]
+        self._descriptors = [descriptor(target, handle) for handle, target in chosen]
         for index, found in enumerate(self._descriptors):
             self.env.maps[index] = ctypes.addressof(found)
         self.env.nmaps = len(self._descriptors)

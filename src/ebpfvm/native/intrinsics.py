@@ -10,12 +10,11 @@ is a helper call there, and costs what one does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from ..helpers import Helper, HelperContext
 from .abi import RT_CHARGE_ID, RT_CHECK_ID, RT_ENV_ID, RT_PYTHON_BASE
-from .env import RtEnvBlock, descriptor
+from .env import RtEnvBlock
 
 __all__ = ["intrinsic_helpers", "runtime_memory"]
 
@@ -41,7 +40,7 @@ def intrinsic_helpers(env: RtEnvBlock, python: dict[int, Helper]) -> dict[int, H
     return table
 
 
-def runtime_memory(env: RtEnvBlock, maps: Iterable[Any]) -> list[Any]:
-    """The buffers a runtime function reads natively: the env, and each
-    map's descriptor (the slabs are the maps' own regions)."""
-    return [env.env, *(descriptor(target) for target in maps)]
+def runtime_memory(env: RtEnvBlock) -> list[Any]:
+    """The buffers a runtime function reads natively: the env, and the
+    descriptors of its maps table (the slabs are the maps' own regions)."""
+    return [env.env, *env.descriptors]

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+import kernel_oracle
+from conftest import NEEDS_KBPF
 from ebpfvm import EbpfVmRaw, assemble
 from ebpfvm.encoding import decode
 from ebpfvm.errors import EbpfError, HelperFault, MemoryFault
@@ -139,7 +141,7 @@ def test_lookup(engine: str, handle: int, index: int) -> None:
 
 @pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, BIG])
 @pytest.mark.parametrize("index", [0, 2, 3, 4])
-@pytest.mark.parametrize("flags", [0, 1, 2, 3, 4, 1 << 32])
+@pytest.mark.parametrize("flags", [0, 1, 2, 3, 4, 5, 6, 7, 1 << 32])
 def test_update_then_lookup(engine: str, handle: int, index: int, flags: int) -> None:
     value = "lddw r1, 0x1122334455667788\nstxdw [r10-88], r1\nstxdw [r10-80], r1\n"
     update = _key(index) + value + _call(2, handle, rest=f"mov r3, r10\nadd r3, -88\n"
@@ -328,3 +330,50 @@ def test_the_committed_objects_are_built_from_the_sources(tmp_path: Path) -> Non
         fresh = {f.name: f.code for f in load_object(built)}
         committed = {f.name: f.code for f in load_object(source.with_suffix(".o"))}
         assert fresh == committed, f"rebuild {source.name}: make -C src/ebpfvm/native"
+
+
+UPDATE_FLAGS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 1 << 32]
+
+
+def _update_program(index: int, flags: int) -> bytes:
+    """An array update with `flags` at `index`, returning its result; the
+    map is the lddw at slot 2 (patched to the kernel's map fd form)."""
+    return assemble(f"""
+        stw [r10-4], {index}
+        stdw [r10-16], 7
+        lddw r1, 0
+        mov r2, r10
+        add r2, -4
+        mov r3, r10
+        add r3, -16
+        lddw r4, {flags:#x}
+        call 2
+        exit""")
+
+
+@NEEDS_KBPF
+@pytest.mark.parametrize("map_type", [MapType.ARRAY, MapType.PERCPU_ARRAY])
+def test_array_update_flags_as_the_kernel(engine: str, map_type: MapType) -> None:
+    """Every flag combination at an index inside and past the array: the
+    errno the kernel's array_map_update_elem returns (BPF_PROG_TEST_RUN)."""
+    fd = kernel_oracle.map_create(int(map_type), 4, 8, 2)
+    try:
+        for index in (1, 2):
+            for flags in UPDATE_FLAGS:
+                code = bytearray(_update_program(index, flags))
+                code[17] = 0x11  # lddw r1 with src BPF_PSEUDO_MAP_FD
+                code[20:24] = fd.to_bytes(4, "little")
+                prog = kernel_oracle.prog_load(bytes(code))
+                try:
+                    expected = kernel_oracle.test_run(prog, bytes(64))[0]
+                finally:
+                    os.close(prog)
+                table = (PerCpuMap("k", map_type, 4, 8, 2, ncpus=2)
+                         if map_type is MapType.PERCPU_ARRAY else Map("k", map_type, 4, 8, 2))
+                vm = EbpfVmRaw(_update_program(index, flags))
+                for key, helper in map_helpers({0: table}).items():
+                    vm.register_helper(key, helper)
+                with native(True):
+                    assert run(vm, engine, bytearray(64)) & 0xFFFF_FFFF == expected, (index, flags)
+    finally:
+        os.close(fd)

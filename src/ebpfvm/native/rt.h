@@ -87,6 +87,7 @@ struct rt_map {
 #define RT_ANY 0
 #define RT_NOEXIST 1
 #define RT_EXIST 2
+#define RT_F_LOCK 4
 
 /* Errors, returned negated as the kernel's helpers return them. */
 #define RT_ENOENT 2

@@ -48,13 +48,17 @@ long rt_map_update_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 	RT_CHARGE_BYTES((u64)map->key_size + map->value_size);
 	u32 *key = RT_CHECK(r2, 4, 0);
 	u8 *value = RT_CHECK(r3, map->value_size, 0);
-	if (r4 > RT_EXIST)
+	/* kernel/bpf/arraymap.c's order: unknown flags, the index, BPF_NOEXIST,
+	 * then BPF_F_LOCK (no value here has a spin lock to take). */
+	if ((r4 & ~(u64)RT_F_LOCK) > RT_EXIST)
 		return -RT_EINVAL;
 	u64 index = *key;
 	if (index >= map->max_entries)
 		return -RT_E2BIG;
-	if (r4 == RT_NOEXIST)
+	if (r4 & RT_NOEXIST)
 		return -RT_EEXIST;
+	if (r4 & RT_F_LOCK)
+		return -RT_EINVAL;
 	u8 *slot = (u8 *)(map->slab + rt_array_offset(map, index, env->cpu));
 	u32 size = map->value_size;
 	u32 at = 0;

@@ -555,3 +555,48 @@ def test_map_value_stores_before_a_fault_stay(checked_engine: str) -> None:
     assert table[(1).to_bytes(4, "little")] == (10).to_bytes(8, "little")
     run(vm, checked_engine, bytearray([0]))
     assert table[(1).to_bytes(4, "little")] == (15).to_bytes(8, "little")
+
+
+def test_native_helper_faults_leave_the_vm_usable(checked_engine: str) -> None:
+    """Native helpers (issue 15: an array map's update runs as linked eBPF in
+    the JIT): a wild value pointer stops the run with the Python helper's
+    fault (HelperFault, its cause the MemoryFault with the same fields), the
+    update made before it stays, the budget running out in the helper's
+    charge is BudgetExceeded at the call, and the next run works."""
+    table = create_map("natives", MapType.ARRAY, 4, 16, 4)
+    table.handle = 0x7C
+    code = assemble(f"""
+        ldxb r6, [r1]
+        stw [r10-4], 1
+        stdw [r10-24], 7
+        stdw [r10-16], 8
+        lddw r1, {table.handle}
+        mov r2, r10
+        add r2, -4
+        mov r3, r10
+        add r3, -24
+        mov r4, 0
+        call 2
+        jeq r6, 0, out
+        stw [r10-4], 2
+        lddw r1, {table.handle}
+        lddw r3, {WILD:#x}
+        call 2
+    out:
+        exit
+    """)
+    vm = EbpfVmRaw(code)
+    for key, helper in map_helpers({table.handle: table}).items():
+        vm.register_helper(key, helper)
+    with pytest.raises(HelperFault) as info:
+        run(vm, checked_engine, bytearray([1]))
+    assert isinstance(info.value.cause, MemoryFault) and info.value.pc == 18
+    assert (info.value.cause.address, info.value.cause.size) == (WILD, 16)
+    assert table[(1).to_bytes(4, "little")] == (7).to_bytes(8, "little") + (8).to_bytes(8, "little")
+    assert table[(2).to_bytes(4, "little")] == bytes(16)
+    vm.budget = 100  # 76 up to the first call's end (64 a call, 1 for 20 bytes); not 145
+    with pytest.raises(BudgetExceeded) as budget:
+        run(vm, checked_engine, bytearray([1]))
+    assert budget.value.pc == 18
+    vm.budget = None
+    assert run(vm, checked_engine, bytearray([0])) == 0

@@ -540,7 +540,7 @@ class SkbRunner(_Runner):
         self.routes = tuple(routes)  # helpers3: bpf_fib_lookup's table, as XdpRunner's
         self.forwarding = bool(self.routes) if forwarding is None else forwarding
         table: dict[str, Callable[..., int]] = {
-            **self._helpers.functions(), "bpf_csum_diff": self._csum_diff,
+            **self._helpers.functions(), "bpf_csum_diff": XdpHelpers.csum_diff,
             "bpf_fib_lookup": self._fib_lookup}
         for name, fn in table.items():
             self.vm.register_helper(helper_number(name), fn, context=True, name=name)
@@ -615,12 +615,6 @@ class SkbRunner(_Runner):
         env = self.env
         return 0 if env is None else len(env.lines) + env.dropped_lines
 
-
-    def _csum_diff(self, ctx: HelperContext, removed: int, removed_size: int, added: int,
-                   added_size: int, seed: int) -> int:
-        if removed_size % 4 or added_size % 4 or removed_size + added_size > 512:
-            return -EINVAL & M64
-        return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)
 
 
 def _perf_with_packet(vm: _VmBase, packet: PacketOf) -> None:

@@ -84,6 +84,14 @@ class HelperSpec:
         """The kernel's number (its position in the __BPF_FUNC_MAPPER list)."""
         return helper_number(self.name)
 
+    @property
+    def native(self) -> bool:
+        """Whether it has a native version: an rt_<helper> function in the
+        runtime objects (ebpfvm.native.registry, the one list of them)."""
+        from .native.registry import native_helper_numbers
+
+        return self.number in native_helper_numbers()
+
 
 _NUMBERS = {name: number for number, name in enumerate(KERNEL_HELPER_NAMES)}
 
@@ -252,8 +260,10 @@ def _types_text(types: frozenset[str]) -> str:
 
 def markdown_table() -> str:
     """The guide's helper table, generated from :data:`HELPERS`."""
-    lines = ["| number | helper | arguments | program types |", "|---|---|---|---|"]
+    lines = ["| number | helper | arguments | program types | native |", "|---|---|---|---|---|"]
     for number, spec in sorted(HELPERS.items()):
         args = ", ".join(kind.value for kind in spec.args) or "none"
-        lines.append(f"| {number} | `{spec.name}` | {args} | {_types_text(spec.prog_types)} |")
+        native = "yes" if spec.native else ""
+        lines.append(f"| {number} | `{spec.name}` | {args} | {_types_text(spec.prog_types)} "
+                     f"| {native} |")
     return "\n".join(lines)

@@ -16,7 +16,6 @@ helper charges the bytes it touches to the run's budget
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -27,6 +26,9 @@ from .errors import ArgumentTypeError, MemoryFault, check_int
 from .helper_table import helper_name
 from .helpers import Helper, HelperContext, numbered
 from .kernel_helper_names import KERNEL_HELPER_NAMES
+from .native.binding import native_version
+from .native.env import RtEnvBlock
+from .percpu import POSSIBLE_CPUS
 from .strings import string_helpers
 
 __all__ = ["INIT_NETNS_COOKIE", "KERNEL_HELPER_NAMES", "MAX_TRACE_LINES", "TRACE_PRINTK_LINE_BYTES",
@@ -215,17 +217,19 @@ class _KernelHelpers:
     """The kernel helpers over one :class:`KernelEnv`, one method per helper
     (bound methods cost a helper call what closures did)."""
 
-    __slots__ = ("env", "rng")
+    __slots__ = ("env", "rt")
 
     def __init__(self, env: KernelEnv) -> None:
         self.env = env
-        self.rng = random.Random(env.seed)
+        self.rt = RtEnvBlock(env, env.seed, POSSIBLE_CPUS)
+        """The struct rt_env native versions read; prandom's state lives there."""
 
     def now(self) -> int:
         """The env's clock (the host's monotonic clock when it has none)."""
         clock = self.env.clock
         return time.monotonic_ns() if clock is None else int(clock())
 
+    @native_version
     def ktime_get_ns(self, *_args: int) -> int:
         """bpf_ktime_get_ns: the monotonic clock."""
         return self.now() & M64
@@ -250,6 +254,7 @@ class _KernelHelpers:
         """bpf_jiffies64: clock ticks at the env's hz."""
         return (self.now() // (1_000_000_000 // self.env.hz)) & M64
 
+    @native_version
     def numa_node_id(self, *_args: int) -> int:
         """bpf_get_numa_node_id: the env's NUMA node."""
         return self.env.numa_node
@@ -259,10 +264,13 @@ class _KernelHelpers:
         the initial namespace's for NULL (uringbuf)."""
         return self.env.netns_cookie if ctx else self.env.init_netns_cookie
 
+    @native_version
     def prandom_u32(self, *_args: int) -> int:
-        """bpf_get_prandom_u32, from the env's seed."""
-        return self.rng.getrandbits(32)
+        """bpf_get_prandom_u32, from the env's seed: the kernel's generator
+        (lfsr113), over the state native code steps too (ebpfvm.native.env)."""
+        return self.rt.prandom_u32()
 
+    @native_version
     def smp_processor_id(self, *_args: int) -> int:
         """bpf_get_smp_processor_id: the env's CPU."""
         return self.env.cpu

@@ -18,7 +18,7 @@ from .helper_table import helper_number
 from .helpers import HELPER_CALL_UNITS, CallbackFault, Helper, HelperContext, Unwind
 from .memory import AddressSpace, Region
 
-__all__ = ["MAX_CAUSE_TEXT", "Machine", "describe_exception"]
+__all__ = ["MAX_CAUSE_TEXT", "Machine", "describe_exception", "helper_fault"]
 
 M64 = alu.M64
 MAX_CAUSE_TEXT = 200
@@ -95,9 +95,7 @@ class Machine:
         except KeyboardInterrupt:
             raise RunInterrupted(pc) from None
         except Exception as exc:
-            fault = HelperFault(pc, helper_id, f"raised {describe_exception(exc)}", helper.name)
-            fault.cause = exc
-            raise fault from exc
+            raise helper_fault(pc, helper_id, helper.name, exc) from exc
         if not isinstance(result, int):
             raise HelperFault(pc, helper_id, f"returned {type(result).__name__}, not int", helper.name)
         return result & M64
@@ -152,6 +150,14 @@ def _locked_call(pc: int, helper_id: int, name: str, address: int) -> HelperFaul
 
 _PASS_THROUGH = (Unwind, BudgetExceeded, TailCallFault, RunInterrupted, CoreRelocationFault)
 """What Machine.call lets out of a helper unwrapped."""
+
+
+def helper_fault(pc: int, helper_id: int, name: str, exc: Exception) -> HelperFault:
+    """The HelperFault a helper's exception becomes (its cause: `exc`); a
+    native helper's fault (jit/rtlink.py) is made here too."""
+    fault = HelperFault(pc, helper_id, f"raised {describe_exception(exc)}", name)
+    fault.cause = exc
+    return fault
 
 
 def describe_exception(exc: BaseException) -> str:

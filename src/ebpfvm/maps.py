@@ -50,6 +50,7 @@ from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
+from .native.binding import native_version
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ BPF_NOEXIST = 1
 """Update flag: create only."""
 BPF_EXIST = 2
 """Update flag: replace only."""
+BPF_F_LOCK = 4
+"""Update flag: copy the value under its bpf_spin_lock (arrays check it last)."""
 
 E2BIG = 7
 EEXIST = 17
@@ -448,8 +451,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         map's lists); 0 or a negative errno."""
         key = _as_bytes(self.name, "key", key)
         value = _as_bytes(self.name, "value", value)
-        if len(key) != self.key_size or len(value) != self.value_size or flags not in (
-                BPF_ANY, BPF_NOEXIST, BPF_EXIST):
+        if len(key) != self.key_size or len(value) != self.value_size or not self._flags_ok(flags):
             return -EINVAL
         slot, _new = self._place(key, flags, cpu)
         if slot < 0:
@@ -466,10 +468,12 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         if self._lru is not None:
             return self._lru.place(key, flags, cpu, self.percpu)
         slot = self._slot(key)
-        if self.is_array:
+        if self.is_array:  # kernel/bpf/arraymap.c's order; no value has a spin lock to take
             if slot is None:
                 return -E2BIG, False
-            return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
+            if flags & BPF_NOEXIST:
+                return -EEXIST, False
+            return (-EINVAL, False) if flags & BPF_F_LOCK else (slot, False)
         if slot is not None:
             return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
         if flags == BPF_EXIST:
@@ -483,6 +487,11 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
             return -E2BIG, False
         self._slots[key] = slot
         return slot, True
+
+    def _flags_ok(self, flags: int) -> bool:
+        """BPF_ANY, BPF_NOEXIST or BPF_EXIST; an array's may add BPF_F_LOCK."""
+        return (flags & ~BPF_F_LOCK if self.is_array else flags) in (BPF_ANY, BPF_NOEXIST,
+                                                                     BPF_EXIST)
 
     def delete_elem(self, key: bytes) -> int:
         """Remove `key`; 0 or a negative errno (arrays cannot delete)."""
@@ -625,6 +634,7 @@ class _MapHelpers:
             raise MapError(f"no ring buffer has handle {handle:#x}")
         return cast(RingBuf, found)
 
+    @native_version
     def lookup(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
                _e: int) -> int:
         """The value's address; the program may then touch the map's slab
@@ -662,6 +672,7 @@ class _MapHelpers:
             ctx.space.add_once(target.region)
         return address
 
+    @native_version
     def update(self, ctx: HelperContext, handle: int, key: int, value: int, flags: int,
                _e: int) -> int:
         """bpf_map_update_elem."""
@@ -679,6 +690,7 @@ class _MapHelpers:
             result = target.update_elem(key_bytes, value_bytes, flags, self.cpu())
         return result & _M64
 
+    @native_version
     def delete(self, ctx: HelperContext, handle: int, key: int, _c: int, _d: int,
                _e: int) -> int:
         """bpf_map_delete_elem."""

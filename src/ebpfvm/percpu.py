@@ -24,7 +24,7 @@ from .errors import ArrayIndexError, MapError, count_of
 from .lru import Lru, lru_max_entries
 from .mapbase import MAX_MAP_BYTES, MapSpec, MapTooLarge, MapType, register
 from .mapbase import as_bytes as _as_bytes
-from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, E2BIG, EINVAL, Map, MapFull, TypedMap
+from .maps import BPF_ANY, E2BIG, EINVAL, Map, MapFull, TypedMap
 from .memory import Region, address_of
 
 __all__ = ["MAX_PERCPU_VALUE", "POSSIBLE_CPUS", "PerCpuMap", "PerCpuTypedMap"]
@@ -116,8 +116,7 @@ class PerCpuMap(Map):
         CPUs are zeroed."""
         key = _as_bytes(self.name, "key", key)
         value = _as_bytes(self.name, "value", value)
-        if len(key) != self.key_size or len(value) != self.value_size or flags not in (
-                BPF_ANY, BPF_NOEXIST, BPF_EXIST):
+        if len(key) != self.key_size or len(value) != self.value_size or not self._flags_ok(flags):
             return -EINVAL
         self._offset(0, cpu)  # a CPU past the possible ones is an error
         slot, new = self._place(key, flags, cpu)

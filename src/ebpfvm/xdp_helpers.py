@@ -26,6 +26,7 @@ from .fib import fib_lookup
 from .helper_table import helper_number
 from .helpers import HelperContext
 from .mapbase import BpfMap
+from .native.binding import native_version
 
 __all__ = [
     "BPF_FIB_LOOKUP_SIZE",
@@ -261,13 +262,15 @@ class XdpHelpers:
         return 0
 
     @staticmethod
+    @native_version
     def csum_diff(ctx: HelperContext, removed: int, removed_size: int, added: int,
                   added_size: int, seed: int) -> int:
-        """bpf_csum_diff (XDP programs call it too): -EINVAL unless both sizes
-        are multiples of 4 of at most 512."""
+        """bpf_csum_diff (XDP and tc programs call it): -EINVAL unless both
+        sizes are multiples of 4 and together at most 512 (the kernel's
+        scratch area); the bytes are charged to the budget."""
         from .contexts import csum_diff
 
-        if removed_size % 4 or added_size % 4 or removed_size > 512 or added_size > 512:
+        if removed_size % 4 or added_size % 4 or removed_size + added_size > 512:
             return _err(EINVAL)
         ctx.charge_bytes(removed_size + added_size)
         return csum_diff(ctx.read(removed, removed_size), ctx.read(added, added_size), seed)

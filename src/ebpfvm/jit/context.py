@@ -28,6 +28,8 @@ class Fault(IntEnum):
     INTERRUPT = 7  # helper_pc: the trampoline never ran its body (a signal handler raised)
     POLL = 8  # budget_block: the same for the poll between budget slices
     BATCH_POLL = 9  # the same for the batch loop's poll between two runs (see drivers)
+    RT_MEMORY = 10  # a native helper's RT_CHECK: fault_addr, fault_size, fault_info = is_store
+    RT_BUDGET = 11  # a native helper's RT_CHARGE (or its call's) ran past the budget
 
 
 IN_BYTEARRAY = 1
@@ -110,6 +112,10 @@ class JitContext(ctypes.Structure):
         # set by the trampoline after a tail call made in a bpf-to-bpf function:
         # the code returns the helper's r0 from that function (tailcalls)
         ("tail_exit", U64),
+        # the native runtime (jit/rtlink.py): the run's struct rt_env, and the
+        # size of an access RT_CHECK refused (any u64, unlike fault_info's)
+        ("rt_env", U64),
+        ("fault_size", U64),
     ]
 
 

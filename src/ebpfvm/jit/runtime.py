@@ -44,6 +44,7 @@ from .context import (
     field_offset,
 )
 from .execmem import ExecMemory
+from .rtlink import link_runtime, native_fault
 from .tailcall import tail_plan
 from .translate import JitCode, translate
 
@@ -145,6 +146,7 @@ class JitProgram:
         "_entry",
         "_fault",
         "_input",
+        "_link",
         "_lost",
         "_machine",
         "_pending",
@@ -182,6 +184,7 @@ class JitProgram:
         if self._tail is not None:
             insns, stack = self._tail.insns, self._tail.stack
         self.insns = tuple(insns)
+        self._link = link_runtime(self.insns, helpers)  # native helpers (see rtlink)
         self.checked = checked
         self.helpers = helpers
         self.stack = stack
@@ -193,7 +196,8 @@ class JitProgram:
         self._fault = self._words[_W_FAULT:_W_FAULT + 1]
         """ctx.fault as a one-item view: the cheapest read, for run()."""
         self.jit: JitCode = translate(self.insns, checked=checked, context=self.ctx_addr,
-                                     stack_clear=len(stack.view), tail=self._tail)
+                                     stack_clear=len(stack.view), tail=self._tail,
+                                     link=self._link)
         self.memory = ExecMemory(self.jit.code)
         base = self.memory.address
         self._entry = _ENTRY(base + self.jit.entry)
@@ -218,6 +222,7 @@ class JitProgram:
         self.ctx.s_lo = stack.start
         self.ctx.s_top = stack.end
         self.ctx.s_qwords = len(stack.view) // 8
+        self.ctx.rt_env = self._link.env.address if self._link is not None else 0
         if fixed_mbuff is not None:
             mbuff, data_off, data_end_off = fixed_mbuff
             self.ctx.mbuff = mbuff.start
@@ -257,7 +262,8 @@ class JitProgram:
         """(eBPF pc, offset of its first x86 byte) for each instruction, in
         order. Translation does not record them; this translates again."""
         again = translate(self.insns, checked=self.checked, context=self.ctx_addr,
-                          stack_clear=len(self.stack.view), record=True, tail=self._tail)
+                          stack_clear=len(self.stack.view), record=True, tail=self._tail,
+                          link=self._link)
         if again.code != self.jit.code:
             raise JitError("translating again gave different code")
         return again.pc_offsets
@@ -265,7 +271,7 @@ class JitProgram:
     def set_extra(self, extra: Sequence[Region]) -> None:
         """Regions after the stack and the input (entry 0 and 1 of the table)."""
         self._settled = None
-        self.extra = list(extra)
+        self.extra = list(extra) + (self._link.regions if self._link is not None else [])
         self._write_table([self.stack, Region(0, memoryview(b""), False, "input"), *self.extra])
         self.base_nregions = 2 + len(self.extra)
 
@@ -312,6 +318,8 @@ class JitProgram:
         try:
             if extra is not None:
                 self.set_extra(extra)
+            if self._link is not None:
+                self._link.refresh()
             self._run_obj = obj
             self._unwound = False
             key = (ptr, size, writable, r1, r2, flags, budget)
@@ -355,7 +363,7 @@ class JitProgram:
         code = self._codes.get(on)
         if code is None:
             jit = translate(self.insns, checked=False, metered=True, context=self.ctx_addr,
-                            stack_clear=len(self.stack.view), tail=self._tail)
+                            stack_clear=len(self.stack.view), tail=self._tail, link=self._link)
             memory = ExecMemory(jit.code)
             base = memory.address
             if self._callbacks is not None:
@@ -374,6 +382,8 @@ class JitProgram:
             self._unwound = False
             self._machine = None
             self._write_inputs(data.ptr, data.size, data.writable, r1, r2, 0, budget)
+            if self._link is not None:
+                self._link.refresh()
             self._batching = True  # each repetition gets a fresh helper machine
             result: int = self._repeat(self.ctx_addr, count)
             if self.ctx.fault:
@@ -412,6 +422,8 @@ class JitProgram:
         self.busy.enter()
         try:
             self._write_inputs(0, 0, writable, r1 or 0, r2 or 0, 0, budget)
+            if self._link is not None:
+                self._link.refresh()
             self.ctx.batch_limit = limit
             self._machine = None
             self._unwound = False
@@ -545,6 +557,15 @@ class JitProgram:
             raise self._interruption(ctx.helper_pc)
         if kind is Fault.HELPER:
             return self._helper_stopped()
+        if kind is Fault.RT_BUDGET:  # a native helper's charge (jit/rtlink.py)
+            self._set_count(total)
+            raise BudgetExceeded(ctx.helper_pc, total)
+        if kind is Fault.RT_MEMORY:  # a native helper's RT_CHECK: as HelperContext.read's
+            access, size, pc = "store" if ctx.fault_info else "load", ctx.fault_size, ctx.helper_pc
+            self._set_count(self._count_at(pc))
+            raise native_fault(self.insns, self.helpers, pc, MemoryFault(
+                pc, ctx.fault_addr, size, access,
+                self._read_only_detail(ctx.fault_addr, size, access)))
         if kind is Fault.MEMORY:
             info = ctx.fault_info
             pc = info >> FAULT_INFO_SHIFT

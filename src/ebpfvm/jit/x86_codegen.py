@@ -40,6 +40,7 @@ from .x86_stubs import (
 __all__ = ["CACHES", "X86Translator", "translate"]
 
 if TYPE_CHECKING:
+    from .rtlink import RuntimeLink
     from .tailcall import TailPlan
 
 CACHES = JitCaches()
@@ -57,10 +58,17 @@ class X86Translator(X86Stubs):
     the register map and the checked/unchecked modes."""
 
     def __init__(self, plan: Plan, context: int, record: bool, caches: JitCaches,
-                 tail: TailPlan | None = None) -> None:
+                 tail: TailPlan | None = None, link: RuntimeLink | None = None) -> None:
         super().__init__(context, plan.stack_clear, caches)
         self.plan = plan
         self.tail = tail
+        self.link = link
+        """The runtime functions linked in (see rtlink), or None."""
+        self.rt_labels = {number: Label(unit.function.name)
+                          for number, unit in link.units.items()} if link else {}
+        """Each linked helper's unit, by helper number."""
+        self.trusted = False
+        """Whether this translates a trusted unit (see _trusted_units)."""
         """Tail calls as native jumps (see tailcall.TailPlan), or None."""
         self.record = record
         self.insns = plan.insns
@@ -140,6 +148,7 @@ class X86Translator(X86Stubs):
             a.mov_ri(TMP, 0, w64=False)
             a.jmp(self.invalid_fail)
         body_end = a.buf.position
+        self._trusted_units()
         self._budget_stubs()
         for emit in self.cold:
             emit()
@@ -151,6 +160,28 @@ class X86Translator(X86Stubs):
         return JitCode(code, entry, repeat_entry, batch_entry, self.plan.block_insns,
                        self.invalid, self.pc_offsets, body_end, callback_entry,
                        {pc: positions[pc] for pc in self.callbacks if pc in positions})
+
+    def _trusted_units(self) -> None:
+        """The linked runtime functions, after the program's blocks: each
+        through a translator of its own (its pcs are its own) that emits
+        into this code, unchecked and unmetered, with trusted exits and calls."""
+        if self.link is None:
+            return
+        for number, unit in self.link.units.items():
+            sub = X86Translator(unit.plan, self.context, False, self.caches)
+            sub.share_runtime(self)
+            sub.trusted = True
+            sub.metered = self.metered  # RT_CHARGE and RT_PYTHON charge as the program does
+            self.asm.bind(self.rt_labels[number])
+            data = self.asm.buf.data
+            for block in unit.plan.blocks:
+                sub.positions[block.insns[0].pc] = len(data)
+                for insn in block.insns:
+                    sub._insn(insn)
+            for emit in sub.cold:
+                emit()
+            assert not (sub.invalid or sub.access_stubs or sub.budget_stubs), "trusted code"
+            sub._place_blocks()
 
     def label(self, pc: int) -> Label | None:
         """The label of the block starting at `pc`, None when no block does."""
@@ -383,7 +414,7 @@ def _fused_check(caches: JitCaches, group: FusedGroup) -> Template:
 def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
               stack_clear: int | None = None, record: bool = False,
               metered: bool | None = None, caches: JitCaches | None = None,
-              tail: TailPlan | None = None) -> JitCode:
+              tail: TailPlan | None = None, link: RuntimeLink | None = None) -> JitCode:
     """Translate decoded instructions to x86-64 machine code that runs with the
     JitContext at address `context`. Each run clears `stack_clear` bytes below
     r10 (by default what the program can observe, see observable_stack).
@@ -391,8 +422,9 @@ def translate(insns: Sequence[Insn], *, context: int, checked: bool = True,
     `metered` (default: `checked`) makes blocks charge the budget: unchecked
     code charges it only when asked (a run with a budget). `caches` (default:
     the process's, CACHES) holds the code kept between translations. `tail`
-    makes tail calls native jumps (see tailcall.TailPlan)."""
+    makes tail calls native jumps (see tailcall.TailPlan); `link` links
+    runtime functions in (see rtlink.RuntimeLink)."""
     charged = checked if metered is None else metered or checked
     plan = make_plan(insns, checked=checked, metered=charged, stack_clear=stack_clear)
     return X86Translator(plan, context, record, CACHES if caches is None else caches,
-                         tail).translate()
+                         tail, link).translate()

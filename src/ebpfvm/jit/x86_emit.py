@@ -16,6 +16,7 @@ from ..isa import Form, Op, OpInfo
 from .context import Fault
 from .x86_64 import AluOp, Cond, Mem, ShiftOp
 from .x86_64 import Reg as X
+from .x86_rtcalls import emit_intrinsic, emit_linked_call
 from .x86_stubs import (
     ADDR,
     BUDGET,
@@ -280,8 +281,15 @@ def _emit_jcc(t: X86Translator, insn: Insn, row: OpInfo) -> None:
 
 
 def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
-    """Helper call through the Python trampoline: tramp(id, r1, ..., r5)."""
+    """Helper call through the Python trampoline: tramp(id, r1, ..., r5); in
+    a trusted unit an intrinsic, and a linked helper's call (x86_rtcalls)."""
+    if t.trusted:
+        emit_intrinsic(t, insn, call_trampoline)
+        return
     if t.tail is not None and t.tail.emit(t, insn, row, _emit_call):  # a native tail call
+        return
+    if row.form is Form.CALL and insn.imm in t.rt_labels:
+        emit_linked_call(t, insn)
         return
     a = t.asm
     if row.form is Form.CALLX:
@@ -291,6 +299,21 @@ def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
     a.store_imm(ctx_mem("helper_pc"), insn.pc, QWORD)
     if t.callbacks:  # the frame a callback the helper runs goes below
         a.store(ctx_mem("cb_r10"), REG_MAP[10], QWORD)
+    call_trampoline(t)
+    if row.form is Form.CALLX or insn.imm == _TAIL_CALL:
+        # A tail call made in a bpf-to-bpf function replaced that function:
+        # it returns the tail-called program's r0 to its caller (tailcalls).
+        go_on = a.new_label()
+        a.alu_mi(AluOp.CMP, ctx_mem("tail_exit"), 0)
+        a.jcc(Cond.E, go_on)
+        a.store_imm(ctx_mem("tail_exit"), 0, QWORD)
+        _emit_exit(t, insn, row)
+        a.bind(go_on)
+
+
+def call_trampoline(t: X86Translator) -> None:
+    """Call the trampoline for the helper whose id is in r11 (helper_pc set)."""
+    a = t.asm
     if t.metered:  # the run's budget left (register + reserve), for the helper
         a.load(TMP, ctx_mem("budget_reserve"), QWORD)
         a.alu_rr(AluOp.ADD, TMP, BUDGET)
@@ -317,15 +340,6 @@ def _emit_call(t: X86Translator, insn: Insn, row: OpInfo) -> None:
         a.alu_rm(AluOp.SUB, BUDGET, ctx_mem("budget_reserve"))
     a.alu_mi(AluOp.CMP, ctx_mem("fault"), 0)
     a.jcc(Cond.NE, t.fault_exit)
-    if row.form is Form.CALLX or insn.imm == _TAIL_CALL:
-        # A tail call made in a bpf-to-bpf function replaced that function:
-        # it returns the tail-called program's r0 to its caller (tailcalls).
-        go_on = a.new_label()
-        a.alu_mi(AluOp.CMP, ctx_mem("tail_exit"), 0)
-        a.jcc(Cond.E, go_on)
-        a.store_imm(ctx_mem("tail_exit"), 0, QWORD)
-        _emit_exit(t, insn, row)
-        a.bind(go_on)
 
 
 def _emit_call_local(t: X86Translator, insn: Insn, _row: OpInfo) -> None:
@@ -356,6 +370,9 @@ def _emit_call_runtime(t: X86Translator, insn: Insn, _row: OpInfo) -> None:
 
 def _emit_exit(t: X86Translator, _insn: Insn, _row: OpInfo) -> None:
     a = t.asm
+    if t.trusted:  # a trusted unit returns to its call site (x86_rtcalls)
+        a.ret()
+        return
     a.alu_mi(AluOp.CMP, ctx_mem("depth"), 0)
     a.jcc(Cond.E, t.exit_main)
     a.ret()

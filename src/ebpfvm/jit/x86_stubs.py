@@ -158,7 +158,7 @@ def _access_stub(caches: JitCaches, base: int, off: int) -> tuple[bytes, int, in
 
 
 RUNTIME_LABELS = ("exit_main", "terminate", "fault_exit", "slowpath", "budget_fail",
-                  "invalid_fail", "depth_fail", "budget_refill")
+                  "invalid_fail", "depth_fail", "budget_refill", "rt_check", "rt_charged")
 """Labels inside the shared runtime code that program code jumps to."""
 
 
@@ -193,6 +193,8 @@ class X86Stubs:
         self.invalid_fail = a.new_label()
         self.depth_fail = a.new_label()
         self.entry_label = a.new_label()
+        self.rt_check = a.new_label()
+        self.rt_charged = a.new_label()
         self.budget_stubs: list[int] = []
         """Per block, the offset of its budget charge's rel32 (see _budget_stubs)."""
         self.access_stubs: list[tuple[int, int, int, int]] = []
@@ -215,11 +217,19 @@ class X86Stubs:
         self._epilogues()
         self._slowpath()
         self._refill()
+        self._rt_stubs()
         repeat_entry = a.buf.position
         repeat_driver(a, self.entry_label)
         batch_entry = a.buf.position
         batch_driver(a, self.entry_label)
         return repeat_entry, batch_entry
+
+    def share_runtime(self, parent: X86Stubs) -> None:
+        """Emit into `parent`'s code, with its runtime labels (a trusted unit
+        linked into a program, see x86_rtcalls)."""
+        self.asm = parent.asm
+        for name in (*RUNTIME_LABELS, "entry_label"):
+            setattr(self, name, getattr(parent, name))
 
     def _keep_runtime(self, code: bytes, repeat_entry: int, batch_entry: int) -> None:
         """Remember the runtime code just built (`code`: the bytes before the entry)."""
@@ -476,6 +486,62 @@ class X86Stubs:
         a.mov_rr(BUDGET, ADDR)
         a.store_imm(ctx_mem("budget_reserve"), 0, QWORD)
         a.jmp(self.budget_fail)
+
+    def _rt_stubs(self) -> None:
+        """The native runtime's intrinsics that are not inline (x86_rtcalls):
+        rt_check walks the region table for [rdi, rdi + rsi) (a store when
+        rdx != 0) with 64-bit sizes and returns rdi in rax, else records the
+        fault (Fault.RT_MEMORY); rt_charged runs when a charge took the
+        budget register below zero: it refills it from the reserve, or
+        records the budget fault (Fault.RT_BUDGET). Both clobber only what a
+        helper call may (r1-r5, rcx, r11)."""
+        a = self.asm
+        entry = RegionEntry
+        loop, nxt, fail, done, spent = (a.new_label() for _ in range(5))
+        a.bind(self.rt_check)
+        a.mov_rr(X.RAX, X.RDI)
+        a.test_rr(X.RSI, X.RSI)
+        a.jcc(Cond.E, done)
+        a.load(X.R8, ctx_mem("regions"), QWORD)
+        a.load(X.R9, ctx_mem("nregions"), QWORD)
+        a.bind(loop)
+        a.test_rr(X.R9, X.R9)
+        a.jcc(Cond.E, fail)
+        a.mov_rr(TMP, X.RDI)
+        a.alu_rm(AluOp.SUB, TMP, Mem(X.R8, entry.start.offset))
+        a.jcc(Cond.B, nxt)  # below the region
+        a.load(ADDR, Mem(X.R8, entry.size.offset), QWORD)
+        a.alu_rr(AluOp.SUB, ADDR, TMP)
+        a.jcc(Cond.B, nxt)  # starts past its end; else ADDR = the room left
+        a.alu_rr(AluOp.CMP, X.RSI, ADDR)
+        a.jcc(Cond.A, nxt)  # longer than the room
+        a.test_rr(X.RDX, X.RDX)
+        a.jcc(Cond.E, done)  # a load
+        a.alu_mi(AluOp.CMP, Mem(X.R8, entry.writable.offset), 0)
+        a.jcc(Cond.NE, done)
+        a.bind(nxt)
+        a.alu_ri(AluOp.ADD, X.R8, _sizeof(entry))
+        a.alu_ri(AluOp.SUB, X.R9, 1)
+        a.jmp(loop)
+        a.bind(done)
+        a.ret()
+        a.bind(fail)
+        a.store(ctx_mem("fault_addr"), X.RDI, QWORD)
+        a.store(ctx_mem("fault_size"), X.RSI, QWORD)
+        a.store(ctx_mem("fault_info"), X.RDX, QWORD)
+        a.store_imm(ctx_mem("fault"), Fault.RT_MEMORY, QWORD)
+        a.jmp(self.fault_exit)
+        a.bind(self.rt_charged)
+        a.load(ADDR, ctx_mem("budget_reserve"), QWORD)
+        a.alu_rr(AluOp.ADD, ADDR, BUDGET)  # what the run has left after the charge
+        a.jcc(Cond.S, spent)
+        take_slice(a)
+        a.ret()
+        a.bind(spent)
+        a.mov_rr(BUDGET, ADDR)
+        a.store_imm(ctx_mem("budget_reserve"), 0, QWORD)
+        a.store_imm(ctx_mem("fault"), Fault.RT_BUDGET, QWORD)
+        a.jmp(self.fault_exit)
 
     def _access_stubs(self) -> None:
         """The cold stubs of the checked accesses: the address into r11, the

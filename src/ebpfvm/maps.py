@@ -50,6 +50,7 @@ from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
+from .nativehash import HASH_TYPES, NativeHash, handle_property
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
@@ -336,6 +337,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     type: MapType
     key_codec: Any
     value_codec: Any
+    handle = handle_property()  # a hash map's descriptor records it too
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -409,6 +411,9 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         # its slab and nothing per entry.
         self._fresh = 0
         self._free: list[int] = []
+        self.native_hash = NativeHash(map_type, key_size, value_size, max_entries, flags,
+                                      ncpus or 1, self.base) if map_type in HASH_TYPES else None
+        """A hash map's keys, buckets and links in native memory (ebpfvm.nativehash)."""
         self.handle = 0  # set by the VM or loader that gives programs this map
         self.key_codec = None
         self.value_codec = None
@@ -465,6 +470,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
             if slot is None:
                 return -E2BIG, False
             return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
+        if self.native_hash is not None:
+            return self.native_hash.place(key, flags)
         if slot is not None:
             return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
         if flags == BPF_EXIST:
@@ -484,6 +491,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         key = _as_bytes(self.name, "key", key)
         if self.is_array:
             return -EINVAL
+        if self.native_hash is not None:
+            return 0 if self.native_hash.remove(key) is not None else -ENOENT
         slot = self._slots.pop(key, None)
         if slot is None:
             return -ENOENT
@@ -504,7 +513,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         if self.is_array:
             index = int.from_bytes(key[:4], "little")
             return index if index < self.max_entries else None
-        return self._slots.get(key)
+        return self._slots.get(key) if self.native_hash is None else self.native_hash.find(key)
 
     # -- the Python mapping -------------------------------------------------------
 
@@ -538,9 +547,13 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     def __iter__(self) -> Iterator[bytes]:
         if self.is_array:
             return (i.to_bytes(self.key_size, "little") for i in range(self.max_entries))
+        if self.native_hash is not None:
+            return iter(self.native_hash.keys())
         return iter(list(self._slots))
 
     def __len__(self) -> int:
+        if self.native_hash is not None:
+            return self.native_hash.count
         return self.max_entries if self.is_array else len(self._slots)
 
     def _key(self, key: bytes) -> bytes:

@@ -21,7 +21,7 @@ from ebpfvm.percpu import PerCpuMap
 from engines import run
 
 OBJECT = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "native" / "rt_hash.o"
-FUNCTIONS = ("rt_hash_lookup", "rt_hash_lookup_percpu", "rt_hash_update", "rt_hash_delete")
+FUNCTIONS = ("nhash_lookup", "nhash_lookup_percpu", "nhash_update", "nhash_delete")
 RT_ENV, RT_CHECK, RT_CHARGE = 0x7E000000, 0x7E000001, 0x7E000002
 ENV_SIZE = 96
 SCRATCH = 4096

@@ -465,13 +465,13 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         (a negative errno, False)."""
         if self._lru is not None:
             return self._lru.place(key, flags, cpu, self.percpu)
+        if self.native_hash is not None:
+            return self.native_hash.place(key, flags)
         slot = self._slot(key)
         if self.is_array:
             if slot is None:
                 return -E2BIG, False
             return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
-        if self.native_hash is not None:
-            return self.native_hash.place(key, flags)
         if slot is not None:
             return (-EEXIST, False) if flags == BPF_NOEXIST else (slot, False)
         if flags == BPF_EXIST:

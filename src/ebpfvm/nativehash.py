@@ -92,8 +92,10 @@ _COUNT, _FREE, _FRESH = 48, 52, 56
 def key_hash(key: bytes) -> int:
     """The 32-bit hash of `key` (see the module's docstring)."""
     h = HASH_SEED ^ len(key)
-    padded = key + bytes(-len(key) % 8)
-    for (word,) in struct.iter_unpack("<Q", padded):
+    if len(key) <= 8:  # one word: the common case, without a loop
+        h = ((h ^ int.from_bytes(key, "little")) * HASH_MULT) & _M64
+        return (h ^ h >> 32) & 0xFFFF_FFFF
+    for (word,) in struct.iter_unpack("<Q", key + bytes(-len(key) % 8)):
         h = ((h ^ word) * HASH_MULT) & _M64
         h ^= h >> 32
     return h & 0xFFFF_FFFF
@@ -168,14 +170,17 @@ class NativeHash:
 
     def _search(self, key: bytes) -> tuple[int, int, int]:
         """(bucket, element before the match or NIL, the match or NIL)."""
+        if len(key) != self.key_size:
+            return 0, NIL, NIL
         h = key_hash(key)
         bucket = h & (self.nbuckets - 1)
-        prev, index, steps = NIL, self._head(bucket), 0
-        while index < self.max_entries and steps < self.max_entries:
-            at = self.elems + index * self.elem_size
-            link, stored = _ELEM.unpack_from(self.mem, at)
-            if stored == h and self.mem[at + ELEM_HEADER : at + ELEM_HEADER + self.key_size] \
-                    == key:
+        mem, elems, size, most = self.mem, self.elems, self.elem_size, self.max_entries
+        prev, steps = NIL, 0
+        index: int = _U32.unpack_from(mem, HEADER_SIZE + 4 * bucket)[0]
+        while index < most and steps < most:
+            at = elems + index * size
+            link, stored = _ELEM.unpack_from(mem, at)
+            if stored == h and mem[at + ELEM_HEADER : at + ELEM_HEADER + len(key)] == key:
                 return bucket, prev, index
             prev, index, steps = index, link, steps + 1
         return bucket, prev, NIL

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import NEEDS_KBPF
 from ebpfvm.errors import EbpfError, HelperFault, MapError, MemoryFault
 from ebpfvm.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map, MapType, create_map
 from ebpfvm.nativehash import HEADER_SIZE, NIL, NativeHash, key_hash
@@ -278,3 +279,63 @@ def test_read_only_maps_and_bad_cpus_fall_back_to_python(engine: str) -> None:
     assert native.charged == 0  # nothing charged before the fallback
     with pytest.raises(MapError):
         native.map.update_cpu(b"kkkk", b"vvvv", 0, 5)
+
+
+# -- the kernel as the oracle of the semantics (syscall updates, deletes, next key) ---
+
+_KERNEL_OPS = st.lists(st.tuples(st.sampled_from(["update", "delete"]), st.integers(0, 5),
+                                 st.integers(0, 3), st.integers(0, 255)), max_size=30)
+
+
+def _kernel_delete(fd: int, key: bytes) -> None:
+    import ctypes
+
+    import kernel_oracle
+
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    attr = ctypes.create_string_buffer(160)
+    struct.pack_into("<IIQ", attr, 0, fd, 0, ctypes.addressof(key_buf))
+    kernel_oracle.bpf(3, attr)  # BPF_MAP_DELETE_ELEM
+
+
+def _errno(fn: Any, *args: Any) -> int:
+    try:
+        fn(*args)
+    except OSError as exc:
+        return -exc.errno
+    return 0
+
+
+@NEEDS_KBPF
+@pytest.mark.parametrize("flags", [0, 1])  # preallocated, BPF_F_NO_PREALLOC
+@given(ops=_KERNEL_OPS)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_updates_and_deletes_agree_with_the_kernel(flags: int,
+                                                   ops: list[tuple[str, int, int, int]]) -> None:
+    import ctypes
+    import os
+
+    import kernel_oracle
+
+    fd = kernel_oracle.map_create_extra(MapType.HASH, 3, 2, 4, flags, 0)
+    ours = create_map("h", MapType.HASH, 3, 2, 4, flags)
+    assert isinstance(ours, Map)
+    try:
+        for op, which, update_flags, byte in ops:
+            key, value = bytes([which, 7, which]), bytes([byte, which])
+            if op == "update":
+                buf = ctypes.create_string_buffer(value, 2)
+                theirs = _errno(kernel_oracle._elem, kernel_oracle.BPF_MAP_UPDATE_ELEM, fd, key,
+                                buf, update_flags)
+                assert ours.update_elem(key, value, update_flags) == theirs, (op, which)
+            else:
+                assert ours.delete_elem(key) == _errno(_kernel_delete, fd, key)
+        kernel = dict(kernel_oracle.map_items(fd, 3, 2))
+        assert dict(ours) == kernel and len(ours) == len(kernel)
+        native = ours.native_hash
+        assert native is not None
+        first = native.next_key(None)  # the kernel's get_next_key of a missing key: the first
+        assert (first is None) == (not kernel) and native.next_key(b"\xff\xff\xff") == first
+    finally:
+        os.close(fd)

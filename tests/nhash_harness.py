@@ -20,14 +20,15 @@ from ebpfvm.memory import AddressSpace, Region, address_of
 from ebpfvm.percpu import PerCpuMap
 from engines import run
 
-OBJECT = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "native" / "rt_hash.o"
+NATIVE = Path(__file__).resolve().parents[1] / "src" / "ebpfvm" / "native"
 FUNCTIONS = ("nhash_lookup", "nhash_lookup_percpu", "nhash_update", "nhash_delete")
+QUEUE_FUNCTIONS = ("nqueue_push", "nqueue_peek", "nqueue_pop")
+OBJECTS = {FUNCTIONS: NATIVE / "rt_hash.o", QUEUE_FUNCTIONS: NATIVE / "rt_queue.o"}
 RT_ENV, RT_CHECK, RT_CHARGE = 0x7E000000, 0x7E000001, 0x7E000002
 ENV_SIZE = 96
 SCRATCH = 4096
 """The scratch block: the call's arguments (48 bytes), then the key and value."""
 KEY_AT, VALUE_AT = 64, 1024
-STUB_SLOTS = 2 + 5 + 3 * len(FUNCTIONS) - 1
 
 
 def _insn(opcode: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -35,33 +36,34 @@ def _insn(opcode: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -
 
 
 @cache
-def runtime() -> tuple[bytes, dict[str, int]]:
-    """rt_hash.o's .text and the slot of each function in it."""
-    with OBJECT.open("rb") as handle:
+def runtime(functions: tuple[str, ...]) -> tuple[bytes, dict[str, int]]:
+    """The .text of the object holding `functions` and the slot of each in it."""
+    with OBJECTS[functions].open("rb") as handle:
         elf = ELFFile(handle)
         text = elf.get_section_by_name(".text")
         assert elf.get_section_by_name(".rel.text") is None  # no relocations to apply
         symbols = elf.get_section_by_name(".symtab")
         slots = {sym.name: sym["st_value"] // 8 for sym in symbols.iter_symbols()
-                 if sym.name in FUNCTIONS}
+                 if sym.name in functions}
         return bytes(text.data()), slots
 
 
-def program(args: int) -> bytes:
+def program(args: int, functions: tuple[str, ...]) -> bytes:
     """The stub, then the runtime: r1..r4 from the scratch block, the
     function chosen by its first word."""
-    text, slots = runtime()
+    text, slots = runtime(functions)
+    stub_slots = 2 + 5 + 3 * len(functions) - 1
     code = [_insn(0x18, 6, imm=args & 0xFFFF_FFFF), _insn(0, imm=args >> 32),
             _insn(0x79, 7, 6, 0)]
     code += [_insn(0x79, reg, 6, 8 * reg) for reg in range(1, 5)]
-    for number, name in enumerate(FUNCTIONS):
-        last = number == len(FUNCTIONS) - 1
+    for number, name in enumerate(functions):
+        last = number == len(functions) - 1
         if not last:
             code.append(_insn(0x55, 7, off=2, imm=number))  # jne r7, number, +2
         pc = len(code)
-        code.append(_insn(0x85, src=1, imm=STUB_SLOTS + slots[name] - (pc + 1)))
+        code.append(_insn(0x85, src=1, imm=stub_slots + slots[name] - (pc + 1)))
         code.append(_insn(0x95))
-    assert len(code) == STUB_SLOTS
+    assert len(code) == stub_slots
     return b"".join(code) + text
 
 
@@ -72,7 +74,7 @@ class Runtime:
 
     MAX_MAPS = 64
 
-    def __init__(self, engine: str) -> None:
+    def __init__(self, engine: str, functions: tuple[str, ...] = FUNCTIONS) -> None:
         self.engine = engine
         self.scratch = bytearray(SCRATCH)
         self.env = bytearray(ENV_SIZE)
@@ -80,7 +82,7 @@ class Runtime:
         self.args = address_of(self.scratch)
         self.charged = 0
         self.maps = 0
-        vm = EbpfVmRaw(program(self.args))
+        vm = EbpfVmRaw(program(self.args, functions))
         vm.register_helper(RT_ENV, lambda *_: address_of(self.env), name="rt_env")
         vm.register_helper(RT_CHECK, self._check, name="rt_check", context=True)
         vm.register_helper(RT_CHARGE, self._charge, name="rt_charge", context=True)
@@ -99,23 +101,21 @@ class Runtime:
         self.charged += units
         return 0
 
-    def attach(self, the_map: Map) -> None:
-        """Let the runtime touch `the_map`'s block and values."""
-        native = the_map.native_hash
-        assert native is not None
-        self.vm.register_allowed_memory(native.mem)
-        self.vm.register_allowed_memory(the_map.slab)
+    def attach(self, *memory: bytearray) -> None:
+        """Let the runtime touch a map's block (and values)."""
+        for one in memory:
+            self.vm.register_allowed_memory(one)
         self.maps += 1
 
 
-_RUNTIMES: dict[str, Runtime] = {}
+_RUNTIMES: dict[tuple[str, tuple[str, ...]], Runtime] = {}
 
 
-def runtime_for(engine: str) -> Runtime:
+def runtime_for(engine: str, functions: tuple[str, ...] = FUNCTIONS) -> Runtime:
     """The engine's Runtime (a new one once it has served MAX_MAPS maps)."""
-    found = _RUNTIMES.get(engine)
+    found = _RUNTIMES.get((engine, functions))
     if found is None or found.maps >= Runtime.MAX_MAPS:
-        found = _RUNTIMES[engine] = Runtime(engine)
+        found = _RUNTIMES[engine, functions] = Runtime(engine, functions)
     return found
 
 
@@ -126,7 +126,8 @@ class Native:
         self.map = the_map
         the_map.handle = 7
         self.rt = runtime_for(engine)
-        self.rt.attach(the_map)
+        assert the_map.native_hash is not None
+        self.rt.attach(the_map.native_hash.mem, the_map.slab)
         self.cpu = 0
         self.args = self.rt.args
 

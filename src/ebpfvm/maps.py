@@ -24,7 +24,7 @@ entry evicted when full), and queue and stack
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -51,6 +51,7 @@ from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
 from .nativehash import HASH_TYPES, NativeHash, handle_property
+from .nativequeue import NativeQueue
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
@@ -238,6 +239,7 @@ class QueueMap(BpfMap):
 
     kind = "queue"
     type: MapType
+    handle = handle_property("native_queue")  # the block's descriptor records it too
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -271,7 +273,8 @@ class QueueMap(BpfMap):
             raise MapError(f"map {name!r}: value size and entry count must be positive")
         _check_size(name, map_type, 0, value_size, max_entries, max_bytes)
         self._init_shape(name, map_type, 0, value_size, max_entries, flags)
-        self.items: deque[bytes] = deque()
+        self.native_queue = NativeQueue(map_type, value_size, max_entries, flags)
+        """The ring of values in native memory (ebpfvm.nativequeue)."""
         self.handle = 0
 
     def push_elem(self, value: bytes, flags: int = BPF_ANY) -> int:
@@ -279,24 +282,15 @@ class QueueMap(BpfMap):
         value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size or flags not in (BPF_ANY, BPF_EXIST):
             return -EINVAL
-        if len(self.items) == self.max_entries:
-            if flags != BPF_EXIST:
-                return -E2BIG
-            self.items.popleft()
-        self.items.append(bytes(value))
-        return 0
+        return self.native_queue.push(value, flags)
 
     def peek_elem(self) -> bytes | None:
         """The next value out (bpf_map_peek_elem), or None when empty."""
-        if not self.items:
-            return None
-        return self.items[0] if self.type is MapType.QUEUE else self.items[-1]
+        return self.native_queue.peek()
 
     def pop_elem(self) -> bytes | None:
         """Take the next value out (bpf_map_pop_elem), or None when empty."""
-        if not self.items:
-            return None
-        return self.items.popleft() if self.type is MapType.QUEUE else self.items.pop()
+        return self.native_queue.pop()
 
     def push(self, value: bytes) -> None:
         """Push `value` from Python; MapError when full or of the wrong size."""
@@ -318,10 +312,10 @@ class QueueMap(BpfMap):
         return value
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.native_queue)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(list(self.items) if self.type is MapType.QUEUE else list(reversed(self.items)))
+        return iter(self.native_queue)
 
     def __repr__(self) -> str:
         return (f"QueueMap({self.name!r}, {self.type.name}, value_size={self.value_size}, "

@@ -272,9 +272,10 @@ class NativeHash:
         return None
 
 
-def handle_property() -> property:
-    """Map.handle: what programs pass the map helpers, which a native hash
-    map's descriptor records too (the runtime finds the map by it)."""
+def handle_property(block: str = "native_hash") -> property:
+    """A map's handle: what programs pass the map helpers, which the
+    descriptor of its native block (the attribute `block`, None for maps
+    without one) records too: the runtime finds the map by it."""
 
     def get(self: Any) -> int:
         handle: int = self._handle
@@ -282,7 +283,8 @@ def handle_property() -> property:
 
     def set_(self: Any, value: int) -> None:
         self._handle = value
-        if self.native_hash is not None:
-            self.native_hash.set_handle(value)
+        native = getattr(self, block)
+        if native is not None:
+            native.set_handle(value)
 
     return property(get, set_)

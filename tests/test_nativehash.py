@@ -339,3 +339,17 @@ def test_updates_and_deletes_agree_with_the_kernel(flags: int,
         assert (first is None) == (not kernel) and native.next_key(b"\xff\xff\xff") == first
     finally:
         os.close(fd)
+
+
+def test_a_per_cpu_map_given_more_cpus_moves_its_values_in_the_descriptor(engine: str) -> None:
+    m = make_map(True, 4, 8, 4, ncpus=2)
+    m[b"kkkk"] = [b"\x01" * 8, b"\x02" * 8]
+    m.set_possible_cpus(3)
+    native = Native(m, engine)
+    assert m.native_hash is not None
+    assert struct.unpack_from("<IQ", m.native_hash.mem, 28) == (3, m.base)
+    native.cpu = 2
+    address = native.call(LOOKUP, native.key(b"kkkk"))
+    assert address == m.lookup_cpu(b"kkkk", 2) and m[b"kkkk"][2] == bytes(8)
+    assert native.call(UPDATE, native.key(b"kkkk"), native.value(b"\x03" * 8), BPF_EXIST) == 0
+    assert m[b"kkkk"] == [b"\x01" * 8, b"\x02" * 8, b"\x03" * 8]

@@ -197,3 +197,13 @@ def test_push_peek_pop_agree_with_the_kernel(kind: str, ops: list[tuple[int, int
             assert _ours(ours, number, value, flags) == theirs, (number, flags)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("kind", sorted(TYPES))
+def test_items_are_oldest_first_and_iteration_next_out_first(kind: str) -> None:
+    m = QueueMap("q", TYPES[kind], 1, 3)
+    for value in (b"a", b"b", b"c"):
+        m.push(value)
+    assert m.push_elem(b"d", 2) == 0  # BPF_EXIST: the oldest (a) goes
+    assert m.items == [b"b", b"c", b"d"]
+    assert list(m) == ([b"b", b"c", b"d"] if kind == "queue" else [b"d", b"c", b"b"])

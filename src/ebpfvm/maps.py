@@ -311,6 +311,11 @@ class QueueMap(BpfMap):
             raise MapError(f"map {self.name!r} is empty")
         return value
 
+    @property
+    def items(self) -> list[bytes]:
+        """The values, oldest first (the order they were pushed)."""
+        return self.native_queue.oldest_first()
+
     def __len__(self) -> int:
         return len(self.native_queue)
 

@@ -115,10 +115,12 @@ class NativeQueue:
         _RING.pack_into(self.mem, _HEAD, head, tail)
         return self._slot(index)
 
+    def oldest_first(self) -> list[bytes]:
+        """The values in the order they were pushed."""
+        head, tail = self._ends()
+        return [self._slot((tail + i) % self.size) for i in range((head - tail) % self.size)]
+
     def __iter__(self) -> Iterator[bytes]:
         """The values, next out first."""
-        head, tail = self._ends()
-        count = (head - tail) % self.size
-        if self.stack:
-            return iter([self._slot((head - 1 - i) % self.size) for i in range(count)])
-        return iter([self._slot((tail + i) % self.size) for i in range(count)])
+        values = self.oldest_first()
+        return iter(values[::-1] if self.stack else values)

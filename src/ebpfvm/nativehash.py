@@ -287,4 +287,5 @@ def handle_property(block: str = "native_hash") -> property:
         if native is not None:
             native.set_handle(value)
 
-    return property(get, set_)
+    return property(get, set_, doc="What programs pass the map helpers in r1 (set by the "
+                    "loader or the VM; the map's native block records it too).")

@@ -100,7 +100,7 @@ class _ForEach:
     def _walk(self, ctx: HelperContext, handle: int, target: Map, function: int,
               data: int, level: int) -> int:
         """Call the callback for each element in order (array index order;
-        for hashes, the order the keys were inserted) until it returns
+        for hashes, the map's iteration order) until it returns
         nonzero; the number of elements visited."""
         key_buffer, key_address = self._key_buffer(ctx, handle, target, level)
         ctx.space.add_once(target.region)
@@ -109,9 +109,9 @@ class _ForEach:
         if target.is_array:
             keys = ((index.to_bytes(4, "little"), index) for index in range(target.max_entries))
         else:
-            keys = list(target._slots.items())  # the callback may delete some
+            keys = [(key, target._slot(key) or 0) for key in target]  # the callback may delete
         for key, slot in keys:
-            if not target.is_array and target._slots.get(key) != slot:
+            if not target.is_array and target._slot(key) != slot:
                 continue  # deleted by an earlier call of the callback
             ctx.charge(CALLBACK_CALL_UNITS)
             key_buffer[:] = key

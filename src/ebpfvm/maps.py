@@ -24,7 +24,7 @@ entry evicted when full), and queue and stack
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -51,6 +51,8 @@ from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
 from .native.binding import native_version
+from .nativehash import HASH_TYPES, NativeHash, handle_property
+from .nativequeue import NativeQueue
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
 if TYPE_CHECKING:
@@ -240,6 +242,7 @@ class QueueMap(BpfMap):
 
     kind = "queue"
     type: MapType
+    handle = handle_property("native_queue")  # the block's descriptor records it too
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -273,7 +276,8 @@ class QueueMap(BpfMap):
             raise MapError(f"map {name!r}: value size and entry count must be positive")
         _check_size(name, map_type, 0, value_size, max_entries, max_bytes)
         self._init_shape(name, map_type, 0, value_size, max_entries, flags)
-        self.items: deque[bytes] = deque()
+        self.native_queue = NativeQueue(map_type, value_size, max_entries, flags)
+        """The ring of values in native memory (ebpfvm.nativequeue)."""
         self.handle = 0
 
     def push_elem(self, value: bytes, flags: int = BPF_ANY) -> int:
@@ -281,24 +285,15 @@ class QueueMap(BpfMap):
         value = _as_bytes(self.name, "value", value)
         if len(value) != self.value_size or flags not in (BPF_ANY, BPF_EXIST):
             return -EINVAL
-        if len(self.items) == self.max_entries:
-            if flags != BPF_EXIST:
-                return -E2BIG
-            self.items.popleft()
-        self.items.append(bytes(value))
-        return 0
+        return self.native_queue.push(value, flags)
 
     def peek_elem(self) -> bytes | None:
         """The next value out (bpf_map_peek_elem), or None when empty."""
-        if not self.items:
-            return None
-        return self.items[0] if self.type is MapType.QUEUE else self.items[-1]
+        return self.native_queue.peek()
 
     def pop_elem(self) -> bytes | None:
         """Take the next value out (bpf_map_pop_elem), or None when empty."""
-        if not self.items:
-            return None
-        return self.items.popleft() if self.type is MapType.QUEUE else self.items.pop()
+        return self.native_queue.pop()
 
     def push(self, value: bytes) -> None:
         """Push `value` from Python; MapError when full or of the wrong size."""
@@ -319,11 +314,16 @@ class QueueMap(BpfMap):
             raise MapError(f"map {self.name!r} is empty")
         return value
 
+    @property
+    def items(self) -> list[bytes]:
+        """The values, oldest first (the order they were pushed)."""
+        return self.native_queue.oldest_first()
+
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.native_queue)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(list(self.items) if self.type is MapType.QUEUE else list(reversed(self.items)))
+        return iter(self.native_queue)
 
     def __repr__(self) -> str:
         return (f"QueueMap({self.name!r}, {self.type.name}, value_size={self.value_size}, "
@@ -342,6 +342,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     on_free: Callable[[int], None] | None = None
     """Told the slot of each element an update replaces or a delete removes
     (ebpfvm.timers frees the element's bpf_timer there, as the kernel does)."""
+    handle = handle_property()  # a hash map's descriptor records it too
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -415,6 +416,9 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         # its slab and nothing per entry.
         self._fresh = 0
         self._free: list[int] = []
+        self.native_hash = NativeHash(map_type, key_size, value_size, max_entries, flags,
+                                      ncpus or 1, self.base) if map_type in HASH_TYPES else None
+        """A hash map's keys, buckets and links in native memory (ebpfvm.nativehash)."""
         self.handle = 0  # set by the VM or loader that gives programs this map
         self.key_codec = None
         self.value_codec = None
@@ -467,6 +471,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         (a negative errno, False)."""
         if self._lru is not None:
             return self._lru.place(key, flags, cpu, self.percpu)
+        if self.native_hash is not None:
+            return self.native_hash.place(key, flags)
         slot = self._slot(key)
         if self.is_array:  # kernel/bpf/arraymap.c's order; no value has a spin lock to take
             if slot is None:
@@ -498,6 +504,8 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         key = _as_bytes(self.name, "key", key)
         if self.is_array:
             return -EINVAL
+        if self.native_hash is not None:
+            return 0 if self.native_hash.remove(key) is not None else -ENOENT
         slot = self._slots.pop(key, None)
         if slot is None:
             return -ENOENT
@@ -520,7 +528,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         if self.is_array:
             index = int.from_bytes(key[:4], "little")
             return index if index < self.max_entries else None
-        return self._slots.get(key)
+        return self._slots.get(key) if self.native_hash is None else self.native_hash.find(key)
 
     # -- the Python mapping -------------------------------------------------------
 
@@ -554,9 +562,13 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
     def __iter__(self) -> Iterator[bytes]:
         if self.is_array:
             return (i.to_bytes(self.key_size, "little") for i in range(self.max_entries))
+        if self.native_hash is not None:
+            return iter(self.native_hash.keys())
         return iter(list(self._slots))
 
     def __len__(self) -> int:
+        if self.native_hash is not None:
+            return self.native_hash.count
         return self.max_entries if self.is_array else len(self._slots)
 
     def _key(self, key: bytes) -> bytes:

@@ -92,6 +92,8 @@ class PerCpuMap(Map):
         self.base = address_of(slab)
         self.region = Region(self.base, memoryview(slab), self.region.writable, self.region.name)
         self.ncpus = ncpus
+        if self.native_hash is not None:
+            self.native_hash.set_slab(self.base, ncpus)
         if self._lru is not None and not self._slots:  # the lists are per CPU
             self._lru = Lru(self.max_entries, ncpus, self._lru.percpu_lists, self._slots)
 

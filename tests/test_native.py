@@ -27,7 +27,7 @@ from ebpfvm.helper_table import HELPERS, helper_number
 from ebpfvm.jit.rtlink import link_runtime
 from ebpfvm.kernel import FixedClock, KernelEnv, kernel_helpers
 from ebpfvm.mapbase import MapType
-from ebpfvm.maps import Map, map_helpers
+from ebpfvm.maps import Map, QueueMap, map_helpers
 from ebpfvm.memory import address_of
 from ebpfvm.native.abi import RT_MAX_MAPS
 from ebpfvm.native.env import RtEnvBlock
@@ -46,12 +46,14 @@ from ebpfvm.xdp_helpers import XdpHelpers
 from engines import run
 
 ARRAY, PERCPU, HASH, BIG = 0x1000, 0x2000, 0x3000, 0x4000
+PHASH, QUEUE, STACK = 0x5000, 0x6000, 0x7000
 WILD = 0x1234
 TOP = (1 << 64) - 2
 """A pointer whose access wraps around the address space."""
 EXPECTED_NATIVE = {"bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem",
                    "bpf_get_prandom_u32", "bpf_get_smp_processor_id", "bpf_get_numa_node_id",
-                   "bpf_ktime_get_ns", "bpf_csum_diff"}
+                   "bpf_ktime_get_ns", "bpf_csum_diff", "bpf_map_push_elem",
+                   "bpf_map_pop_elem", "bpf_map_peek_elem", "bpf_map_lookup_percpu_elem"}
 
 
 @contextmanager
@@ -74,15 +76,23 @@ def _maps() -> dict[int, Any]:
         PERCPU: PerCpuMap("pcpu", MapType.PERCPU_ARRAY, 4, 8, 3, ncpus=2),
         HASH: Map("hash", MapType.HASH, 4, 8, 4),
         BIG: Map("big", MapType.ARRAY, 4, 64, 2),
+        PHASH: PerCpuMap("phash", MapType.PERCPU_HASH, 4, 8, 3, ncpus=2),
+        QUEUE: QueueMap("queue", MapType.QUEUE, 8, 3),
+        STACK: QueueMap("stack", MapType.STACK, 8, 3),
     }
     for handle, target in maps.items():
         target.handle = handle
     maps[ARRAY][(1).to_bytes(4, "little")] = bytes(range(12))
+    maps[PHASH][(1).to_bytes(4, "little")] = [b"\x11" * 8, b"\x22" * 8]
+    for value in (b"first...", b"second.."):
+        maps[QUEUE].push(value)
+        maps[STACK].push(value)
     return maps
 
 
 def _contents(maps: dict[int, Any]) -> dict[int, Any]:
-    return {handle: {bytes(key): target[key] for key in target} for handle, target in maps.items()}
+    return {handle: list(target) if isinstance(target, QueueMap)
+            else {bytes(key): target[key] for key in target} for handle, target in maps.items()}
 
 
 Env = Callable[[], KernelEnv]
@@ -133,13 +143,13 @@ def _call(number: int, handle: int, r2: str = "mov r2, r10\nadd r2, -4",
 LOOKUP_READ = "jeq r0, 0, +2\nldxdw r0, [r0]\nexit\nmov r0, 0xdead\nexit\n"
 
 
-@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH])
+@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, PHASH])
 @pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 0xFFFFFFFF])
 def test_lookup(engine: str, handle: int, index: int) -> None:
     _same(engine, _key(index) + _call(1, handle) + LOOKUP_READ)
 
 
-@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, BIG])
+@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, BIG, PHASH])
 @pytest.mark.parametrize("index", [0, 2, 3, 4])
 @pytest.mark.parametrize("flags", [0, 1, 2, 3, 4, 5, 6, 7, 1 << 32])
 def test_update_then_lookup(engine: str, handle: int, index: int, flags: int) -> None:
@@ -151,7 +161,7 @@ def test_update_then_lookup(engine: str, handle: int, index: int, flags: int) ->
     _same(engine, source)
 
 
-@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH])
+@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, PHASH])
 @pytest.mark.parametrize("index", [0, 1, 9])
 def test_delete(engine: str, handle: int, index: int) -> None:
     _same(engine, _key(index) + _call(3, handle) + "exit\n")
@@ -159,12 +169,52 @@ def test_delete(engine: str, handle: int, index: int) -> None:
 
 @pytest.mark.parametrize("number", [1, 2, 3])
 @pytest.mark.parametrize("key", [0, WILD, TOP])
-@pytest.mark.parametrize("handle", [ARRAY, PERCPU, 0x9999, 0])
+@pytest.mark.parametrize("handle", [ARRAY, PERCPU, HASH, PHASH, QUEUE, 0x9999, 0])
 def test_hostile_map_arguments(engine: str, number: int, key: int, handle: int) -> None:
     """Wild key pointers (one wraps around the address space) and forged
     handles: the same typed fault, with the same fields, as Python's."""
     rest = f"lddw r3, {TOP:#x}\nmov r4, 0" if number == 2 else ""
     outcome = _same(engine, _call(number, handle, f"lddw r2, {key:#x}", rest) + "exit\n")
+    assert isinstance(outcome[0], tuple)
+
+
+@pytest.mark.parametrize("handle", [PHASH, PERCPU, HASH, QUEUE])
+@pytest.mark.parametrize("index", [0, 1, 5])
+@pytest.mark.parametrize("cpu", [0, 1, 2, 1 << 40])
+def test_lookup_percpu(engine: str, handle: int, index: int, cpu: int) -> None:
+    """bpf_map_lookup_percpu_elem: a per-CPU hash natively, a CPU past the
+    map's (0), and maps that are not per-CPU hashes (Python's answer or its
+    typed error, through the fallback)."""
+    _same(engine, _key(index) + _call(195, handle, rest=f"lddw r3, {cpu:#x}") + LOOKUP_READ)
+
+
+QUEUE_OPS = {"push": 87, "pop": 88, "peek": 89}
+
+
+@pytest.mark.parametrize("handle", [QUEUE, STACK, HASH])
+@pytest.mark.parametrize("ops", [
+    ("pop", "pop", "pop", "push"), ("peek", "push", "push", "push", "pop"),
+    ("push", "push", "push_exist", "pop", "pop", "pop", "pop"), ("push_bad_flags", "peek"),
+])
+def test_queue_and_stack(engine: str, handle: int, ops: tuple[str, ...]) -> None:
+    """Push (each flag: full is E2BIG, BPF_EXIST drops the oldest), pop and
+    peek in sequence: every result and the values read, as Python's."""
+    source = "mov r9, 0\n"
+    for step, op in enumerate(ops):
+        name, _, flag = op.partition("_")
+        flags = {"": 0, "exist": 2, "bad": 5}[flag.split("_")[0]]
+        value = f"lddw r1, {0x0101010101010101 * (step + 1):#x}\nstxdw [r10-16], r1\n"
+        rest = f"mov r3, {flags}" if name == "push" else ""
+        source += value + _call(QUEUE_OPS[name], handle, "mov r2, r10\nadd r2, -16", rest)
+        source += "lsh r9, 8\nadd r9, r0\nldxdw r1, [r10-16]\nadd r9, r1\n"
+    _same(engine, source + "mov r0, r9\nexit\n")
+
+
+@pytest.mark.parametrize("op", ["push", "pop", "peek"])
+@pytest.mark.parametrize("pointer", [WILD, TOP])
+def test_queue_wild_pointers(engine: str, op: str, pointer: int) -> None:
+    outcome = _same(engine, _call(QUEUE_OPS[op], QUEUE, f"lddw r2, {pointer:#x}",
+                                  "mov r3, 0" if op == "push" else "") + "exit\n")
     assert isinstance(outcome[0], tuple)
 
 
@@ -262,7 +312,8 @@ def _runtime_program(name: str, env: RtEnvBlock, maps: dict[int, Any],
     for buffer in runtime_memory(env):
         vm.register_allowed_memory(buffer)
     for target in maps.values():
-        vm.register_allowed_memory(target.slab)
+        if isinstance(target, Map):  # a queue's values are in its native block
+            vm.register_allowed_memory(target.slab)
     return vm
 
 

@@ -241,11 +241,11 @@ def test_runtime_agrees_on_corrupted_layouts(engine: str, case: Any,
         _same_state(native, ref)
 
 
-@pytest.mark.parametrize("number", [LOOKUP, LOOKUP_PERCPU, UPDATE, DELETE])
-@pytest.mark.parametrize("wild", ["key", "value"])
+@pytest.mark.parametrize(("number", "wild"), [
+    (LOOKUP, "key"), (LOOKUP_PERCPU, "key"), (UPDATE, "key"), (DELETE, "key"),
+    (UPDATE, "value"),  # only an update reads a value
+])
 def test_wild_pointers_fault_with_address_and_size(engine: str, number: int, wild: str) -> None:
-    if wild == "value" and number != UPDATE:
-        pytest.skip("only an update reads a value")
     native, ref = _twins((number == LOOKUP_PERCPU, 13, 24, 4, 2), engine)
     faults = []
     for side in (native, ref):

@@ -189,7 +189,7 @@ class TimerQueue:
         an updated key to another node and evicts others: the old node's
         timer is freed with it). A dead timer is dropped."""
         table = timer.table
-        if table.is_array or table._slots.get(timer.key) == timer.slot:
+        if table.is_array or table._slot(timer.key) == timer.slot:
             return True
         self._timers.pop((id(table), timer.slot), None)
         return False
@@ -201,7 +201,7 @@ class TimerQueue:
         if table.on_free is None:
             table.on_free = lambda freed: self._release(table, freed)
         key = slot.to_bytes(4, "little") if table.is_array else next(
-            (key for key, used in table._slots.items() if used == slot), b"")
+            (key for key in table if table._slot(key) == slot), b"")
         self._timers[id(table), slot] = _Timer(table, slot, key, clock)
         return 0
 

@@ -43,10 +43,11 @@ __all__ = ["CALL_UNITS", "RuntimeLink", "TrustedUnit", "link_runtime", "trusted_
 
 CALL_UNITS = HELPER_CALL_UNITS
 """What the call site of a linked helper charges (as Machine.call does)."""
-_MAP_HELPERS = (1, 2, 3)
-"""bpf_map_lookup_elem, update, delete: their native versions read the maps table."""
-_LOOKUP = 1
-_STATIC = frozenset({1, 2, 3, 7, 28})
+_MAP_HELPERS = (1, 2, 3, 87, 88, 89, 195)
+"""bpf_map_lookup_elem, update, delete, push, pop, peek, lookup_percpu_elem:
+their native versions read the maps table."""
+_LOOKUPS = (1, 195)
+_STATIC = frozenset({1, 2, 3, 7, 28, 87, 88, 89, 195})
 """Helpers whose native versions read nothing a run refreshes (map helpers:
 but per-CPU maps read the CPU)."""
 _SPIN_LOCK = 93
@@ -138,8 +139,8 @@ def link_runtime(insns: Sequence[Insn], helpers: dict[int, Helper]) -> RuntimeLi
         held = link.env.set_maps(maps_owner.maps)
         if env is None:
             link.cpu = maps_owner.cpu
-        if _LOOKUP in link.units:
-            link.regions = [target.region for target in held]
+        if any(number in link.units for number in _LOOKUPS):
+            link.regions = [target.region for target in held if target.kind == "keyed"]
     per_cpu = maps_owner is not None and any(
         getattr(target, "percpu", False) for target in maps_owner.maps.values())
     link.dynamic = per_cpu or not _STATIC.issuperset(link.units)

@@ -16,14 +16,18 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from ..mapbase import MapType
+from ..timers import timer_offset
 from .abi import RT_ENV_VERSION, RT_MAX_MAPS, RtEnv, RtMap
 
 __all__ = ["NATIVE_MAP_TYPES", "RtEnvBlock", "descriptor", "prandom_seed", "prandom_step"]
 
 M32 = 0xFFFF_FFFF
 M64 = (1 << 64) - 1
-NATIVE_MAP_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
-"""Map types whose slab layout rtcore.c reads (other parts add theirs)."""
+NATIVE_MAP_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.HASH,
+                              MapType.PERCPU_HASH, MapType.QUEUE, MapType.STACK})
+"""Map types the runtime's map helpers work on (rtcore.c; rt_hash.h and
+rt_queue.h for the hash and queue types, whose native block is their
+descriptor)."""
 _TAUS = ((0xFFFFFFFE, 6, 13, 18), (0xFFFFFFF8, 2, 27, 2), (0xFFFFFFF0, 13, 21, 7),
          (0xFFFFFF80, 3, 12, 13))
 """L'Ecuyer's lfsr113 components: (mask, a, b, d) of s' = ((s & mask) << d) ^ (((s << a) ^ s) >> b)."""
@@ -75,6 +79,33 @@ def descriptor(target: Any, handle: int | None = None) -> RtMap:
     return found
 
 
+def _native_ok(handle: int, target: Any) -> bool:
+    """Whether the runtime may work on `target` (passed as `handle`): a map
+    of a native type, without a bpf_timer in its values (the timers free an
+    element's timer on each update and delete: Python does those), and, for
+    the types whose native block records the map's own handle, that handle."""
+    if getattr(target, "kind", None) not in ("keyed", "queue") or \
+            getattr(target, "type", None) not in NATIVE_MAP_TYPES:
+        return False
+    if getattr(target, "on_free", None) is not None or \
+            timer_offset(getattr(target, "value_codec", None)) is not None:
+        return False
+    block = _block_of(target)
+    return block is None or handle == target.handle
+
+
+def _block_of(target: Any) -> Any:
+    """A hash or queue map's native block (its descriptor), else None."""
+    return getattr(target, "native_hash", None) or getattr(target, "native_queue", None)
+
+
+def _descriptor_of(target: Any, handle: int) -> Any:
+    """What the maps table points at for `target`: its native block, or an
+    array map's struct rt_map."""
+    block = _block_of(target)
+    return block if block is not None else descriptor(target, handle)
+
+
 class RtEnvBlock:
     """One struct rt_env (see the module docstring). `kenv` is the
     ebpfvm.kernel.KernelEnv it mirrors (None: CPU 0, node 0, Python's clock)."""
@@ -88,12 +119,12 @@ class RtEnvBlock:
         self.env.version = RT_ENV_VERSION
         self.env.ncpus = ncpus
         prandom_seed(self.env.prandom_state, seed)
-        self._descriptors: list[RtMap] = []
+        self._descriptors: list[Any] = []
         self._cpu = self._node = self._now = 0  # what env holds (all 0 when new)
         self.refresh()
 
     @property
-    def descriptors(self) -> list[RtMap]:
+    def descriptors(self) -> list[Any]:
         """The descriptors the maps table points at."""
         return list(self._descriptors)
 
@@ -128,11 +159,11 @@ class RtEnvBlock:
         else:
             pairs = ((target.handle, target) for target in cast(Iterable[Any], maps))
         chosen = [(handle, target) for handle, target in pairs
-                  if getattr(target, "kind", None) == "keyed"
-                  and getattr(target, "type", None) in NATIVE_MAP_TYPES][:RT_MAX_MAPS]
+                  if _native_ok(handle, target)][:RT_MAX_MAPS]
         held = [target for _handle, target in chosen]
-        self._descriptors = [descriptor(target, handle) for handle, target in chosen]
+        self._descriptors = [_descriptor_of(target, handle) for handle, target in chosen]
         for index, found in enumerate(self._descriptors):
-            self.env.maps[index] = ctypes.addressof(found)
+            self.env.maps[index] = ctypes.addressof(found) if isinstance(found, RtMap) \
+                else found.address
         self.env.nmaps = len(self._descriptors)
         return held

@@ -42,5 +42,7 @@ def intrinsic_helpers(env: RtEnvBlock, python: dict[int, Helper]) -> dict[int, H
 
 def runtime_memory(env: RtEnvBlock) -> list[Any]:
     """The buffers a runtime function reads natively: the env, and the
-    descriptors of its maps table (the slabs are the maps' own regions)."""
-    return [env.env, *env.descriptors]
+    descriptors of its maps table (an array map's struct rt_map; a hash or
+    queue map's whole native block, whose descriptor it starts with); the
+    slabs are the maps' own regions."""
+    return [env.env, *(getattr(found, "mem", found) for found in env.descriptors)]

@@ -104,6 +104,10 @@ struct rt_map {
 #define RT_GET_SMP_PROCESSOR_ID 8
 #define RT_CSUM_DIFF 28
 #define RT_GET_NUMA_NODE_ID 42
+#define RT_MAP_PUSH_ELEM 87
+#define RT_MAP_POP_ELEM 88
+#define RT_MAP_PEEK_ELEM 89
+#define RT_MAP_LOOKUP_PERCPU_ELEM 195
 
 /* The descriptor of the map with `handle` (0: none, fall back to Python). */
 RT_INLINE struct rt_map *rt_find_map(struct rt_env *env, u64 handle)

@@ -52,47 +52,7 @@
 #ifndef RT_HASH_H
 #define RT_HASH_H
 
-#if __has_include("rt.h")
 #include "rt.h"
-#else
-/* rt.h's definitions this header uses (the common ABI), until it is merged. */
-typedef unsigned char u8;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-#define RT_INLINE static inline __attribute__((always_inline))
-static struct rt_env *(*const RT_ENV)(void) = (void *)0x7e000000;
-static void *(*const RT_CHECK)(u64 ptr, u64 size, u64 write) = (void *)0x7e000001;
-static long (*const RT_CHARGE)(u64 n) = (void *)0x7e000002;
-#define RT_BYTES_PER_UNIT 16
-#define RT_CHARGE_BYTES(n) RT_CHARGE((u64)(n) / RT_BYTES_PER_UNIT)
-struct rt_env {
-	u64 version;
-	u64 cpu;
-	u64 ncpus;
-	u64 prandom_state[4];
-	u64 ktime_ns;
-	u64 numa_node;
-	u64 nmaps;
-	u64 maps[64];
-};
-struct rt_map {
-	u64 handle;
-	u32 type;
-	u32 key_size;
-	u32 value_size;
-	u32 max_entries;
-	u32 flags;
-	u32 ncpus;
-	u64 slab;
-};
-#define RT_F_RDONLY_PROG (1U << 7)
-#define RT_NOEXIST 1
-#define RT_EXIST 2
-#define RT_ENOENT 2
-#define RT_E2BIG 7
-#define RT_EEXIST 17
-#define RT_EINVAL 22
-#endif
 
 #define RT_MAP_HASH 1
 #define RT_MAP_PERCPU_HASH 5

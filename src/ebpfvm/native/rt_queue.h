@@ -25,7 +25,7 @@
 #ifndef RT_QUEUE_H
 #define RT_QUEUE_H
 
-#include "rt_hash.h" /* rt.h, or the same definitions until it is merged */
+#include "rt_hash.h" /* and rt.h */
 
 #define RT_MAP_QUEUE 22
 #define RT_MAP_STACK 23

@@ -1,9 +1,16 @@
 /* rtcore: the first native helpers (issue 15). Array and per-CPU array map
- * lookup, update and delete; prandom, the CPU and NUMA node ids, ktime,
+ * lookup, update and delete, and the hash, per-CPU hash, queue and stack
+ * maps' operations (rt_hash.h, rt_queue.h) behind the same helpers; prandom, the CPU and NUMA node ids, ktime,
  * csum_diff. Each does what its Python implementation does (the reference:
  * ebpfvm.maps, ebpfvm.kernel, ebpfvm.contexts), in the same order of checks,
  * faults and budget charges; anything else goes to RT_PYTHON. */
 #include "rt.h"
+#include "rt_hash.h"
+#include "rt_queue.h"
+
+/* A hash operation's answer, or the Python helper's when it must answer. */
+#define RT_HASH_OR_PYTHON(result, helper) \
+	((result) == RT_HASH_PYTHON ? RT_PYTHON(helper, r1, r2, r3, r4, r5) : (result))
 
 RT_INLINE int rt_is_array(struct rt_map *map)
 {
@@ -28,6 +35,10 @@ long rt_map_lookup_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	struct rt_env *env = RT_ENV();
 	struct rt_map *map = rt_find_map(env, r1);
+	if (map && rt_is_hash(map)) {
+		long found = rt_hash_lookup((struct rt_hash *)map, env, r2);
+		return RT_HASH_OR_PYTHON(found, RT_MAP_LOOKUP_ELEM);
+	}
 	if (!map || !rt_is_array(map) || !rt_cpu_ok(map, env))
 		return RT_PYTHON(RT_MAP_LOOKUP_ELEM, r1, r2, r3, r4, r5);
 	RT_CHARGE_BYTES(map->key_size);
@@ -42,6 +53,10 @@ long rt_map_update_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	struct rt_env *env = RT_ENV();
 	struct rt_map *map = rt_find_map(env, r1);
+	if (map && rt_is_hash(map)) {
+		long done = rt_hash_update((struct rt_hash *)map, env, r2, r3, r4);
+		return RT_HASH_OR_PYTHON(done, RT_MAP_UPDATE_ELEM);
+	}
 	if (!map || !rt_is_array(map) || !rt_cpu_ok(map, env) ||
 	    (map->flags & RT_F_RDONLY_PROG))
 		return RT_PYTHON(RT_MAP_UPDATE_ELEM, r1, r2, r3, r4, r5);
@@ -74,11 +89,46 @@ long rt_map_delete_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	struct rt_env *env = RT_ENV();
 	struct rt_map *map = rt_find_map(env, r1);
+	if (map && rt_is_hash(map))
+		return rt_hash_delete((struct rt_hash *)map, r2);
 	if (!map || !rt_is_array(map))
 		return RT_PYTHON(RT_MAP_DELETE_ELEM, r1, r2, r3, r4, r5);
 	RT_CHARGE_BYTES(map->key_size);
 	RT_CHECK(r2, 4, 0);
 	return -RT_EINVAL; /* array slots always exist */
+}
+
+long rt_map_lookup_percpu_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	struct rt_map *map = rt_find_map(RT_ENV(), r1);
+	if (!map || !rt_is_hash(map))
+		return RT_PYTHON(RT_MAP_LOOKUP_PERCPU_ELEM, r1, r2, r3, r4, r5);
+	long found = rt_hash_lookup_percpu((struct rt_hash *)map, r2, r3);
+	return RT_HASH_OR_PYTHON(found, RT_MAP_LOOKUP_PERCPU_ELEM);
+}
+
+long rt_map_push_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	struct rt_map *map = rt_find_map(RT_ENV(), r1);
+	if (!map || !rt_is_queue(map))
+		return RT_PYTHON(RT_MAP_PUSH_ELEM, r1, r2, r3, r4, r5);
+	return rt_queue_push((struct rt_queue *)map, r2, r3);
+}
+
+long rt_map_pop_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	struct rt_map *map = rt_find_map(RT_ENV(), r1);
+	if (!map || !rt_is_queue(map))
+		return RT_PYTHON(RT_MAP_POP_ELEM, r1, r2, r3, r4, r5);
+	return rt_queue_take((struct rt_queue *)map, r2, 1);
+}
+
+long rt_map_peek_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	struct rt_map *map = rt_find_map(RT_ENV(), r1);
+	if (!map || !rt_is_queue(map))
+		return RT_PYTHON(RT_MAP_PEEK_ELEM, r1, r2, r3, r4, r5);
+	return rt_queue_take((struct rt_queue *)map, r2, 0);
 }
 
 /* L'Ecuyer's four-component Tausworthe generator (lfsr113), the kernel's

@@ -143,7 +143,7 @@ def test_truncated_capture_runs_the_packets_before_and_counts_them(tmp_path: Pat
     path = tmp_path / "cut.pcap"
     path.write_bytes(data[:-7])
     vm = load_pass_all()
-    with pytest.raises(CaptureError, match="truncated dump file.*after 4 packets") as caught:
+    with pytest.raises(CaptureError, match=r"truncated dump file.*after 4 packets") as caught:
         run_capture(vm, read_capture(path), engine=engine)
     assert caught.value.reason == "truncated" and caught.value.packets == 4
     assert caught.value.offset == len(data) - 60

@@ -1,17 +1,22 @@
 """Run a program over a packet capture (pcap or pcapng), streaming.
 
-Captures are read with dpkt, one record at a time, so memory stays bounded
-whatever the file size. XDP programs on a JIT engine run in chunks: up to
-:data:`CHUNK_PACKETS` packets are copied into one buffer below 4 GiB, each
-behind its own ``struct xdp_md``, and the whole chunk runs in one native call
-(:meth:`~ebpfvm.vm.EbpfVmRaw.execute_spans`): r1 = the packet's context, and
-the run may touch only its own span (context + packet), with every check of
-the chosen engine. Helpers (maps, ring buffers, tail calls, trace_printk) are
-called from the native loop as usual. Everything else runs one packet at a
-time through :class:`~ebpfvm.contexts.XdpRunner` or
-:class:`~ebpfvm.contexts.SkbRunner`: the interpreter, skb programs, and
-XDP programs that move the packet's bounds (``bpf_xdp_adjust_head`` and
-``bpf_xdp_adjust_tail`` need headroom and a context the helper can rewrite).
+Captures are read in place (:mod:`ebpfvm.pcapmmap`: the file memory-mapped,
+walked pages released), so memory stays bounded whatever the file size. XDP
+programs (and the plain contexts) on an engine that batches run in chunks of
+up to :data:`CHUNK_PACKETS` packets with no Python step per packet
+(:mod:`ebpfvm.capture_native`): an eBPF walker lays the packets out in one
+buffer below 4 GiB, each behind its own ``struct xdp_md``; the whole chunk
+runs in one native call (:meth:`~ebpfvm.vm.EbpfVmRaw.execute_spans`): r1 = the
+packet's context, and the run may touch only its own span (context + packet),
+with every check of the chosen engine; an eBPF tally counts the verdicts and
+lays out the passed packets as pcap records, written once per chunk. Helpers
+(maps, ring buffers, tail calls, trace_printk) are called from the native
+loop as usual. Frames from any other iterable run in the same chunks, copied
+by Python. Everything else runs one packet at a time through
+:class:`~ebpfvm.contexts.XdpRunner` or :class:`~ebpfvm.contexts.SkbRunner`:
+the interpreter, skb programs, and XDP programs that move the packet's bounds
+(``bpf_xdp_adjust_head`` and ``bpf_xdp_adjust_tail`` need headroom and a
+context the helper can rewrite).
 """
 
 from __future__ import annotations

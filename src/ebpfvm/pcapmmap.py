@@ -165,7 +165,7 @@ class _Source:
         if page - self._released >= self.release or (force and page > self._released):
             self.data.madvise(mmap.MADV_DONTNEED, self._released, page - self._released)
             self._released = page
-            self._handle.seek(pos)
+        self._handle.seek(pos)
 
     def close(self) -> None:
         self.data.close()

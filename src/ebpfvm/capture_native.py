@@ -25,7 +25,6 @@ import functools
 import mmap
 import struct
 from collections import Counter
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -122,8 +121,13 @@ class NativeCapture:
         code = walker_code()
         self.routines: list[EbpfVmRaw] = []
         chosen = runtime or runtime_engine(engine)
-        self.walk = self._routine(code["capture_walk"], chosen, writable=False)
-        self.tally = self._routine(code["capture_tally"], chosen, writable=True)
+        self._reference = get_engine(chosen).reference
+        try:
+            self.walk = self._routine(code["capture_walk"], chosen, writable=False)
+            self.tally = self._routine(code["capture_tally"], chosen, writable=True)
+        except BaseException:
+            self.close()
+            raise
         self.packets = 0
         self.used = 0
         self.pending: Record | None = None
@@ -144,7 +148,6 @@ class NativeCapture:
                                    writable=not writable)
         if writable:  # the tally's control block is inside the side buffer
             vm.register_allowed_memory(range(self.side_address, self.side_address + self.layout.size))
-        self._reference = get_engine(engine).reference
         if not self._reference:
             vm.jit_compile(engine=engine)
         self.routines.append(vm)
@@ -283,5 +286,3 @@ class NativeCapture:
         self.side.close()
         self.frame.close()
 
-
-Progress = Callable[[int], None]

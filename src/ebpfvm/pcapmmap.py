@@ -28,7 +28,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from .errors import EbpfError, count_of
 from .memory import address_of
@@ -90,8 +90,7 @@ class Interface:
     """The float the units are divided by for the record's float timestamp (as dpkt does)."""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One packet: its float timestamp, its exact timestamp in microseconds
     (rounded half up, as the output capture holds it), its bytes."""
 
@@ -252,6 +251,7 @@ class CaptureFile:
         if linktype != DLT_EN10MB:
             raise CaptureError(f"{self.name}: link type {linktype} is not Ethernet", self.name)
         self.interfaces = [Interface(linktype, units, fields[4], 0, float(units))]
+        self._header = struct.Struct(self.order + "IIII").unpack_from
         self.pos = PCAP_HEADER
 
     # -- records --------------------------------------------------------
@@ -266,20 +266,22 @@ class CaptureFile:
                 return found
 
     def _pcap_record(self) -> Record | None:
-        if not self._have(PCAP_RECORD):
+        pos = self.pos
+        data = self.source.data
+        if pos + PCAP_RECORD > self.source.length and not self._have(PCAP_RECORD):
             if self.pos == self.source.length:
                 return None
             raise self._truncated("a record header", PCAP_RECORD, self.pos)
         pos = self.pos
-        sec, frac, caplen, _length = struct.unpack_from(self.order + "IIII", self.source.data, pos)
+        sec, frac, caplen, _length = self._header(data, pos)
         if caplen > MAX_SNAPLEN:
             raise self.error(f"bad caplen: a record of {count_of(caplen, 'byte')} (at most "
                              f"{MAX_SNAPLEN})", pos, "bad caplen")
-        if not self._have(PCAP_RECORD + caplen):
+        if pos + PCAP_RECORD + caplen > self.source.length and not self._have(PCAP_RECORD + caplen):
             raise self._truncated("a record", caplen, self.pos + PCAP_RECORD)
         pos = self.pos
         start = pos + PCAP_RECORD
-        frame = bytes(self.source.data[start : start + caplen])
+        frame = data[start : start + caplen]
         self.pos = start + caplen
         self.packets += 1
         units = self.interfaces[0].units

@@ -174,7 +174,7 @@ INLINE void fill_start(struct fill *f, struct walk *w)
 	f->slot = w->slot;
 }
 
-static u64 walk_pcap(struct walk *w, const u8 *win, const u8 *end)
+INLINE u64 walk_pcap(struct walk *w, const u8 *win, const u8 *end)
 {
 	u64 pos = w->pos, per_second = w->units[0], swap = w->swap, status = FULL;
 	struct fill f;
@@ -247,7 +247,7 @@ INLINE u64 pcapng_packet(struct walk *w, struct fill *f, const u8 *rec, u64 tota
 	return lay_out(f, rec + start, caplen, stamp, end) ? END : FULL;
 }
 
-static u64 walk_pcapng(struct walk *w, const u8 *win, const u8 *end)
+INLINE u64 walk_pcapng(struct walk *w, const u8 *win, const u8 *end)
 {
 	u64 pos = w->pos, swap = w->swap, status;
 	struct fill f;

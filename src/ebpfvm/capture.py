@@ -1,17 +1,22 @@
 """Run a program over a packet capture (pcap or pcapng), streaming.
 
-Captures are read with dpkt, one record at a time, so memory stays bounded
-whatever the file size. XDP programs on a JIT engine run in chunks: up to
-:data:`CHUNK_PACKETS` packets are copied into one buffer below 4 GiB, each
-behind its own ``struct xdp_md``, and the whole chunk runs in one native call
-(:meth:`~ebpfvm.vm.EbpfVmRaw.execute_spans`): r1 = the packet's context, and
-the run may touch only its own span (context + packet), with every check of
-the chosen engine. Helpers (maps, ring buffers, tail calls, trace_printk) are
-called from the native loop as usual. Everything else runs one packet at a
-time through :class:`~ebpfvm.contexts.XdpRunner` or
-:class:`~ebpfvm.contexts.SkbRunner`: the interpreter, skb programs, and
-XDP programs that move the packet's bounds (``bpf_xdp_adjust_head`` and
-``bpf_xdp_adjust_tail`` need headroom and a context the helper can rewrite).
+Captures are read in place (:mod:`ebpfvm.pcapmmap`: the file memory-mapped,
+walked pages released), so memory stays bounded whatever the file size. XDP
+programs (and the plain contexts) on an engine that batches run in chunks of
+up to :data:`CHUNK_PACKETS` packets with no Python step per packet
+(:mod:`ebpfvm.capture_native`): an eBPF walker lays the packets out in one
+buffer below 4 GiB, each behind its own ``struct xdp_md``; the whole chunk
+runs in one native call (:meth:`~ebpfvm.vm.EbpfVmRaw.execute_spans`): r1 = the
+packet's context, and the run may touch only its own span (context + packet),
+with every check of the chosen engine; an eBPF tally counts the verdicts and
+lays out the passed packets as pcap records, written once per chunk. Helpers
+(maps, ring buffers, tail calls, trace_printk) are called from the native
+loop as usual. Frames from any other iterable run in the same chunks, copied
+by Python. Everything else runs one packet at a time through
+:class:`~ebpfvm.contexts.XdpRunner` or :class:`~ebpfvm.contexts.SkbRunner`:
+the interpreter, skb programs, and XDP programs that move the packet's bounds
+(``bpf_xdp_adjust_head`` and ``bpf_xdp_adjust_tail`` need headroom and a
+context the helper can rewrite).
 """
 
 from __future__ import annotations
@@ -26,9 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .capture_native import NativeCapture
 from .contexts import XDP_HELPERS, _Frame
 from .engine import find_engine, get_engine
 from .errors import EbpfError, count_of
+from .pcapmmap import BLOCK_SLACK as BLOCK_SLACK
+from .pcapmmap import DLT_EN10MB, CaptureError, CaptureFile, Record
+from .pcapmmap import MAX_SNAPLEN as MAX_SNAPLEN
 from .progtypes import contexts, runner_class, verdicts_of, xdp_md_packer
 
 __all__ = ["CHUNK_PACKETS", "CONTEXTS", "PLAIN_CONTEXTS", "CaptureError", "CaptureInterrupted", "CaptureStats",
@@ -46,14 +55,6 @@ CONTEXT_SLOT = 32
 _PACK_SLOT_MD = xdp_md_packer(CONTEXT_SLOT)
 """Packs xdp_md and the zero padding after it: the whole slot is rewritten per packet,
 so nothing a run stores there reaches a later packet."""
-DLT_EN10MB = 1
-"""Link type of Ethernet captures, the only kind XDP and tc programs see."""
-PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-MAX_SNAPLEN = 262144
-"""The largest record a capture may hold (tcpdump's MAXIMUM_SNAPLEN). The
-reader refuses a record header that asks for more, before reading it."""
-BLOCK_SLACK = 65536
-"""Bytes a pcapng block may hold beyond its packet (header fields, options)."""
 PLAIN_CONTEXTS = ("mbuff", "raw")
 """The contexts without a program type: an rbpf fixed mbuff
 (EbpfVmFixedMbuff), or r1 = packet, r2 = length."""
@@ -70,50 +71,6 @@ CONTEXTS = all_contexts()
 """all_contexts() of the built-in program types."""
 
 
-class CaptureError(EbpfError):
-    """A capture file that cannot be read (not pcap/pcapng, cut short, not
-    Ethernet, a record larger than :data:`MAX_SNAPLEN`). `reason` is
-    ``"truncated"`` or ``"bad caplen"`` for those two cases, else ``""``."""
-
-    def __init__(self, message: str, path: str | None = None, reason: str = "") -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-
-
-class _CheckedFile:
-    """The capture file as dpkt reads it: a read larger than a capture record
-    can be (an untrusted caplen or block length) is refused before anything
-    is allocated, and a read that ends inside a record is a truncated file."""
-
-    def __init__(self, handle: BinaryIO, name: str, limit: int, prefix: bytes = b"") -> None:
-        self._handle = handle
-        self._prefix = prefix
-        """Bytes read already from a stream that cannot seek back (stdin)."""
-        self.name = name
-        self._limit = limit
-        self.records = False
-        """Set once the file header is read: from then on a short read is a
-        truncated record (a short file header is not a capture at all)."""
-
-    def read(self, size: int = -1) -> bytes:
-        if not 0 <= size <= self._limit:
-            raise CaptureError(f"{self.name}: bad caplen: a record of {count_of(size, 'byte')} "
-                               f"(at most {MAX_SNAPLEN})", self.name, "bad caplen")
-        data = self._handle.read(size) if not self._prefix else self._from_prefix(size)
-        if self.records and 0 < len(data) < size:
-            raise CaptureError(f"{self.name}: truncated dump file: a record needs "
-                               f"{count_of(size, 'byte')}, {count_of(len(data), 'byte')} left", self.name, "truncated")
-        return data
-
-    def _from_prefix(self, size: int) -> bytes:
-        data, self._prefix = self._prefix[:size], self._prefix[size:]
-        return data + self._handle.read(size - len(data)) if size > len(data) else data
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._handle, attribute)
-
-
 def verdict_name(r0: int, verdicts: str) -> str:
     """``XDP_PASS`` (`verdicts` "xdp"), ``TC_ACT_SHOT`` ("tc"), or the number
     when r0 names no verdict or `verdicts` is "none"."""
@@ -126,60 +83,54 @@ def passes(r0: int, verdicts: str) -> bool:
     return verdicts_of(verdicts).passes(r0)
 
 
-def read_capture(path: str | Path, handle: BinaryIO | None = None
-                 ) -> Iterator[tuple[float, bytes]]:
-    """(timestamp, frame) of each record of a pcap or pcapng file, one at a time."""
-    import dpkt  # type: ignore[import-untyped,unused-ignore]
-
-    name = str(path)
-    source = handle if handle is not None else open(path, "rb")  # noqa: SIM115
-    try:
-        head = source.read(4)
-        prefix = head
-        if source.seekable():  # else (a pipe): the checked file hands the head out first
-            source.seek(-len(head), 1)
-            prefix = b""
-        try:
-            checked = _CheckedFile(source, name, MAX_SNAPLEN + BLOCK_SLACK
-                                   if head == PCAPNG_MAGIC else MAX_SNAPLEN, prefix)
-            reader: Any = (dpkt.pcapng.Reader(checked) if head == PCAPNG_MAGIC
-                           else dpkt.pcap.Reader(checked))
-            checked.records = True
-        except (ValueError, dpkt.Error) as exc:
-            raise CaptureError(f"{name}: not a pcap or pcapng capture ({exc})", name) from exc
-        if reader.datalink() != DLT_EN10MB:
-            raise CaptureError(f"{name}: link type {reader.datalink()} is not Ethernet", name)
-        try:
-            for timestamp, frame in reader:
-                yield float(timestamp), bytes(frame)
-        except (dpkt.Error, struct.error, ValueError) as exc:
-            raise CaptureError(f"{name}: damaged record ({exc})", name) from exc
-    finally:
-        if handle is None:
-            source.close()
+def read_capture(path: str | Path, handle: BinaryIO | None = None) -> CaptureFile:
+    """(timestamp, frame) of each record of a pcap or pcapng file, one at a
+    time (an iterator: a :class:`~ebpfvm.pcapmmap.CaptureFile` read in place,
+    which run_capture walks natively on engines that batch)."""
+    return CaptureFile(path, handle)
 
 
 class CaptureWriter:
-    """A pcap file written one packet at a time (dpkt's writer)."""
+    """A pcap file (little-endian, microseconds, Ethernet, snap length
+    MAX_PACKET) written a packet at a time or a chunk's records at once."""
 
     def __init__(self, path: str | Path | BinaryIO) -> None:
-        import dpkt  # type: ignore[import-untyped,unused-ignore]
-
         self._owned = isinstance(path, (str, Path))
         """Whether close() closes the file (not a stream it was given: stdout)."""
         self._file: BinaryIO = open(path, "wb") if isinstance(path, (str, Path)) else path  # noqa: SIM115
-        self._writer = dpkt.pcap.Writer(self._file, linktype=DLT_EN10MB, snaplen=MAX_PACKET)
+        self._file.write(_PCAP_HEADER.pack(PCAP_MAGIC_USEC, 2, 4, 0, 0, MAX_PACKET, DLT_EN10MB))
         self.count = 0
 
     def write(self, frame: bytes, timestamp: float) -> None:
-        self._writer.writepkt(frame, timestamp)
+        """One packet at a float timestamp (seconds), rounded to microseconds
+        as dpkt's writer rounds it."""
+        self._file.write(_PCAP_RECORD.pack(int(timestamp) & _U32, round(timestamp % 1 * 1e6),
+                                           len(frame), len(frame)) + frame)
         self.count += 1
+
+    def write_usec(self, frame: bytes, usec: int) -> None:
+        """One packet at an exact timestamp in microseconds."""
+        seconds, micro = divmod(usec, 1_000_000)
+        self._file.write(_PCAP_RECORD.pack(seconds & _U32, micro, len(frame), len(frame)) + frame)
+        self.count += 1
+
+    def write_records(self, records: memoryview, count: int) -> None:
+        """`count` pcap records laid out already (the native tally's), in one write."""
+        if count:
+            self._file.write(records)
+            self.count += count
 
     def close(self) -> None:
         if self._owned:
-            self._writer.close()
+            self._file.close()
         else:
             self._file.flush()
+
+
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_PCAP_RECORD = struct.Struct("<IIII")
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+_U32 = 0xFFFF_FFFF
 
 
 @dataclass
@@ -275,6 +226,8 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
         if why:
             options = {} if prog_type is None else {"prog_type": prog_type}
             _run_per_packet(vm, frames, stats, engine, (writer, tx_writer), progress, options)
+        elif isinstance(frames, CaptureFile):
+            _run_native(vm, frames, stats, engine, (writer, tx_writer), progress, chunk)
         else:
             _run_batches(vm, frames, stats, (writer, tx_writer), progress, chunk)
     except KeyboardInterrupt as stop:
@@ -325,12 +278,29 @@ XDP_TX = 3
 
 
 def _write(writers: Writers, stats: CaptureStats, r0: int, packet: bytes,
-           timestamp: float) -> None:
+           timestamp: float | Record) -> None:
+    """Write a packet that passes, or is sent back; at its exact timestamp
+    when it comes with its capture Record."""
     passed, sent_back = writers
-    if passed is not None and passes(r0, stats.verdicts):
-        passed.write(packet, timestamp)
-    if sent_back is not None and r0 == XDP_TX and stats.verdicts == "xdp":
-        sent_back.write(packet, timestamp)
+    for writer, wanted in ((passed, passes(r0, stats.verdicts)),
+                           (sent_back, r0 == XDP_TX and stats.verdicts == "xdp")):
+        if writer is not None and wanted:
+            if isinstance(timestamp, Record):
+                writer.write_usec(packet, timestamp.usec)
+            else:
+                writer.write(packet, timestamp)
+
+
+def _items(frames: Iterable[tuple[float, bytes]]) -> Iterator[tuple[float | Record, bytes]]:
+    """(timestamp, frame) pairs; from a CaptureFile, (its Record, frame)."""
+    if isinstance(frames, CaptureFile):
+        try:
+            for record in frames.records():
+                yield record, record.frame
+        finally:
+            frames.close()
+    else:
+        yield from frames
 
 
 def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: CaptureStats,
@@ -341,7 +311,7 @@ def _run_per_packet(vm: Any, frames: Iterable[tuple[float, bytes]], stats: Captu
     counts: Counter[int] = Counter()
     done = 0
     try:
-        for timestamp, frame in frames:
+        for timestamp, frame in _items(frames):
             r0, packet = runner.run(frame)
             counts[r0] += 1
             done += 1
@@ -445,3 +415,53 @@ def _count_chunk(results: array.array[int], spans: array.array[int], slot: int,
             start = spans[2 * index] + slot
             end = spans[2 * index] + spans[2 * index + 1]
             _write(writer, stats, r0, bytes(view[start:end]), frames[index][0])
+
+
+def _run_native(vm: Any, capture: CaptureFile, stats: CaptureStats, engine: str,
+                writers: Writers, progress: Progress | None, chunk: int) -> None:
+    """Chunk by chunk, with the walker and the tally in native code
+    (capture_native.py): a handful of Python calls per chunk."""
+    native = NativeCapture(capture, engine, CONTEXT_SLOT if stats.context == "xdp" else 0,
+                           chunk, CHUNK_BYTES)
+    counts: Counter[int] = Counter()
+    outputs = (writers[0] is not None, writers[1] is not None and stats.verdicts == "xdp")
+    done = 0
+    try:
+        while native.fill():
+            try:
+                results = native.run(vm)
+            except EbpfError as error:
+                error.packet_index = done + (getattr(error, "batch_index", None) or 0)  # type: ignore[attr-defined]
+                if not isinstance(error, KeyboardInterrupt):
+                    raise
+                # RunInterrupted: the packets before it ran to the end; they count.
+                _native_count(native, getattr(error, "batch_results", None) or array.array("Q"),
+                              stats, writers, outputs, counts)
+                raise
+            _native_count(native, results, stats, writers, outputs, counts)
+            done += native.packets
+            if progress is not None:
+                progress(native.packets)
+        if native.failure is not None:
+            raise native.failure
+    except KeyboardInterrupt as stop:
+        _forget_frames(stop)  # first: then the buffers unmap (no BufferError)
+        raise
+    finally:
+        native.close()
+        capture.close()
+        _tally(stats, counts)
+
+
+def _native_count(native: NativeCapture, results: array.array[int], stats: CaptureStats,
+                  writers: Writers, outputs: tuple[bool, bool], counts: Counter[int]) -> None:
+    passed, sent_back = native.count(results, stats.verdicts, outputs, counts)
+    try:
+        for writer, records, count in zip(writers, (passed, sent_back), native.written,
+                                          strict=True):
+            if writer is not None:
+                writer.write_records(records, count)
+    finally:
+        passed.release()
+        sent_back.release()
+

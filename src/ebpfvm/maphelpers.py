@@ -159,6 +159,7 @@ class _MapHelpers:
         """bpf_map_peek_elem."""
         return self.take(ctx, handle, value, False)
 
+    @native_version
     def ring_output(self, ctx: HelperContext, handle: int, data: int, size: int, _f: int,
                     _e: int) -> int:
         """bpf_ringbuf_output."""
@@ -166,6 +167,7 @@ class _MapHelpers:
         ctx.charge_bytes(size)
         return ring.output(ctx.read(data, size)) & _M64
 
+    @native_version
     def ring_reserve(self, ctx: HelperContext, handle: int, size: int, *_rest: int) -> int:
         """The record's address; the program may then write the ring's data
         area (one region for the whole run)."""
@@ -185,10 +187,12 @@ class _MapHelpers:
                 return 0
         raise MapError(f"{address:#x} is not a reserved ring buffer record")
 
+    @native_version
     def ring_submit(self, address: int, *_rest: int) -> int:
         """bpf_ringbuf_submit."""
         return self.ring_commit(address, False)
 
+    @native_version
     def ring_discard(self, address: int, *_rest: int) -> int:
         """bpf_ringbuf_discard."""
         return self.ring_commit(address, True)

@@ -10,6 +10,8 @@ from .mapbase import as_bytes as _as_bytes
 from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
 from .memory import Region, address_of
+from .nativehash import handle_property
+from .nativering import NativeRing
 
 __all__ = ["RINGBUF_BUSY", "RINGBUF_DISCARD", "RINGBUF_HEADER", "RingBuf"]
 
@@ -35,6 +37,7 @@ class RingBuf(BpfMap):
     length only when it fits in what was produced."""
 
     kind = "ringbuf"
+    handle = handle_property("native_ring")  # the block's descriptor records it too
 
     @classmethod
     def check_shape(cls, spec: MapSpec) -> None:
@@ -73,16 +76,42 @@ class RingBuf(BpfMap):
         self.base = address_of(self.slab)
         self.region = Region(self.base, memoryview(self.slab), True, f"ringbuf {name}")
         """The data area, the one region programs get for the records they reserve."""
-        self.producer = 0
-        self.consumer = 0
+        self.native_ring = NativeRing(size, flags, self.base)
+        """The positions, counts and reserved records (ebpfvm.nativering),
+        which the native runtime reads and writes too."""
         self.handle = 0
-        self.discarded = 0
+        self._owners: dict[int, object] = {}
+        """Who reserved the records Python reserved: header offset -> the
+        run (the block says whether the record is still busy)."""
+
+    @property
+    def producer(self) -> int:
+        """Bytes produced (the next header at producer % max_entries)."""
+        return self.native_ring.producer
+
+    @producer.setter
+    def producer(self, value: int) -> None:
+        self.native_ring.producer = value
+
+    @property
+    def consumer(self) -> int:
+        """Bytes consumed."""
+        return self.native_ring.consumer
+
+    @consumer.setter
+    def consumer(self, value: int) -> None:
+        self.native_ring.consumer = value
+
+    @property
+    def discarded(self) -> int:
         """How many records were discarded (bpf_ringbuf_discard, or reserved
         by a run that ended without giving them back) since the ring was made
         or the user last set it to 0."""
-        self._busy: dict[int, tuple[int, object]] = {}
-        """Reserved records not yet submitted or discarded: header offset ->
-        (length, the run that reserved it)."""
+        return self.native_ring.discarded
+
+    @discarded.setter
+    def discarded(self, value: int) -> None:
+        self.native_ring.discarded = value
 
     def reserve(self, size: int, owner: object = None, empty_ok: bool = False) -> int:
         """Address of `size` bytes in a new busy record, or 0 when full.
@@ -97,7 +126,8 @@ class RingBuf(BpfMap):
         self.slab[offset : offset + RINGBUF_HEADER] = (size | RINGBUF_BUSY).to_bytes(4, "little") \
             + offset.to_bytes(4, "little")
         self.producer += total
-        self._busy[offset] = (size, owner)
+        self.native_ring.mark(offset, size, 0)
+        self._owners[offset] = owner
         return self.base + offset + RINGBUF_HEADER
 
     def commit(self, address: int, discard: bool) -> bool:
@@ -105,9 +135,11 @@ class RingBuf(BpfMap):
         False when no reserved record starts there."""
         address = _as_int(self.name, "address", address)
         offset = address - self.base - RINGBUF_HEADER
-        found = self._busy.pop(offset, None)
+        found = self.native_ring.busy(offset)
         if found is None:
             return False
+        self.native_ring.clear(offset)
+        self._owners.pop(offset, None)
         header = found[0] | (RINGBUF_DISCARD if discard else 0)
         self.discarded += discard
         self.slab[offset : offset + 4] = header.to_bytes(4, "little")
@@ -116,9 +148,18 @@ class RingBuf(BpfMap):
     def discard_owned(self, owner: object) -> None:
         """Discard every record `owner` reserved and did not submit (a run
         that ended, returned or faulted, without giving them back)."""
-        for offset, (_size, who) in list(self._busy.items()):
-            if who is owner:
+        for offset, who in list(self._owners.items()):
+            found = self.native_ring.busy(offset)
+            if found is None or found[1]:
+                del self._owners[offset]  # given back, natively too
+            elif who is owner:
                 self.commit(self.base + offset + RINGBUF_HEADER, discard=True)
+
+    def discard_tagged(self, tag: int) -> None:
+        """Discard every record the native runs with owner tag `tag` reserved
+        and did not submit (their run ended: ebpfvm.jit.rtlink)."""
+        for offset in self.native_ring.tagged(tag):
+            self.commit(self.base + offset + RINGBUF_HEADER, discard=True)
 
     def output(self, data: bytes) -> int:
         """bpf_ringbuf_output: reserve, copy, submit; 0 or -EAGAIN."""
@@ -147,7 +188,7 @@ class RingBuf(BpfMap):
         and no read leaves the slab."""
         while self.consumer < self.producer:
             offset = self.consumer % self.max_entries
-            if offset in self._busy:
+            if self.native_ring.busy(offset) is not None:
                 return
             header = int.from_bytes(self.slab[offset : offset + 4], "little")
             size = header & (RINGBUF_DISCARD - 1)

@@ -37,17 +37,21 @@ from ..memory import Region
 from ..native.binding import is_native_version, owner_of
 from ..native.env import RtEnvBlock
 from ..native.registry import RuntimeFunction, native_enabled, native_functions
+from ..nativering import env_tag
 from .plan import Plan, make_plan
 
 __all__ = ["CALL_UNITS", "RuntimeLink", "TrustedUnit", "link_runtime", "trusted_plan"]
 
 CALL_UNITS = HELPER_CALL_UNITS
 """What the call site of a linked helper charges (as Machine.call does)."""
-_MAP_HELPERS = (1, 2, 3, 87, 88, 89, 195)
-"""bpf_map_lookup_elem, update, delete, push, pop, peek, lookup_percpu_elem:
-their native versions read the maps table."""
+_MAP_HELPERS = (1, 2, 3, 87, 88, 89, 195, 130, 131, 132, 133)
+"""bpf_map_lookup_elem, update, delete, push, pop, peek, lookup_percpu_elem,
+ringbuf_output, reserve, submit, discard: their native versions read the
+maps table."""
+_RESERVE = 131
+"""bpf_ringbuf_reserve: hands out records of the rings' data areas."""
 _LOOKUPS = (1, 195)
-_STATIC = frozenset({1, 2, 3, 7, 28, 87, 88, 89, 195})
+_STATIC = frozenset({1, 2, 3, 7, 28, 87, 88, 89, 195, 130, 131, 132, 133})
 """Helpers whose native versions read nothing a run refreshes (map helpers:
 but per-CPU maps read the CPU)."""
 _SPIN_LOCK = 93
@@ -85,11 +89,22 @@ class RuntimeLink:
     cpu: Callable[[], int] | None = None
     dynamic: bool = True
     """Whether a unit reads what a run refreshes (the CPU, node or clock)."""
+    rings: list[Any] = field(default_factory=list)
+    """The ring buffers whose records native bpf_ringbuf_reserve hands out
+    (see :meth:`finish`)."""
 
     def refresh(self) -> None:
         """Before a run: bring the rt_env up to date (when a unit reads it)."""
         if self.dynamic:
             self.env.refresh(self.cpu)
+
+    def finish(self) -> None:
+        """After a run (or a batch of runs): discard the records native
+        runs of this rt_env reserved and did not give back, as Python
+        discards those of a run that ended (RingBuf.discard_owned)."""
+        for ring in self.rings:
+            if ring.native_ring.pending:
+                ring.discard_tagged(env_tag(self.env.address))
 
 
 def _called(insns: Sequence[Insn]) -> set[int]:
@@ -141,6 +156,9 @@ def link_runtime(insns: Sequence[Insn], helpers: dict[int, Helper]) -> RuntimeLi
             link.cpu = maps_owner.cpu
         if any(number in link.units for number in _LOOKUPS):
             link.regions = [target.region for target in held if target.kind == "keyed"]
+        if _RESERVE in link.units:
+            link.rings = [target for target in held if target.kind == "ringbuf"]
+            link.regions += [target.region for target in link.rings]
     per_cpu = maps_owner is not None and any(
         getattr(target, "percpu", False) for target in maps_owner.maps.values())
     link.dynamic = per_cpu or not _STATIC.issuperset(link.units)

@@ -342,6 +342,8 @@ class JitProgram:
             self._run_obj = None
             if self._machine is not None:
                 self._release()
+            elif self._link is not None and self._link.rings:
+                self._link.finish()  # records native reserves left busy
             busy.owner = 0
             if not token:
                 token.append(True)
@@ -482,6 +484,8 @@ class JitProgram:
         try:
             if machine is not None:
                 machine.context.finish()
+            if self._link is not None and self._link.rings:
+                self._link.finish()  # records native reserves left busy
         finally:
             if pin is not None:
                 pin.release()

@@ -24,10 +24,11 @@ __all__ = ["NATIVE_MAP_TYPES", "RtEnvBlock", "descriptor", "prandom_seed", "pran
 M32 = 0xFFFF_FFFF
 M64 = (1 << 64) - 1
 NATIVE_MAP_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.HASH,
-                              MapType.PERCPU_HASH, MapType.QUEUE, MapType.STACK})
+                              MapType.PERCPU_HASH, MapType.QUEUE, MapType.STACK,
+                              MapType.RINGBUF})
 """Map types the runtime's map helpers work on (rtcore.c; rt_hash.h and
-rt_queue.h for the hash and queue types, whose native block is their
-descriptor)."""
+rt_queue.h for the hash and queue types, rtring.c and rt_ring.h for ring
+buffers: their native block is their descriptor)."""
 _TAUS = ((0xFFFFFFFE, 6, 13, 18), (0xFFFFFFF8, 2, 27, 2), (0xFFFFFFF0, 13, 21, 7),
          (0xFFFFFF80, 3, 12, 13))
 """L'Ecuyer's lfsr113 components: (mask, a, b, d) of s' = ((s & mask) << d) ^ (((s << a) ^ s) >> b)."""
@@ -84,7 +85,7 @@ def _native_ok(handle: int, target: Any) -> bool:
     of a native type, without a bpf_timer in its values (the timers free an
     element's timer on each update and delete: Python does those), and, for
     the types whose native block records the map's own handle, that handle."""
-    if getattr(target, "kind", None) not in ("keyed", "queue") or \
+    if getattr(target, "kind", None) not in ("keyed", "queue", "ringbuf") or \
             getattr(target, "type", None) not in NATIVE_MAP_TYPES:
         return False
     if getattr(target, "on_free", None) is not None or \
@@ -95,8 +96,9 @@ def _native_ok(handle: int, target: Any) -> bool:
 
 
 def _block_of(target: Any) -> Any:
-    """A hash or queue map's native block (its descriptor), else None."""
-    return getattr(target, "native_hash", None) or getattr(target, "native_queue", None)
+    """A hash, queue or ring buffer map's native block (its descriptor), else None."""
+    return getattr(target, "native_hash", None) or getattr(target, "native_queue", None) \
+        or getattr(target, "native_ring", None)
 
 
 def _descriptor_of(target: Any, handle: int) -> Any:

@@ -97,8 +97,11 @@ def _native_ok(handle: int, target: Any) -> bool:
 
 def _block_of(target: Any) -> Any:
     """A hash, queue or ring buffer map's native block (its descriptor), else None."""
-    return getattr(target, "native_hash", None) or getattr(target, "native_queue", None) \
-        or getattr(target, "native_ring", None)
+    for name in ("native_hash", "native_queue", "native_ring"):
+        block = getattr(target, name, None)
+        if block is not None:  # a block may be empty (falsy)
+            return block
+    return None
 
 
 def _descriptor_of(target: Any, handle: int) -> Any:

@@ -234,7 +234,7 @@ def test_python_and_native_share_one_ring(engine: str) -> None:
 
 
 def test_linked_and_layout() -> None:
-    assert {OUTPUT, RESERVE, SUBMIT, DISCARD} <= native_helper_numbers()
+    assert {OUTPUT, RESERVE, SUBMIT, DISCARD, 134} <= native_helper_numbers()
     maps = _maps()
     program = decode(assemble(_reserve(8) + _commit(SUBMIT) + "exit\n"))
     with native(True):
@@ -247,3 +247,11 @@ def test_linked_and_layout() -> None:
     assert int.from_bytes(block.mem[0:8], "little") == RING
     assert int.from_bytes(block.mem[32:40], "little") == ring.base
     assert env_tag(RtEnvBlock().address) & 1
+
+
+@pytest.mark.parametrize("flags", [0, 1, 2, 3, 4, 1 << 40])
+@pytest.mark.parametrize("handle", [RING, ARRAY, 0x7777])
+def test_query(engine: str, flags: int, handle: int) -> None:
+    query = f"lddw r1, {handle:#x}\nlddw r2, {flags:#x}\ncall 134\n"
+    _same(engine, _reserve(24) + _commit(SUBMIT) + _reserve(8) + query + "mov r7, r0\n"
+          + _commit(DISCARD) + "mov r0, r7\nexit\n", runs=2)

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from .errors import MapError
 from .helpers import Helper, HelperContext, numbered
+from .native.binding import native_version
 from .ringbuf import RingBuf
 
 __all__ = ["DYNPTR_LOCAL", "DYNPTR_RINGBUF", "DYNPTR_SIZE", "dynptr_helpers"]
@@ -64,6 +65,7 @@ class _Dynptrs:
             raise MapError(f"no ring buffer has handle {handle:#x}")
         return cast(RingBuf, found)
 
+    @native_version
     def ringbuf_query(self, handle: int, flags: int, *_rest: int) -> int:
         """bpf_ringbuf_query: bytes produced and not consumed, the ring's
         size, the consumer or the producer position; 0 for other flags."""

@@ -44,14 +44,14 @@ __all__ = ["CALL_UNITS", "RuntimeLink", "TrustedUnit", "link_runtime", "trusted_
 
 CALL_UNITS = HELPER_CALL_UNITS
 """What the call site of a linked helper charges (as Machine.call does)."""
-_MAP_HELPERS = (1, 2, 3, 87, 88, 89, 195, 130, 131, 132, 133)
+_MAP_HELPERS = (1, 2, 3, 87, 88, 89, 195, 130, 131, 132, 133, 134)
 """bpf_map_lookup_elem, update, delete, push, pop, peek, lookup_percpu_elem,
-ringbuf_output, reserve, submit, discard: their native versions read the
+ringbuf_output, reserve, submit, discard, query: their native versions read the
 maps table."""
 _RESERVE = 131
 """bpf_ringbuf_reserve: hands out records of the rings' data areas."""
 _LOOKUPS = (1, 195)
-_STATIC = frozenset({1, 2, 3, 7, 28, 87, 88, 89, 195, 130, 131, 132, 133})
+_STATIC = frozenset({1, 2, 3, 7, 28, 87, 88, 89, 195, 130, 131, 132, 133, 134})
 """Helpers whose native versions read nothing a run refreshes (map helpers:
 but per-CPU maps read the CPU)."""
 _SPIN_LOCK = 93
@@ -153,7 +153,7 @@ def link_runtime(insns: Sequence[Insn], helpers: dict[int, Helper]) -> RuntimeLi
     if maps_owner is not None:
         held = link.env.set_maps(maps_owner.maps)
         if env is None:
-            link.cpu = maps_owner.cpu
+            link.cpu = getattr(maps_owner, "cpu", None)  # bpf_ringbuf_query's has none
         if any(number in link.units for number in _LOOKUPS):
             link.regions = [target.region for target in held if target.kind == "keyed"]
         if _RESERVE in link.units:

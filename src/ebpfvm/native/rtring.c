@@ -73,3 +73,22 @@ long rt_ringbuf_discard(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	return rt_ring_commit_any(r1, r2, r3, r4, r5, 1);
 }
+
+/* bpf_ringbuf_query: bytes produced and not consumed (0), the ring's size
+ * (1), the consumer (2) or producer (3) position; 0 for other flags. */
+long rt_ringbuf_query(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	struct rt_ring *r = rt_find_ring(RT_ENV(), r1);
+
+	if (!r)
+		return RT_PYTHON(RT_RINGBUF_QUERY, r1, r2, r3, r4, r5);
+	if (r2 == 0)
+		return r->producer - r->consumer;
+	if (r2 == 1)
+		return r->map.max_entries;
+	if (r2 == 2)
+		return r->consumer;
+	if (r2 == 3)
+		return r->producer;
+	return 0;
+}

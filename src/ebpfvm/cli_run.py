@@ -91,6 +91,9 @@ def print_stats(stats: CaptureStats, engine: str, args: argparse.Namespace,
     if getattr(args, "json", False):
         return
     how = "native batches" if stats.mode == "native" else f"per packet ({stats.why})"
+    how += f", {stats.jobs} jobs" if stats.jobs > 1 else ""
+    if stats.jobs_note:
+        print(f"note: {stats.jobs_note}")
     print(f"{stats.packets} packets in {stats.seconds:.3f} s: "
           f"{stats.packets_per_second:,.0f} packets/s ({engine}, {how})")
     print("verdicts:")

@@ -172,6 +172,7 @@ class JitProgram:
         "jit",
         "memory",
         "metered",
+        "serial",
         "stack",
     )
 
@@ -180,6 +181,8 @@ class JitProgram:
                  fixed_mbuff: tuple[Region, int, int] | None = None,
                  busy: Busy | None = None) -> None:
         self.busy = busy if busy is not None else Busy()
+        self.serial: Any = None
+        """A lock the Python helpers of a run take (capture_jobs: worker threads)."""
         self._tail = tail_plan(helpers, insns, stack)  # tail calls as jumps (see tailcall)
         if self._tail is not None:
             insns, stack = self._tail.insns, self._tail.stack
@@ -721,6 +724,9 @@ class JitProgram:
             if helper_id == _TAIL_CALL:  # in a bpf-to-bpf function or the program's own
                 context.frame = (words[_W_DEPTH], 0)
                 words[_W_TAIL_EXIT] = 0
+            serial = self.serial
+            if serial is not None:
+                serial.acquire()
             try:
                 r0 = machine.call(helper_id, a, b, c, d, e, pc)
                 if context.tail_exit:
@@ -736,6 +742,8 @@ class JitProgram:
                 if self._batching:
                     ctx = self.ctx
                     self._batch_key = (ctx.in_ptr, ctx.in_len, ctx.nregions)
+                if serial is not None:
+                    serial.release()
         except BaseException as exc:  # recorded, re-raised by run() after the native code stops
             self._pending = exc
             self._fault[0] = Fault.HELPER

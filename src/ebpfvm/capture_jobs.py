@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,6 +222,17 @@ def _work(native: NativeCapture, vm: Any, shared: _Shared, output: Output,
             shared.turn.notify_all()
 
 
+def _forget(error: BaseException) -> None:
+    """Clear the locals of the finished frames `error` (and its causes) went
+    through, so the chunk buffers they view can be unmapped."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+
+
 def run_jobs(vm: Any, capture: CaptureFile, engine: str, jobs: int, make: Callable[[], NativeCapture],
              output: Output, counts: Counter[int], progress: Progress | None) -> None:
     """Run `vm`'s program over `capture` on `jobs` workers (see the module);
@@ -257,6 +269,8 @@ def run_jobs(vm: Any, capture: CaptureFile, engine: str, jobs: int, make: Callab
     finally:
         for tally in tallies:
             counts.update(tally)
+        for _index, error in shared.errors:  # their frames hold views of the chunks
+            _forget(error)
         for native in natives:
             native.close()
         for worker in vms:

@@ -181,8 +181,6 @@ class JitProgram:
                  fixed_mbuff: tuple[Region, int, int] | None = None,
                  busy: Busy | None = None) -> None:
         self.busy = busy if busy is not None else Busy()
-        self.serial: Any = None
-        """A lock the Python helpers of a run take (capture_jobs: worker threads)."""
         self._tail = tail_plan(helpers, insns, stack)  # tail calls as jumps (see tailcall)
         if self._tail is not None:
             insns, stack = self._tail.insns, self._tail.stack
@@ -724,7 +722,7 @@ class JitProgram:
             if helper_id == _TAIL_CALL:  # in a bpf-to-bpf function or the program's own
                 context.frame = (words[_W_DEPTH], 0)
                 words[_W_TAIL_EXIT] = 0
-            serial = self.serial
+            serial = getattr(self, "serial", None)  # set by capture_jobs' workers: a lock
             if serial is not None:
                 serial.acquire()
             try:

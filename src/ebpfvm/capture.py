@@ -441,7 +441,7 @@ def _run_native(vm: Any, capture: CaptureFile, stats: CaptureStats, engine: str,
         if stats.jobs > 1:
             run_jobs(vm, capture, engine, stats.jobs, lambda: NativeCapture(
                 capture, engine, native.slot, chunk, CHUNK_BYTES), lambda job, results, found:
-                _native_count(job, results, stats, writers, outputs, found), counts, progress)
+                _native_tally(job, results, stats, writers, outputs, found), counts, progress)
             return
         while native.fill():
             try:
@@ -471,13 +471,23 @@ def _run_native(vm: Any, capture: CaptureFile, stats: CaptureStats, engine: str,
 
 def _native_count(native: NativeCapture, results: array.array[int], stats: CaptureStats,
                   writers: Writers, outputs: tuple[bool, bool], counts: Counter[int]) -> None:
-    passed, sent_back = native.count(results, stats.verdicts, outputs, counts)
-    try:
-        for writer, records, count in zip(writers, (passed, sent_back), native.written,
-                                          strict=True):
-            if writer is not None:
-                writer.write_records(records, count)
-    finally:
-        passed.release()
-        sent_back.release()
+    _native_tally(native, results, stats, writers, outputs, counts)()
 
+
+def _native_tally(native: NativeCapture, results: array.array[int], stats: CaptureStats,
+                  writers: Writers, outputs: tuple[bool, bool],
+                  counts: Counter[int]) -> Callable[[], None]:
+    """Count a chunk's verdicts; returns what writes its packets (the jobs
+    call it in the capture's order)."""
+    passed, sent_back = native.count(results, stats.verdicts, outputs, counts)
+
+    def write() -> None:
+        try:
+            for writer, records, count in zip(writers, (passed, sent_back), native.written,
+                                              strict=True):
+                if writer is not None:
+                    writer.write_records(records, count)
+        finally:
+            passed.release()
+            sent_back.release()
+    return write

@@ -166,8 +166,8 @@ class _Shared:
     """A capture error and the chunk it comes after."""
 
 
-Output = Callable[[NativeCapture, Any, Counter[int]], None]
-"""Counts a chunk's verdicts and writes its packets (capture._native_count)."""
+Output = Callable[[NativeCapture, Any, Counter[int]], Callable[[], None]]
+"""Counts a chunk's verdicts; returns what writes its packets (capture._native_tally)."""
 Progress = Callable[[int], None]
 
 
@@ -204,12 +204,13 @@ def _work(native: NativeCapture, vm: Any, shared: _Shared, output: Output,
             except EbpfError as error:
                 error.packet_index = first + (getattr(error, "batch_index", None) or 0)  # type: ignore[attr-defined]
                 raise
+            write = output(native, results, counts)
             with shared.turn:
                 shared.turn.wait_for(lambda seq=seq: shared.written == seq or shared.stop)  # type: ignore[misc]
                 if shared.stop:
                     return
                 try:
-                    output(native, results, counts)
+                    write()
                 finally:
                     shared.written += 1
                     shared.turn.notify_all()

@@ -72,7 +72,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_one(name: str, engine: str, path: Path) -> tuple[int, float, str, float]:
+def run_one(name: str, engine: str, path: Path, jobs: int = 1) -> tuple[int, float, str, float]:
     function, tables, _expression = PROGRAMS[name]
     obj = load(ROOT / "examples" / "bpf" / f"{name}.o")
     for map_name, entries in tables.items():
@@ -82,7 +82,7 @@ def run_one(name: str, engine: str, path: Path) -> tuple[int, float, str, float]
     if not find_engine(engine).reference:
         vm.jit_compile(engine=engine)  # left out of the timing, as run_capture leaves it
     cpu = time.process_time()
-    stats = run_capture(vm, read_capture(path), engine=engine)
+    stats = run_capture(vm, read_capture(path), engine=engine, jobs=jobs)
     return stats.packets, stats.seconds, stats.mode, time.process_time() - cpu
 
 
@@ -120,6 +120,16 @@ def big_capture(gigabytes: float, source: Path) -> Path:
     return path
 
 
+def print_jobs(name: str, engine: str, path: Path, jobs: int, one: float) -> None:
+    """The rate on `jobs` jobs beside the one-job rate `one`, with the ratio,
+    the load average and the rate per CPU second."""
+    packets, seconds, _mode, cpu = run_one(name, engine, path, jobs)
+    rate = packets / seconds
+    print(f"{name:<12} {engine + f' x{jobs}':<14} {packets:>9} {seconds:>8.2f} {rate:>11,.0f} "
+          f"{jobs} jobs / 1 job: {rate / one:.2f}x  ({packets / cpu:,.0f} per CPU s, "
+          f"load {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1_000_000)
@@ -131,6 +141,9 @@ def main() -> None:
     parser.add_argument("--gigabytes", type=float, default=0,
                         help="instead: run the helper-free example over a capture of this "
                              "many GB (the COUNT capture repeated) and print peak RSS")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="also run the batching engines on this many jobs and print "
+                             "the rate beside the one-job rate, with their ratio")
     args = parser.parse_args()
     capture = Path(f"/tmp/ebpfvm-bench-{args.count}.pcap")
     if not capture.exists():
@@ -161,6 +174,8 @@ def main() -> None:
             print(f"{name:<12} {engine:<14} {packets:>9} {seconds:>8.2f} "
                   f"{_versus(packets, seconds, reference[path], 0)} "
                   f"{_versus(packets, cpu, reference[path], 1)}  {mode}", flush=True)
+            if args.jobs > 1 and find_engine(engine).batches:
+                print_jobs(name, engine, path, args.jobs, packets / seconds)
     print("tcpdump expressions: " + "; ".join(f"{name}: {PROGRAMS[name][2]!r}"
                                                for name in args.programs.split(",")))
     print(f"peak RSS: {peak_rss_mb():.0f} MB")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .capture_jobs import jobs_for, run_jobs
 from .capture_native import NativeCapture
 from .contexts import XDP_HELPERS, _Frame
 from .engine import find_engine, get_engine
@@ -148,6 +149,10 @@ class CaptureStats:
     """Wall time of the run: reading, running and writing (JIT compilation before it)."""
     histogram: Counter[str] = field(default_factory=Counter)
     """Packets per verdict name."""
+    jobs: int = 1
+    """Worker threads that ran the capture (capture_jobs)."""
+    jobs_note: str = ""
+    """Why fewer jobs ran than were asked for ("" when as many)."""
 
     @property
     def packets_per_second(self) -> float:
@@ -208,13 +213,16 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
                 verdicts: str = "xdp", engine: str = "jit",
                 writer: CaptureWriter | None = None, progress: Progress | None = None,
                 chunk: int = CHUNK_PACKETS, prog_type: str | None = None,
-                tx_writer: CaptureWriter | None = None) -> CaptureStats:
+                tx_writer: CaptureWriter | None = None, jobs: int = 1) -> CaptureStats:
     """Run `vm`'s program once per frame; count verdicts, write passing frames
     (as the program left them) to `writer`, and those an XDP program sends
     back (XDP_TX) to `tx_writer`. Ctrl-C raises CaptureInterrupted
     with the statistics of the packets done so far. `prog_type` names the
     program type an skb runner runs (ebpfvm.progtypes: a socket filter sees
-    the packet from its network header)."""
+    the packet from its network header). `jobs` worker threads share the
+    capture's chunks (ebpfvm.capture_jobs: native batches over a capture
+    file only; stats.jobs and stats.jobs_note say how many ran and why
+    fewer)."""
     if context not in all_contexts():
         raise ValueError(f"unknown context {context!r}; expected one of {all_contexts()}")
     why = batch_blocker(vm, context, engine)
@@ -224,11 +232,14 @@ def run_capture(vm: Any, frames: Iterable[tuple[float, bytes]], *, context: str 
     start = time.perf_counter()
     try:
         if why:
+            stats.jobs_note = jobs_for(vm, jobs, False)[1]
             options = {} if prog_type is None else {"prog_type": prog_type}
             _run_per_packet(vm, frames, stats, engine, (writer, tx_writer), progress, options)
         elif isinstance(frames, CaptureFile):
+            stats.jobs, stats.jobs_note = jobs_for(vm, jobs, True)
             _run_native(vm, frames, stats, engine, (writer, tx_writer), progress, chunk)
         else:
+            stats.jobs_note = "one job: frames from an iterable" if jobs > 1 else ""
             _run_batches(vm, frames, stats, (writer, tx_writer), progress, chunk)
     except KeyboardInterrupt as stop:
         stats.seconds = time.perf_counter() - start
@@ -427,6 +438,11 @@ def _run_native(vm: Any, capture: CaptureFile, stats: CaptureStats, engine: str,
     outputs = (writers[0] is not None, writers[1] is not None and stats.verdicts == "xdp")
     done = 0
     try:
+        if stats.jobs > 1:
+            run_jobs(vm, capture, engine, stats.jobs, lambda: NativeCapture(
+                capture, engine, native.slot, chunk, CHUNK_BYTES), lambda job, results, found:
+                _native_tally(job, results, stats, writers, outputs, found), counts, progress)
+            return
         while native.fill():
             try:
                 results = native.run(vm)
@@ -455,13 +471,23 @@ def _run_native(vm: Any, capture: CaptureFile, stats: CaptureStats, engine: str,
 
 def _native_count(native: NativeCapture, results: array.array[int], stats: CaptureStats,
                   writers: Writers, outputs: tuple[bool, bool], counts: Counter[int]) -> None:
-    passed, sent_back = native.count(results, stats.verdicts, outputs, counts)
-    try:
-        for writer, records, count in zip(writers, (passed, sent_back), native.written,
-                                          strict=True):
-            if writer is not None:
-                writer.write_records(records, count)
-    finally:
-        passed.release()
-        sent_back.release()
+    _native_tally(native, results, stats, writers, outputs, counts)()
 
+
+def _native_tally(native: NativeCapture, results: array.array[int], stats: CaptureStats,
+                  writers: Writers, outputs: tuple[bool, bool],
+                  counts: Counter[int]) -> Callable[[], None]:
+    """Count a chunk's verdicts; returns what writes its packets (the jobs
+    call it in the capture's order)."""
+    passed, sent_back = native.count(results, stats.verdicts, outputs, counts)
+
+    def write() -> None:
+        try:
+            for writer, records, count in zip(writers, (passed, sent_back), native.written,
+                                              strict=True):
+                if writer is not None:
+                    writer.write_records(records, count)
+        finally:
+            passed.release()
+            sent_back.release()
+    return write

@@ -29,6 +29,7 @@ from .capture import (
     verdict_name,
 )
 from .cli_io import binary_stdin, binary_stdout, is_std, looks_like_text, read_std, routed_text
+from .cli_jobs import add_jobs_option, jobs_of
 from .cli_link import map_lines, no_programs, problem_result, verify_targets
 from .cli_options import add_conventions
 from .cli_run import Writers, clear, print_maps, print_stats, progress, run_document
@@ -292,6 +293,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--budget", type=_budget, metavar="N",
                      help="instruction budget per run, tail calls and helper work "
                           "included (1 to 2**63-1)")
+    add_jobs_option(run)  # --jobs (cli_jobs)
     run.add_argument("--trace", action="store_true",
                      help="print each instruction with its registers (interpreter)")
     run.add_argument("--map", action="append", default=[], metavar="NAME=JSON",
@@ -570,7 +572,7 @@ def _run_capture(args: argparse.Namespace, vm: Any, context: str, verdicts: str,
             stats = run_capture(vm, read_capture(args.pcap, stream), context=context,
                                 verdicts=verdicts, engine=engine, writer=writers.passed,
                                 progress=advance, prog_type=options.get("prog_type"),
-                                tx_writer=writers.tx)
+                                tx_writer=writers.tx, jobs=jobs_of(args))
         except CaptureInterrupted as stop:  # the partial statistics, then exit 130 (main)
             clear(bar)  # before they print
             writers.close()

@@ -91,8 +91,11 @@ def print_stats(stats: CaptureStats, engine: str, args: argparse.Namespace,
     if getattr(args, "json", False):
         return
     how = "native batches" if stats.mode == "native" else f"per packet ({stats.why})"
+    how += f", {stats.jobs} jobs" if stats.jobs > 1 else ""
     print(f"{stats.packets} packets in {stats.seconds:.3f} s: "
           f"{stats.packets_per_second:,.0f} packets/s ({engine}, {how})")
+    if stats.jobs_note:
+        print(f"note: {stats.jobs_note}")
     print("verdicts:")
     width = max((len(name) for name in stats.histogram), default=0)
     for name, count in stats.histogram.most_common():

@@ -172,6 +172,7 @@ class JitProgram:
         "jit",
         "memory",
         "metered",
+        "serial",
         "stack",
     )
 
@@ -725,6 +726,9 @@ class JitProgram:
             if helper_id == _TAIL_CALL:  # in a bpf-to-bpf function or the program's own
                 context.frame = (words[_W_DEPTH], 0)
                 words[_W_TAIL_EXIT] = 0
+            serial = getattr(self, "serial", None)  # set by capture_jobs' workers: a lock
+            if serial is not None:
+                serial.acquire()
             try:
                 r0 = machine.call(helper_id, a, b, c, d, e, pc)
                 if context.tail_exit:
@@ -740,6 +744,8 @@ class JitProgram:
                 if self._batching:
                     ctx = self.ctx
                     self._batch_key = (ctx.in_ptr, ctx.in_len, ctx.nregions)
+                if serial is not None:
+                    serial.release()
         except BaseException as exc:  # recorded, re-raised by run() after the native code stops
             self._pending = exc
             self._fault[0] = Fault.HELPER

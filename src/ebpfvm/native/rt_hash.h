@@ -11,7 +11,7 @@
  *   48  u32 count      elements in the buckets
  *   52  u32 free_head  first free element, or RT_HASH_NIL
  *   56  u32 fresh      the elements from here on were never used
- *   60  u32 reserved
+ *   60  u32 lock       0 free, 1 held: structure changes (see rt_hash_lock)
  *   64  u64 buckets    offset of the bucket array (96)
  *   72  u64 elems      offset of the element array (8-aligned)
  *   80  u64 size       bytes of the block
@@ -71,7 +71,7 @@ struct rt_hash {
 	u32 count;
 	u32 free_head;
 	u32 fresh;
-	u32 reserved;
+	u32 lock;
 	u64 buckets;
 	u64 elems;
 	u64 size;
@@ -276,20 +276,35 @@ RT_INLINE void rt_hash_fill_new(struct rt_hash *m, u32 index, u32 hash, const u8
 			rt_hash_zero_value(rt_hash_value_at(m, index, other), m->map.value_size);
 }
 
-RT_INLINE long rt_hash_update(struct rt_hash *m, struct rt_env *env, u64 key, u64 value,
-			     u64 flags)
+/* Worker threads share one block (run_capture's jobs): updates and deletes,
+ * which change the chains, the free list and the count, take the block's
+ * lock word by compare-and-swap (as the kernel takes a bucket's lock; one
+ * lock a map here), while lookups stay lock-free. The wait is bounded: after
+ * RT_HASH_SPINS tries the operation gives -EBUSY, as the kernel's does when
+ * it cannot take the bucket lock. */
+#define RT_HASH_SPINS (1U << 24)
+#define RT_EBUSY 16
+
+RT_INLINE int rt_hash_lock(struct rt_hash *m)
 {
-	long cpu = rt_hash_run_cpu(m, env);
-	const u8 *k, *v;
+	u32 tries;
+
+	for (tries = 0; tries < RT_HASH_SPINS; tries++)
+		if (__sync_val_compare_and_swap(&m->lock, 0, 1) == 0)
+			return 1;
+	return 0;
+}
+
+RT_INLINE void rt_hash_unlock(struct rt_hash *m)
+{
+	__sync_lock_test_and_set(&m->lock, 0);
+}
+
+RT_INLINE long rt_hash_update_locked(struct rt_hash *m, const u8 *k, const u8 *v, u64 flags,
+				     long cpu)
+{
 	u32 hash, index, prev;
 
-	if (cpu < 0 || m->map.flags & RT_F_RDONLY_PROG)
-		return RT_HASH_PYTHON;
-	RT_CHARGE_BYTES((u64)m->map.key_size + m->map.value_size);
-	k = (const u8 *)RT_CHECK(key, m->map.key_size, 0);
-	v = (const u8 *)RT_CHECK(value, m->map.value_size, 0);
-	if (flags > RT_EXIST)
-		return -RT_EINVAL;
 	hash = rt_hash_key_hash(k, m->map.key_size);
 	index = rt_hash_search(m, k, hash, &prev);
 	if (index != RT_HASH_NIL) {
@@ -307,14 +322,32 @@ RT_INLINE long rt_hash_update(struct rt_hash *m, struct rt_env *env, u64 key, u6
 	return 0;
 }
 
-RT_INLINE long rt_hash_delete(struct rt_hash *m, u64 key)
+RT_INLINE long rt_hash_update(struct rt_hash *m, struct rt_env *env, u64 key, u64 value,
+			     u64 flags)
 {
-	const u8 *k;
+	long cpu = rt_hash_run_cpu(m, env);
+	const u8 *k, *v;
+	long result;
+
+	if (cpu < 0 || m->map.flags & RT_F_RDONLY_PROG)
+		return RT_HASH_PYTHON;
+	RT_CHARGE_BYTES((u64)m->map.key_size + m->map.value_size);
+	k = (const u8 *)RT_CHECK(key, m->map.key_size, 0);
+	v = (const u8 *)RT_CHECK(value, m->map.value_size, 0);
+	if (flags > RT_EXIST)
+		return -RT_EINVAL;
+	if (!rt_hash_lock(m))
+		return -RT_EBUSY;
+	result = rt_hash_update_locked(m, k, v, flags, cpu);
+	rt_hash_unlock(m);
+	return result;
+}
+
+RT_INLINE long rt_hash_delete_locked(struct rt_hash *m, const u8 *k)
+{
 	u32 hash, index, prev;
 	struct rt_hash_elem *elem;
 
-	RT_CHARGE_BYTES(m->map.key_size);
-	k = (const u8 *)RT_CHECK(key, m->map.key_size, 0);
 	hash = rt_hash_key_hash(k, m->map.key_size);
 	index = rt_hash_search(m, k, hash, &prev);
 	if (index == RT_HASH_NIL)
@@ -328,6 +361,20 @@ RT_INLINE long rt_hash_delete(struct rt_hash *m, u64 key)
 	m->free_head = index;
 	m->count--;
 	return 0;
+}
+
+RT_INLINE long rt_hash_delete(struct rt_hash *m, u64 key)
+{
+	const u8 *k;
+	long result;
+
+	RT_CHARGE_BYTES(m->map.key_size);
+	k = (const u8 *)RT_CHECK(key, m->map.key_size, 0);
+	if (!rt_hash_lock(m))
+		return -RT_EBUSY;
+	result = rt_hash_delete_locked(m, k);
+	rt_hash_unlock(m);
+	return result;
 }
 
 #endif

@@ -14,6 +14,10 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
+static long (*bpf_ringbuf_output)(void *ring, void *data, __u64 size, __u64 flags) = (void *)130;
+static void *(*bpf_ringbuf_reserve)(void *ring, __u64 size, __u64 flags) = (void *)131;
+static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *)133;
 
 struct {
 	__uint(type, 6);		/* BPF_MAP_TYPE_PERCPU_ARRAY */
@@ -73,6 +77,35 @@ int hash_stress(struct xdp_md *ctx)
 	if (!count)
 		return 0;
 	__sync_fetch_and_add(count, 1);
+	return 2;
+}
+
+struct {
+	__uint(type, 27);		/* BPF_MAP_TYPE_RINGBUF: room for every record of the tests */
+	__uint(max_entries, 1 << 20);
+} records SEC(".maps");
+
+/* Every packet's tag into the shared ring: op 0 with bpf_ringbuf_output,
+ * op 1 reserved and submitted, op 2 reserved and discarded. */
+SEC("xdp")
+int ring_stress(struct xdp_md *ctx)
+{
+	__u8 *data = (__u8 *)(long)ctx->data, *end = (__u8 *)(long)ctx->data_end;
+	__u32 tag, *slot;
+
+	if (data + 19 > end)
+		return 0;
+	tag = *(__u32 *)(data + 14);
+	if (data[18] == 0)
+		return bpf_ringbuf_output(&records, &tag, sizeof(tag), 0) == 0 ? 2 : 0;
+	slot = bpf_ringbuf_reserve(&records, sizeof(tag), 0);
+	if (!slot)
+		return 0;
+	*slot = tag;
+	if (data[18] == 1)
+		bpf_ringbuf_submit(slot, 0);
+	else
+		bpf_ringbuf_discard(slot, 0);
 	return 2;
 }
 

@@ -48,7 +48,7 @@
 struct rt_ring {
 	struct rt_map map;
 	u32 nslots;
-	u32 reserved;
+	u32 lock; /* 0 free, 1 held: reserve and commit (see rt_ring_lock) */
 	u64 producer;
 	u64 consumer;
 	u64 discarded;
@@ -62,9 +62,28 @@ _Static_assert(sizeof(struct rt_ring) == RT_RING_HEADER, "the ring header is 96 
 /* The owner tag of records the native runs of `env` reserve. */
 #define RT_RING_TAG(env) ((u32)((u64)(env) >> 3) | 1U)
 
+/* Worker threads share a ring (run_capture's jobs): a reservation and a
+ * commit take the ring's lock word by compare-and-swap, as the kernel takes
+ * the ring's spin lock around them. The wait is bounded (RT_HASH_SPINS
+ * tries): a reserve that cannot take it fails as a full ring does. */
+RT_INLINE int rt_ring_lock(struct rt_ring *r)
+{
+	u32 tries;
+
+	for (tries = 0; tries < RT_HASH_SPINS; tries++)
+		if (__sync_val_compare_and_swap(&r->lock, 0, 1) == 0)
+			return 1;
+	return 0;
+}
+
+RT_INLINE void rt_ring_unlock(struct rt_ring *r)
+{
+	__sync_lock_test_and_set(&r->lock, 0);
+}
+
 /* The address of a new busy record's data, or 0 (size 0 or past 1 << 30,
  * or no room: the producer stays less than a ring ahead). */
-RT_INLINE u64 rt_ring_reserve(struct rt_ring *r, u64 size, u32 tag)
+RT_INLINE u64 rt_ring_reserve_locked(struct rt_ring *r, u64 size, u32 tag)
 {
 	u64 total = (RT_RING_RECORD + size + 7) & ~7ULL;
 	u64 prod = r->producer, max = r->map.max_entries, off, slot;
@@ -85,7 +104,7 @@ RT_INLINE u64 rt_ring_reserve(struct rt_ring *r, u64 size, u32 tag)
 
 /* Submit or discard the busy record whose data starts at `addr`: 1, or 0
  * when no busy record of this ring starts there. */
-RT_INLINE int rt_ring_commit(struct rt_ring *r, u64 addr, int discard)
+RT_INLINE int rt_ring_commit_locked(struct rt_ring *r, u64 addr, int discard)
 {
 	u64 slab = r->map.slab, off, entry;
 	u32 header;
@@ -104,6 +123,28 @@ RT_INLINE int rt_ring_commit(struct rt_ring *r, u64 addr, int discard)
 	r->pending -= 1;
 	r->discarded += discard ? 1 : 0;
 	return 1;
+}
+
+RT_INLINE u64 rt_ring_reserve(struct rt_ring *r, u64 size, u32 tag)
+{
+	u64 found;
+
+	if (!rt_ring_lock(r))
+		return 0;
+	found = rt_ring_reserve_locked(r, size, tag);
+	rt_ring_unlock(r);
+	return found;
+}
+
+RT_INLINE int rt_ring_commit(struct rt_ring *r, u64 addr, int discard)
+{
+	int done;
+
+	if (!rt_ring_lock(r))
+		return 0;
+	done = rt_ring_commit_locked(r, addr, discard);
+	rt_ring_unlock(r);
+	return done;
 }
 
 #endif

@@ -53,9 +53,11 @@ def test_the_descriptor_holds_the_abi_fields_and_the_handle() -> None:
     assert native.address == m.native_hash.address
 
 
-def test_array_lru_and_lpm_maps_keep_their_own_implementation() -> None:
-    for map_type in (MapType.ARRAY, MapType.LRU_HASH):
-        assert Map("m", map_type, 4, 4, 4).native_hash is None
+def test_array_maps_keep_their_own_implementation_and_lru_maps_index_natively() -> None:
+    assert Map("m", MapType.ARRAY, 4, 4, 4).native_hash is None
+    lru = Map("m", MapType.LRU_HASH, 4, 4, 4).native_hash
+    assert lru is not None and lru.refs is not None and len(lru.refs) == 4
+    assert struct.unpack_from("<Q", lru.mem, 88)[0] == lru.elems + 4 * lru.elem_size
 
 
 def test_kernel_update_flags_and_errnos() -> None:

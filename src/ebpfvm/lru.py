@@ -19,7 +19,10 @@ keys as the kernel:
   rounded to a multiple of the CPUs and split evenly among them; a CPU only
   ever takes nodes from its own lists (4 at a time when it shrinks).
 
-A node's reference bit is set by a program's lookup (bpf_map_lookup_elem,
+A node's reference bit is a byte of native memory, one a slot (the
+map's native block, ebpfvm.nativehash: the native runtime's lookup sets it
+too), or of a private bytearray when the slots table has none. It is set by
+a program's lookup (bpf_map_lookup_elem,
 bpf_map_lookup_percpu_elem) and by updating an existing key; never by a
 lookup from Python (the bpf() syscall path). Rotation moves referenced
 nodes back to the active list and clears the bit; shrinking evicts the
@@ -36,6 +39,7 @@ See RFC 9669 section 5.4.1 (the map helpers' calls).
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 __all__ = ["SYSCALL_CPU", "Lru", "lru_max_entries"]
 
@@ -65,15 +69,25 @@ class _Link:
 
 
 class _Node(_Link):
-    __slots__ = ("cpu", "key", "ref", "slot", "type")
+    __slots__ = ("cpu", "key", "refs", "slot", "type")
 
-    def __init__(self, slot: int, cpu: int) -> None:
+    def __init__(self, slot: int, cpu: int, refs: Any) -> None:
         super().__init__()
         self.slot = slot
         self.cpu = cpu
         self.type = FREE
-        self.ref = False
+        self.refs = refs
+        refs[slot] = 0
         self.key = b""
+
+    @property
+    def ref(self) -> bool:
+        """The reference bit (the slot's byte in `refs`)."""
+        return bool(self.refs[self.slot])
+
+    @ref.setter
+    def ref(self, value: bool) -> None:
+        self.refs[self.slot] = 1 if value else 0
 
 
 def _unlink(link: _Link) -> None:
@@ -108,11 +122,12 @@ class _Lists:
     holds the never used nodes `low`..`top - 1`, made on demand (the
     highest first, as the kernel fills the list by adding at the head)."""
 
-    def __init__(self, low: int, top: int, cpu: int) -> None:
+    def __init__(self, low: int, top: int, cpu: int, refs: Any) -> None:
         self.heads = (_Link(), _Link(), _Link())
         self.counts = [0, 0]
         self.next_rotation: _Link = self.heads[INACTIVE]
         self.low, self.top, self.cpu = low, top, cpu
+        self.refs = refs
 
     def first_free(self) -> _Node | None:
         head = self.heads[FREE]
@@ -120,7 +135,7 @@ class _Lists:
             if self.top <= self.low:
                 return None
             self.top -= 1
-            _add(_Node(self.top, self.cpu), head)
+            _add(_Node(self.top, self.cpu, self.refs), head)
         node = head.next
         assert isinstance(node, _Node)
         return node
@@ -140,21 +155,25 @@ class _Local:
 
 class Lru:
     """The LRU lists of one map of `max_entries` slots over `ncpus` CPUs;
-    `slots` is the map's table (key -> slot), which evictions remove from."""
+    `slots` is the map's table (key -> slot), which evictions remove from;
+    its `refs` attribute, when it has one, holds the reference bytes."""
 
     def __init__(self, max_entries: int, ncpus: int, percpu_lists: bool,
                  slots: MutableMapping[bytes, int]) -> None:
         self.ncpus = ncpus
         self.percpu_lists = percpu_lists
         self.slots = slots
+        refs = getattr(slots, "refs", None)
+        self.refs: Any = refs if refs is not None else bytearray(max_entries)
         self.nodes: dict[int, _Node] = {}
         if percpu_lists:
             share = max_entries // ncpus
-            self.lists = [_Lists(cpu * share, (cpu + 1) * share, cpu) for cpu in range(ncpus)]
+            self.lists = [_Lists(cpu * share, (cpu + 1) * share, cpu, self.refs)
+                          for cpu in range(ncpus)]
             self.nr_scans = PERCPU_NR_SCANS
             self.target_free = PERCPU_FREE_TARGET
         else:
-            self.lists = [_Lists(0, max_entries, 0)]
+            self.lists = [_Lists(0, max_entries, 0, self.refs)]
             self.nr_scans = LOCAL_NR_SCANS
             self.target_free = min(max((max_entries // ncpus) // 2, 1), LOCAL_FREE_TARGET)
         self.locals: dict[int, _Local] = {}
@@ -200,7 +219,7 @@ class Lru:
 
     def set_ref(self, slot: int) -> None:
         """A program looked the entry in `slot` up (or updated it)."""
-        self.nodes[slot].ref = True
+        self.refs[slot] = 1
 
     def pop_free(self, cpu: int, key: bytes) -> int | None:
         """A free slot for `key`, taken on `cpu` (evicting an entry when

@@ -49,7 +49,8 @@ from .mapbase import as_int as _as_int
 from .mapbase import check_size as _check_size
 from .mapflags import MapFlag, MapFrozen, check_flags
 from .memory import Region, address_of
-from .nativehash import HASH_TYPES, NativeHash, handle_property
+from .nativehash import HASH_TYPES, LRU_TYPES, NativeHash, handle_property
+from .nativelru import NativeSlots
 from .nativequeue import NativeQueue
 from .ringbuf import RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HEADER, RingBuf
 
@@ -404,7 +405,12 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         self.region = Region(self.base, memoryview(self.slab),
                              not flags & MapFlag.RDONLY_PROG, f"map {name}")
         """The slab: the one region a program gets for every value it looks up."""
-        self._slots: OrderedDict[bytes, int] = OrderedDict()
+        self.native_hash = NativeHash(map_type, key_size, value_size, max_entries, flags,
+                                      ncpus or 1, self.base) \
+            if map_type in HASH_TYPES + LRU_TYPES else None
+        """A hash or LRU map's keys, buckets and links in native memory (ebpfvm.nativehash)."""
+        self._slots: MutableMapping[bytes, int] = NativeSlots(self.native_hash) \
+            if lru and self.native_hash is not None else OrderedDict()
         self._lru = Lru(max_entries, ncpus or 1, bool(flags & MapFlag.NO_COMMON_LRU),
                         self._slots) if lru else None
         # Slots are handed out lazily: never used ones from the high-water
@@ -412,9 +418,6 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         # its slab and nothing per entry.
         self._fresh = 0
         self._free: list[int] = []
-        self.native_hash = NativeHash(map_type, key_size, value_size, max_entries, flags,
-                                      ncpus or 1, self.base) if map_type in HASH_TYPES else None
-        """A hash map's keys, buckets and links in native memory (ebpfvm.nativehash)."""
         self.handle = 0  # set by the VM or loader that gives programs this map
         self.key_codec = None
         self.value_codec = None
@@ -500,7 +503,7 @@ class Map(BpfMap, MutableMapping[bytes, bytes]):
         key = _as_bytes(self.name, "key", key)
         if self.is_array:
             return -EINVAL
-        if self.native_hash is not None:
+        if self.native_hash is not None and self._lru is None:
             return 0 if self.native_hash.remove(key) is not None else -ENOENT
         slot = self._slots.pop(key, None)
         if slot is None:

@@ -28,9 +28,17 @@ in C)::
     64  u64 buckets       offset of the bucket array (HEADER_SIZE)
     72  u64 elems         offset of the element array
     80  u64 size          bytes of the block
-    88  u64 reserved
+    88  u64 refs          LRU maps: offset of the reference bytes (else 0)
     96  u32 bucket[nbuckets]          first element of each chain (NIL: empty)
     elems: element[max_entries]       u32 next; u32 hash; key bytes, zero-padded
+    refs: u8 ref[max_entries]         LRU maps: slot i's reference bit (0 or 1)
+
+LRU maps (BPF_MAP_TYPE_LRU_HASH 9, LRU_PERCPU_HASH 10) use the same block
+for their key index, but ebpfvm.lru chooses each new entry's element (its
+node's slot: :meth:`NativeHash.insert_at`) and frees it (:meth:`NativeHash.
+remove` with ``free=False``); the free list and `fresh` stay unused. A
+program's lookup sets ``ref[slot]`` (natively: rt_lru.h), which the LRU
+lists read and clear.
 
 Element ``i`` owns the value slot ``i`` (its value at ``slab + i *
 value_size``; per-CPU: CPU ``c``'s at ``slab + (c * max_entries + i) *
@@ -65,11 +73,13 @@ from typing import Any, Final
 from .errors import MapError
 from .memory import Region, address_of
 
-__all__ = ["ELEM_HEADER", "HASH_MULT", "HASH_SEED", "HASH_TYPES", "HEADER_SIZE", "NIL",
-           "NativeHash", "handle_property", "key_hash"]
+__all__ = ["ELEM_HEADER", "HASH_MULT", "HASH_SEED", "HASH_TYPES", "HEADER_SIZE", "LRU_TYPES",
+           "NIL", "NativeHash", "handle_property", "key_hash"]
 
 HASH_TYPES: Final = (1, 5)
 """The map types laid out here: BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH."""
+LRU_TYPES: Final = (9, 10)
+"""The LRU map types whose key index is laid out here too (with reference bytes)."""
 NIL: Final = 0xFFFF_FFFF
 """No element (an empty bucket, the end of a chain or of the free list)."""
 HEADER_SIZE: Final = 96
@@ -118,7 +128,9 @@ class NativeHash:
         self.nbuckets = _round_pow2(max_entries)
         self.elem_size = ELEM_HEADER + (key_size + 7) // 8 * 8
         self.elems = HEADER_SIZE + (4 * self.nbuckets + 7) // 8 * 8
-        self.size = self.elems + self.elem_size * max_entries
+        refs = self.elems + self.elem_size * max_entries if map_type in LRU_TYPES else 0
+        self.size = refs + (max_entries + 7) // 8 * 8 if refs else \
+            self.elems + self.elem_size * max_entries
         self.mem = bytearray(self.size)
         self._view = memoryview(self.mem)  # pins the block: it never moves
         self.address = address_of(self.mem)
@@ -128,8 +140,10 @@ class NativeHash:
         _PREFIX.pack_into(self.mem, 0, 0, map_type, key_size, value_size, max_entries,
                           flags & 0xFFFF_FFFF, ncpus, slab)
         _HASHPART.pack_into(self.mem, 40, self.nbuckets, self.elem_size, 0, NIL, 0, 0,
-                            HEADER_SIZE, self.elems, self.size, 0)
+                            HEADER_SIZE, self.elems, self.size, refs)
         self.mem[HEADER_SIZE : HEADER_SIZE + 4 * self.nbuckets] = b"\xff" * (4 * self.nbuckets)
+        self.refs = self._view[refs : refs + max_entries] if refs else None
+        """An LRU map's reference bytes, one a slot (None for other maps)."""
 
     # -- the descriptor's fields Python sets -----------------------------------
 
@@ -224,8 +238,22 @@ class NativeHash:
         struct.pack_into("<I", self.mem, _COUNT, count + 1)
         return index, True
 
-    def remove(self, key: bytes) -> int | None:
-        """Unlink `key`'s element onto the free list; its slot, or None."""
+    def insert_at(self, key: bytes, index: int) -> None:
+        """Insert `key` (not in the map) in element `index`, chosen by the
+        caller (an LRU map's lists), at the head of its bucket's chain."""
+        if len(key) != self.key_size or not 0 <= index < self.max_entries:
+            raise MapError(f"no element {index} for a {len(key)}-byte key")
+        h = key_hash(key)
+        bucket = h & (self.nbuckets - 1)
+        at = self.elems + index * self.elem_size
+        _ELEM.pack_into(self.mem, at, self._head(bucket), h)
+        self.mem[at + ELEM_HEADER : at + ELEM_HEADER + self.key_size] = key
+        struct.pack_into("<I", self.mem, HEADER_SIZE + 4 * bucket, index)
+        struct.pack_into("<I", self.mem, _COUNT, self._u32(_COUNT) + 1)
+
+    def remove(self, key: bytes, free: bool = True) -> int | None:
+        """Unlink `key`'s element (onto the free list unless `free` is
+        False: an LRU map's lists own its elements); its slot, or None."""
         bucket, prev, index = self._search(key)
         if index == NIL:
             return None
@@ -234,9 +262,10 @@ class NativeHash:
             struct.pack_into("<I", self.mem, HEADER_SIZE + 4 * bucket, link)
         else:
             struct.pack_into("<I", self.mem, self.elems + prev * self.elem_size, link)
-        struct.pack_into("<I", self.mem, self.elems + index * self.elem_size,
-                         self._u32(_FREE))
-        struct.pack_into("<I", self.mem, _FREE, index)
+        if free:
+            struct.pack_into("<I", self.mem, self.elems + index * self.elem_size,
+                             self._u32(_FREE))
+            struct.pack_into("<I", self.mem, _FREE, index)
         struct.pack_into("<I", self.mem, _COUNT, (self._u32(_COUNT) - 1) & 0xFFFF_FFFF)
         return index
 

@@ -25,10 +25,11 @@ M32 = 0xFFFF_FFFF
 M64 = (1 << 64) - 1
 NATIVE_MAP_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.HASH,
                               MapType.PERCPU_HASH, MapType.QUEUE, MapType.STACK,
-                              MapType.RINGBUF})
-"""Map types the runtime's map helpers work on (rtcore.c; rt_hash.h and
-rt_queue.h for the hash and queue types, rtring.c and rt_ring.h for ring
-buffers: their native block is their descriptor)."""
+                              MapType.RINGBUF, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
+"""Map types the runtime's map helpers work on (rtcore.c; rt_hash.h, rt_lru.h
+and rt_queue.h for the hash, LRU and queue types, rtring.c and rt_ring.h for
+ring buffers: their native block is their descriptor; LRU maps' updates and
+deletes go to Python)."""
 _TAUS = ((0xFFFFFFFE, 6, 13, 18), (0xFFFFFFF8, 2, 27, 2), (0xFFFFFFF0, 13, 21, 7),
          (0xFFFFFF80, 3, 12, 13))
 """L'Ecuyer's lfsr113 components: (mask, a, b, d) of s' = ((s & mask) << d) ^ (((s << a) ^ s) >> b)."""

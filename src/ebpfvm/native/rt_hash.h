@@ -15,7 +15,7 @@
  *   64  u64 buckets    offset of the bucket array (96)
  *   72  u64 elems      offset of the element array (8-aligned)
  *   80  u64 size       bytes of the block
- *   88  u64 reserved
+ *   88  u64 refs       LRU maps: offset of u8 ref[max_entries] (else 0; rt_lru.h)
  *   96  u32 bucket[nbuckets]      head of each chain, or RT_HASH_NIL
  *   elems: struct rt_hash_elem[max_entries]: u32 next; u32 hash; key bytes
  *          (zero-padded to elem_size)
@@ -75,7 +75,7 @@ struct rt_hash {
 	u64 buckets;
 	u64 elems;
 	u64 size;
-	u64 reserved2;
+	u64 refs;
 };
 
 struct rt_hash_elem {

@@ -1,11 +1,12 @@
 /* rtcore: the first native helpers (issue 15). Array and per-CPU array map
  * lookup, update and delete, and the hash, per-CPU hash, queue and stack
- * maps' operations (rt_hash.h, rt_queue.h) behind the same helpers; prandom, the CPU and NUMA node ids, ktime,
+ * maps' operations (rt_hash.h, rt_queue.h) and the LRU maps' lookups (rt_lru.h) behind the same helpers; prandom, the CPU and NUMA node ids, ktime,
  * csum_diff. Each does what its Python implementation does (the reference:
  * ebpfvm.maps, ebpfvm.kernel, ebpfvm.contexts), in the same order of checks,
  * faults and budget charges; anything else goes to RT_PYTHON. */
 #include "rt.h"
 #include "rt_hash.h"
+#include "rt_lru.h"
 #include "rt_queue.h"
 
 /* A hash operation's answer, or the Python helper's when it must answer. */
@@ -37,6 +38,10 @@ long rt_map_lookup_elem(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 	struct rt_map *map = rt_find_map(env, r1);
 	if (map && rt_is_hash(map)) {
 		long found = rt_hash_lookup((struct rt_hash *)map, env, r2);
+		return RT_HASH_OR_PYTHON(found, RT_MAP_LOOKUP_ELEM);
+	}
+	if (map && rt_is_lru(map)) {
+		long found = rt_lru_lookup((struct rt_hash *)map, env, r2);
 		return RT_HASH_OR_PYTHON(found, RT_MAP_LOOKUP_ELEM);
 	}
 	if (!map || !rt_is_array(map) || !rt_cpu_ok(map, env))

@@ -10,10 +10,13 @@ import struct
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+import pytest
 from elftools.elf.elffile import ELFFile
 
 from ebpfvm import EbpfVmRaw
+from ebpfvm.errors import HelperFault, MemoryFault
 from ebpfvm.helpers import HelperContext
 from ebpfvm.maps import Map, MapType, map_helpers
 from ebpfvm.memory import AddressSpace, Region, address_of
@@ -196,3 +199,20 @@ def make_map(percpu: bool, key_size: int, value_size: int, max_entries: int,
         return PerCpuMap("h", MapType.PERCPU_HASH, key_size, value_size, max_entries,
                          ncpus=ncpus)
     return Map("h", MapType.HASH, key_size, value_size, max_entries)
+
+
+def memory_fault_of(side: Any, native: Any, number: int, name: str,
+                    args: list[int]) -> tuple[Any, ...]:
+    """(address, size, access) of the MemoryFault raised on `side` with
+    `args`: runtime function `number` when `side` is `native`, else the
+    Python helper `name` (whose fault comes wrapped in a HelperFault)."""
+    with pytest.raises((MemoryFault, HelperFault)) as caught:
+        if side is native:
+            native.call(number, *args)
+        else:
+            side.call(name, *args)
+    fault = caught.value
+    if isinstance(fault, HelperFault) and isinstance(fault.cause, MemoryFault):
+        fault = fault.cause
+    assert isinstance(fault, MemoryFault)
+    return fault.address, fault.size, fault.access

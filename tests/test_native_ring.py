@@ -10,10 +10,7 @@ corpus compares both with the kernel."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -25,29 +22,16 @@ from ebpfvm.jit.rtlink import link_runtime
 from ebpfvm.mapbase import MapType
 from ebpfvm.maps import Map, RingBuf, map_helpers
 from ebpfvm.native.env import RtEnvBlock
-from ebpfvm.native.registry import NATIVE_ENV, native_helper_numbers
+from ebpfvm.native.registry import native_helper_numbers
 from ebpfvm.nativering import RING_HEADER, env_tag
 from engines import run
+from test_native import native
 
 RING, OTHER, ARRAY = 0x8000, 0x9000, 0x1000
 SIZE = 4096
 WILD = 0x1234
 TOP = (1 << 64) - 2
 OUTPUT, RESERVE, SUBMIT, DISCARD = 130, 131, 132, 133
-
-
-@contextmanager
-def native(on: bool) -> Iterator[None]:
-    """EBPFVM_NATIVE for the compiles inside."""
-    old = os.environ.get(NATIVE_ENV)
-    os.environ[NATIVE_ENV] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[NATIVE_ENV]
-        else:
-            os.environ[NATIVE_ENV] = old
 
 
 def _maps() -> dict[int, Any]:

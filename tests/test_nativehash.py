@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import NEEDS_KBPF
-from ebpfvm.errors import EbpfError, HelperFault, MapError, MemoryFault
+from ebpfvm.errors import EbpfError, MapError
 from ebpfvm.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map, MapType, create_map
 from ebpfvm.nativehash import HEADER_SIZE, NIL, NativeHash, key_hash
-from nhash_harness import Native, Reference, make_map
+from nhash_harness import Native, Reference, make_map, memory_fault_of
 
 E2BIG, EEXIST, ENOENT, EINVAL = 7, 17, 2, 22
 M64 = (1 << 64) - 1
@@ -255,16 +255,7 @@ def test_wild_pointers_fault_with_address_and_size(engine: str, number: int, wil
         args = [key, 0] if number == LOOKUP_PERCPU else [key]
         if number == UPDATE:
             args = [key, 0xBEEF_0000 if wild == "value" else side.value(bytes(24)), 0]
-        with pytest.raises((MemoryFault, HelperFault)) as caught:
-            if side is native:
-                native.call(number, *args)
-            else:
-                ref.call(HELPER_NAMES[number], *args)
-        fault = caught.value
-        if isinstance(fault, HelperFault) and isinstance(fault.cause, MemoryFault):
-            fault = fault.cause
-        assert isinstance(fault, MemoryFault)
-        faults.append((fault.address, fault.size, fault.access))
+        faults.append(memory_fault_of(side, native, number, HELPER_NAMES[number], args))
     expected = (0xDEAD_0000, 13, "load") if wild == "key" else (0xBEEF_0000, 24, "load")
     assert faults == [expected, expected]
     assert len(native.map) == 0 and native.map.native_hash is not None

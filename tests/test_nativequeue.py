@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 import kernel_oracle
 from conftest import NEEDS_KBPF
-from ebpfvm.errors import EbpfError, HelperFault, MemoryFault
+from ebpfvm.errors import EbpfError
 from ebpfvm.maps import MapType, QueueMap, create_map
-from nhash_harness import QUEUE_FUNCTIONS, VALUE_AT, Reference, run, runtime_for
+from nhash_harness import QUEUE_FUNCTIONS, VALUE_AT, Reference, memory_fault_of, run, runtime_for
 
 PUSH, PEEK, POP = range(3)
 HELPER_NAMES = ("bpf_map_push_elem", "bpf_map_peek_elem", "bpf_map_pop_elem")
@@ -132,16 +132,7 @@ def test_wild_pointers_fault_with_address_and_size(engine: str, kind: str, numbe
     faults = []
     for side in (native, ref):
         args = [0xDEAD_0000, 0] if number == PUSH else [0xDEAD_0000]
-        with pytest.raises((MemoryFault, HelperFault)) as caught:
-            if side is native:
-                native.call(number, *args)
-            else:
-                ref.call(HELPER_NAMES[number], *args)
-        fault = caught.value
-        if isinstance(fault, HelperFault) and isinstance(fault.cause, MemoryFault):
-            fault = fault.cause
-        assert isinstance(fault, MemoryFault)
-        faults.append((fault.address, fault.size, fault.access))
+        faults.append(memory_fault_of(side, native, number, HELPER_NAMES[number], args))
     access = "load" if number == PUSH else "store"
     assert faults == [(0xDEAD_0000, 12, access)] * 2
     assert list(native.map) == [b"x" * 12]  # a value not written stays in the map

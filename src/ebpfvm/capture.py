@@ -24,13 +24,13 @@ from __future__ import annotations
 import array
 import struct
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .capture_jobs import forget_frames as _forget_frames
 from .capture_jobs import jobs_for, run_jobs
 from .capture_native import NativeCapture
 from .contexts import XDP_HELPERS, _Frame
@@ -167,18 +167,6 @@ class CaptureInterrupted(KeyboardInterrupt):
     def __init__(self, stats: CaptureStats) -> None:
         super().__init__(f"interrupted after {stats.packets} packets")
         self.stats = stats
-
-
-def _forget_frames(error: BaseException) -> None:
-    """Clear the locals of the finished frames `error` (and its causes)
-    went through: they hold views of the packet buffers, which then cannot be
-    unmapped (BufferError) until the exception goes."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
 
 
 Progress = Callable[[int], None]

@@ -44,7 +44,7 @@ from .native.env import RtEnvBlock
 from .pcapmmap import CaptureFile, Record
 from .vm import EbpfVmRaw
 
-__all__ = ["default_jobs", "jobs_for", "jobs_limit", "run_jobs", "worker_vm"]
+__all__ = ["default_jobs", "forget_frames", "jobs_for", "jobs_limit", "run_jobs", "worker_vm"]
 
 _TIMER_HELPERS = frozenset({169, 170, 171, 172})
 """bpf_timer_init, set_callback, start, cancel: bound to the VM they were made for."""
@@ -223,9 +223,10 @@ def _work(native: NativeCapture, vm: Any, shared: _Shared, output: Output,
             shared.turn.notify_all()
 
 
-def _forget(error: BaseException) -> None:
-    """Clear the locals of the finished frames `error` (and its causes) went
-    through, so the chunk buffers they view can be unmapped."""
+def forget_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames `error` (and its causes)
+    went through: they hold views of the packet or chunk buffers, which then
+    cannot be unmapped (BufferError) until the exception goes."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -271,7 +272,7 @@ def run_jobs(vm: Any, capture: CaptureFile, engine: str, jobs: int, make: Callab
         for tally in tallies:
             counts.update(tally)
         for _index, error in shared.errors:  # their frames hold views of the chunks
-            _forget(error)
+            forget_frames(error)
         for native in natives:
             native.close()
         for worker in vms:

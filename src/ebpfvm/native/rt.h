@@ -123,4 +123,22 @@ RT_INLINE struct rt_map *rt_find_map(struct rt_env *env, u64 handle)
 	return 0;
 }
 
+/* A lock word shared by worker threads (run_capture's jobs): taken by
+ * compare-and-swap, at most `spins` tries (0: not taken, the caller fails
+ * as the kernel does when it cannot take a lock), released by an exchange. */
+RT_INLINE int rt_lock(u32 *word, u32 spins)
+{
+	u32 tries;
+
+	for (tries = 0; tries < spins; tries++)
+		if (__sync_val_compare_and_swap(word, 0, 1) == 0)
+			return 1;
+	return 0;
+}
+
+RT_INLINE void rt_unlock(u32 *word)
+{
+	__sync_lock_test_and_set(word, 0);
+}
+
 #endif

@@ -287,17 +287,12 @@ RT_INLINE void rt_hash_fill_new(struct rt_hash *m, u32 index, u32 hash, const u8
 
 RT_INLINE int rt_hash_lock(struct rt_hash *m)
 {
-	u32 tries;
-
-	for (tries = 0; tries < RT_HASH_SPINS; tries++)
-		if (__sync_val_compare_and_swap(&m->lock, 0, 1) == 0)
-			return 1;
-	return 0;
+	return rt_lock(&m->lock, RT_HASH_SPINS);
 }
 
 RT_INLINE void rt_hash_unlock(struct rt_hash *m)
 {
-	__sync_lock_test_and_set(&m->lock, 0);
+	rt_unlock(&m->lock);
 }
 
 RT_INLINE long rt_hash_update_locked(struct rt_hash *m, const u8 *k, const u8 *v, u64 flags,

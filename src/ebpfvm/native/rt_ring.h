@@ -68,17 +68,12 @@ _Static_assert(sizeof(struct rt_ring) == RT_RING_HEADER, "the ring header is 96 
  * tries): a reserve that cannot take it fails as a full ring does. */
 RT_INLINE int rt_ring_lock(struct rt_ring *r)
 {
-	u32 tries;
-
-	for (tries = 0; tries < RT_HASH_SPINS; tries++)
-		if (__sync_val_compare_and_swap(&r->lock, 0, 1) == 0)
-			return 1;
-	return 0;
+	return rt_lock(&r->lock, RT_HASH_SPINS);
 }
 
 RT_INLINE void rt_ring_unlock(struct rt_ring *r)
 {
-	__sync_lock_test_and_set(&r->lock, 0);
+	rt_unlock(&r->lock);
 }
 
 /* The address of a new busy record's data, or 0 (size 0 or past 1 << 30,

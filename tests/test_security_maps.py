@@ -724,3 +724,15 @@ def test_load_limits_are_checked_when_given(limits: dict[str, object], error: ty
     with pytest.raises(error) as info:
         load(b"not even an object", **limits)  # type: ignore[arg-type]
     assert info.value.argument == next(iter(limits))
+
+
+def test_a_ring_buffer_counts_its_native_block() -> None:
+    """A ring of N bytes holds 2N of data (the area mapped twice) and N of
+    native bookkeeping (one u64 per 8-byte position: nativering's busy
+    table), so 3N counts against the per-map limit: a 128 MiB ring (384 MiB
+    in all) is over the 256 MiB default, a 64 MiB one (192 MiB) is not."""
+    with pytest.raises(MapTooLarge) as info:
+        create_map("big", MapType.RINGBUF, 0, 0, 128 << 20)
+    assert info.value.requested == 3 * (128 << 20)
+    ring = create_map("fits", MapType.RINGBUF, 0, 0, 64 << 20)
+    assert ring.max_entries == 64 << 20

@@ -47,8 +47,9 @@ class RingBuf(BpfMap):
 
     @classmethod
     def memory_bytes(cls, spec: MapSpec) -> int:
-        """The double-size data area."""
-        return 2 * spec.max_entries
+        """The double-size data area, and the native block's table of busy
+        records (one u64 per 8-byte ring position: ebpfvm.nativering)."""
+        return 2 * spec.max_entries + spec.max_entries
 
     @classmethod
     def create(cls, spec: MapSpec, max_bytes: int) -> RingBuf:
